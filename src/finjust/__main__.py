@@ -1,0 +1,5 @@
+import sys
+
+from finjust.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``finjust`` command line: a thin layer over the library."""

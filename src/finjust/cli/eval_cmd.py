@@ -1,0 +1,26 @@
+"""``finjust eval RUN_DIR``: score a trained run again, base against tuned."""
+
+from __future__ import annotations
+
+import argparse
+
+from finjust.cli.output import add_json_option, show_scorecard
+from finjust.cli.progress import ProgressPrinter
+from finjust.eval.evaluate import evaluate_run
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(
+        name,
+        help="score a trained run on its held-out test split",
+        description="Rebuild the run's test split, check it against the manifest, score base and tuned.",
+        epilog="example:\n  finjust eval runs/my-first --json score.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", help="a run folder written by finjust train")
+    add_json_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    show_scorecard(evaluate_run(args.run_dir, on_event=ProgressPrinter()), args.json)
+    return 0

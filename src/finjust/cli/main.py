@@ -1,0 +1,50 @@
+"""``finjust``: fine-tune a pretrained model on your data and prove it got better.
+
+Each subcommand lives in its own module with ``add_parser`` and ``run``; this file only
+dispatches and turns a :class:`FinjustError` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from finjust.cli import demo, eval_cmd, train
+from finjust.errors import FinjustError
+
+SUBCOMMANDS = {"demo": demo, "train": train, "eval": eval_cmd}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finjust",
+        description="Fine-tune a pretrained model on domain data, verified by a scorecard.",
+        epilog="examples:\n  finjust demo\n  finjust train recipe.yaml train.lr=1e-4\n"
+        "  finjust train --resume runs/my-first\n  finjust eval runs/my-first --json score.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        module.add_parser(commands, name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(SUBCOMMANDS[args.command].run(args))
+    except FinjustError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `finjust train --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

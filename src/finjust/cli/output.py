@@ -1,0 +1,19 @@
+"""Printing a run's result: the scorecard table on stdout, JSON to a file on request."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from finjust import atomic
+from finjust.eval.scorecard import format_scorecard
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="PATH", help="also write the scorecard as JSON to PATH")
+
+
+def show_scorecard(scorecard: dict[str, Any], json_path: str | None) -> None:
+    print(format_scorecard(scorecard))
+    if json_path:
+        atomic.write_json(json_path, scorecard)

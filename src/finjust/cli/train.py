@@ -1,0 +1,42 @@
+"""``finjust train RECIPE [key=value ...]`` and ``finjust train --resume RUN_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from finjust.cli.output import add_json_option, show_scorecard
+from finjust.cli.progress import ProgressPrinter
+from finjust.errors import RecipeError
+from finjust.recipe import load_recipe, section_help
+from finjust.train.run import RunFolder, run_recipe
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(
+        name,
+        help="fine-tune as a recipe says, then print the scorecard",
+        description="Train from a YAML recipe; dotted overrides change any field.",
+        epilog="examples:\n  finjust train recipe.yaml\n  finjust train recipe.yaml train.lr=1e-4 method.r=8\n"
+        "  finjust train --resume runs/my-first\n\nrecipe fields:\n" + section_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("recipe", nargs="?", help="the YAML recipe")
+    parser.add_argument("overrides", nargs="*", help="section.key=value changes to the recipe")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    add_json_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise RecipeError(["--resume takes the run folder only; the run's own recipe.yaml is used"], "train")
+        recipe = load_recipe(RunFolder(Path(args.resume)).recipe)
+    elif args.recipe:
+        recipe = load_recipe(args.recipe, args.overrides)
+    else:
+        raise RecipeError(["give a recipe file, or --resume RUN_DIR"], "train")
+    result = run_recipe(recipe, resume=bool(args.resume), on_event=ProgressPrinter())
+    show_scorecard(result.scorecard, args.json)
+    print(f"\nrun folder: {result.run_dir}")
+    return 0

@@ -1,0 +1,1 @@
+"""Reading, templating and splitting training data."""

@@ -1,0 +1,73 @@
+"""Every error finjust raises on purpose, in one tree.
+
+    FinjustError                 base: the CLI prints its message on one line, exits 2
+    ├── RecipeError              a recipe with one or more problems (all listed at once)
+    ├── UnknownNameError         a registry was asked for a name it does not hold
+    ├── DataError                a data file that cannot be used (names file, line, field)
+    ├── ModelLoadError           a model that cannot be found or loaded
+    ├── MethodError              a fine-tuning method that cannot be applied, saved or merged
+    ├── CheckpointError          a run folder or checkpoint that cannot be resumed or read
+    └── EvaluationError          a scorecard that cannot be computed
+
+Library code raises these and never prints or exits; the message says what was given,
+what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class FinjustError(Exception):
+    """Base class of every error finjust raises deliberately."""
+
+
+class RecipeError(FinjustError):
+    """A recipe with problems; ``problems`` holds each one, the message lists them all."""
+
+    def __init__(self, problems: Iterable[str], source: str = "recipe") -> None:
+        self.problems = list(problems)
+        self.source = source
+        listed = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source}: {count} {noun}:\n{listed}")
+
+
+class UnknownNameError(FinjustError):
+    """A registry lookup for a name that is not registered."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+
+
+class DataError(FinjustError):
+    """A data file or record that cannot be used."""
+
+    def __init__(
+        self, message: str, path: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.path, self.line, self.field, self.detail = path, line, field, message
+        where = path or ""
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f" field {field!r}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ModelLoadError(FinjustError):
+    """A model that cannot be found or loaded."""
+
+
+class MethodError(FinjustError):
+    """A fine-tuning method that cannot be applied, saved, loaded or merged."""
+
+
+class CheckpointError(FinjustError):
+    """A run folder or checkpoint that cannot be resumed or read."""
+
+
+class EvaluationError(FinjustError):
+    """A scorecard or metric that cannot be computed."""

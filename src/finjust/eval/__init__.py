@@ -1,0 +1,1 @@
+"""Evaluation: metrics, batched generation and the base-vs-tuned scorecard."""

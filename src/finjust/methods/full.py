@@ -1,0 +1,46 @@
+"""Full fine-tuning: every pretrained weight trains (fp32 master weights, bf16 compute)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from finjust.errors import MethodError
+from finjust.methods.registry import METHODS, Method
+
+
+@dataclass
+class FullOptions:
+    """Full fine-tuning has no options of its own."""
+
+
+class Full(Method):
+    name = "full"
+    options_class = FullOptions
+    default_lr = 2e-5
+    trains_base_weights = True
+    artifact_dir = "model"
+
+    def apply(self, model: nn.Module, options: FullOptions) -> nn.Module:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model
+
+    def save(self, model: nn.Module, folder: Path) -> None:
+        if not isinstance(model, PreTrainedModel):
+            raise MethodError("full fine-tuning save expects a transformers model")
+        model.save_pretrained(folder)
+
+    def load(self, base: nn.Module, folder: Path) -> nn.Module:
+        if not (folder / "config.json").is_file():
+            raise MethodError(f"{folder} holds no saved model (config.json missing)")
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=next(base.parameters()).dtype)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return model  # nothing to fold in: the weights themselves were trained
+
+
+METHODS.add(Full.name, Full())

@@ -1,0 +1,549 @@
+"""The training recipe: one YAML file read into plain dataclass sections.
+
+A recipe has the sections ``model``, ``data``, ``method``, ``train``, ``eval`` and
+``output``; only ``model.name``, ``data.train`` and ``output.dir`` are required. Every
+problem in a recipe (unknown sections or keys, missing keys, wrong types, out-of-range
+values, unknown method options) is collected and raised together as one
+:class:`~finjust.errors.RecipeError`. Dotted overrides (``train.lr=1e-4``) are applied
+before validation.
+
+Relative paths (``data.train``, ``data.validation``, ``data.test``, ``output.dir``) written
+in a recipe file are resolved against the file's folder; those given by an override are
+resolved against the current directory. ``model.name`` is treated as a path only when it
+contains ``/``, ends with ``.gguf`` or names something that exists in that folder;
+otherwise it stays a short model name.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import operator
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from finjust.atomic import write_text
+from finjust.errors import RecipeError, UnknownNameError
+from finjust.methods.registry import get_method
+
+
+def _doc(help_text: str, **checks: Any) -> dict[str, Any]:
+    """Field metadata: the ``--help`` text plus checks (choices, gt, ge, lt, nonempty)."""
+    return {"help": help_text, **checks}
+
+
+@dataclass
+class ModelSection:
+    """``model:`` which pretrained model to start from."""
+
+    name: str = field(metadata=_doc(
+        "Short name of a model an installed package ships (e.g. smollm2-135m-instruct), "
+        "a local Hugging Face folder, or a .gguf file.", nonempty=True))
+    dtype: str = field(default="auto", metadata=_doc(
+        "Weight dtype; auto picks bfloat16 where supported.", choices=("auto", "bfloat16", "float32")))
+    device: str = field(default="auto", metadata=_doc(
+        "Where to train; auto uses cuda when available.", choices=("auto", "cpu", "cuda")))
+
+
+@dataclass
+class DataSection:
+    """``data:`` the examples to train and evaluate on."""
+
+    train: str = field(metadata=_doc("Path of the training data file.", nonempty=True))
+    validation: str | None = field(default=None, metadata=_doc(
+        "Path of the validation file; null splits validation_fraction off train."))
+    test: str | None = field(default=None, metadata=_doc(
+        "Path of the test file; null splits test_fraction off train."))
+    format: str = field(default="auto", metadata=_doc(
+        "Record format; auto detects it.", choices=("auto", "instruction", "chat")))
+    validation_fraction: float = field(default=0.1, metadata=_doc(
+        "Share of train held out for validation when no validation file is given.", ge=0, lt=1))
+    test_fraction: float = field(default=0.1, metadata=_doc(
+        "Share of train held out for testing, used only when no test file is given.", ge=0, lt=1))
+    max_length: int = field(default=1024, metadata=_doc(
+        "Longest example in tokens; longer ones are truncated.", gt=0))
+    system_prompt: str | None = field(default=None, metadata=_doc(
+        "System message put before instruction records."))
+
+
+@dataclass
+class MethodSection:
+    """``method:`` which weights train; options are written flat beside ``name``."""
+
+    name: str = field(default="lora", metadata=_doc("Fine-tuning method (a registered name)."))
+    options: Any = field(default_factory=dict, metadata=_doc(
+        "The method's options (its options dataclass once validated)."))
+
+
+@dataclass
+class TrainSection:
+    """``train:`` the optimisation loop."""
+
+    epochs: float = field(default=3.0, metadata=_doc("Passes over the training data.", gt=0))
+    max_steps: int | None = field(default=None, metadata=_doc(
+        "Optimizer steps to run; overrides epochs when set.", gt=0))
+    lr: float | None = field(default=None, metadata=_doc(
+        "Peak learning rate; null uses the method's default.", gt=0))
+    batch_size: int = field(default=8, metadata=_doc("Examples per micro-batch.", gt=0))
+    grad_accum: int = field(default=1, metadata=_doc(
+        "Micro-batches accumulated per optimizer step.", gt=0))
+    warmup_ratio: float = field(default=0.05, metadata=_doc(
+        "Share of the steps spent warming the learning rate up.", ge=0, lt=1))
+    scheduler: str = field(default="cosine", metadata=_doc(
+        "Learning-rate schedule after warmup.", choices=("cosine", "linear", "constant")))
+    weight_decay: float = field(default=0.0, metadata=_doc("AdamW weight decay.", ge=0))
+    max_grad_norm: float = field(default=1.0, metadata=_doc("Gradient clipping norm.", gt=0))
+    eval_every: int | None = field(default=None, metadata=_doc(
+        "Evaluate every this many steps; null evaluates once per epoch.", gt=0))
+    save_every: int | None = field(default=None, metadata=_doc(
+        "Save a checkpoint every this many steps; null saves at every evaluation.", gt=0))
+    patience: int | None = field(default=2, metadata=_doc(
+        "Evaluations without validation-loss improvement before stopping early; "
+        "null disables early stopping.", gt=0))
+    seed: int = field(default=42, metadata=_doc("Random seed for data order and init.", ge=0))
+    threads: int | None = field(default=None, metadata=_doc(
+        "CPU threads for torch; null keeps torch's default.", gt=0))
+
+
+@dataclass
+class EvalSection:
+    """``eval:`` the scorecard computed on the test split."""
+
+    metrics: list[str] = field(default_factory=lambda: ["exact_match", "token_f1", "rouge_l"],
+                               metadata=_doc("Metrics computed on generated answers."))
+    max_new_tokens: int = field(default=96, metadata=_doc("Longest generated answer.", gt=0))
+    batch_size: int = field(default=16, metadata=_doc("Prompts generated at once.", gt=0))
+    max_examples: int | None = field(default=None, metadata=_doc(
+        "Evaluate at most this many test examples; null uses all.", gt=0))
+    generate: bool = field(default=True, metadata=_doc(
+        "Generate answers and score them; false reports only the loss."))
+
+
+@dataclass
+class OutputSection:
+    """``output:`` where the run is written."""
+
+    dir: str = field(metadata=_doc("Run folder for checkpoints, results and logs.", nonempty=True))
+    overwrite: bool = field(default=False, metadata=_doc("Replace an existing run folder."))
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """A whole validated recipe."""
+
+    model: ModelSection
+    data: DataSection
+    method: MethodSection = field(default_factory=MethodSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    output: OutputSection
+
+    @property
+    def learning_rate(self) -> float:
+        """``train.lr``, or the method's ``default_lr`` when the recipe gives none."""
+        if self.train.lr is not None:
+            return self.train.lr
+        return float(get_method(self.method.name).default_lr)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection, "data": DataSection, "method": MethodSection,
+    "train": TrainSection, "eval": EvalSection, "output": OutputSection,
+}
+_PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("output", "dir"))
+_BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
+    "gt": (">", operator.gt), "ge": (">=", operator.ge), "lt": ("<", operator.lt),
+}
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``safe_load`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: the YAML recipe.
+        overrides: dotted ``section.key=value`` strings; values are parsed as YAML.
+
+    Returns:
+        The validated recipe, with relative paths made absolute.
+
+    Raises:
+        RecipeError: listing every problem, with ``source`` set to the file.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    raw = _resolve_paths(raw, path.absolute().parent)
+    raw, problems = _apply_overrides(raw, overrides)
+    touched = {text.partition("=")[0].strip() for text in overrides}
+    raw = _resolve_paths(raw, Path.cwd(), only=touched)
+    return _build(raw, str(path), problems)
+
+
+def recipe_from_dict(raw: Mapping[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    """Validate a plain mapping of sections into a :class:`Recipe`.
+
+    Args:
+        raw: sections as read from YAML.
+        source: what the problems are reported against (usually a file name).
+        base_dir: folder that relative paths are resolved against; None leaves them as given.
+
+    Raises:
+        RecipeError: listing every problem found.
+    """
+    if base_dir is not None and isinstance(raw, Mapping):
+        raw = _resolve_paths(raw, base_dir)
+    return _build(raw, source, [])
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with dotted ``section.key=value`` overrides applied.
+
+    Raises:
+        RecipeError: listing every malformed override (no ``=``, unknown section, bad YAML).
+    """
+    result, problems = _apply_overrides(raw, overrides)
+    if problems:
+        raise RecipeError(problems, source="overrides")
+    return result
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"recipe file not found: {path}"], source=source) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError([f"cannot read the recipe file: {err}"], source=source) from None
+    try:
+        raw = _parse_yaml(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        detail = getattr(err, "problem", None) or str(err)
+        raise RecipeError([f"invalid YAML{where}: {detail}"], source=source) from None
+    if not isinstance(raw, dict):
+        got = "an empty file" if raw is None else _shown(raw)
+        raise RecipeError([f"expected a mapping of sections (model:, data:, output:, ...), got {got}"],
+                          source=source)
+    return raw
+
+
+def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    result: dict[str, Any] = copy.deepcopy(dict(raw))
+    problems: list[str] = []
+    for text in overrides:
+        key, sep, value_text = text.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            problems.append(f"override {text!r}: expected section.key=value, e.g. train.lr=1e-4")
+        elif parts[0] not in SECTIONS:
+            problems.append(f"override {text!r}: unknown section {parts[0]!r}{_suggest(parts[0], SECTIONS)}")
+        else:
+            try:
+                _set_dotted(result, parts, _parse_yaml(value_text))
+            except yaml.YAMLError as err:
+                detail = getattr(err, "problem", err)
+                problems.append(f"override {text!r}: the value is not valid YAML ({detail})")
+            except TypeError as err:
+                problems.append(f"override {text!r}: {err}")
+    return result, problems
+
+
+def _set_dotted(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    for depth, part in enumerate(parts[:-1]):
+        if target.get(part) is None:
+            target[part] = {}
+        if not isinstance(target[part], dict):
+            raise TypeError(f"{'.'.join(parts[:depth + 1])!r} is not a mapping")
+        target = target[part]
+    target[parts[-1]] = value
+
+
+def _resolve_paths(raw: Mapping[str, Any], base: Path, only: set[str] | None = None) -> dict[str, Any]:
+    """A copy of ``raw`` whose relative path values are joined to ``base``."""
+    result = dict(raw)
+
+    def wanted(dotted: str) -> bool:
+        return only is None or any(dotted == o or dotted.startswith(o + ".") for o in only)
+
+    for section, key in (*_PATH_KEYS, ("model", "name")):
+        values = result.get(section)
+        if not isinstance(values, Mapping) or not isinstance(values.get(key), str):
+            continue
+        if not wanted(f"{section}.{key}") or not values[key]:
+            continue
+        text = os.path.expanduser(values[key])
+        if section == "model" and not _looks_like_path(text, base):
+            continue
+        result[section] = {**values, key: text if os.path.isabs(text) else str(base / text)}
+    return result
+
+
+def _looks_like_path(name: str, base: Path) -> bool:
+    return "/" in name or name.endswith(".gguf") or (base / name).exists()
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _build(raw: Any, source: str, problems: list[str]) -> Recipe:
+    if not isinstance(raw, Mapping):
+        raise RecipeError([*problems, f"expected a mapping of sections, got {_shown(raw)}"], source=source)
+    _report_unknown("", raw, list(SECTIONS), problems, noun="section")
+    built: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        value = raw.get(name)
+        if value is not None and not isinstance(value, Mapping):
+            problems.append(f"section {name!r} must be a mapping of keys to values, got {_shown(value)}")
+        elif name == "method":
+            built[name] = _build_method(value or {}, problems)
+        else:
+            built[name] = _build_dataclass(cls, name, value or {}, problems)
+    if built.get("data") is not None:
+        problems.extend(_check_data(built["data"]))
+    if problems:
+        raise RecipeError(problems, source=source)
+    return Recipe(**built)
+
+
+def _build_method(raw: Mapping[str, Any], problems: list[str]) -> MethodSection | None:
+    name = raw.get("name", "lora")
+    if not isinstance(name, str):
+        problems.append(f"method.name: expected str, got {_shown(name)}")
+        return None
+    try:
+        method = get_method(name)
+    except UnknownNameError as err:
+        problems.append(f"method.name: unknown method {name!r}; valid methods: "
+                        f"{', '.join(err.valid)}{_suggest(name, err.valid)}")
+        return None
+    options = {key: value for key, value in raw.items() if key != "name"}
+    built = _build_dataclass(method.options_class, "method", options, problems, extra=("name",))
+    return None if built is None else MethodSection(name=name, options=built)
+
+
+def _build_dataclass(cls: type, prefix: str, raw: Mapping[str, Any], problems: list[str],
+                     extra: Sequence[str] = ()) -> Any:
+    """An instance of dataclass ``cls`` from ``raw``, or None after adding its problems."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.init}
+    count = len(problems)
+    _report_unknown(f"{prefix}.", raw, [*known, *extra], problems)
+    values: dict[str, Any] = {}
+    for name, info in known.items():
+        key = f"{prefix}.{name}"
+        if name not in raw:
+            if info.default is dataclasses.MISSING and info.default_factory is dataclasses.MISSING:
+                problems.append(f"missing required key {key!r}: {info.metadata.get('help', name)}")
+            continue
+        ok, value = _coerce(raw[name], hints[name])
+        if not ok:
+            problems.append(f"{key}: expected {_describe(hints[name])}, got {_shown(raw[name])}")
+            continue
+        expected = _check_value(value, info.metadata)
+        if expected:
+            problems.append(f"{key}: expected {expected}, got {value!r}")
+        values[name] = value
+    if len(problems) > count:
+        return None
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        problems.append(f"{prefix}: {err}")
+        return None
+
+
+def _check_data(data: DataSection) -> list[str]:
+    held_out = (data.validation_fraction if data.validation is None else 0.0) + (
+        data.test_fraction if data.test is None else 0.0)
+    if held_out >= 1:
+        return [f"data.validation_fraction + data.test_fraction: expected < 1 (train must keep "
+                f"some examples), got {data.validation_fraction} + {data.test_fraction}"]
+    return []
+
+
+def _report_unknown(prefix: str, raw: Mapping[Any, Any], valid: Sequence[str], problems: list[str],
+                    noun: str = "key") -> None:
+    for key in raw:
+        if str(key) not in valid:
+            given = f"{prefix}{key}"
+            detail = _suggest(str(key), valid) or f"; valid {noun}s: {', '.join(valid)}"
+            problems.append(f"unknown {noun} {given!r}{detail}")
+
+
+def _suggest(name: str, valid: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the type ``hint``, and the value converted (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True, value
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            ok, converted = _coerce(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is Literal:
+        return value in args, value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if origin in (list, tuple) or hint in (list, tuple):
+        return _coerce_sequence(value, origin or hint, args)
+    if origin is dict or hint is dict:
+        return isinstance(value, Mapping), dict(value) if isinstance(value, Mapping) else value
+    if hint is None or hint is type(None):
+        return value is None, value
+    return (isinstance(value, hint) if isinstance(hint, type) else True), value
+
+
+def _coerce_sequence(value: Any, kind: type, args: tuple[Any, ...]) -> tuple[bool, Any]:
+    if not isinstance(value, (list, tuple)):
+        return False, value
+    if kind is tuple and args and args[-1] is not Ellipsis:
+        item_hints = list(args)  # a fixed-length tuple such as tuple[int, int]
+    else:
+        item_hints = [args[0] if args else Any] * len(value)
+    if len(item_hints) != len(value):
+        return False, value
+    items = [_coerce(item, item_hint) for item, item_hint in zip(value, item_hints)]
+    if not all(ok for ok, _ in items):
+        return False, value
+    return True, kind(converted for _, converted in items)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint is type(None) or hint is None:
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple) and args:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _check_value(value: Any, meta: Mapping[str, Any]) -> str:
+    """What ``value`` should have been under the checks in ``meta``; empty when it is fine."""
+    if value is None:
+        return ""
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        return "one of " + ", ".join(choices)
+    bounds = [(symbol, check, meta[name]) for name, (symbol, check) in _BOUNDS.items() if name in meta]
+    if any(not check(value, limit) for _, check, limit in bounds):
+        return " and ".join(f"{symbol} {limit}" for symbol, _, limit in bounds)
+    if meta.get("nonempty") and not value:
+        return "a non-empty value"
+    return ""
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+
+
+# ---------------------------------------------------------------- saving and help
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain YAML-safe data, method options written flat beside ``name``."""
+    result: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = getattr(recipe, name)
+        if name == "method":
+            result[name] = {"name": section.name, **_plain(section.options)}
+        else:
+            result[name] = _plain(section)
+    return result
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the recipe as YAML atomically (a temporary file in the same folder, then rename)."""
+    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+    write_text(path, text)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def section_help(method: str | None = None) -> str:
+    """Every recipe key with its type, default and help text, for ``finjust train --help``.
+
+    Args:
+        method: also list the options of this registered method.
+    """
+    lines: list[str] = []
+    for name, cls in SECTIONS.items():
+        lines.append(f"{name}:")
+        lines.extend(_field_help(cls, name, skip=("options",) if name == "method" else ()))
+        if name == "method" and method is not None:
+            lines.extend(_field_help(get_method(method).options_class, "method"))
+    return "\n".join(lines)
+
+
+def _field_help(cls: type, prefix: str, skip: Sequence[str] = ()) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    lines: list[str] = []
+    for info in fields(cls):
+        if info.name in skip:
+            continue
+        if info.default is not dataclasses.MISSING:
+            default = f" = {_as_yaml(info.default)}"
+        elif info.default_factory is not dataclasses.MISSING:
+            default = f" = {_as_yaml(info.default_factory())}"
+        else:
+            default = " (required)"
+        lines.append(f"  {prefix}.{info.name}: {_describe(hints[info.name])}{default}")
+        help_text = info.metadata.get("help", "")
+        choices = info.metadata.get("choices")
+        lines.append(f"      {help_text} [one of {', '.join(choices)}]" if choices else f"      {help_text}")
+    return lines
+
+
+def _as_yaml(value: Any) -> str:
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=1000)
+    return text.removesuffix("...\n").strip()

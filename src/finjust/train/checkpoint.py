@@ -1,0 +1,118 @@
+"""Atomic checkpoints of a training run and resuming from the latest one.
+
+A checkpoint is a folder ``checkpoints/step-NNNNNN`` holding the trainable weights
+(safetensors), the optimizer and scheduler state, the RNG state and the loop's state. It
+is written to a temp folder and renamed, so any ``step-*`` folder present is complete and
+the latest one is the highest step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from finjust import atomic
+from finjust.errors import CheckpointError
+
+_PREFIX = "step-"
+
+
+@dataclass
+class LoopState:
+    """What the loop must remember across an interruption."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train, by name, detached and contiguous (ready for safetensors)."""
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy saved trainable parameters back into ``model``; a missing or extra name is an error."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(tensors):
+        missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+        raise CheckpointError(f"checkpoint does not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(tensors[name])
+
+
+def _step_dir(root: Path, step: int) -> Path:
+    return root / f"{_PREFIX}{step:06d}"
+
+
+def save_checkpoint(
+    root: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: LoopState
+) -> Path:
+    """Write a checkpoint for ``state.step`` atomically and prune all but it and the best."""
+    target = _step_dir(root, state.step)
+    with atomic.folder(target) as tmp:
+        # safetensors refuses tensors that share memory (tied embeddings): save a copy of each
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
+            tmp / "optimizer.pt",
+        )
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    _prune(root, keep={state.step, state.best_step})
+    return target
+
+
+def _prune(root: Path, keep: set[int | None]) -> None:
+    for folder in root.glob(f"{_PREFIX}*"):
+        if _step_of(folder) not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _step_of(folder: Path) -> int | None:
+    suffix = folder.name[len(_PREFIX) :]
+    return int(suffix) if suffix.isdigit() else None
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None."""
+    found = [(s, f) for f in root.glob(f"{_PREFIX}*") if (s := _step_of(f)) is not None and f.is_dir()]
+    return max(found)[1] if found else None
+
+
+def checkpoint_for_step(root: Path, step: int) -> Path:
+    folder = _step_dir(root, step)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint for step {step} is missing from {root}")
+    return folder
+
+
+def load_loop_state(folder: Path) -> LoopState:
+    try:
+        return LoopState(**json.loads((folder / "state.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{folder}/state.json is unreadable: {exc}") from exc
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "trainable.safetensors"))
+
+
+def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> LoopState:
+    """Put model, optimizer, scheduler and RNG back to where ``folder`` was written."""
+    restore_trainable(model, load_weights(folder))
+    saved = torch.load(folder / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    return load_loop_state(folder)

@@ -1,0 +1,32 @@
+"""The metrics log: one JSON line per optimizer step and per evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from finjust import atomic
+
+
+class MetricsLog:
+    """Appends records to ``metrics.jsonl``; on resume, forgets what came after the checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        # a run killed mid-write can leave a partial last line: it is dropped
+        return [json.loads(line) for line in lines if line.strip() and line.rstrip().endswith("}")]
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records up to ``step`` (those the resumed checkpoint had already seen)."""
+        kept = [r for r in self.records() if r.get("step", 0) <= step]
+        atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))

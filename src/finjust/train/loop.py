@@ -1,0 +1,151 @@
+"""The training loop: packed micro-batches, gradient accumulation, validation, early stopping.
+
+Why our own loop rather than ``transformers.Trainer``: we need atomic checkpoints that a
+SIGKILL cannot corrupt, resume with the exact data order, padding-free packing with the
+cache disabled (the Trainer leaves ``use_cache`` on, which silently breaks packing
+boundaries; see shared/PERF-NOTES.md) and a loss computed only on answer tokens. The
+pieces are torch's and transformers' own: AdamW, ``get_scheduler``, gradient clipping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+from finjust.data.templates import TokenizedExample
+from finjust.objectives.sft import PackedBatch, batch_loss_sum, mean_loss, pack
+from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
+from finjust.train.log import MetricsLog
+from finjust.train.plan import StepPlan, plan_steps
+
+EventHandler = Callable[[str, dict[str, Any]], None]
+_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+#: a validation loss must fall by more than this to count as an improvement
+MIN_IMPROVEMENT = 1e-4
+
+
+@dataclass
+class LoopSetup:
+    """Everything the loop needs besides the model."""
+
+    train: Sequence[TokenizedExample]
+    validation: Sequence[PackedBatch]
+    cfg: Any  # finjust.recipe.TrainSection
+    lr: float
+    checkpoints: Path
+    log: MetricsLog
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    on_event: EventHandler
+
+
+def _no_events(kind: str, payload: dict[str, Any]) -> None:
+    return None
+
+
+def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> LoopState:
+    """Train ``model`` in place; returns the final loop state (best step included)."""
+    cfg = setup.cfg
+    plan = plan_steps(len(setup.train), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        _SCHEDULERS[cfg.scheduler],
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * plan.total_steps),
+        num_training_steps=plan.total_steps,
+    )
+    state = LoopState()
+    if resume and (folder := latest_checkpoint(setup.checkpoints)) is not None:
+        state = restore_checkpoint(folder, model, optimizer, scheduler)
+        setup.log.truncate_after(state.step)
+        setup.on_event("resumed", {"step": state.step, "total_steps": plan.total_steps})
+    else:
+        torch.manual_seed(cfg.seed)
+    setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
+    model.train()
+    while state.step < plan.total_steps and not state.stopped_early:
+        _one_step(model, setup, plan, state, optimizer, scheduler)
+        evaluated = _maybe_evaluate(model, setup, plan, state)
+        if _save_due(setup.cfg, plan, state, evaluated):
+            save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
+    if state.best_step is None:  # no validation data: the last step is the best we know
+        state.best_step = state.step
+        save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
+    return state
+
+
+def _one_step(
+    model: nn.Module, setup: LoopSetup, plan: StepPlan, state: LoopState, optimizer: Any, scheduler: Any
+) -> None:
+    started = time.perf_counter()
+    batches = [pack([setup.train[i] for i in micro]) for micro in plan.steps[state.step]]
+    n_trained = sum(b.trained_tokens for b in batches)
+    optimizer.zero_grad(set_to_none=True)
+    loss_total = 0.0
+    for batch in batches:
+        with torch.autocast(setup.device.type, dtype=setup.autocast_dtype or torch.float32,
+                            enabled=setup.autocast_dtype is not None):
+            loss_sum, _ = batch_loss_sum(model, batch.to(setup.device))
+        (loss_sum / max(n_trained, 1)).backward()
+        loss_total += float(loss_sum.detach())
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in model.parameters() if p.requires_grad], setup.cfg.max_grad_norm
+    )
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    tokens = sum(int(b.input_ids.numel()) for b in batches)
+    state.step += 1
+    state.tokens_seen += tokens
+    seconds = time.perf_counter() - started
+    record = {
+        "type": "train", "step": state.step, "total_steps": plan.total_steps,
+        "epoch": round(plan.epoch_of(state.step), 4), "loss": loss_total / max(n_trained, 1),
+        "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens, "seconds": round(seconds, 4),
+        "tokens_per_second": round(tokens / seconds, 1),
+    }  # fmt: skip
+    setup.log.append(record)
+    setup.on_event("step", record)
+
+
+def _eval_due(cfg: Any, plan: StepPlan, step: int) -> bool:
+    if step == plan.total_steps:
+        return True
+    return step % cfg.eval_every == 0 if cfg.eval_every else plan.ends_epoch(step)
+
+
+def _maybe_evaluate(model: nn.Module, setup: LoopSetup, plan: StepPlan, state: LoopState) -> bool:
+    if not setup.validation or not _eval_due(setup.cfg, plan, state.step):
+        return False
+    model.eval()
+    loss = mean_loss(model, setup.validation, setup.device, setup.autocast_dtype)
+    model.train()
+    improved = state.best_loss is None or loss < state.best_loss - MIN_IMPROVEMENT
+    if improved:
+        state.best_loss, state.best_step, state.evals_since_best = loss, state.step, 0
+    else:
+        state.evals_since_best += 1
+    patience = setup.cfg.patience
+    state.stopped_early = bool(patience) and state.evals_since_best >= patience
+    record = {
+        "type": "eval", "step": state.step, "epoch": round(plan.epoch_of(state.step), 4),
+        "val_loss": loss, "best_loss": state.best_loss, "best_step": state.best_step,
+        "improved": improved, "stopped_early": state.stopped_early,
+    }  # fmt: skip
+    setup.log.append(record)
+    setup.on_event("eval", record)
+    return True
+
+
+def _save_due(cfg: Any, plan: StepPlan, state: LoopState, evaluated: bool) -> bool:
+    if state.step == plan.total_steps or state.stopped_early:
+        return True
+    return state.step % cfg.save_every == 0 if cfg.save_every else evaluated

@@ -1,0 +1,48 @@
+"""The data order of a whole run, fixed up front from the seed.
+
+Every optimizer step's micro-batches are known before training starts, so a resumed run
+continues with exactly the batches the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """``steps[s][m]`` lists the example indices of micro-batch ``m`` of optimizer step ``s + 1``."""
+
+    steps: list[list[list[int]]]
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.steps)
+
+    def epoch_of(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    def ends_epoch(self, step: int) -> bool:
+        return step % self.steps_per_epoch == 0 or step == self.total_steps
+
+
+def plan_steps(
+    n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None, seed: int
+) -> StepPlan:
+    """Shuffle each epoch with ``seed + epoch`` and group examples into steps of micro-batches."""
+    micro_per_epoch = math.ceil(n_examples / batch_size)
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / grad_accum))
+    total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
+    steps: list[list[list[int]]] = []
+    epoch = 0
+    while len(steps) < total:
+        order = list(range(n_examples))
+        random.Random(seed + epoch).shuffle(order)
+        micro = [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
+        for start in range(0, len(micro), grad_accum):
+            steps.append(micro[start : start + grad_accum])
+        epoch += 1
+    return StepPlan(steps[:total], steps_per_epoch)

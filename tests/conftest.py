@@ -1,0 +1,110 @@
+"""Shared fixtures: a seeded tiny Llama and a byte-level tokenizer with a ChatML template.
+
+Nothing is downloaded: the tokenizer is trained on a few sentences in milliseconds and the
+model is built from a config with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+ASSETS = Path(__file__).parent / "assets"
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = [line for line in (ASSETS / "tiny_train.jsonl").read_text().splitlines()] * 3
+    core.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Llama (hidden 16, 2 layers) with its tokenizer, the same on every run."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def write_jsonl(tmp_path: Path):
+    """Write records (dicts or raw strings) as a JSONL file and return its path."""
+
+    def write(name: str, records: list) -> Path:
+        path = tmp_path / name
+        lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_tokens():
+    """The tiny training set, tokenized with the fixture tokenizer."""
+    from finjust.data.formats import load_examples
+    from finjust.data.templates import tokenize_examples
+
+    examples = load_examples(ASSETS / "tiny_train.jsonl")
+    tokens, _ = tokenize_examples(examples, build_tokenizer(), max_length=256)
+    return tokens
+
+
+@pytest.fixture()
+def tiny_recipe(tiny_model_dir: Path, tmp_path: Path):
+    """Write a recipe for the tiny model and tiny data; keyword arguments replace sections."""
+    import yaml
+
+    def write(**sections: dict) -> Path:
+        recipe = {
+            "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+            "data": {"train": str(ASSETS / "tiny_train.jsonl"), "test": str(ASSETS / "tiny_test.jsonl")},
+            "method": {"name": "lora"},
+            "train": {"epochs": 2, "batch_size": 4, "lr": 1e-2},
+            "eval": {"max_new_tokens": 6},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+        for name, values in sections.items():
+            recipe[name] = {**recipe.get(name, {}), **values}
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        return path
+
+    return write

@@ -1,0 +1,95 @@
+"""Whole runs through ``main(argv)`` on the tiny model: the files a run leaves behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from finjust.cli.main import main
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_a_complete_run_folder(tiny_recipe, tmp_path, capsys):
+    recipe = tiny_recipe()
+    assert main(["train", str(recipe), "train.max_steps=3", "train.eval_every=1"]) == 0
+    run = tmp_path / "run"
+    for name in ("recipe.yaml", "manifest.json", "metrics.jsonl", "scorecard.json", "adapter/adapter_config.json"):
+        assert (run / name).is_file(), name
+    scorecard = json.loads((run / "scorecard.json").read_text())
+    assert set(scorecard["base"]) == {"test_loss", "perplexity", "exact_match", "token_f1", "rouge_l"}
+    assert scorecard["n_test"] == 8 and set(scorecard["tuned"]) == set(scorecard["base"])
+    records = _records(run)
+    assert [r["step"] for r in records if r["type"] == "train"] == [1, 2, 3]
+    assert [r["step"] for r in records if r["type"] == "eval"] == [1, 2, 3]
+    assert "Scorecard on 8 held-out test examples" in capsys.readouterr().out
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["sizes"] == {"train": 29, "validation": 3, "test": 8}
+
+
+def test_the_adapter_loads_with_peft_directly(tiny_recipe, tiny_model_dir, tmp_path):
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2"]) == 0
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "run" / "adapter")
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_training_loss_falls(tiny_recipe, tmp_path):
+    assert main(["train", str(tiny_recipe()), "train.epochs=6", "eval.generate=false"]) == 0
+    losses = [r["loss"] for r in _records(tmp_path / "run") if r["type"] == "train"]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, (first, last)
+    scorecard = json.loads((tmp_path / "run" / "scorecard.json").read_text())
+    assert scorecard["tuned"]["test_loss"] < scorecard["base"]["test_loss"]
+
+
+def test_full_fine_tuning_saves_safetensors(tiny_recipe, tmp_path):
+    recipe = tiny_recipe(method={"name": "full"}, train={"lr": 1e-3})
+    assert main(["train", str(recipe), "train.max_steps=2", "eval.generate=false"]) == 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_eval_rescores_a_run_and_writes_json(tiny_recipe, tmp_path):
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2"]) == 0
+    out = tmp_path / "score.json"
+    assert main(["eval", str(tmp_path / "run"), "--json", str(out)]) == 0
+    scorecard = json.loads(out.read_text())
+    assert {"base", "tuned", "n_test"} <= set(scorecard)
+    trained = json.loads((tmp_path / "run" / "scorecard.json").read_text())
+    assert abs(scorecard["tuned"]["test_loss"] - trained["tuned"]["test_loss"]) < 1e-4
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tiny_recipe, tmp_path):
+    # a learning rate far too high makes validation loss climb after the first steps
+    recipe = tiny_recipe(method={"name": "full"}, train={"lr": 0.3, "eval_every": 1, "patience": 2, "epochs": 20})
+    assert main(["train", str(recipe), "eval.generate=false"]) == 0
+    evals = [r for r in _records(tmp_path / "run") if r["type"] == "eval"]
+    assert evals[-1]["stopped_early"]
+    assert len(evals) < 20 * 8
+    scorecard = json.loads((tmp_path / "run" / "scorecard.json").read_text())
+    assert scorecard["best_step"] == min(evals, key=lambda r: r["val_loss"])["step"]
+    assert scorecard["best_step"] < evals[-1]["step"]
+
+
+def test_a_recipe_with_two_mistakes_reports_both(tiny_recipe, capsys):
+    recipe = tiny_recipe(train={"lrr": 1, "batch_size": -1})
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'lr'" in err and "train.batch_size" in err
+
+
+def test_bad_data_exits_2_naming_file_and_line(tiny_recipe, write_jsonl, capsys):
+    bad = write_jsonl("bad.jsonl", [{"instruction": "ok", "output": "ok"}, "{not json"])
+    assert main(["train", str(tiny_recipe(data={"train": str(bad)}))]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_an_existing_run_folder_is_not_overwritten(tiny_recipe, capsys):
+    recipe = str(tiny_recipe())
+    assert main(["train", recipe, "train.max_steps=1", "eval.generate=false"]) == 0
+    assert main(["train", recipe, "train.max_steps=1"]) == 2
+    assert "--resume" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""Reading instruction and chat JSONL: good records become examples, bad ones name their line."""
+
+from __future__ import annotations
+
+import pytest
+
+from finjust.data.formats import load_examples
+from finjust.errors import DataError
+
+
+def test_instruction_records_become_user_and_assistant_turns(write_jsonl):
+    path = write_jsonl("a.jsonl", [{"instruction": "Price?", "input": "Model: Fjord", "output": "2490 EUR."}])
+    (example,) = load_examples(path)
+    assert [m.role for m in example.messages] == ["user", "assistant"]
+    assert example.messages[0].content == "Price?\n\nModel: Fjord"
+    assert example.reference_answer() == "2490 EUR."
+    assert example.line == 1
+
+
+def test_system_prompt_is_prepended(write_jsonl):
+    path = write_jsonl("a.jsonl", [{"instruction": "Hi", "output": "Hello"}])
+    (example,) = load_examples(path, system_prompt="Be brief.")
+    assert example.messages[0].role == "system" and example.messages[0].content == "Be brief."
+
+
+def test_chat_records_keep_turns_and_weights(write_jsonl):
+    messages = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b", "weight": 0},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
+    (example,) = load_examples(write_jsonl("c.jsonl", [{"messages": messages}]))
+    assert [m.weight for m in example.messages] == [1, 1, 0, 1, 1]
+    assert example.prompt_text() == "c"
+
+
+@pytest.mark.parametrize(
+    ("record", "line", "needle"),
+    [
+        ('{"instruction": "x", "output": "y"', 2, "malformed JSON"),
+        ({"instruction": "x"}, 2, "'output'"),
+        ({"instruction": "x", "output": "   "}, 2, "empty"),
+        ({"instruction": 3, "output": "y"}, 2, "expected a string"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, 2, "unknown role 'robot'"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 2, "must end with an assistant"),
+        ({"text": "plain"}, 2, "cannot tell the format"),
+    ],
+)
+def test_bad_record_is_rejected_with_its_line(write_jsonl, record, line, needle):
+    path = write_jsonl("bad.jsonl", [{"instruction": "ok", "output": "ok"}, record])
+    with pytest.raises(DataError) as caught:
+        load_examples(path)
+    assert f"{path}:{line}" in str(caught.value)
+    assert needle in str(caught.value)
+    assert caught.value.line == line
+
+
+def test_all_bad_records_are_reported_together(write_jsonl):
+    path = write_jsonl("bad.jsonl", [{"instruction": "x"}, {"instruction": "ok", "output": "ok"}, {"output": "y"}])
+    with pytest.raises(DataError) as caught:
+        load_examples(path)
+    assert "2 bad records" in str(caught.value)
+    assert f"{path}:1" in str(caught.value) and f"{path}:3" in str(caught.value)
+
+
+def test_empty_and_non_utf8_files_are_rejected(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="no records"):
+        load_examples(empty)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"instruction": "café", "output": "x"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_examples(latin)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(DataError, match="nope.jsonl"):
+        load_examples(tmp_path / "nope.jsonl")

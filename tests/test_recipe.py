@@ -1,0 +1,345 @@
+"""Tests of the recipe: loading, validation (all problems at once), overrides, saving."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from finjust.errors import RecipeError
+from finjust.methods.registry import METHODS, Method
+from finjust.recipe import (
+    DataSection,
+    EvalSection,
+    Recipe,
+    TrainSection,
+    apply_overrides,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+    save_recipe,
+    section_help,
+)
+
+FAKE = "fake_test_method"
+
+
+@dataclass
+class FakeOptions:
+    r: int = field(default=16, metadata={"help": "Rank of the fake update."})
+    alpha: float = 32.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+class FakeMethod(Method):
+    name = FAKE
+    options_class = FakeOptions
+    default_lr = 2e-4
+    artifact_dir = "fake"
+
+    def apply(self, model: Any, options: Any) -> Any:
+        return model
+
+    def save(self, model: Any, folder: Path) -> None:
+        return None
+
+    def load(self, base: Any, folder: Path) -> Any:
+        return base
+
+    def merge(self, model: Any) -> Any:
+        return model
+
+
+@pytest.fixture(autouse=True)
+def fake_method() -> Iterator[str]:
+    """Registers a throwaway method so the tests do not depend on the real ones."""
+    METHODS._entries.pop(FAKE, None)
+    METHODS.add(FAKE, FakeMethod())
+    yield FAKE
+    METHODS._entries.pop(FAKE, None)
+
+
+MINIMAL = f"""\
+model: {{name: smollm2-135m-instruct}}
+data: {{train: my/train.jsonl, test: my/test.jsonl}}
+method: {{name: {FAKE}}}
+output: {{dir: runs/my-first}}
+"""
+
+
+def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def minimal_dict(**sections: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "model": {"name": "smollm2-135m-instruct"},
+        "data": {"train": "train.jsonl"},
+        "method": {"name": FAKE},
+        "output": {"dir": "runs/x"},
+    }
+    raw.update(sections)
+    return raw
+
+
+def problems_of(raw: Any, **kwargs: Any) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(raw, **kwargs)
+    return info.value.problems
+
+
+def test_minimal_recipe_loads_with_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    assert recipe.model.name == "smollm2-135m-instruct"
+    assert (recipe.model.dtype, recipe.model.device) == ("auto", "auto")
+    assert recipe.data.train == str(tmp_path / "my/train.jsonl")
+    assert recipe.data.test == str(tmp_path / "my/test.jsonl")
+    assert recipe.data.validation is None and recipe.data.format == "auto"
+    assert recipe.output.dir == str(tmp_path / "runs/my-first")
+    assert recipe.output.overwrite is False
+    assert recipe.method.name == FAKE
+    assert recipe.method.options == FakeOptions()
+    assert recipe.train == TrainSection()
+    assert recipe.eval == EvalSection()
+    assert recipe.eval.metrics == ["exact_match", "token_f1", "rouge_l"]
+    assert recipe.learning_rate == 2e-4
+
+
+def test_two_mistakes_are_reported_together(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "train: {lrr: 0.001, batch_size: -1}\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    error = info.value
+    assert len(error.problems) == 2
+    assert error.source == str(path)
+    message = str(error)
+    assert str(path) in message and "2 problems" in message
+    assert "unknown key 'train.lrr'; did you mean 'lr'?" in message
+    assert any("train.batch_size" in p and "-1" in p and "> 0" in p for p in error.problems)
+
+
+def test_overrides_apply_and_coerce_types(tmp_path: Path) -> None:
+    overrides = [
+        "train.lr=1e-4",
+        "train.epochs=2",
+        "data.test=null",
+        "method.r=8",
+        "method.targets=[q_proj]",
+        "eval.metrics=[exact_match]",
+        "eval.generate=false",
+        "train.max_steps=5",
+    ]
+    recipe = load_recipe(write(tmp_path, MINIMAL), overrides)
+    assert recipe.train.lr == pytest.approx(1e-4) and isinstance(recipe.train.lr, float)
+    assert recipe.train.epochs == 2.0 and isinstance(recipe.train.epochs, float)
+    assert recipe.train.max_steps == 5
+    assert recipe.data.test is None
+    assert recipe.method.options == FakeOptions(r=8, targets=("q_proj",))
+    assert recipe.eval.metrics == ["exact_match"]
+    assert recipe.eval.generate is False
+    assert recipe.learning_rate == pytest.approx(1e-4)
+
+
+def test_bad_overrides_are_reported_with_other_problems(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, MINIMAL), ["train.lr", "trian.lr=1", "train.batch_size=0"])
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert "'train.lr'" in problems[0] and "section.key=value" in problems[0]
+    assert "unknown section 'trian'; did you mean 'train'?" in problems[1]
+    assert "train.batch_size" in problems[2]
+
+
+def test_apply_overrides_is_pure_and_rejects_bad_ones() -> None:
+    raw = minimal_dict(train={"lr": 0.1})
+    result = apply_overrides(raw, ["train.lr=0.5", "eval.batch_size=4"])
+    assert result["train"] == {"lr": 0.5} and result["eval"] == {"batch_size": 4}
+    assert raw["train"] == {"lr": 0.1} and "eval" not in raw
+    with pytest.raises(RecipeError, match="section.key=value"):
+        apply_overrides(raw, ["=3"])
+    with pytest.raises(RecipeError, match="not a mapping"):
+        apply_overrides({"train": {"lr": 1.0}}, ["train.lr.x=2"])
+
+
+def test_missing_required_fields_and_sections() -> None:
+    raw = {"model": {"dtype": "float32"}, "data": {"train": "t.jsonl"}, "method": {"name": FAKE}}
+    problems = problems_of(raw)
+    assert any(p.startswith("missing required key 'model.name'") for p in problems)
+    assert any(p.startswith("missing required key 'output.dir'") for p in problems)
+    assert len(problems) == 2
+    assert "missing required key 'data.train'" in problems_of(minimal_dict(data={}))[0]
+
+
+def test_unknown_section_is_suggested() -> None:
+    problems = problems_of(minimal_dict(trian={"lr": 0.1}))
+    assert problems == ["unknown section 'trian'; did you mean 'train'?"]
+    problems = problems_of(minimal_dict(zzz=1))
+    assert "valid sections: model, data, method, train, eval, output" in problems[0]
+
+
+def test_section_that_is_not_a_mapping() -> None:
+    problems = problems_of(minimal_dict(train=[1, 2]))
+    assert problems == ["section 'train' must be a mapping of keys to values, got [1, 2] (list)"]
+
+
+def test_type_and_value_errors_name_key_value_and_expectation() -> None:
+    problems = problems_of(minimal_dict(
+        model={"name": 7, "dtype": "fp16"},
+        train={"batch_size": True, "epochs": "three", "scheduler": "cosine", "warmup_ratio": 1},
+        eval={"metrics": ["exact_match", 3]},
+        output={"dir": "", "overwrite": "yes"},
+    ))
+    expected = [
+        "model.name: expected str, got 7 (int)",
+        "model.dtype: expected one of auto, bfloat16, float32, got 'fp16'",
+        "train.epochs: expected float, got 'three' (str)",
+        "train.batch_size: expected int, got True (bool)",
+        "train.warmup_ratio: expected >= 0 and < 1, got 1.0",
+        "eval.metrics: expected a list of str, got ['exact_match', 3] (list)",
+        "output.dir: expected a non-empty value, got ''",
+        "output.overwrite: expected bool, got 'yes' (str)",
+    ]
+    assert problems == expected
+
+
+def test_int_accepted_where_float_expected() -> None:
+    recipe = recipe_from_dict(minimal_dict(train={"lr": 1, "weight_decay": 0}))
+    assert recipe.train.lr == 1.0 and isinstance(recipe.train.lr, float)
+    assert isinstance(recipe.train.weight_decay, float)
+
+
+def test_held_out_fractions_must_leave_training_data() -> None:
+    half = {"validation_fraction": 0.5, "test_fraction": 0.5}
+    problems = problems_of(minimal_dict(data={"train": "t", **half}))
+    assert len(problems) == 1 and "validation_fraction + data.test_fraction" in problems[0]
+    # with a test file, test_fraction is unused
+    recipe = recipe_from_dict(minimal_dict(data={"train": "t", "test": "u", **half}))
+    assert recipe.data.test == "u"
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "model: {name: x}\ndata:\n  train: [unclosed\noutput: {dir: y}\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert str(path) in message and "invalid YAML at line" in message
+    bad = write(tmp_path, "model:\n  name: x\n   dtype: auto\n", "bad.yaml")
+    with pytest.raises(RecipeError, match="line 3"):
+        load_recipe(bad)
+
+
+def test_missing_empty_or_non_mapping_file(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="empty file"):
+        load_recipe(write(tmp_path, ""))
+    with pytest.raises(RecipeError, match=r"got \[1, 2\] \(list\)"):
+        load_recipe(write(tmp_path, "[1, 2]\n"))
+
+
+def test_method_options_are_validated() -> None:
+    problems = problems_of(minimal_dict(method={"name": FAKE, "rr": 8, "alpha": "big", "targets": "q"}))
+    assert problems == [
+        "unknown key 'method.rr'; did you mean 'r'?",
+        "method.alpha: expected float, got 'big' (str)",
+        "method.targets: expected a list of str, got 'q' (str)",
+    ]
+    recipe = recipe_from_dict(minimal_dict(method={"name": FAKE, "r": 4, "alpha": 8}))
+    assert recipe.method.options == FakeOptions(r=4, alpha=8.0)
+
+
+def test_unknown_method_lists_valid_names() -> None:
+    problems = problems_of(minimal_dict(method={"name": "fake_test_methd", "r": 8}))
+    assert len(problems) == 1
+    assert problems[0].startswith("method.name: unknown method 'fake_test_methd'; valid methods: ")
+    assert problems[0].endswith(f"; did you mean '{FAKE}'?") and f"{FAKE}," in problems[0]
+
+
+def test_built_in_lora_options_when_available() -> None:
+    try:
+        from finjust.methods.registry import get_method
+
+        get_method("lora")
+    except Exception as err:  # the built-in methods are optional for these tests
+        pytest.skip(f"built-in lora method not importable: {err}")
+    recipe = recipe_from_dict(minimal_dict(method={"name": "lora", "r": 4}))
+    assert recipe.method.options.r == 4
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+    problems = problems_of(minimal_dict(method={"name": "lora", "rr": 4}))
+    assert problems == ["unknown key 'method.rr'; did you mean 'r'?"]
+
+
+def test_yaml_exponent_floats_parse_as_numbers(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, MINIMAL + "train: {lr: 1e-4, weight_decay: 1E-2}\n"))
+    assert recipe.train.lr == pytest.approx(1e-4)
+    assert recipe.train.weight_decay == pytest.approx(0.01)
+
+
+def test_round_trip_through_save_and_load(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["method.r=4", "train.lr=3e-5", "eval.max_examples=10"])
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+    saved = tmp_path / "run" / "recipe.yaml"
+    save_recipe(recipe, saved)
+    assert load_recipe(saved) == recipe
+    assert os.listdir(saved.parent) == ["recipe.yaml"]  # no temporary file left behind
+    plain = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    assert plain["method"] == {"name": FAKE, "r": 4, "alpha": 32.0, "targets": ["q_proj", "v_proj"]}
+    save_recipe(Recipe(**{**recipe.__dict__, "train": TrainSection(epochs=1.0)}), saved)
+    assert load_recipe(saved).train.epochs == 1.0
+
+
+def test_relative_paths_resolve_against_recipe_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "local-model").mkdir()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    text = (f"model: {{name: local-model}}\ndata: {{train: d/train.jsonl, validation: /abs/val.jsonl}}\n"
+            f"method: {{name: {FAKE}}}\noutput: {{dir: ../runs/a}}\n")
+    recipe = load_recipe(folder / write(folder, text).name, ["data.test=t.jsonl"])
+    assert recipe.model.name == str(folder / "local-model")
+    assert recipe.data.train == str(folder / "d/train.jsonl")
+    assert recipe.data.validation == "/abs/val.jsonl"
+    assert recipe.data.test == str(elsewhere / "t.jsonl")  # from an override: current directory
+    assert recipe.output.dir == str(folder / "../runs/a")
+    gguf = load_recipe(folder / "recipe.yaml", ["model.name=m.gguf"])
+    assert gguf.model.name == str(elsewhere / "m.gguf")
+
+
+def test_recipe_from_dict_resolves_only_with_base_dir(tmp_path: Path) -> None:
+    raw = minimal_dict(model={"name": "models/tiny"})
+    assert recipe_from_dict(raw).data.train == "train.jsonl"
+    recipe = recipe_from_dict(raw, base_dir=tmp_path)
+    assert recipe.data.train == str(tmp_path / "train.jsonl")
+    assert recipe.model.name == str(tmp_path / "models/tiny")
+    assert recipe_from_dict(minimal_dict(), base_dir=tmp_path).model.name == "smollm2-135m-instruct"
+
+
+def test_section_help_lists_every_field() -> None:
+    text = section_help(FAKE)
+    for section, cls in [("data", DataSection), ("train", TrainSection), ("eval", EvalSection)]:
+        for name in cls.__dataclass_fields__:
+            assert f"{section}.{name}:" in text
+    assert "model.name: str (required)" in text
+    assert "train.lr: float or null = null" in text
+    assert "Peak learning rate" in text
+    assert "[one of cosine, linear, constant]" in text
+    assert "eval.metrics: a list of str = [exact_match, token_f1, rouge_l]" in text
+    assert "output.overwrite: bool = false" in text
+    assert "method.r: int = 16" in text and "Rank of the fake update." in text
+    assert "method.options" not in text
+
+
+def test_override_value_that_is_not_yaml() -> None:
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        apply_overrides(minimal_dict(), ["eval.metrics=[unclosed"])

@@ -1,0 +1,57 @@
+"""Packed batches: the same loss as one example at a time, and no attention across examples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from finjust.data.templates import IGNORE_INDEX, TokenizedExample
+from finjust.objectives.sft import batch_loss_sum, eval_batches, pack
+
+
+@pytest.fixture()
+def model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def test_packed_loss_equals_one_example_at_a_time(model, tiny_tokens):
+    examples = tiny_tokens[:5]
+    with torch.no_grad():
+        packed_sum, packed_count = batch_loss_sum(model, pack(examples))
+        single = [batch_loss_sum(model, pack([e])) for e in examples]
+        # the HF reference: labels shifted inside the model, one unpadded example at a time
+        reference = [model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])) for e in examples]
+    assert packed_count == sum(count for _, count in single)
+    torch.testing.assert_close(packed_sum, sum(loss for loss, _ in single), rtol=1e-5, atol=1e-4)
+    counts = [e.trained_tokens for e in examples]
+    ref_mean = sum(float(r.loss) * c for r, c in zip(reference, counts)) / sum(counts)
+    assert float(packed_sum) / packed_count == pytest.approx(ref_mean, rel=1e-5)
+
+
+def test_no_token_attends_across_an_example_boundary(model, tiny_tokens):
+    first, second = tiny_tokens[0], tiny_tokens[1]
+    scrambled = TokenizedExample([5] * len(first.input_ids), [IGNORE_INDEX] * len(first.input_ids))
+    with torch.no_grad():
+        logits_a = _logits(model, pack([first, second]))
+        logits_b = _logits(model, pack([scrambled, second]))
+    start = len(first.input_ids)
+    torch.testing.assert_close(logits_a[:, start:], logits_b[:, start:])
+    assert not torch.allclose(logits_a[:, :start], logits_b[:, :start])
+
+
+def test_targets_never_cross_an_example_boundary(tiny_tokens):
+    batch = pack(tiny_tokens[:3])
+    ends = torch.cumsum(torch.tensor([len(e.input_ids) for e in tiny_tokens[:3]]), 0) - 1
+    assert all(int(batch.targets[0, end]) == IGNORE_INDEX for end in ends)
+    assert batch.trained_tokens == sum(e.trained_tokens for e in tiny_tokens[:3])
+
+
+def test_eval_batches_keep_every_example(tiny_tokens):
+    batches = eval_batches(tiny_tokens, tokens_per_batch=200)
+    assert len(batches) > 1
+    assert sum(b.trained_tokens for b in batches) == sum(e.trained_tokens for e in tiny_tokens)
+
+
+def _logits(model, batch):
+    return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
