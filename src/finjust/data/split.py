@@ -38,11 +38,14 @@ def split_examples(
     validation: Sequence[Example] | None = None,
     test: Sequence[Example] | None = None,
 ) -> Splits:
-    """Split ``pool`` with a seeded shuffle; splits given as files are used as they are."""
+    """Split ``pool`` with a seeded shuffle; splits given as files are used as they are.
+
+    Both fractions are of the whole pool.
+    """
     order = list(pool)
     random.Random(seed).shuffle(order)
     n_test = 0 if test is not None else _take(test_fraction, len(order))
-    n_val = 0 if validation is not None else _take(validation_fraction, len(order) - n_test)
+    n_val = 0 if validation is not None else _take(validation_fraction, len(order))
     test_part = list(test) if test is not None else order[:n_test]
     val_part = list(validation) if validation is not None else order[n_test : n_test + n_val]
     train_part = order[n_test + n_val :]
