@@ -55,3 +55,14 @@ def test_eval_batches_keep_every_example(tiny_tokens):
 
 def _logits(model, batch):
     return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+
+
+def test_padded_batches_give_the_packed_loss(model, tiny_tokens):
+    from finjust.objectives.sft import pad
+
+    examples = tiny_tokens[:5]
+    with torch.no_grad():
+        packed_sum, packed_count = batch_loss_sum(model, pack(examples))
+        padded_sum, padded_count = batch_loss_sum(model, pad(examples))
+    assert padded_count == packed_count
+    torch.testing.assert_close(padded_sum, packed_sum, rtol=1e-5, atol=1e-4)

@@ -36,13 +36,13 @@ def evaluate_run(
     test = data.splits.test[: recipe.eval.max_examples] if recipe.eval.max_examples else data.splits.test
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
-    score = lambda model: score_model(  # noqa: E731
-        model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast
+    score = lambda model, packing: score_model(  # noqa: E731
+        model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast, packing
     )
     on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
-    base = score(loaded.model)
+    base = score(loaded.model, True)
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})
-    tuned = score(method.load(loaded.model, artifact))
+    tuned = score(method.load(loaded.model, artifact), method.supports_packing)
     scorecard = build_scorecard(test, base, tuned)
     atomic.write_json(folder.scorecard, scorecard)
     return scorecard

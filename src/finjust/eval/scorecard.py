@@ -40,10 +40,11 @@ def score_model(
     max_length: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    packing: bool = True,
 ) -> ModelScores:
     """Loss, perplexity and (if ``eval_cfg.generate``) answer metrics of ``model`` on ``test``."""
     tokenized, _ = tokenize_examples(test, tokenizer, max_length)
-    loss = mean_loss(model, eval_batches(tokenized), device, autocast_dtype)
+    loss = mean_loss(model, eval_batches(tokenized, packing), device, autocast_dtype)
     metrics = {"test_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
     answers: list[str] = []
     if eval_cfg.generate:

@@ -27,6 +27,9 @@ class Method(ABC):
     trains_base_weights: ClassVar[bool] = False
     #: folder name of the saved result inside a checkpoint or run folder
     artifact_dir: ClassVar[str]
+    #: False for methods that add tokens to every sequence (prompt/prefix tuning): their
+    #: batches are padded, one example per row, instead of packed
+    supports_packing: ClassVar[bool] = True
 
     @abstractmethod
     def apply(self, model: nn.Module, options: Any) -> nn.Module:

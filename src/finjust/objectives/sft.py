@@ -6,6 +6,9 @@ position ids into a block-diagonal causal mask, so no example attends to another
 costs nothing because there is none. Targets are shifted inside each example, so no
 example predicts the first token of the next. Logits are computed only at positions that
 carry loss (``logits_to_keep``), which spares the 49k-vocabulary head most of its work.
+
+Methods that add tokens of their own to every sequence (prompt and prefix tuning) cannot
+share a row between examples; for them a micro-batch is padded instead (:class:`PaddedBatch`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,44 @@ class PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device))
 
 
+@dataclass
+class PaddedBatch:
+    """Examples one per row, right-padded: ids, attention mask and unshifted labels, shape (B, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def trained_tokens(self) -> int:
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    def to(self, device: torch.device) -> PaddedBatch:
+        return PaddedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+
+Batch = PackedBatch | PaddedBatch
+
+
+def make_batch(examples: Sequence[TokenizedExample], packing: bool = True) -> Batch:
+    """A packed batch, or a padded one for methods that cannot share a row between examples."""
+    return pack(examples) if packing else pad(examples)
+
+
+def pad(examples: Sequence[TokenizedExample]) -> PaddedBatch:
+    """One example per row, right-padded (the pad id is irrelevant: it is masked everywhere)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.zeros((len(examples), width), dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(example.labels)
+    return PaddedBatch(ids, mask, labels)
+
+
 def pack(examples: Sequence[TokenizedExample]) -> PackedBatch:
     """Lay ``examples`` end to end; each one's targets are its own labels shifted left by one."""
     ids: list[int] = []
@@ -49,8 +90,10 @@ def pack(examples: Sequence[TokenizedExample]) -> PackedBatch:
     return PackedBatch(as_row(ids), as_row(positions), as_row(targets))
 
 
-def batch_loss_sum(model: nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, int]:
+def batch_loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the batch's trained tokens, and their count."""
+    if isinstance(batch, PaddedBatch):
+        return _padded_loss_sum(model, batch)
     keep = batch.targets != IGNORE_INDEX
     count = int(keep.sum())
     if count == 0:
@@ -66,9 +109,20 @@ def batch_loss_sum(model: nn.Module, batch: PackedBatch) -> tuple[torch.Tensor, 
     return loss, count
 
 
+def _padded_loss_sum(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, int]:
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    # methods such as prompt tuning put virtual tokens before the sequence: skip their logits
+    logits = out.logits[:, out.logits.shape[1] - batch.input_ids.shape[1] :]
+    targets = batch.labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    count = int(keep.sum())
+    loss = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="sum")
+    return loss, count
+
+
 @torch.no_grad()
 def mean_loss(
-    model: nn.Module, batches: Sequence[PackedBatch], device: torch.device, autocast_dtype: torch.dtype | None
+    model: nn.Module, batches: Sequence[Batch], device: torch.device, autocast_dtype: torch.dtype | None
 ) -> float:
     """Token-weighted mean loss over ``batches`` (evaluation: no gradients)."""
     total, count = 0.0, 0
@@ -83,17 +137,19 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def eval_batches(examples: Sequence[TokenizedExample], tokens_per_batch: int = 4096) -> list[PackedBatch]:
-    """Pack examples in order into batches of about ``tokens_per_batch`` tokens."""
-    batches: list[PackedBatch] = []
+def eval_batches(
+    examples: Sequence[TokenizedExample], packing: bool = True, tokens_per_batch: int = 4096
+) -> list[Batch]:
+    """Group examples in order into batches of about ``tokens_per_batch`` tokens."""
+    batches: list[Batch] = []
     current: list[TokenizedExample] = []
     size = 0
     for example in examples:
         if current and size + len(example.input_ids) > tokens_per_batch:
-            batches.append(pack(current))
+            batches.append(make_batch(current, packing))
             current, size = [], 0
         current.append(example)
         size += len(example.input_ids)
     if current:
-        batches.append(pack(current))
+        batches.append(make_batch(current, packing))
     return batches

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from finjust.data.templates import TokenizedExample
-from finjust.objectives.sft import PackedBatch, batch_loss_sum, mean_loss, pack
+from finjust.objectives.sft import Batch, batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
@@ -36,7 +36,7 @@ class LoopSetup:
     """Everything the loop needs besides the model."""
 
     train: Sequence[TokenizedExample]
-    validation: Sequence[PackedBatch]
+    validation: Sequence[Batch]
     cfg: Any  # finjust.recipe.TrainSection
     lr: float
     checkpoints: Path
@@ -44,6 +44,7 @@ class LoopSetup:
     device: torch.device
     autocast_dtype: torch.dtype | None
     on_event: EventHandler
+    packing: bool = True
 
 
 def _no_events(kind: str, payload: dict[str, Any]) -> None:
@@ -86,7 +87,7 @@ def _one_step(
     model: nn.Module, setup: LoopSetup, plan: StepPlan, state: LoopState, optimizer: Any, scheduler: Any
 ) -> None:
     started = time.perf_counter()
-    batches = [pack([setup.train[i] for i in micro]) for micro in plan.steps[state.step]]
+    batches = [make_batch([setup.train[i] for i in micro], setup.packing) for micro in plan.steps[state.step]]
     n_trained = sum(b.trained_tokens for b in batches)
     optimizer.zero_grad(set_to_none=True)
     loss_total = 0.0
@@ -102,7 +103,7 @@ def _one_step(
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
-    tokens = sum(int(b.input_ids.numel()) for b in batches)
+    tokens = sum(_real_tokens(b) for b in batches)
     state.step += 1
     state.tokens_seen += tokens
     seconds = time.perf_counter() - started
@@ -114,6 +115,12 @@ def _one_step(
     }  # fmt: skip
     setup.log.append(record)
     setup.on_event("step", record)
+
+
+def _real_tokens(batch: Batch) -> int:
+    """Tokens that are not padding (a packed batch has none)."""
+    mask = getattr(batch, "attention_mask", None)
+    return int(mask.sum()) if mask is not None else int(batch.input_ids.numel())
 
 
 def _eval_due(cfg: Any, plan: StepPlan, step: int) -> bool:

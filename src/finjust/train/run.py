@@ -87,12 +87,13 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     model = method.apply(loaded.model, recipe.method.options)
     trainable, total = count_parameters(model)
     on_event("method", {"name": method.name, "trainable": trainable, "total": total})
-    setup = _loop_setup(recipe, loaded, data, folder, autocast, on_event)
+    setup = _loop_setup(recipe, loaded, data, folder, autocast, on_event, packing=method.supports_packing)
     state = train_model(model, setup, resume=resume)
     restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save_artifact(method, model, loaded, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
-    tuned = score_model(model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast)
+    tuned = score_model(model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast,
+                        packing=method.supports_packing)  # fmt: skip
     scorecard = build_scorecard(test, base, tuned)
     scorecard["best_step"] = state.best_step
     scorecard["stopped_early"] = state.stopped_early
@@ -153,7 +154,7 @@ def _base_scores(
 
 def _loop_setup(
     recipe: Recipe, loaded: LoadedModel, data: PreparedData, folder: RunFolder,
-    autocast: torch.dtype | None, on_event: EventHandler,
+    autocast: torch.dtype | None, on_event: EventHandler, packing: bool,
 ) -> LoopSetup:  # fmt: skip
     train, report = tokenize_examples(data.splits.train, loaded.tokenizer, recipe.data.max_length)
     validation, _ = tokenize_examples(data.splits.validation, loaded.tokenizer, recipe.data.max_length)
@@ -162,7 +163,7 @@ def _loop_setup(
                  f"{recipe.data.max_length}; {report.dropped_no_trainable_token} dropped (no answer token left)"})
     return LoopSetup(
         train=train,
-        validation=eval_batches(validation),
+        validation=eval_batches(validation, packing),
         cfg=recipe.train,
         lr=recipe.learning_rate,
         checkpoints=folder.checkpoints,
@@ -170,6 +171,7 @@ def _loop_setup(
         device=loaded.device,
         autocast_dtype=autocast,
         on_event=on_event,
+        packing=packing,
     )
 
 

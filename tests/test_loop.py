@@ -1,0 +1,44 @@
+"""The training loop's plan and accumulation arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finjust.cli.main import main
+from finjust.train.checkpoint import latest_checkpoint
+from finjust.train.plan import plan_steps
+
+
+def test_plan_is_seeded_and_covers_each_epoch():
+    a = plan_steps(10, batch_size=3, grad_accum=2, epochs=2, max_steps=None, seed=5)
+    assert a == plan_steps(10, batch_size=3, grad_accum=2, epochs=2, max_steps=None, seed=5)
+    assert a.steps_per_epoch == 2 and a.total_steps == 4
+    first_epoch = sorted(i for step in a.steps[:2] for micro in step for i in micro)
+    assert first_epoch == list(range(10))
+    assert a.steps[0] != plan_steps(10, 3, 2, 2, None, seed=6).steps[0]
+
+
+def test_max_steps_overrides_epochs():
+    assert plan_steps(10, 2, 1, epochs=1, max_steps=12, seed=0).total_steps == 12
+
+
+def _final(run):
+    return load_file(str(latest_checkpoint(run / "checkpoints") / "trainable.safetensors"))
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(tiny_recipe, tmp_path):
+    recipe = str(tiny_recipe(method={"name": "full"}, train={"lr": 1e-3, "patience": None}))
+    common = ["train.max_steps=3", "eval.generate=false"]
+    assert main(["train", recipe, *common, "train.batch_size=8", f"output.dir={tmp_path / 'one'}"]) == 0
+    assert main(["train", recipe, *common, "train.batch_size=4", "train.grad_accum=2",
+                 f"output.dir={tmp_path / 'two'}"]) == 0  # fmt: skip
+    one, two = _final(tmp_path / "one"), _final(tmp_path / "two")
+    for name in one:
+        torch.testing.assert_close(one[name], two[name], rtol=1e-4, atol=1e-6)
+    losses = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+                          if '"train"' in x]  # fmt: skip
+    assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-4)

