@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finjust.errors import UnknownNameError
+from finjust.errors import EvaluationError, UnknownNameError
 from finjust.eval.metrics import METRICS, exact_match, rouge_l, score_answers, token_f1
 
 
@@ -31,3 +31,67 @@ def test_score_answers_averages_and_unknown_metric_lists_valid():
     with pytest.raises(UnknownNameError, match="exact_match"):
         score_answers(["bleu"], ["x"], ["x"])
     assert {"exact_match", "token_f1", "rouge_l"} <= set(METRICS.names())
+
+
+def _items(name, predictions, references=None, examples=(), options=None):
+    from finjust.eval.metrics import Answers, metric_items
+
+    references = references or [""] * len(predictions)
+    return METRICS.get(name).aggregate(metric_items(name, Answers(predictions, references, examples), options))
+
+
+def test_accuracy_and_macro_f1_by_hand():
+    predictions, references = ["pos", "pos", "neg", "neg"], ["pos", "neg", "neg", "neg"]
+    assert _items("accuracy", predictions, references) == 0.75
+    # pos: tp 1, predicted 2, actual 1 -> F1 2/3; neg: tp 2, predicted 2, actual 3 -> F1 0.8
+    assert _items("macro_f1", predictions, references) == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_fact_recall_counts_the_facts_found():
+    from finjust.data.formats import Example, Message
+    from finjust.eval.metrics import FactRecallOptions
+
+    example = Example((Message("user", "q"), Message("assistant", "a")), meta={"facts": ["2016", "Gothenburg"]})
+    assert _items("fact_recall", ["Founded in 2016 in Oslo."], examples=[example],
+                  options=FactRecallOptions()) == 0.5  # fmt: skip
+    bare = Example((Message("user", "q"), Message("assistant", "a")), source="t.jsonl", line=3)
+    with pytest.raises(EvaluationError, match="t.jsonl:3"):
+        _items("fact_recall", ["x"], examples=[bare], options=FactRecallOptions())
+
+
+def test_format_by_regex_and_json_schema():
+    from finjust.eval.metrics import FormatOptions
+
+    regex = FormatOptions(regex=r"Ride on!$")
+    assert _items("format", ["Yes. Ride on!", "Yes."], options=regex) == 0.5
+    schema = FormatOptions(json_schema={"type": "object", "required": ["price"]})
+    assert _items("format", ['{"price": 3}', '{"cost": 3}', "not json"], options=schema) == pytest.approx(1 / 3)
+    with pytest.raises(EvaluationError):
+        _items("format", ["x"])
+
+
+def test_brand_mention_and_voice():
+    from finjust.eval.metrics import BrandMentionOptions, BrandVoiceOptions
+
+    assert _items("brand_mention", ["We at Nordhavn...", "We..."], options=BrandMentionOptions(["nordhavn"])) == 0.5
+    voice = BrandVoiceOptions(required=["Ride on!"], banned=["as an ai"], formality="formal")
+    answers = ["Fine. Ride on!", "As an AI, I... Ride on!", "It's fine. Ride on!", "Fine."]
+    # only the first keeps the voice: the 2nd has a banned phrase, the 3rd a contraction, the 4th no sign-off
+    assert _items("brand_voice", answers, options=voice) == 0.25
+
+
+def test_recipe_validates_metric_names_and_options():
+    from finjust.errors import RecipeError
+    from finjust.recipe import recipe_from_dict
+
+    raw = {
+        "model": {"name": "m"}, "data": {"train": "t.jsonl"}, "output": {"dir": "o"},
+        "eval": {"metrics": ["token_f1", "rogue_l"], "metric_options": {"brand_voice": {"requird": ["x"]}}},
+    }  # fmt: skip
+    with pytest.raises(RecipeError) as caught:
+        recipe_from_dict(raw)
+    text = str(caught.value)
+    assert "did you mean 'rouge_l'" in text and "did you mean 'required'" in text
+    raw["eval"] = {"metrics": ["brand_voice"], "metric_options": {"brand_voice": {"required": ["Ride on!"]}}}
+    recipe = recipe_from_dict(raw)
+    assert recipe.eval.metric_options["brand_voice"].required == ["Ride on!"]

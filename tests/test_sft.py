@@ -66,3 +66,16 @@ def test_padded_batches_give_the_packed_loss(model, tiny_tokens):
         padded_sum, padded_count = batch_loss_sum(model, pad(examples))
     assert padded_count == packed_count
     torch.testing.assert_close(padded_sum, packed_sum, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_example_losses_split_the_batch_loss_per_example(model, tiny_tokens, packing):
+    from finjust.objectives.sft import example_losses, make_batch
+
+    examples = tiny_tokens[:4]
+    items = example_losses(model, eval_batches(examples, packing, tokens_per_batch=150), torch.device("cpu"), None)
+    assert [count for _, count in items] == [e.trained_tokens for e in examples]
+    with torch.no_grad():
+        for (loss, _), example in zip(items, examples):
+            single, _ = batch_loss_sum(model, make_batch([example], packing))
+            assert loss == pytest.approx(float(single), rel=1e-5)

@@ -33,6 +33,7 @@ import yaml
 
 from finjust.atomic import write_text
 from finjust.errors import RecipeError, UnknownNameError
+from finjust.eval.metrics import METRICS
 from finjust.methods.registry import get_method
 
 
@@ -126,6 +127,12 @@ class EvalSection:
         "Evaluate at most this many test examples; null uses all.", gt=0))
     generate: bool = field(default=True, metadata=_doc(
         "Generate answers and score them; false reports only the loss."))
+    metric_options: dict = field(default_factory=dict, metadata=_doc(
+        "Options per metric, e.g. {brand_voice: {required: ['Ride on!']}, format: {regex: '...'}}."))
+    bootstrap_samples: int = field(default=1000, metadata=_doc(
+        "Bootstrap resamples behind each confidence interval.", ge=100))
+    confidence: float = field(default=0.95, metadata=_doc(
+        "Confidence level of the intervals on the scorecard.", gt=0, lt=1))
 
 
 @dataclass
@@ -328,6 +335,8 @@ def _build(raw: Any, source: str, problems: list[str]) -> Recipe:
             built[name] = _build_dataclass(cls, name, value or {}, problems)
     if built.get("data") is not None:
         problems.extend(_check_data(built["data"]))
+    if built.get("eval") is not None:
+        _check_metrics(built["eval"], problems)
     if problems:
         raise RecipeError(problems, source=source)
     return Recipe(**built)
@@ -378,6 +387,32 @@ def _build_dataclass(cls: type, prefix: str, raw: Mapping[str, Any], problems: l
     except (TypeError, ValueError) as err:
         problems.append(f"{prefix}: {err}")
         return None
+
+
+def _check_metrics(section: EvalSection, problems: list[str]) -> None:
+    """Metric names must be registered; their options are validated like method options."""
+    for name in section.metrics:
+        if name not in METRICS:
+            problems.append(f"eval.metrics: unknown metric {name!r}; valid metrics: "
+                            f"{', '.join(METRICS.names())}{_suggest(name, METRICS.names())}")
+    for name, raw in list(section.metric_options.items()):
+        key = f"eval.metric_options.{name}"
+        if name not in METRICS:
+            problems.append(f"{key}: unknown metric{_suggest(str(name), METRICS.names())}")
+        elif not isinstance(raw, Mapping):
+            problems.append(f"{key}: expected a mapping of options, got {_shown(raw)}")
+        else:
+            section.metric_options[name] = _build_dataclass(METRICS.get(name).options_class, key, raw, problems)
+
+
+def _build_nested(cls: type, key: str, value: Any, problems: list[str]) -> Any:
+    """A nested section (such as ``data.quality``) from its mapping, or None after its problems."""
+    if value is None:
+        return cls()
+    if not isinstance(value, Mapping):
+        problems.append(f"{key}: expected a mapping, got {_shown(value)}")
+        return None
+    return _build_dataclass(cls, key, value, problems)
 
 
 def _check_data(data: DataSection) -> list[str]:

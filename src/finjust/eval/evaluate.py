@@ -43,6 +43,6 @@ def evaluate_run(
     base = score(loaded.model, True)
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})
     tuned = score(method.load(loaded.model, artifact), method.supports_packing)
-    scorecard = build_scorecard(test, base, tuned)
+    scorecard = build_scorecard(test, base, tuned, recipe.eval)
     atomic.write_json(folder.scorecard, scorecard)
     return scorecard

@@ -1,7 +1,12 @@
-"""Answer metrics, one registry entry each: ``metric(prediction, reference) -> float in [0, 1]``.
+"""Answer metrics, one registry entry each, chosen by name in ``eval.metrics``.
+
+A metric turns each test example into an *item* (usually a score in [0, 1]) and aggregates
+items into one number (usually their mean). Keeping items per example is what lets the
+scorecard bootstrap a confidence interval for every metric, macro-F1 included.
 
 Exact match and token F1 follow the SQuAD evaluation script's normalisation (lower case,
-no punctuation, no articles, single spaces). ROUGE-L is Google's ``rouge-score``.
+no punctuation, no articles, single spaces); ROUGE-L is Google's ``rouge-score``; JSON
+schemas are checked with ``jsonschema``.
 """
 
 from __future__ import annotations
@@ -9,17 +14,58 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, ClassVar
 
 from rouge_score import rouge_scorer
 
+from finjust.data.formats import Example
+from finjust.errors import EvaluationError
 from finjust.registry import Registry
 
-Metric = Callable[[str, str], float]
-METRICS: Registry[Metric] = Registry("metric")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What a metric sees: each test example with its reference and the model's answer."""
+
+    predictions: Sequence[str]
+    references: Sequence[str]
+    examples: Sequence[Example] = ()
+
+
+@dataclass
+class NoOptions:
+    """This metric takes no options."""
+
+
+class Metric:
+    """Per-example items and their aggregate; subclasses override :meth:`item` or :meth:`items`."""
+
+    name: ClassVar[str]
+    options_class: ClassVar[type] = NoOptions
+    higher_is_better: ClassVar[bool] = True
+
+    def items(self, answers: Answers, options: Any) -> list[Any]:
+        return [self.item(p, r, options) for p, r in zip(answers.predictions, answers.references, strict=True)]
+
+    def item(self, prediction: str, reference: str, options: Any) -> Any:
+        raise NotImplementedError
+
+    def aggregate(self, items: Sequence[Any]) -> float:
+        return sum(items) / len(items) if items else 0.0
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _register(cls: type[Metric]) -> type[Metric]:
+    METRICS.add(cls.name, cls())
+    return cls
 
 
 def normalize_answer(text: str) -> str:
@@ -28,13 +74,11 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-@METRICS.register("exact_match")
 def exact_match(prediction: str, reference: str) -> float:
     """1.0 when the normalised answers are equal."""
     return float(normalize_answer(prediction) == normalize_answer(reference))
 
 
-@METRICS.register("token_f1")
 def token_f1(prediction: str, reference: str) -> float:
     """Harmonic mean of token precision and recall between normalised answers."""
     predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
@@ -52,17 +96,190 @@ def _rouge() -> rouge_scorer.RougeScorer:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
-@METRICS.register("rouge_l")
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure (longest common subsequence), with stemming."""
     return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
 
 
-def score_answers(names: Sequence[str], predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean of each named metric over the answer pairs."""
-    scores: dict[str, float] = {}
-    for name in names:
-        metric = METRICS.get(name)
-        values = [metric(p, r) for p, r in zip(predictions, references, strict=True)]
-        scores[name] = sum(values) / len(values) if values else 0.0
-    return scores
+@_register
+class ExactMatch(Metric):
+    name = "exact_match"
+
+    def item(self, prediction: str, reference: str, options: Any) -> float:
+        return exact_match(prediction, reference)
+
+
+@_register
+class TokenF1(Metric):
+    name = "token_f1"
+
+    def item(self, prediction: str, reference: str, options: Any) -> float:
+        return token_f1(prediction, reference)
+
+
+@_register
+class RougeL(Metric):
+    name = "rouge_l"
+
+    def item(self, prediction: str, reference: str, options: Any) -> float:
+        return rouge_l(prediction, reference)
+
+
+def _label(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+@_register
+class Accuracy(Metric):
+    """Share of answers that equal the reference label (case and spacing ignored)."""
+
+    name = "accuracy"
+
+    def item(self, prediction: str, reference: str, options: Any) -> float:
+        return float(_label(prediction) == _label(reference))
+
+
+@_register
+class MacroF1(Metric):
+    """F1 per reference label, averaged with equal weight (a label never predicted scores 0)."""
+
+    name = "macro_f1"
+
+    def item(self, prediction: str, reference: str, options: Any) -> tuple[str, str]:
+        return _label(prediction), _label(reference)
+
+    def aggregate(self, items: Sequence[tuple[str, str]]) -> float:
+        # eight lines of arithmetic: not worth scikit-learn (and SciPy) as dependencies
+        labels = sorted({reference for _, reference in items})
+        scores = []
+        for label in labels:
+            tp = sum(1 for p, r in items if p == label and r == label)
+            predicted = sum(1 for p, _ in items if p == label)
+            actual = sum(1 for _, r in items if r == label)
+            scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
+        return sum(scores) / len(scores) if scores else 0.0
+
+
+@dataclass
+class FactRecallOptions:
+    field: str = field(default="facts", metadata={"help": "record field listing the facts each answer must contain"})
+
+
+@_register
+class FactRecall(Metric):
+    """Share of an example's required facts (strings in a record field) found in the answer."""
+
+    name = "fact_recall"
+    options_class = FactRecallOptions
+
+    def items(self, answers: Answers, options: FactRecallOptions) -> list[float]:
+        scores = []
+        for prediction, example in zip(answers.predictions, answers.examples, strict=True):
+            facts = example.meta.get(options.field)
+            if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
+                raise EvaluationError(
+                    f"fact_recall needs a list of strings in field {options.field!r} of every test record; "
+                    f"{example.source}:{example.line} has {facts!r}"
+                )
+            found = sum(1 for fact in facts if normalize_answer(fact) in normalize_answer(prediction))
+            scores.append(found / len(facts) if facts else 1.0)
+        return scores
+
+
+@dataclass
+class FormatOptions:
+    regex: str | None = field(default=None, metadata={"help": "a regular expression the answer must match (search)"})
+    json_schema: dict | None = field(default=None, metadata={"help": "a JSON schema the answer, parsed as JSON, must satisfy"})
+
+
+@_register
+class FormatAdherence(Metric):
+    """Share of answers that match the regex and/or parse as JSON satisfying the schema."""
+
+    name = "format"
+    options_class = FormatOptions
+
+    def item(self, prediction: str, reference: str, options: FormatOptions) -> float:
+        if options.regex is None and options.json_schema is None:
+            raise EvaluationError("the format metric needs eval.metric_options.format.regex or .json_schema")
+        if options.regex is not None and not re.search(options.regex, prediction):
+            return 0.0
+        return float(options.json_schema is None or _satisfies_schema(prediction, options.json_schema))
+
+
+def _satisfies_schema(text: str, schema: dict) -> bool:
+    import json
+
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), schema)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
+@dataclass
+class BrandMentionOptions:
+    names: list[str] = field(default_factory=list, metadata={"help": "brand or product names to look for"})
+
+
+@_register
+class BrandMention(Metric):
+    """Share of answers that mention at least one of the brand or product names."""
+
+    name = "brand_mention"
+    options_class = BrandMentionOptions
+
+    def item(self, prediction: str, reference: str, options: BrandMentionOptions) -> float:
+        if not options.names:
+            raise EvaluationError("brand_mention needs eval.metric_options.brand_mention.names")
+        text = prediction.lower()
+        return float(any(name.lower() in text for name in options.names))
+
+
+_CONTRACTION = re.compile(r"\b\w+['’](s|re|ve|ll|d|t|m)\b", re.IGNORECASE)
+_INFORMAL = re.compile(r"\b(gonna|wanna|gotta|kinda|hey|yeah|yep|nope|lol|btw|asap|ok)\b", re.IGNORECASE)
+
+
+@dataclass
+class BrandVoiceOptions:
+    required: list[str] = field(default_factory=list, metadata={"help": "phrases every answer must contain"})
+    banned: list[str] = field(default_factory=list, metadata={"help": "phrases no answer may contain"})
+    formality: str | None = field(default=None, metadata={
+        "help": "'formal': no contractions and no informal words (gonna, hey, yeah, ...); null: not checked",
+        "choices": (None, "formal")})  # fmt: skip
+
+
+@_register
+class BrandVoice(Metric):
+    """Share of answers that keep the voice: required phrases in, banned phrases out, formality."""
+
+    name = "brand_voice"
+    options_class = BrandVoiceOptions
+
+    def item(self, prediction: str, reference: str, options: BrandVoiceOptions) -> float:
+        text = prediction.lower()
+        if any(phrase.lower() not in text for phrase in options.required):
+            return 0.0
+        if any(phrase.lower() in text for phrase in options.banned):
+            return 0.0
+        if options.formality == "formal" and (_CONTRACTION.search(prediction) or _INFORMAL.search(prediction)):
+            return 0.0
+        return 1.0
+
+
+def metric_items(name: str, answers: Answers, options: Any = None) -> list[Any]:
+    """Per-example items of the metric ``name`` (default options when none are given)."""
+    metric = METRICS.get(name)
+    return metric.items(answers, options if options is not None else metric.options_class())
+
+
+def score_answers(
+    names: Sequence[str], predictions: Sequence[str], references: Sequence[str],
+    examples: Sequence[Example] = (), options: dict[str, Any] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Aggregate value of each named metric over the answers."""
+    answers = Answers(predictions, references, examples)
+    options = options or {}
+    return {n: METRICS.get(n).aggregate(metric_items(n, answers, options.get(n))) for n in names}

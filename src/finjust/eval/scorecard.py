@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,8 +19,9 @@ from transformers import PreTrainedTokenizerBase
 from finjust.data.formats import Example
 from finjust.data.templates import prompt_ids, tokenize_examples
 from finjust.eval.generate import generate_answers
-from finjust.eval.metrics import score_answers
-from finjust.objectives.sft import eval_batches, mean_loss
+from finjust.eval.bootstrap import Comparison, paired_bootstrap
+from finjust.eval.metrics import METRICS, Answers, metric_items
+from finjust.objectives.sft import eval_batches, example_losses
 
 #: metrics where a lower value is better; all others are higher-is-better
 LOWER_IS_BETTER = {"test_loss", "perplexity"}
@@ -28,8 +29,32 @@ LOWER_IS_BETTER = {"test_loss", "perplexity"}
 
 @dataclass
 class ModelScores:
+    """One model's aggregate metrics, its answers and the per-example items behind each metric."""
+
     metrics: dict[str, float]
     answers: list[str]
+    items: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "answers": self.answers, "items": self.items}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelScores:
+        items = {name: [tuple(i) if isinstance(i, list) else i for i in values]
+                 for name, values in data.get("items", {}).items()}  # fmt: skip
+        return cls(data["metrics"], data["answers"], items)
+
+
+def _loss(items: Sequence[tuple[float, int]]) -> float:
+    return sum(s for s, _ in items) / max(sum(c for _, c in items), 1)
+
+
+def _perplexity(items: Sequence[tuple[float, int]]) -> float:
+    return math.exp(min(_loss(items), 50.0))
+
+
+#: aggregates of the teacher-forced metrics, whose items are (summed loss, token count)
+LOSS_METRICS = {"test_loss": _loss, "perplexity": _perplexity}
 
 
 def score_model(
@@ -43,21 +68,49 @@ def score_model(
     packing: bool = True,
 ) -> ModelScores:
     """Loss, perplexity and (if ``eval_cfg.generate``) answer metrics of ``model`` on ``test``."""
-    tokenized, _ = tokenize_examples(test, tokenizer, max_length)
-    loss = mean_loss(model, eval_batches(tokenized, packing), device, autocast_dtype)
-    metrics = {"test_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    tokenized = [tokenize_examples([e], tokenizer, max_length)[0] for e in test]
+    scored = [i for i, t in enumerate(tokenized) if t]  # examples truncated to no answer token are not scored
+    losses = example_losses(model, eval_batches([tokenized[i][0] for i in scored], packing), device, autocast_dtype)
+    items: dict[str, list[Any]] = {name: losses for name in LOSS_METRICS}
     answers: list[str] = []
     if eval_cfg.generate:
         prompts = [prompt_ids(tokenizer, example) for example in test]
         answers = generate_answers(
             model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device, autocast_dtype
         )
-        references = [example.reference_answer() for example in test]
-        metrics.update(score_answers(eval_cfg.metrics, answers, references))
-    return ModelScores(metrics, answers)
+        graded = Answers(answers, [e.reference_answer() for e in test], test)
+        options = _metric_options(eval_cfg)
+        for name in eval_cfg.metrics:
+            items[name] = metric_items(name, graded, options.get(name))
+    metrics = {name: _aggregate(name, values) for name, values in items.items()}
+    return ModelScores(metrics, answers, items)
 
 
-def build_scorecard(test: Sequence[Example], base: ModelScores, tuned: ModelScores) -> dict[str, Any]:
+def _metric_options(eval_cfg: Any) -> dict[str, Any]:
+    return dict(getattr(eval_cfg, "metric_options", None) or {})
+
+
+def _aggregate(name: str, items: Sequence[Any]) -> float:
+    if name in LOSS_METRICS:
+        return LOSS_METRICS[name](items)
+    return METRICS.get(name).aggregate(items)
+
+
+def compare_scores(base: ModelScores, tuned: ModelScores, eval_cfg: Any) -> dict[str, Comparison]:
+    """A paired-bootstrap comparison for every metric both models were scored on."""
+    samples = getattr(eval_cfg, "bootstrap_samples", 1000)
+    confidence = getattr(eval_cfg, "confidence", 0.95)
+    result = {}
+    for name in base.items.keys() & tuned.items.keys():
+        aggregate = LOSS_METRICS.get(name) or METRICS.get(name).aggregate
+        higher = name not in LOSS_METRICS and METRICS.get(name).higher_is_better
+        result[name] = paired_bootstrap(base.items[name], tuned.items[name], aggregate, higher, samples, confidence)
+    return result
+
+
+def build_scorecard(
+    test: Sequence[Example], base: ModelScores, tuned: ModelScores, eval_cfg: Any = None
+) -> dict[str, Any]:
     """The scorecard as a JSON-ready dict."""
     answers = [
         {
@@ -68,18 +121,28 @@ def build_scorecard(test: Sequence[Example], base: ModelScores, tuned: ModelScor
         }
         for i, example in enumerate(test)
     ]
-    return {"base": base.metrics, "tuned": tuned.metrics, "n_test": len(test), "answers": answers}
+    comparison = compare_scores(base, tuned, eval_cfg)
+    order = [name for name in base.metrics if name in comparison]
+    return {
+        "base": base.metrics,
+        "tuned": tuned.metrics,
+        "n_test": len(test),
+        "confidence": getattr(eval_cfg, "confidence", 0.95),
+        "comparison": {name: comparison[name].to_json() for name in order},
+        "answers": answers,
+    }
 
 
 def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
-    """A readable table of base vs tuned, with a few sample answers."""
-    lines = [f"Scorecard on {scorecard['n_test']} held-out test examples", ""]
-    lines.append(f"{'metric':<14}{'base':>10}{'tuned':>10}{'change':>10}")
-    for name, base in scorecard["base"].items():
-        tuned = scorecard["tuned"].get(name, float("nan"))
-        better = tuned < base if name in LOWER_IS_BETTER else tuned > base
-        mark = "better" if better else ("same" if tuned == base else "worse")
-        lines.append(f"{name:<14}{base:>10.4g}{tuned:>10.4g}{tuned - base:>+10.3g}  {mark}")
+    """A readable table of base vs tuned with intervals and verdicts, and a few sample answers."""
+    percent = round(100 * scorecard.get("confidence", 0.95))
+    lines = [f"Scorecard on {scorecard['n_test']} held-out test examples ({percent}% bootstrap intervals)", ""]
+    lines.append(f"{'metric':<14}{'base':>9}{'tuned':>9}{'change':>9}  {'interval of change':<20} verdict")
+    for name, row in scorecard.get("comparison", {}).items():
+        low, high = row["delta_ci"]
+        interval = f"[{low:+.3g}, {high:+.3g}]"
+        lines.append(f"{name:<14}{row['base']:>9.4g}{row['tuned']:>9.4g}{row['delta']:>+9.3g}  {interval:<20} "
+                     f"{row['verdict']}")  # fmt: skip
     for item in scorecard["answers"][:samples]:
         if item["tuned"] is None:
             break

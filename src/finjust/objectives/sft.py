@@ -92,12 +92,18 @@ def pack(examples: Sequence[TokenizedExample]) -> PackedBatch:
 
 def batch_loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the batch's trained tokens, and their count."""
+    losses, _ = token_losses(model, batch)
+    return losses.sum(), int(losses.numel())
+
+
+def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of every trained token, and the index of the example it belongs to."""
     if isinstance(batch, PaddedBatch):
-        return _padded_loss_sum(model, batch)
+        return _padded_token_losses(model, batch)
     keep = batch.targets != IGNORE_INDEX
-    count = int(keep.sum())
-    if count == 0:
-        return batch.input_ids.new_zeros((), dtype=torch.float32), 0
+    segments = (torch.cumsum(batch.position_ids == 0, dim=-1) - 1)[keep]
+    if not bool(keep.any()):
+        return torch.zeros(0, device=batch.input_ids.device), segments
     out = model(
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
@@ -105,19 +111,17 @@ def batch_loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         logits_to_keep=keep,
     )
     logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
-    loss = F.cross_entropy(logits, batch.targets[keep], reduction="sum")
-    return loss, count
+    return F.cross_entropy(logits, batch.targets[keep], reduction="none"), segments
 
 
-def _padded_loss_sum(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, int]:
+def _padded_token_losses(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     # methods such as prompt tuning put virtual tokens before the sequence: skip their logits
     logits = out.logits[:, out.logits.shape[1] - batch.input_ids.shape[1] :]
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    count = int(keep.sum())
-    loss = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="sum")
-    return loss, count
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[keep]
+    return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none"), rows
 
 
 @torch.no_grad()
@@ -131,6 +135,28 @@ def mean_loss(
             loss, n = batch_loss_sum(model, batch.to(device))
         total, count = total + float(loss), count + n
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def example_losses(
+    model: nn.Module, batches: Sequence[Batch], device: torch.device, autocast_dtype: torch.dtype | None
+) -> list[tuple[float, int]]:
+    """(summed loss, trained tokens) of every example, in order: the items a bootstrap resamples."""
+    items: list[tuple[float, int]] = []
+    for batch in batches:
+        with _autocast(device, autocast_dtype):
+            losses, segments = token_losses(model, batch.to(device))
+        n_examples = _examples_in(batch)
+        sums = torch.zeros(n_examples).index_add_(0, segments.cpu(), losses.float().cpu())
+        counts = torch.bincount(segments.cpu(), minlength=n_examples)
+        items.extend((float(s), int(c)) for s, c in zip(sums, counts, strict=True))
+    return items
+
+
+def _examples_in(batch: Batch) -> int:
+    if isinstance(batch, PaddedBatch):
+        return int(batch.input_ids.shape[0])
+    return int((batch.position_ids == 0).sum())
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:

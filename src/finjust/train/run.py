@@ -94,7 +94,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
     tuned = score_model(model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast,
                         packing=method.supports_packing)  # fmt: skip
-    scorecard = build_scorecard(test, base, tuned)
+    scorecard = build_scorecard(test, base, tuned, recipe.eval)
     scorecard["best_step"] = state.best_step
     scorecard["stopped_early"] = state.stopped_early
     atomic.write_json(folder.scorecard, scorecard)
@@ -143,12 +143,11 @@ def _base_scores(
     import json
 
     if folder.base_scores.is_file():
-        saved = json.loads(folder.base_scores.read_text())
-        return ModelScores(saved["metrics"], saved["answers"])
+        return ModelScores.from_json(json.loads(folder.base_scores.read_text()))
     on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
     scores = score_model(loaded.model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length,
                          loaded.device, autocast)  # fmt: skip
-    atomic.write_json(folder.base_scores, {"metrics": scores.metrics, "answers": scores.answers})
+    atomic.write_json(folder.base_scores, scores.to_json())
     return scores
 
 
