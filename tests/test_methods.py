@@ -1,29 +1,45 @@
-"""Shared checks run over every registered method on the tiny model."""
+"""Shared checks run over every registered method on the tiny model, then per-method checks."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from finjust.errors import UnknownNameError
+from finjust.errors import MethodError, UnknownNameError
 from finjust.methods import METHODS, get_method
 from finjust.methods.registry import count_parameters
-from finjust.objectives.sft import batch_loss_sum, pack
+from finjust.objectives.sft import PaddedBatch, batch_loss_sum, make_batch
 
 METHOD_NAMES = METHODS.names()
+HAS_BITSANDBYTES = importlib.util.find_spec("bitsandbytes") is not None
+needs_bitsandbytes = pytest.mark.skipif(not HAS_BITSANDBYTES, reason="bitsandbytes is not installed (qlora needs it)")
 
 
-def _base(tiny_model_dir):
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+def _params(name):
+    marks = [needs_bitsandbytes] if name == "qlora" else []
+    return pytest.param(name, marks=marks, id=name)
 
 
-def _batch(tiny_tokens):
-    return pack(tiny_tokens[:4])
+ALL = [_params(name) for name in METHOD_NAMES]
+
+
+def _base(model_dir, method=None, options=None):
+    """The pretrained model as ``method`` loads it (QLoRA: 4-bit)."""
+    extra = method.model_load_kwargs(options or method.options_class(), torch.float32) if method else {}
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **extra)
+
+
+def _batch(tiny_tokens, method):
+    return make_batch(tiny_tokens[:4], packing=method.supports_packing)
 
 
 def _train_steps(model, batch, steps=3, lr=1e-2):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
     for _ in range(steps):
         optimizer.zero_grad()
         loss, count = batch_loss_sum(model, batch)
@@ -34,59 +50,131 @@ def _train_steps(model, batch, steps=3, lr=1e-2):
 def _logits(model, batch):
     model.eval()
     with torch.no_grad():
-        return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+        if isinstance(batch, PaddedBatch):
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        else:
+            out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
+    return out.logits
 
 
-def test_the_spine_methods_are_registered():
-    assert {"lora", "full"} <= set(METHOD_NAMES)
+def _trained(name, tiny_model_dir, tiny_tokens):
+    method = get_method(name)
+    torch.manual_seed(0)
+    model = method.apply(_base(tiny_model_dir, method), method.options_class())
+    batch = _batch(tiny_tokens, method)
+    _train_steps(model, batch)
+    return method, model, batch
+
+
+def test_the_issue_methods_are_registered():
+    wanted = {"full", "lora", "dora", "qlora", "ia3", "prompt_tuning", "prefix_tuning", "bitfit", "freeze"}
+    assert wanted <= set(METHOD_NAMES)
 
 
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(UnknownNameError) as caught:
         get_method("lorax")
-    assert "lora" in str(caught.value) and "full" in str(caught.value)
+    assert all(name in str(caught.value) for name in METHOD_NAMES)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_method_has_defaults_and_a_learning_rate(name):
+    method = get_method(name)
+    method.options_class()  # every option has a default: `method: {name: ...}` alone is a recipe
+    assert 0 < method.default_lr < 0.1
+    assert method.artifact_dir
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_trainable_weights_change_and_frozen_ones_do_not(name, tiny_model_dir, tiny_tokens):
     method = get_method(name)
-    model = method.apply(_base(tiny_model_dir), method.options_class())
+    model = method.apply(_base(tiny_model_dir, method), method.options_class())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable, total = count_parameters(model)
     assert 0 < trainable <= total
-    _train_steps(model, _batch(tiny_tokens))
+    _train_steps(model, _batch(tiny_tokens, method))
     for n, p in model.named_parameters():
         changed = not torch.equal(before[n], p.detach())
         assert changed == p.requires_grad, f"{name}: {n} changed={changed} requires_grad={p.requires_grad}"
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_save_and_reload_gives_the_same_logits(name, tiny_model_dir, tiny_tokens, tmp_path):
-    method = get_method(name)
-    model = method.apply(_base(tiny_model_dir), method.options_class())
-    batch = _batch(tiny_tokens)
-    _train_steps(model, batch)
+    method, model, batch = _trained(name, tiny_model_dir, tiny_tokens)
     method.save(model, tmp_path / "saved")
-    reloaded = method.load(_base(tiny_model_dir), tmp_path / "saved")
+    reloaded = method.load(_base(tiny_model_dir, method), tmp_path / "saved")
     torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch))
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
+@pytest.mark.parametrize("name", [n for n in ALL if n.values[0] != "full"])
+def test_only_what_trained_is_saved(name, tiny_model_dir, tiny_tokens, tmp_path):
+    method, model, _ = _trained(name, tiny_model_dir, tiny_tokens)
+    method.save(model, tmp_path / "saved")
+    files = list((tmp_path / "saved").glob("*.safetensors"))
+    saved = sum(t.numel() for f in files for t in load_file(str(f)).values())
+    trainable, total = count_parameters(model)
+    assert saved == trainable < total
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_merged_output_equals_adapter_output(name, tiny_model_dir, tiny_tokens):
-    method = get_method(name)
-    model = method.apply(_base(tiny_model_dir), method.options_class())
-    batch = _batch(tiny_tokens)
-    _train_steps(model, batch)
+    method, model, batch = _trained(name, tiny_model_dir, tiny_tokens)
+    if not method.can_merge:
+        with pytest.raises(MethodError, match="cannot merge: virtual tokens are not weights"):
+            method.merge(model)
+        return
     expected = _logits(model, batch)
     merged = method.merge(model)
     assert type(merged).__name__ == "LlamaForCausalLM"
     torch.testing.assert_close(_logits(merged, batch), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_lora_saves_only_the_adapter(tiny_model_dir, tiny_tokens, tmp_path):
-    method = get_method("lora")
-    model = method.apply(_base(tiny_model_dir), method.options_class())
+@pytest.mark.parametrize("name", [n for n in ALL if get_method(n.values[0]).can_merge])
+def test_a_merged_model_saves_and_reloads_with_plain_transformers(name, tiny_model_dir, tiny_tokens, tmp_path):
+    method, model, batch = _trained(name, tiny_model_dir, tiny_tokens)
+    merged = method.merge(model)
+    expected = _logits(merged, batch)
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    assert not hasattr(reloaded.config, "quantization_config")
+    torch.testing.assert_close(_logits(reloaded, batch), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning"])
+def test_peft_adapters_load_with_peft_directly(name, tiny_model_dir, tiny_tokens, tmp_path):
+    from peft import PeftModel
+
+    method, model, batch = _trained(name, tiny_model_dir, tiny_tokens)
     method.save(model, tmp_path / "adapter")
-    files = {p.name for p in (tmp_path / "adapter").iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
-    assert "model.safetensors" not in files
+    reloaded = PeftModel.from_pretrained(_base(tiny_model_dir), tmp_path / "adapter")
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch))
+
+
+def test_an_adapter_of_another_method_is_refused(tiny_model_dir, tiny_tokens, tmp_path):
+    method, model, _ = _trained("ia3", tiny_model_dir, tiny_tokens)
+    method.save(model, tmp_path / "adapter")
+    with pytest.raises(MethodError, match="IA3 adapter, not a LoRA one"):
+        get_method("lora").load(_base(tiny_model_dir), tmp_path / "adapter")
+
+
+def _recipe(method: dict):
+    from finjust.recipe import recipe_from_dict
+
+    return recipe_from_dict({"model": {"name": "m/x"}, "data": {"train": "t.jsonl"}, "output": {"dir": "o"},
+                             "method": method})  # fmt: skip
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_the_name_alone_is_a_method_section_with_the_methods_lr(name):
+    recipe = _recipe({"name": name})
+    assert isinstance(recipe.method.options, get_method(name).options_class)
+    assert recipe.learning_rate == get_method(name).default_lr
+
+
+def test_a_misspelt_method_option_gets_the_nearest_name():
+    from finjust.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="did you mean 'virtual_tokens'"):
+        _recipe({"name": "prompt_tuning", "virtual_token": 8})
+    with pytest.raises(RecipeError, match="method.layers: expected > 0"):
+        _recipe({"name": "freeze", "layers": 0})

@@ -32,6 +32,9 @@ from typing import Any, Literal, Union
 import yaml
 
 from finjust.atomic import write_text
+from finjust.data.findings import DEFAULT_FAIL_ON, GATED
+from finjust.data.formats import FORMATS
+from finjust.data.sources import source_problems
 from finjust.errors import RecipeError, UnknownNameError
 from finjust.eval.metrics import METRICS
 from finjust.methods.registry import get_method
@@ -56,24 +59,60 @@ class ModelSection:
 
 
 @dataclass
+class QualitySection:
+    """``data.quality:`` which data findings stop a run; every other finding only warns."""
+
+    fail_on: list[str] = field(default_factory=lambda: list(DEFAULT_FAIL_ON), metadata=_doc(
+        "Findings that stop finjust train (and make finjust data check exit 1): "
+        + ", ".join(GATED) + "."))
+    ignore: list[str] = field(default_factory=list, metadata=_doc(
+        "Findings neither reported as warnings nor failing."))
+    near_duplicate_threshold: float = field(default=0.8, metadata=_doc(
+        "Estimated Jaccard similarity (character 5-grams, MinHash) from which two records are "
+        "near-duplicates.", gt=0, le=1))
+    redact_pii: bool = field(default=False, metadata=_doc(
+        "Replace PII found in the data by placeholders ([EMAIL], [PHONE], ...) before training; "
+        "pii findings then no longer fail the gate."))
+    max_listed: int = field(default=20, metadata=_doc(
+        "How many records each finding lists in the report.", gt=0))
+
+
+@dataclass
 class DataSection:
     """``data:`` the examples to train and evaluate on."""
 
-    train: str = field(metadata=_doc("Path of the training data file.", nonempty=True))
+    train: str | list[Any] = field(metadata=_doc(
+        "Training data: a file or folder, or a list of them, each a path or "
+        "{path, weight, split} (weight 2 repeats a source's training records twice).", nonempty=True))
     validation: str | None = field(default=None, metadata=_doc(
         "Path of the validation file; null splits validation_fraction off train."))
     test: str | None = field(default=None, metadata=_doc(
         "Path of the test file; null splits test_fraction off train."))
     format: str = field(default="auto", metadata=_doc(
-        "Record format; auto detects it.", choices=("auto", "instruction", "chat")))
+        "Record format; auto detects it from each record's fields.", choices=("auto", *FORMATS.names())))
+    columns: dict[str, str] = field(default_factory=dict, metadata=_doc(
+        "Column renames {format field: column in your files}, e.g. {instruction: question, output: answer}."))
     validation_fraction: float = field(default=0.1, metadata=_doc(
         "Share of train held out for validation when no validation file is given.", ge=0, lt=1))
     test_fraction: float = field(default=0.1, metadata=_doc(
         "Share of train held out for testing, used only when no test file is given.", ge=0, lt=1))
+    validation_count: int | None = field(default=None, metadata=_doc(
+        "Validation records to hold out (instead of validation_fraction).", ge=0))
+    test_count: int | None = field(default=None, metadata=_doc(
+        "Test records to hold out (instead of test_fraction).", ge=0))
+    stratify_by: str | None = field(default=None, metadata=_doc(
+        "Keep each value's share in every split: 'label' or a record field (e.g. topic)."))
+    group_by: str | None = field(default=None, metadata=_doc(
+        "A record field whose records all land in one split (e.g. the document an example came from)."))
     max_length: int = field(default=1024, metadata=_doc(
-        "Longest example in tokens; longer ones are truncated.", gt=0))
+        "Longest example in tokens; longer ones are handled as too_long says.", gt=0))
+    too_long: str = field(default="truncate", metadata=_doc(
+        "Examples over max_length: truncate (raw text is cut into max_length windows), drop, or error.",
+        choices=("truncate", "drop", "error")))
     system_prompt: str | None = field(default=None, metadata=_doc(
-        "System message put before instruction records."))
+        "System message put before conversations that have none."))
+    quality: QualitySection = field(default_factory=QualitySection, metadata=_doc(
+        "The quality gate run before training (see finjust data check)."))
 
 
 @dataclass
@@ -113,6 +152,18 @@ class TrainSection:
     seed: int = field(default=42, metadata=_doc("Random seed for data order and init.", ge=0))
     threads: int | None = field(default=None, metadata=_doc(
         "CPU threads for torch; null keeps torch's default.", gt=0))
+    forgetting_guard: float | None = field(default=None, metadata=_doc(
+        "Minimum general-knowledge retention (e.g. 0.9): evaluations below it never become the "
+        "best checkpoint; null disables the probe during training.", gt=0))
+    forgetting_action: str = field(default="stop", metadata=_doc(
+        "When retention falls below forgetting_guard: stop training, or keep training and only "
+        "pick the best checkpoint among those within the budget.", choices=("stop", "best")))
+    replay: float = field(default=0.0, metadata=_doc(
+        "Mitigation: general-text passages mixed into training, as a share of the training "
+        "examples (0.1 adds one passage per ten examples).", ge=0))
+    l2sp: float = field(default=0.0, metadata=_doc(
+        "Mitigation: L2-SP strength, a penalty l2sp/2 * ||w - w_pretrained||^2 on the trained "
+        "weights that keeps them near where they started.", ge=0))
 
 
 @dataclass
@@ -127,6 +178,8 @@ class EvalSection:
         "Evaluate at most this many test examples; null uses all.", gt=0))
     generate: bool = field(default=True, metadata=_doc(
         "Generate answers and score them; false reports only the loss."))
+    retention: bool = field(default=True, metadata=_doc(
+        "Score general-knowledge retention (forgetting) of base and tuned on the shipped probe."))
     metric_options: dict = field(default_factory=dict, metadata=_doc(
         "Options per metric, e.g. {brand_voice: {required: ['Ride on!']}, format: {regex: '...'}}."))
     bootstrap_samples: int = field(default=1000, metadata=_doc(
@@ -168,7 +221,7 @@ SECTIONS: dict[str, type] = {
 }
 _PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("output", "dir"))
 _BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
-    "gt": (">", operator.gt), "ge": (">=", operator.ge), "lt": ("<", operator.lt),
+    "gt": (">", operator.gt), "ge": (">=", operator.ge), "lt": ("<", operator.lt), "le": ("<=", operator.le),
 }
 
 
@@ -302,15 +355,28 @@ def _resolve_paths(raw: Mapping[str, Any], base: Path, only: set[str] | None = N
 
     for section, key in (*_PATH_KEYS, ("model", "name")):
         values = result.get(section)
-        if not isinstance(values, Mapping) or not isinstance(values.get(key), str):
+        if not isinstance(values, Mapping) or not wanted(f"{section}.{key}"):
             continue
-        if not wanted(f"{section}.{key}") or not values[key]:
+        if (section, key) == ("data", "train") and isinstance(values.get(key), list):
+            result[section] = {**values, key: [_resolve_entry(entry, base) for entry in values[key]]}
+            continue
+        if not isinstance(values.get(key), str) or not values[key]:
             continue
         text = os.path.expanduser(values[key])
         if section == "model" and not _looks_like_path(text, base):
             continue
         result[section] = {**values, key: text if os.path.isabs(text) else str(base / text)}
     return result
+
+
+def _resolve_entry(entry: Any, base: Path) -> Any:
+    """One entry of a ``data.train`` list (a path, or a mapping with ``path``) made absolute."""
+    resolve = lambda text: text if os.path.isabs(text) else str(base / text)  # noqa: E731
+    if isinstance(entry, str) and entry:
+        return resolve(os.path.expanduser(entry))
+    if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"]:
+        return {**entry, "path": resolve(os.path.expanduser(entry["path"]))}
+    return entry
 
 
 def _looks_like_path(name: str, base: Path) -> bool:
@@ -333,6 +399,7 @@ def _build(raw: Any, source: str, problems: list[str]) -> Recipe:
             built[name] = _build_method(value or {}, problems)
         else:
             built[name] = _build_dataclass(cls, name, value or {}, problems)
+    problems.extend(_check_data_raw(raw.get("data")))
     if built.get("data") is not None:
         problems.extend(_check_data(built["data"]))
     if built.get("eval") is not None:
@@ -371,6 +438,11 @@ def _build_dataclass(cls: type, prefix: str, raw: Mapping[str, Any], problems: l
         if name not in raw:
             if info.default is dataclasses.MISSING and info.default_factory is dataclasses.MISSING:
                 problems.append(f"missing required key {key!r}: {info.metadata.get('help', name)}")
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            nested = _build_nested(hints[name], key, raw[name], problems)
+            if nested is not None:
+                values[name] = nested
             continue
         ok, value = _coerce(raw[name], hints[name])
         if not ok:
@@ -422,6 +494,47 @@ def _check_data(data: DataSection) -> list[str]:
         return [f"data.validation_fraction + data.test_fraction: expected < 1 (train must keep "
                 f"some examples), got {data.validation_fraction} + {data.test_fraction}"]
     return []
+
+
+def _check_data_raw(raw: Any) -> list[str]:
+    """Checks of ``data:`` that need no other key to be valid, so they are listed with every other problem."""
+    if not isinstance(raw, Mapping):
+        return []
+    problems = source_problems(raw["train"]) if isinstance(raw.get("train"), (str, list)) else []
+    if raw.get("stratify_by") and raw.get("group_by"):
+        problems.append("data.stratify_by and data.group_by: a split is stratified or grouped, not both")
+    fields_known = sorted({f for name in FORMATS for f in FORMATS.get(name).fields})
+    columns = raw.get("columns")
+    for target, column in (columns.items() if isinstance(columns, Mapping) else ()):
+        if str(target) not in fields_known:
+            problems.append(f"data.columns: unknown field {target!r}{_suggest(str(target), fields_known)}; "
+                            f"fields: {', '.join(fields_known)}")
+        elif not isinstance(column, str) or not column:
+            problems.append(f"data.columns.{target}: expected the column name in your files, got {_shown(column)}")
+    quality = raw.get("quality")
+    for key in ("fail_on", "ignore"):
+        names = quality.get(key) if isinstance(quality, Mapping) else None
+        for name in (names if isinstance(names, list) else ()):
+            if name not in GATED:
+                problems.append(f"data.quality.{key}: unknown finding {name!r}{_suggest(str(name), GATED)}; "
+                                f"findings: {', '.join(GATED)}")
+    return problems
+
+
+def data_section_from_dict(raw: Mapping[str, Any], source: str = "data") -> DataSection:
+    """Validate a plain ``data:`` mapping (as a recipe holds it) into a :class:`DataSection`.
+
+    Raises:
+        RecipeError: listing every problem found.
+    """
+    problems: list[str] = []
+    built = _build_dataclass(DataSection, "data", raw, problems)
+    problems.extend(_check_data_raw(raw))
+    if built is not None:
+        problems.extend(_check_data(built))
+    if problems:
+        raise RecipeError(problems, source=source)
+    return built
 
 
 def _report_unknown(prefix: str, raw: Mapping[Any, Any], valid: Sequence[str], problems: list[str],
@@ -572,6 +685,10 @@ def _field_help(cls: type, prefix: str, skip: Sequence[str] = ()) -> list[str]:
             default = f" = {_as_yaml(info.default_factory())}"
         else:
             default = " (required)"
+        if dataclasses.is_dataclass(hints[info.name]):
+            lines += [f"  {prefix}.{info.name}: a mapping", f"      {info.metadata.get('help', '')}"]
+            lines.extend(_field_help(hints[info.name], f"{prefix}.{info.name}"))
+            continue
         lines.append(f"  {prefix}.{info.name}: {_describe(hints[info.name])}{default}")
         help_text = info.metadata.get("help", "")
         choices = info.metadata.get("choices")

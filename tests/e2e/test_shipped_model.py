@@ -21,7 +21,7 @@ except Exception as exc:  # noqa: BLE001 - any reason the package is unusable
 def test_demo_runs_a_few_steps_on_the_real_model(tmp_path, capsys):
     out = tmp_path / "scorecard.json"
     argv = ["demo", "--output", str(tmp_path / "run"), "--json", str(out),
-            "train.max_steps=4", "eval.max_examples=4", "eval.max_new_tokens=24"]  # fmt: skip
+            "train.max_steps=4", "eval.max_examples=4", "eval.max_new_tokens=24", "eval.retention=false"]  # fmt: skip
     assert main(argv) == 0
     scorecard = json.loads(out.read_text())
     assert scorecard["n_test"] == 4

@@ -11,10 +11,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from finjust.cli import demo, eval_cmd, train
+from finjust.cli import compare, data, demo, eval_cmd, report, train
 from finjust.errors import FinjustError
 
-SUBCOMMANDS = {"demo": demo, "train": train, "eval": eval_cmd}
+SUBCOMMANDS = {"demo": demo, "data": data, "train": train, "eval": eval_cmd, "compare": compare, "report": report}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="finjust",
         description="Fine-tune a pretrained model on domain data, verified by a scorecard.",
         epilog="examples:\n  finjust demo\n  finjust train recipe.yaml train.lr=1e-4\n"
-        "  finjust train --resume runs/my-first\n  finjust eval runs/my-first --json score.json",
+        "  finjust train --resume runs/my-first\n  finjust eval runs/my-first --json score.json\n"
+        "  finjust data check recipe.yaml --html report.html\n"
+        "  finjust compare runs/my-first --html compare.html\n  finjust report runs/my-first",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")

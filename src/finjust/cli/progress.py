@@ -50,5 +50,7 @@ class ProgressPrinter:
 
     def _on_eval(self, payload: dict[str, Any]) -> None:
         note = " (best)" if payload["improved"] else ""
-        stop = "  early stop: no improvement" if payload["stopped_early"] else ""
-        self._print(f"validation loss {payload['val_loss']:.4f}{note} at step {payload['step']}{stop}")
+        kept = f"  retention {payload['retention']:.3f}" if "retention" in payload else ""
+        stop = {"patience": "  early stop: no improvement", "forgetting": "  stop: retention below the guard"}
+        self._print(f"validation loss {payload['val_loss']:.4f}{note} at step {payload['step']}{kept}"
+                    f"{stop.get(payload.get('stop_reason') or '', '')}")  # fmt: skip

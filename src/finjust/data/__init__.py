@@ -1,1 +1,6 @@
-"""Reading, templating and splitting training data."""
+"""Reading, validating, templating and splitting training data, and checking its quality.
+
+``readers`` (file types) -> ``formats`` (record formats -> ``example.Example``) -> ``prepare``
+(sources, splits, manifest) for training; ``check`` streams the same files into a
+``report.QualityReport`` whose ``gate`` decides whether training may start.
+"""

@@ -1,194 +1,352 @@
-"""Readers that turn data files into conversations: one registry entry per record format.
+"""Record formats: from a parsed record to an :class:`Example`, one registry entry per format.
 
-Every record becomes an :class:`Example` (a list of chat messages); a bad record is reported
-with its file, line and field, and all problems of a file are reported together.
+Formats (``data.format``, or detected from each record's fields):
+
+- ``instruction``: ``instruction``, optional ``input``, ``output`` (the Alpaca shape)
+- ``chat``: OpenAI fine-tuning ``messages`` (system/user/assistant, optional ``weight`` 0/1)
+- ``completion``: ``prompt`` / ``completion``
+- ``text``: raw ``text`` for continued pretraining
+- ``classification``: ``text`` / ``label``
+- ``preference``: ``prompt`` / ``chosen`` / ``rejected`` (strings or chat messages)
+
+A bad record is reported with its file, line and field; every problem of a file is collected
+(up to a limit) and reported together. Unknown extra fields are kept as ``Example.meta``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finjust.data.example import (
+    TASK_CHAT,
+    TASK_CLASSIFICATION,
+    TASK_PREFERENCE,
+    TASK_TEXT,
+    Example,
+    Message,
+)
+from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
+from finjust.data.readers import RawRecord, read_records
 from finjust.errors import DataError
 from finjust.registry import Registry
 
-#: how many problems of one file are listed before the rest are only counted
-MAX_REPORTED_PROBLEMS = 20
+__all__ = ["FORMATS", "Example", "Message", "detect_format", "iter_examples", "load_examples"]
+
 ROLES = ("system", "user", "assistant")
+RecordReader = Callable[[Mapping[str, Any], str | None], Example]
 
 
 @dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-    #: 1 trains this (assistant) message, 0 shows it as context only
-    weight: int = 1
+class RecordFormat:
+    """A record format: the fields it reads and how it turns a record into an example."""
+
+    name: str
+    task: str
+    read: RecordReader
+    #: all of these present: the record is surely of this format
+    required: frozenset[str]
+    #: any of these present: the record is probably of this format
+    signature: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return self.required | self.optional
 
 
-@dataclass(frozen=True)
-class Example:
-    """One conversation to train on, with where it came from."""
-
-    messages: tuple[Message, ...]
-    source: str = ""
-    line: int = 0
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def canonical_json(self) -> str:
-        """The content as canonical JSON: what split hashes and duplicate checks compare."""
-        return json.dumps([[m.role, m.content, m.weight] for m in self.messages], ensure_ascii=False)
-
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
-
-    def prompt_text(self) -> str:
-        """The last user message: the question an evaluation asks."""
-        return next(m.content for m in reversed(self.messages) if m.role == "user")
-
-    def reference_answer(self) -> str:
-        """The final assistant message: the answer an evaluation expects."""
-        return self.messages[-1].content
+FORMATS: Registry[RecordFormat] = Registry("data format")
 
 
-RecordReader = Callable[[dict[str, Any], str | None], tuple[Message, ...]]
-FORMATS: Registry[RecordReader] = Registry("data format")
+def _format(
+    name: str, task: str, required: set[str], signature: set[str], optional: frozenset[str] | set[str] = frozenset()
+) -> Callable[[RecordReader], RecordReader]:
+    def decorate(read: RecordReader) -> RecordReader:
+        entry = RecordFormat(name, task, read, frozenset(required), frozenset(signature), frozenset(optional))
+        FORMATS.add(name, entry)
+        return read
+
+    return decorate
 
 
 class _RecordProblem(Exception):
-    """A problem with one record, raised by a reader and turned into a DataError line."""
+    """A problem with one field of a record, raised by a reader and turned into a Problem."""
 
-    def __init__(self, field_name: str | None, message: str) -> None:
+    def __init__(self, field_name: str | None, message: str, kind: str) -> None:
         super().__init__(message)
-        self.field_name = field_name
+        self.field_name, self.kind = field_name, kind
 
 
-def _text(record: dict[str, Any], key: str, required: bool = True) -> str | None:
+def _text(record: Mapping[str, Any], key: str, required: bool = True, answer: bool = False) -> str | None:
     value = record.get(key)
     if value is None:
         if required:
-            raise _RecordProblem(key, f"missing; every record needs a non-empty {key!r} string")
+            raise _RecordProblem(key, f"missing; every record needs a non-empty {key!r} string", "missing")
         return None
     if not isinstance(value, str):
-        raise _RecordProblem(key, f"expected a string, got {type(value).__name__}")
+        raise _RecordProblem(key, f"expected a string, got {type(value).__name__}", "wrong_type")
     if required and not value.strip():
-        raise _RecordProblem(key, "is empty; give it text or remove the record")
+        kind = "empty_answer" if answer else "empty"
+        raise _RecordProblem(key, "is empty; give it text or remove the record", kind)
     return value
 
 
-@FORMATS.register("instruction")
-def read_instruction(record: dict[str, Any], system_prompt: str | None) -> tuple[Message, ...]:
-    """Alpaca-style ``instruction`` / optional ``input`` / ``output``."""
-    instruction = _text(record, "instruction")
-    extra = _text(record, "input", required=False)
-    output = _text(record, "output")
-    user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-    head = (Message("system", system_prompt),) if system_prompt else ()
-    return (*head, Message("user", user or ""), Message("assistant", output or ""))
-
-
-@FORMATS.register("chat")
-def read_chat(record: dict[str, Any], system_prompt: str | None) -> tuple[Message, ...]:
-    """OpenAI fine-tuning ``messages``: system/user/assistant, optional per-message ``weight``."""
-    raw = record.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise _RecordProblem("messages", "expected a non-empty list of {role, content} objects")
-    messages = tuple(_chat_message(item, i) for i, item in enumerate(raw))
-    if messages[-1].role != "assistant":
-        raise _RecordProblem("messages", "the conversation must end with an assistant message")
-    if system_prompt and messages[0].role != "system":
-        messages = (Message("system", system_prompt), *messages)
+def _with_system(messages: tuple[Message, ...], system_prompt: str | None) -> tuple[Message, ...]:
+    if system_prompt and (not messages or messages[0].role != "system"):
+        return (Message("system", system_prompt), *messages)
     return messages
 
 
-def _chat_message(item: Any, index: int) -> Message:
-    where = f"messages[{index}]"
+@_format("instruction", TASK_CHAT, {"instruction", "output"}, {"instruction", "output"}, {"input"})
+def read_instruction(record: Mapping[str, Any], system_prompt: str | None) -> Example:
+    """Alpaca-style ``instruction`` / optional ``input`` / ``output``."""
+    instruction = _text(record, "instruction") or ""
+    extra = _text(record, "input", required=False)
+    output = _text(record, "output", answer=True) or ""
+    user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+    return Example(_with_system((Message("user", user), Message("assistant", output)), system_prompt))
+
+
+@_format("completion", TASK_CHAT, {"prompt", "completion"}, {"completion"})
+def read_completion(record: Mapping[str, Any], system_prompt: str | None) -> Example:
+    """``prompt`` / ``completion`` pairs, trained as one user turn and one assistant turn."""
+    prompt = _text(record, "prompt") or ""
+    completion = _text(record, "completion", answer=True) or ""
+    return Example(_with_system((Message("user", prompt), Message("assistant", completion)), system_prompt))
+
+
+@_format("chat", TASK_CHAT, {"messages"}, {"messages"})
+def read_chat(record: Mapping[str, Any], system_prompt: str | None) -> Example:
+    """OpenAI fine-tuning ``messages``: system/user/assistant, optional per-message ``weight``."""
+    messages = _messages(record, "messages")
+    if messages[-1].role != "assistant":
+        raise _RecordProblem("messages", "the conversation must end with an assistant message", "bad_turns")
+    if not any(m.role == "assistant" and m.weight for m in messages):
+        raise _RecordProblem("messages", "every assistant message has weight 0, so nothing would be trained; "
+                             "give the answer to learn weight 1", "bad_turns")  # fmt: skip
+    return Example(_with_system(messages, system_prompt))
+
+
+def _messages(record: Mapping[str, Any], key: str) -> tuple[Message, ...]:
+    raw = record.get(key)
+    if isinstance(raw, str):  # a CSV cell or Parquet string column holding the JSON list
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise _RecordProblem(key, "is a string but not a JSON list of messages", "wrong_type") from None
+    if raw is None:
+        raise _RecordProblem(key, "missing; expected a non-empty list of {role, content} objects", "missing")
+    if not isinstance(raw, list) or not raw:
+        raise _RecordProblem(key, "expected a non-empty list of {role, content} objects", "wrong_type")
+    return tuple(_chat_message(item, f"{key}[{i}]") for i, item in enumerate(raw))
+
+
+def _chat_message(item: Any, where: str) -> Message:
     if not isinstance(item, dict):
-        raise _RecordProblem(where, "expected an object with 'role' and 'content'")
+        raise _RecordProblem(where, "expected an object with 'role' and 'content'", "wrong_type")
     role, content, weight = item.get("role"), item.get("content"), item.get("weight", 1)
     if role not in ROLES:
-        raise _RecordProblem(f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        raise _RecordProblem(f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}",
+                             "unknown_role")  # fmt: skip
     if not isinstance(content, str) or not content.strip():
-        raise _RecordProblem(f"{where}.content", "expected a non-empty string")
-    if weight not in (0, 1):
-        raise _RecordProblem(f"{where}.weight", f"expected 0 or 1, got {weight!r}")
+        kind = "empty_answer" if role == "assistant" and isinstance(content, str) else "empty"
+        if content is not None and not isinstance(content, str):
+            kind = "wrong_type"
+        raise _RecordProblem(f"{where}.content", "expected a non-empty string", kind)
+    if weight not in (0, 1) or isinstance(weight, bool):
+        raise _RecordProblem(f"{where}.weight", f"expected 0 or 1, got {weight!r}", "bad_value")
     return Message(role, content, int(weight))
 
 
-def detect_format(record: dict[str, Any]) -> str | None:
-    """The format a record looks like, or None."""
-    if "messages" in record:
-        return "chat"
-    if "instruction" in record or "output" in record:
-        return "instruction"
-    return None
+@_format("text", TASK_TEXT, {"text"}, {"text"})
+def read_text(record: Mapping[str, Any], system_prompt: str | None) -> Example:
+    """Raw ``text`` for continued pretraining: every token is trained."""
+    return Example((Message("assistant", _text(record, "text") or ""),), task=TASK_TEXT)
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) per non-blank line; malformed lines raise DataError."""
+@_format("classification", TASK_CLASSIFICATION, {"text", "label"}, {"label"})
+def read_classification(record: Mapping[str, Any], system_prompt: str | None) -> Example:
+    """``text`` / ``label`` (a string or an integer class)."""
+    text = _text(record, "text") or ""
+    label = record.get("label")
+    if label is None:
+        raise _RecordProblem("label", "missing; every record needs a 'label' (a string or an integer)", "missing")
+    if isinstance(label, bool) or not isinstance(label, (str, int)):
+        raise _RecordProblem("label", f"expected a string or an integer, got {type(label).__name__}", "wrong_type")
+    if not str(label).strip():
+        raise _RecordProblem("label", "is empty; give every record its class", "empty")
+    return Example((Message("user", text),), task=TASK_CLASSIFICATION, label=str(label).strip())
+
+
+@_format("preference", TASK_PREFERENCE, {"prompt", "chosen", "rejected"}, {"chosen", "rejected"})
+def read_preference(record: Mapping[str, Any], system_prompt: str | None) -> Example:
+    """``prompt`` / ``chosen`` / ``rejected``: strings, or lists of chat messages."""
+    prompt = _side(record, "prompt", "user")
+    chosen, rejected = _side(record, "chosen", "assistant"), _side(record, "rejected", "assistant")
+    for key, answer in (("chosen", chosen), ("rejected", rejected)):
+        if answer[-1].role != "assistant":
+            raise _RecordProblem(key, "must end with an assistant message", "bad_turns")
+    if chosen == rejected:
+        raise _RecordProblem("rejected", "is the same as 'chosen'; a preference pair needs two different answers",
+                             "bad_value")  # fmt: skip
+    prompt = _with_system(prompt, system_prompt)
+    return Example((*prompt, *chosen), task=TASK_PREFERENCE, chosen=chosen, rejected=rejected)
+
+
+def _side(record: Mapping[str, Any], key: str, role: str) -> tuple[Message, ...]:
+    if isinstance(record.get(key), list):
+        return _messages(record, key)
+    return (Message(role, _text(record, key, answer=role == "assistant") or ""),)
+
+
+# ---------------------------------------------------------------- detection
+
+
+def _order() -> list[RecordFormat]:
+    """Formats in the order a partial match prefers them."""
+    preferred = ["chat", "preference", "instruction", "completion", "classification", "text"]
+    return [FORMATS.get(n) for n in preferred if n in FORMATS] + [
+        FORMATS.get(n) for n in FORMATS if n not in preferred
+    ]
+
+
+def detect_format(record: Mapping[str, Any]) -> str | None:
+    """The format a record looks like, or None; raises ValueError when it fits several."""
+    keys = {k for k, v in record.items() if v is not None}
+    full = [f for f in _order() if f.required <= keys]
+    # text ⊂ classification: a record with text and label is a classification record
+    full = [f for f in full if not any(f.required < g.required for g in full)]
+    if len(full) > 1:
+        names = " and ".join(repr(f.name) for f in full)
+        raise ValueError(f"the fields fit both {names} records; set data.format to the one you mean")
+    if full:
+        return full[0].name
+    return next((f.name for f in _order() if f.signature & keys), None)
+
+
+_UNKNOWN = ("cannot tell the format: expected 'messages' (chat), 'instruction'/'output' (instruction), "
+            "'prompt'/'completion' (completion), 'prompt'/'chosen'/'rejected' (preference), "
+            "'text'/'label' (classification) or 'text' (text); map other names with data.columns")  # fmt: skip
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def iter_examples(
+    path: str | Path,
+    data_format: str = "auto",
+    system_prompt: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+) -> Iterator[Example | Problem]:
+    """Stream a file's records as examples, and its bad records as problems.
+
+    Args:
+        path: a data file or folder of any registered file type.
+        data_format: a registered format name, or ``auto`` to detect it per record.
+        system_prompt: a system message put before conversations that have none.
+        columns: ``{format field: column in the file}`` renames.
+        split: the split to read from a ``datasets`` folder holding several.
+    """
+    columns = dict(columns or {})
+    first: tuple[str, int] | None = None  # (task, line) of the first good record
+    seen = 0
+    for item in read_records(path, split):
+        seen += 1
+        if isinstance(item, Problem):
+            yield item
+            continue
+        result = _read_raw(item, str(path), data_format, system_prompt, columns, first)
+        if isinstance(result, Example) and first is None:
+            first = (result.task, result.line)
+        yield result
+    if not seen:
+        yield Problem("empty_file", "no records; the file is empty (expected one record per line)", str(path))
+
+
+def _read_raw(
+    item: RawRecord, path: str, data_format: str, system_prompt: str | None,
+    columns: dict[str, str], first: tuple[str, int] | None,
+) -> Example | Problem:  # fmt: skip
+    path = item.path or path
+    record = item.value
+    if not isinstance(record, dict):
+        return Problem("not_an_object", f"expected an object of named fields, got {type(record).__name__}",
+                       path, item.number)  # fmt: skip
+    record = _renamed(record, columns)
     try:
-        handle = path.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot open: {exc.strerror}", str(path)) from exc
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", str(path), number) from exc
+        name = data_format if data_format != "auto" else detect_format(record)
+    except ValueError as exc:
+        return Problem("ambiguous_format", str(exc), path, item.number)
+    if name is None:
+        return Problem("unknown_format", _UNKNOWN, path, item.number)
+    fmt = FORMATS.get(name)
+    if first is not None and first[0] != fmt.task and data_format == "auto":
+        return Problem("mixed_formats", f"cannot tell the format: this record looks like {name!r} ({fmt.task}) "
+                       f"but line {first[1]} is a {first[0]} record; keep one task per data set or set "
+                       "data.format", path, item.number)  # fmt: skip
+    try:
+        example = fmt.read(record, system_prompt)
+    except _RecordProblem as problem:
+        field_name = _source_field(problem.field_name, columns)
+        return Problem(problem.kind, str(problem), path, item.number, field_name)
+    meta = {k: v for k, v in record.items() if k not in fmt.fields}
+    return dataclasses.replace(example, source=path, line=item.number, meta=meta)
 
 
-def load_examples(path: str | Path, data_format: str = "auto", system_prompt: str | None = None) -> list[Example]:
-    """Read a JSONL file of instruction or chat records into examples.
+def _renamed(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """The record with mapped columns under their format names (``columns``: format -> file)."""
+    if not columns:
+        return record
+    sources = set(columns.values())
+    renamed = {k: v for k, v in record.items() if k not in sources}
+    for target, source in columns.items():
+        if source in record:
+            renamed[target] = record[source]
+    return renamed
+
+
+def _source_field(name: str | None, columns: dict[str, str]) -> str | None:
+    """A format field name as the file calls it, so the message names the user's column."""
+    if name is None or not columns:
+        return name
+    for separator in ("[", "."):
+        head, found, rest = name.partition(separator)
+        if found and head in columns:
+            return columns[head] + separator + rest
+    return columns.get(name, name)
+
+
+def load_examples(
+    path: str | Path,
+    data_format: str = "auto",
+    system_prompt: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+) -> list[Example]:
+    """Read a whole data file into examples (see :func:`iter_examples` for the arguments).
 
     Raises:
         DataError: naming file, line and field of every bad record (up to a limit).
     """
-    path = Path(path)
     examples: list[Example] = []
-    problems: list[DataError] = []
-    try:
-        for line, record in iter_jsonl(path):
-            try:
-                examples.append(_read_record(record, data_format, system_prompt, str(path), line))
-            except DataError as problem:
-                problems.append(problem)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(path)) from exc
+    problems: list[Problem] = []
+    total = 0
+    for item in iter_examples(path, data_format, system_prompt, columns, split):
+        if isinstance(item, Example):
+            examples.append(item)
+            continue
+        total += 1
+        if len(problems) < MAX_REPORTED_PROBLEMS:
+            problems.append(item)
     if problems:
-        raise _combined(problems, str(path))
+        if len(problems) == 1 and problems[0].kind in ("empty_file", "unreadable"):
+            raise problems[0].to_error()
+        raise combine(problems, total)
     if not examples:
-        raise DataError("no records; expected one JSON object per line", str(path))
+        raise DataError("no records; expected one record per line", str(path))
     return examples
-
-
-def _read_record(record: Any, data_format: str, system_prompt: str | None, path: str, line: int) -> Example:
-    if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, got {type(record).__name__}", path, line)
-    name = data_format if data_format != "auto" else detect_format(record)
-    if name is None:
-        raise DataError(
-            "cannot tell the format: expected 'messages' (chat) or 'instruction'/'output' (instruction)", path, line
-        )
-    reader = FORMATS.get(name)
-    try:
-        messages = reader(record, system_prompt)
-    except _RecordProblem as problem:
-        raise DataError(str(problem), path, line, problem.field_name) from None
-    meta = {k: v for k, v in record.items() if k not in ("messages", "instruction", "input", "output")}
-    return Example(messages, path, line, meta)
-
-
-def _combined(problems: list[DataError], path: str) -> DataError:
-    shown = [str(p) for p in problems[:MAX_REPORTED_PROBLEMS]]
-    hidden = len(problems) - len(shown)
-    if hidden:
-        shown.append(f"... and {hidden} more")
-    first = problems[0]
-    error = DataError(f"{len(problems)} bad records:\n  " + "\n  ".join(shown))
-    error.path, error.line, error.field = path, first.line, first.field
-    return error

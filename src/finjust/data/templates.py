@@ -3,7 +3,8 @@
 Only assistant answers are trained, including their end-of-turn token so that the tuned
 model learns to stop. Spans are found by rendering each conversation prefix with the
 template, the same technique LLaMA-Factory and trl use, so any template works as long as
-rendering a prefix gives a prefix of the tokens.
+rendering a prefix gives a prefix of the tokens. Raw text (the ``text`` format) is not
+templated: its tokens, plus the end-of-sequence token, all carry loss.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.formats import Example, Message
+from finjust.data.example import SFT_TASKS, TASK_TEXT, Example, Message
 from finjust.errors import DataError
 
 IGNORE_INDEX = -100
+#: what ``data.too_long`` may say about examples longer than ``data.max_length``
+TOO_LONG = ("truncate", "drop", "error")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class TokenizeReport:
     kept: int
     truncated: int
     dropped_no_trainable_token: int
+    dropped_too_long: int = 0
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> list[int]:
@@ -53,7 +57,16 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, example: Example) -> list[int
 
 
 def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> TokenizedExample:
-    """Template ``example`` and label its trained assistant messages (with their end-of-turn)."""
+    """Template ``example`` and label its trained assistant messages (with their end-of-turn).
+
+    Raises:
+        DataError: for classification and preference examples, which SFT cannot train on.
+    """
+    if example.task == TASK_TEXT:
+        return _tokenize_text(example.messages[0].content, tokenizer)
+    if example.task not in SFT_TASKS:
+        raise DataError(f"a {example.task} record cannot be trained with supervised fine-tuning; it needs "
+                        f"a {example.task} objective", example.source, example.line)  # fmt: skip
     full = _ids(tokenizer, example.messages, generation_prompt=False)
     labels = [IGNORE_INDEX] * len(full)
     for index, message in enumerate(example.messages):
@@ -73,6 +86,14 @@ def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> To
     return TokenizedExample(full, labels)
 
 
+def _tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase) -> TokenizedExample:
+    """Raw text: the tokenizer's own special tokens, the text, then EOS so the model learns ends."""
+    ids = list(tokenizer(text)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return TokenizedExample(ids, list(ids))
+
+
 def _unlabel_after_end_of_turn(labels: list[int], start: int, end: int, eos_id: int | None) -> None:
     """Keep the end-of-turn token trained, but not the separator the template puts after it."""
     span = labels[start:end]
@@ -82,18 +103,41 @@ def _unlabel_after_end_of_turn(labels: list[int], start: int, end: int, eos_id: 
 
 
 def tokenize_examples(
-    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_length: int
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_length: int, too_long: str = "truncate"
 ) -> tuple[list[TokenizedExample], TokenizeReport]:
-    """Tokenize, truncate to ``max_length`` and drop examples left with no trained token."""
+    """Tokenize, handle examples over ``max_length``, and drop those left with no trained token.
+
+    Args:
+        examples: conversations or raw text.
+        tokenizer: the model's tokenizer, with its chat template.
+        max_length: the longest sequence in tokens.
+        too_long: ``truncate`` (raw text is cut into ``max_length`` windows instead, so none of
+            it is lost), ``drop`` or ``error``.
+
+    Raises:
+        DataError: with ``too_long="error"``, naming the first example that is too long.
+    """
     kept: list[TokenizedExample] = []
-    truncated = dropped = 0
+    truncated = dropped = dropped_long = 0
     for example in examples:
         tokens = tokenize_example(example, tokenizer)
+        pieces = [tokens]
         if len(tokens.input_ids) > max_length:
+            if too_long == "error":
+                raise DataError(f"{len(tokens.input_ids)} tokens, more than data.max_length={max_length}; raise "
+                                "data.max_length, shorten the record, or set data.too_long to truncate or drop",
+                                example.source, example.line)  # fmt: skip
+            if too_long == "drop":
+                dropped_long += 1
+                continue
             truncated += 1
-            tokens = TokenizedExample(tokens.input_ids[:max_length], tokens.labels[:max_length])
-        if tokens.trained_tokens == 0:
-            dropped += 1
-            continue
-        kept.append(tokens)
-    return kept, TokenizeReport(len(kept), truncated, dropped)
+            step = max_length if example.task == TASK_TEXT else len(tokens.input_ids)
+            pieces = [TokenizedExample(tokens.input_ids[i : i + max_length], tokens.labels[i : i + max_length])
+                      for i in range(0, len(tokens.input_ids), step)]  # fmt: skip
+        for piece in pieces:
+            # a one-token window predicts nothing (labels are shifted by one inside the model)
+            if piece.trained_tokens == 0 or len(piece.input_ids) < 2:
+                dropped += 1
+            else:
+                kept.append(piece)
+    return kept, TokenizeReport(len(kept), truncated, dropped, dropped_long)

@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from finjust import atomic
-from finjust.data.prepare import prepare_data
+from finjust.data.example import Example
+from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError
+from finjust.eval.forgetting import probe_model, retention
 from finjust.eval.scorecard import build_scorecard, score_model
-from finjust.methods.registry import get_method
-from finjust.models.load import load_model
-from finjust.recipe import load_recipe
+from finjust.methods.registry import Method, get_method
+from finjust.models.load import LoadedModel, load_model
+from finjust.recipe import Recipe, load_recipe
 from finjust.train.run import RunFolder, compute_dtype, training_dtype
 
 
-def evaluate_run(
-    run_dir: str | Path, on_event: Callable[[str, dict[str, Any]], None] = lambda kind, payload: None
-) -> dict[str, Any]:
-    """Rebuild the run's test split (checked against its manifest) and score base and tuned."""
+@dataclass
+class RunInputs:
+    """A finished run folder opened for scoring: recipe, method, artifact and the checked splits."""
+
+    folder: RunFolder
+    recipe: Recipe
+    method: Method
+    artifact: Path
+    data: PreparedData
+    test: list[Example]
+
+
+def open_run(run_dir: str | Path) -> RunInputs:
+    """Read a run folder and rebuild its splits, refusing a test split that no longer matches the manifest.
+
+    Raises:
+        CheckpointError: not a run folder, no trained artifact yet, or the test data changed.
+    """
     folder = RunFolder(run_dir)
     if not folder.recipe.is_file():
         raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
@@ -34,6 +53,24 @@ def evaluate_run(
     if saved["sha256"]["test"] != data.manifest["sha256"]["test"]:
         raise CheckpointError(f"the test data changed since {folder.root} was trained; its split no longer matches")
     test = data.splits.test[: recipe.eval.max_examples] if recipe.eval.max_examples else data.splits.test
+    return RunInputs(folder, recipe, method, artifact, data, test)
+
+
+def load_tuned(run: RunInputs, loaded: LoadedModel) -> tuple[nn.Module, LoadedModel]:
+    """The run's tuned model on ``loaded``'s base (reloaded first where the method loads it its own way)."""
+    recipe, method = run.recipe, run.method
+    extra = method.model_load_kwargs(recipe.method.options, loaded.dtype)
+    if extra:  # the adapter was trained on a base loaded the method's way (QLoRA: 4-bit)
+        loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device, extra)
+    return method.load(loaded.model, run.artifact), loaded
+
+
+def evaluate_run(
+    run_dir: str | Path, on_event: Callable[[str, dict[str, Any]], None] = lambda kind, payload: None
+) -> dict[str, Any]:
+    """Rebuild the run's test split (checked against its manifest) and score base and tuned."""
+    run = open_run(run_dir)
+    folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
     score = lambda model, packing: score_model(  # noqa: E731
@@ -41,8 +78,24 @@ def evaluate_run(
     )
     on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
     base = score(loaded.model, True)
+    if recipe.eval.retention:
+        base.probe = probe_model(loaded.model, loaded.tokenizer, loaded.device, autocast)
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})
-    tuned = score(method.load(loaded.model, artifact), method.supports_packing)
+    tuned_model, loaded = load_tuned(run, loaded)
+    tuned = score(tuned_model, method.supports_packing)
     scorecard = build_scorecard(test, base, tuned, recipe.eval)
+    if base.probe:
+        tuned_probe = probe_model(tuned_model, loaded.tokenizer, loaded.device, autocast,
+                                  packing=method.supports_packing)  # fmt: skip
+        scorecard["retention"] = retention(base.probe, tuned_probe)
+    scorecard.update(_training_facts(folder.scorecard))
     atomic.write_json(folder.scorecard, scorecard)
     return scorecard
+
+
+def _training_facts(path: Path) -> dict[str, Any]:
+    """What only training knows (best step, why it stopped), kept from the run's scorecard."""
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    return {k: saved[k] for k in ("best_step", "stopped_early", "stop_reason") if k in saved}

@@ -18,17 +18,20 @@ def generate_answers(
     batch_size: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
+    equal_lengths: bool = False,
 ) -> list[str]:
     """Greedy answers to tokenized prompts, stopping at the end-of-turn token.
 
     Prompts are sorted by length so each batch holds similar lengths (little padding), and
-    left-padded so every answer starts at the same position.
+    left-padded so every answer starts at the same position. ``equal_lengths`` batches only
+    prompts of the same length, with no padding at all: peft's prompt and prefix tuning put
+    virtual tokens before the prompt and ignore position ids, so left padding would move
+    each prompt away from its virtual tokens and change the answer.
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, str] = {}
     model.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
         ids, mask = _left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             output = model.generate(
@@ -43,6 +46,19 @@ def generate_answers(
         for index, row in zip(chunk, new_tokens, strict=True):
             answers[index] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return [answers[i] for i in range(len(prompts))]
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, equal_lengths: bool) -> list[list[int]]:
+    """Consecutive runs of ``order`` of at most ``batch_size``; with ``equal_lengths``, one length per run."""
+    chunks: list[list[int]] = []
+    for index in order:
+        if chunks and len(chunks[-1]) < batch_size and (
+            not equal_lengths or lengths[chunks[-1][0]] == lengths[index]
+        ):
+            chunks[-1].append(index)
+        else:
+            chunks.append([index])
+    return chunks
 
 
 def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ answers each model writes. Shape of the JSON: ``{"base": {metric: value}, "tuned
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,15 +35,19 @@ class ModelScores:
     metrics: dict[str, float]
     answers: list[str]
     items: dict[str, list[Any]] = field(default_factory=dict)
+    #: general-knowledge probe results (finjust.eval.forgetting), when measured
+    probe: dict[str, float] | None = None
+    #: wall seconds of the batched generation of ``answers`` (latency in ``finjust compare``)
+    generation_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "answers": self.answers, "items": self.items}
+        return {"metrics": self.metrics, "answers": self.answers, "items": self.items, "probe": self.probe}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelScores:
         items = {name: [tuple(i) if isinstance(i, list) else i for i in values]
                  for name, values in data.get("items", {}).items()}  # fmt: skip
-        return cls(data["metrics"], data["answers"], items)
+        return cls(data["metrics"], data["answers"], items, data.get("probe"))
 
 
 def _loss(items: Sequence[tuple[float, int]]) -> float:
@@ -73,17 +78,21 @@ def score_model(
     losses = example_losses(model, eval_batches([tokenized[i][0] for i in scored], packing), device, autocast_dtype)
     items: dict[str, list[Any]] = {name: losses for name in LOSS_METRICS}
     answers: list[str] = []
+    generation_seconds = 0.0
     if eval_cfg.generate:
         prompts = [prompt_ids(tokenizer, example) for example in test]
+        started = time.perf_counter()
         answers = generate_answers(
-            model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device, autocast_dtype
+            model, tokenizer, prompts, eval_cfg.max_new_tokens, eval_cfg.batch_size, device, autocast_dtype,
+            equal_lengths=not packing,  # methods that cannot pack add virtual tokens: no left padding
         )
+        generation_seconds = time.perf_counter() - started
         graded = Answers(answers, [e.reference_answer() for e in test], test)
         options = _metric_options(eval_cfg)
         for name in eval_cfg.metrics:
             items[name] = metric_items(name, graded, options.get(name))
     metrics = {name: _aggregate(name, values) for name, values in items.items()}
-    return ModelScores(metrics, answers, items)
+    return ModelScores(metrics, answers, items, generation_seconds=generation_seconds)
 
 
 def _metric_options(eval_cfg: Any) -> dict[str, Any]:
@@ -143,12 +152,23 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
         interval = f"[{low:+.3g}, {high:+.3g}]"
         lines.append(f"{name:<14}{row['base']:>9.4g}{row['tuned']:>9.4g}{row['delta']:>+9.3g}  {interval:<20} "
                      f"{row['verdict']}")  # fmt: skip
+    if "retention" in scorecard:
+        lines += ["", _format_retention(scorecard["retention"])]
     for item in scorecard["answers"][:samples]:
         if item["tuned"] is None:
             break
         lines += ["", f"Q: {item['question']}", f"  expected: {item['reference']}"]
         lines += [f"  base:     {_short(item['base'])}", f"  tuned:    {_short(item['tuned'])}"]
     return "\n".join(lines)
+
+
+def _format_retention(kept: dict[str, Any]) -> str:
+    text, qa = kept["general_text"], kept["general_qa"]
+    return (
+        f"General knowledge kept: retention {kept['retention']:.3f} "
+        f"(general-text perplexity {text['base']:.1f} -> {text['tuned']:.1f}, retention {text['retention']:.3f}; "
+        f"general questions {qa['base']:.0%} -> {qa['tuned']:.0%} right, retention {qa['retention']:.3f})"
+    )
 
 
 def _short(text: str, width: int = 200) -> str:

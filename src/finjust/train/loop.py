@@ -45,6 +45,8 @@ class LoopSetup:
     autocast_dtype: torch.dtype | None
     on_event: EventHandler
     packing: bool = True
+    #: general-knowledge retention of the model now (1.0 = as the base); None: no guard
+    retention_probe: Callable[[nn.Module], float] | None = None
 
 
 def _no_events(kind: str, payload: dict[str, Any]) -> None:
@@ -63,6 +65,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         num_warmup_steps=round(cfg.warmup_ratio * plan.total_steps),
         num_training_steps=plan.total_steps,
     )
+    anchors = _l2sp_anchors(model) if cfg.l2sp else {}  # taken before a resume restores weights
     state = LoopState()
     if resume and (folder := latest_checkpoint(setup.checkpoints)) is not None:
         state = restore_checkpoint(folder, model, optimizer, scheduler)
@@ -73,19 +76,37 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
     model.train()
     while state.step < plan.total_steps and not state.stopped_early:
-        _one_step(model, setup, plan, state, optimizer, scheduler)
+        _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
         evaluated = _maybe_evaluate(model, setup, plan, state)
         if _save_due(setup.cfg, plan, state, evaluated):
             save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
-    if state.best_step is None:  # no validation data: the last step is the best we know
-        state.best_step = state.step
+    if state.best_step is None:
+        # no validation data: the last step is the best we know; a guard that no evaluation
+        # passed: the evaluation that forgot least
+        state.best_step = state.fallback_step or state.step
+        if state.fallback_step is not None:
+            setup.on_event("warning", {"text": f"no evaluation kept retention >= {cfg.forgetting_guard}; "
+                                       f"using step {state.fallback_step}, the one that forgot least"})
         save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     return state
 
 
+def _l2sp_anchors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _l2sp_backward(model: nn.Module, anchors: dict[str, torch.Tensor], strength: float) -> None:
+    """Add the gradient of strength/2 * ||w - w0||^2 (L2-SP, Li et al. 2018) to each trained weight."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in anchors and param.grad is not None:
+                param.grad.add_(param.detach() - anchors[name], alpha=strength)
+
+
 def _one_step(
-    model: nn.Module, setup: LoopSetup, plan: StepPlan, state: LoopState, optimizer: Any, scheduler: Any
-) -> None:
+    model: nn.Module, setup: LoopSetup, plan: StepPlan, state: LoopState, optimizer: Any, scheduler: Any,
+    anchors: dict[str, torch.Tensor],
+) -> None:  # fmt: skip
     started = time.perf_counter()
     batches = [make_batch([setup.train[i] for i in micro], setup.packing) for micro in plan.steps[state.step]]
     n_trained = sum(b.trained_tokens for b in batches)
@@ -97,6 +118,8 @@ def _one_step(
             loss_sum, _ = batch_loss_sum(model, batch.to(setup.device))
         (loss_sum / max(n_trained, 1)).backward()
         loss_total += float(loss_sum.detach())
+    if anchors:
+        _l2sp_backward(model, anchors, setup.cfg.l2sp)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in model.parameters() if p.requires_grad], setup.cfg.max_grad_norm
     )
@@ -134,22 +157,33 @@ def _maybe_evaluate(model: nn.Module, setup: LoopSetup, plan: StepPlan, state: L
         return False
     model.eval()
     loss = mean_loss(model, setup.validation, setup.device, setup.autocast_dtype)
+    kept = setup.retention_probe(model) if setup.retention_probe else None
     model.train()
-    improved = state.best_loss is None or loss < state.best_loss - MIN_IMPROVEMENT
+    within_budget = kept is None or kept >= setup.cfg.forgetting_guard
+    improved = within_budget and (state.best_loss is None or loss < state.best_loss - MIN_IMPROVEMENT)
     if improved:
         state.best_loss, state.best_step, state.evals_since_best = loss, state.step, 0
     else:
         state.evals_since_best += 1
-    patience = setup.cfg.patience
-    state.stopped_early = bool(patience) and state.evals_since_best >= patience
+    if kept is not None and (state.fallback_retention is None or kept > state.fallback_retention):
+        state.fallback_step, state.fallback_retention = state.step, kept
+    _decide_stop(setup.cfg, state, within_budget)
     record = {
         "type": "eval", "step": state.step, "epoch": round(plan.epoch_of(state.step), 4),
         "val_loss": loss, "best_loss": state.best_loss, "best_step": state.best_step,
-        "improved": improved, "stopped_early": state.stopped_early,
+        "improved": improved, "stopped_early": state.stopped_early, "stop_reason": state.stop_reason,
+        **({"retention": kept} if kept is not None else {}),
     }  # fmt: skip
     setup.log.append(record)
     setup.on_event("eval", record)
     return True
+
+
+def _decide_stop(cfg: Any, state: LoopState, within_budget: bool) -> None:
+    if not within_budget and cfg.forgetting_action == "stop":
+        state.stopped_early, state.stop_reason = True, "forgetting"
+    elif cfg.patience and state.evals_since_best >= cfg.patience:
+        state.stopped_early, state.stop_reason = True, "patience"
 
 
 def _save_due(cfg: Any, plan: StepPlan, state: LoopState, evaluated: bool) -> bool:

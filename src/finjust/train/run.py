@@ -17,12 +17,15 @@ from torch import nn
 
 from finjust import atomic
 from finjust.data.formats import Example
-from finjust.data.prepare import PreparedData, prepare_data
-from finjust.data.templates import tokenize_examples
+from finjust.data.check import check_data
+from finjust.data.gate import enforce_gate
+from finjust.data.prepare import PreparedData, prepare_data, require_sft
+from finjust.data.templates import TokenizedExample, tokenize_examples
 from finjust.errors import CheckpointError
+from finjust.eval.forgetting import probe_model, replay_texts, retention, text_examples
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
 from finjust.methods.registry import Method, count_parameters, get_method
-from finjust.models.load import LoadedModel, load_model
+from finjust.models.load import LoadedModel, load_model, load_tokenizer, resolve_model_folder
 from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
 from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
@@ -53,6 +56,8 @@ class RunFolder:
         self.checkpoints = self.root / "checkpoints"
         self.base_scores = self.root / "base_scores.json"
         self.scorecard = self.root / "scorecard.json"
+        self.compare = self.root / "compare.json"  # finjust compare
+        self.report = self.root / "report.html"  # finjust report
 
     def artifact(self, method: Method) -> Path:
         return self.root / method.artifact_dir
@@ -78,27 +83,58 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
         torch.set_num_threads(recipe.train.threads)
     method = get_method(recipe.method.name)
     data = _prepare_checked_data(recipe, folder, resume)
+    require_sft(data)
+    _quality_gate(recipe, folder, on_event)
     on_event("phase", {"text": f"data: {data.manifest['sizes']}"})
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
     test = _test_examples(recipe, data)
     base = _base_scores(recipe, loaded, test, folder, autocast, on_event)
+    loaded = _training_model(recipe, method, loaded, on_event)
+    torch.manual_seed(recipe.train.seed)  # adapters start from random weights: part of the seeded run
     model = method.apply(loaded.model, recipe.method.options)
     trainable, total = count_parameters(model)
     on_event("method", {"name": method.name, "trainable": trainable, "total": total})
     setup = _loop_setup(recipe, loaded, data, folder, autocast, on_event, packing=method.supports_packing)
+    setup.retention_probe = _guard_probe(recipe, loaded, base, autocast, method.supports_packing)
     state = train_model(model, setup, resume=resume)
     restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save_artifact(method, model, loaded, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
-    tuned = score_model(model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast,
-                        packing=method.supports_packing)  # fmt: skip
-    scorecard = build_scorecard(test, base, tuned, recipe.eval)
-    scorecard["best_step"] = state.best_step
-    scorecard["stopped_early"] = state.stopped_early
+    scorecard = _score_tuned(recipe, model, loaded, test, base, autocast, method.supports_packing, on_event)
+    scorecard.update(best_step=state.best_step, stopped_early=state.stopped_early, stop_reason=state.stop_reason)
     atomic.write_json(folder.scorecard, scorecard)
     return RunResult(folder.root, scorecard)
+
+
+def _score_tuned(
+    recipe: Recipe, model: nn.Module, loaded: LoadedModel, test: list[Example], base: ModelScores,
+    autocast: torch.dtype | None, packing: bool, on_event: EventHandler,
+) -> dict[str, Any]:  # fmt: skip
+    """The scorecard of the tuned model against the base, with retention when the base was probed."""
+    tuned = score_model(model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast,
+                        packing=packing)  # fmt: skip
+    scorecard = build_scorecard(test, base, tuned, recipe.eval)
+    if base.probe:
+        on_event("phase", {"text": "probing the tuned model's general knowledge"})
+        tuned_probe = probe_model(model, loaded.tokenizer, loaded.device, autocast, packing=packing)
+        scorecard["retention"] = retention(base.probe, tuned_probe)
+    return scorecard
+
+
+def _training_model(recipe: Recipe, method: Method, loaded: LoadedModel, on_event: EventHandler) -> LoadedModel:
+    """The model to train: the one just scored, or a fresh load where the method needs its own (QLoRA: 4-bit)."""
+    for text in method.warnings_for(recipe.method.options, loaded.device):
+        on_event("warning", {"text": text})
+    extra = method.model_load_kwargs(recipe.method.options, loaded.dtype)
+    if not extra:
+        return loaded
+    # The base is scored in full precision like every other method's; training needs a fresh
+    # load anyway, and a 4-bit model must not generate before its adapter is attached
+    # (shared/MODELS.md: its LoRA gradients are lost). Reloading from the cache takes <1 s.
+    on_event("phase", {"text": f"loading {recipe.model.name} again as {method.name} needs it"})
+    return load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device, extra)
 
 
 def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
@@ -114,6 +150,17 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
     folder.root.mkdir(parents=True, exist_ok=True)
     if not resume:
         save_recipe(recipe, folder.recipe)
+
+
+def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler) -> None:
+    """``finjust data check`` before training: failing findings stop the run, the others warn."""
+    tokenizer = load_tokenizer(resolve_model_folder(recipe.model.name))
+    report = check_data(recipe.data, recipe.train.seed, tokenizer, tokenizer_name=recipe.model.name)
+    atomic.write_json(folder.root / "data_report.json", report.to_dict())
+    enforce_gate(report, str(folder.recipe))
+    for finding in report.warnings():
+        on_event("warning", {"text": f"data: {finding.count} {finding.name}, e.g. {finding.items[0]} "
+                 f"(all in {folder.root / 'data_report.json'})"})  # fmt: skip
 
 
 def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool) -> PreparedData:
@@ -147,6 +194,9 @@ def _base_scores(
     on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
     scores = score_model(loaded.model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length,
                          loaded.device, autocast)  # fmt: skip
+    if recipe.eval.retention or recipe.train.forgetting_guard:
+        on_event("phase", {"text": "probing the base model's general knowledge"})
+        scores.probe = probe_model(loaded.model, loaded.tokenizer, loaded.device, autocast)
     atomic.write_json(folder.base_scores, scores.to_json())
     return scores
 
@@ -155,11 +205,18 @@ def _loop_setup(
     recipe: Recipe, loaded: LoadedModel, data: PreparedData, folder: RunFolder,
     autocast: torch.dtype | None, on_event: EventHandler, packing: bool,
 ) -> LoopSetup:  # fmt: skip
-    train, report = tokenize_examples(data.splits.train, loaded.tokenizer, recipe.data.max_length)
-    validation, _ = tokenize_examples(data.splits.validation, loaded.tokenizer, recipe.data.max_length)
-    if report.truncated or report.dropped_no_trainable_token:
+    train, report = tokenize_examples(data.splits.train, loaded.tokenizer, recipe.data.max_length,
+                                      recipe.data.too_long)  # fmt: skip
+    if recipe.train.replay:
+        replay = _replay_examples(recipe, loaded, len(train))
+        on_event("phase", {"text": f"replay: {len(replay)} general-text passages mixed into training"})
+        train = train + replay
+    validation, _ = tokenize_examples(data.splits.validation, loaded.tokenizer, recipe.data.max_length,
+                                      recipe.data.too_long)  # fmt: skip
+    if report.truncated or report.dropped_no_trainable_token or report.dropped_too_long:
         on_event("warning", {"text": f"{report.truncated} training examples truncated to data.max_length="
-                 f"{recipe.data.max_length}; {report.dropped_no_trainable_token} dropped (no answer token left)"})
+                 f"{recipe.data.max_length}; {report.dropped_no_trainable_token} dropped (no answer token left); "
+                 f"{report.dropped_too_long} dropped as too long"})
     return LoopSetup(
         train=train,
         validation=eval_batches(validation, packing),
@@ -172,6 +229,28 @@ def _loop_setup(
         on_event=on_event,
         packing=packing,
     )
+
+
+def _guard_probe(
+    recipe: Recipe, loaded: LoadedModel, base: ModelScores, autocast: torch.dtype | None, packing: bool
+) -> Callable[[nn.Module], float] | None:
+    """The retention measurement the loop runs at each evaluation when a forgetting guard is set."""
+    if not recipe.train.forgetting_guard or not base.probe:
+        return None
+    base_probe = base.probe
+
+    def measure(model: nn.Module) -> float:
+        now = probe_model(model, loaded.tokenizer, loaded.device, autocast, packing=packing)
+        return float(retention(base_probe, now)["retention"])
+
+    return measure
+
+
+def _replay_examples(recipe: Recipe, loaded: LoadedModel, n_train: int) -> list[TokenizedExample]:
+    """General passages mixed into training (the replay mitigation), the same ones every run."""
+    wanted = round(recipe.train.replay * n_train)
+    pool = text_examples(loaded.tokenizer, replay_texts(), recipe.data.max_length)
+    return [pool[i % len(pool)] for i in range(wanted)]
 
 
 def _save_artifact(method: Method, model: nn.Module, loaded: LoadedModel, tmp: Path) -> None:

@@ -1,0 +1,88 @@
+"""``finjust data check RECIPE_OR_FILE ...``: the data-quality report and gate, before any training."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from finjust import atomic
+from finjust.cli.progress import ProgressPrinter
+from finjust.data.check import check_data
+from finjust.data.report_html import render_html
+from finjust.data.report_text import format_report
+from finjust.errors import RecipeError
+from finjust.recipe import apply_overrides, data_section_from_dict, load_recipe
+
+_EPILOG = """examples:
+  finjust data check recipe.yaml                       the recipe's data, split as training splits it
+  finjust data check recipe.yaml --html report.html    also a self-contained HTML page
+  finjust data check train.jsonl --test test.jsonl --model smollm2-135m-instruct
+  finjust data check a.csv b.parquet data.columns='{output: answer}' --json report.json
+
+exit status: 0 the quality gate passed, 1 it failed (data.quality.fail_on, invalid records), 2 an error"""
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(name, help="check data files: formats, splits, duplicates, leakage, PII",
+                                 description="Work with training data.")  # fmt: skip
+    actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = actions.add_parser(
+        "check",
+        help="report on a recipe's (or files') data and apply the quality gate",
+        description="Validate every record, split as training would, and report record counts, token "
+        "lengths, duplicates, near-duplicates, leakage, conflicting answers, label balance and PII.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("targets", nargs="+", metavar="RECIPE_OR_FILE",
+                       help="a recipe (.yaml), or data files / folders (the training pool); "
+                       "then section.key=value overrides")  # fmt: skip
+    check.add_argument("--validation", metavar="FILE", help="with data files: the validation file")
+    check.add_argument("--test", metavar="FILE", help="with data files: the test file")
+    check.add_argument("--model", metavar="NAME", help="tokenizer for token statistics (default: the recipe's model)")
+    check.add_argument("--no-tokens", action="store_true", help="skip token statistics (no tokenizer is loaded)")
+    check.add_argument("--seed", type=int, help="split seed (default: the recipe's train.seed, else 42)")
+    check.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    check.add_argument("--html", metavar="PATH", help="also write the report as one HTML page")
+
+
+def run(args: argparse.Namespace) -> int:
+    data, seed, model = _data_section(args)
+    tokenizer = None
+    if model and not args.no_tokens:
+        from finjust.models.load import load_tokenizer, resolve_model_folder
+
+        tokenizer = load_tokenizer(resolve_model_folder(model))
+    printer = ProgressPrinter()
+    report = check_data(data, seed, tokenizer, lambda n: printer("phase", {"text": f"read {n:,} records"}), model)
+    print(format_report(report))
+    if args.json:
+        atomic.write_json(args.json, report.to_dict())
+    if args.html:
+        atomic.write_text(args.html, render_html(report))
+    return 0 if report.passed else 1
+
+
+def _data_section(args: argparse.Namespace) -> tuple[Any, int, str | None]:
+    """(data section, seed, model name) from a recipe or from bare files and options."""
+    targets = list(args.targets)
+    overrides = [t for t in targets if "=" in t and not Path(t).exists()]
+    paths = [t for t in targets if t not in overrides]
+    if not paths:
+        raise RecipeError(["give a recipe or at least one data file"], "data check")
+    if paths[0].endswith((".yaml", ".yml")):
+        if len(paths) > 1:
+            raise RecipeError([f"a recipe names its own data files; drop {', '.join(paths[1:])}"], "data check")
+        recipe = load_recipe(paths[0], overrides)
+        seed = args.seed if args.seed is not None else recipe.train.seed
+        return recipe.data, seed, args.model or recipe.model.name
+    raw: dict[str, Any] = {"train": paths[0] if len(paths) == 1 else paths}
+    for key in ("validation", "test"):
+        if getattr(args, key):
+            raw[key] = getattr(args, key)
+    bad = [o for o in overrides if not o.startswith("data.")]
+    if bad:
+        raise RecipeError([f"with data files only data.* overrides apply; got {', '.join(bad)}"], "data check")
+    raw = apply_overrides({"data": raw}, overrides)["data"]
+    return data_section_from_dict(raw, "data check"), args.seed if args.seed is not None else 42, args.model

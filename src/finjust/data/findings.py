@@ -1,0 +1,27 @@
+"""The kinds of finding a data-quality check reports, by the name ``data.quality`` uses.
+
+Kept apart from the checks themselves so that the recipe can validate ``fail_on`` and
+``ignore`` without importing numpy and datasketch.
+"""
+
+from __future__ import annotations
+
+#: finding name -> what it means; the order is the report's order
+FINDINGS: dict[str, str] = {
+    "invalid": "records that fail validation (always stops a run; listed with file, line and field)",
+    "empty_answers": "of the invalid records, those whose answer is empty or whitespace only",
+    "leakage": "validation or test records whose prompt duplicates or nearly duplicates a training prompt",
+    "no_trainable_tokens": "examples left with no trained token after truncation to data.max_length",
+    "too_long": "examples longer than data.max_length (handled as data.too_long says)",
+    "duplicates": "records that exactly repeat another record of the same split",
+    "near_duplicates": "records that nearly repeat another record of the same split (MinHash/LSH)",
+    "conflicts": "the same prompt with different answers or labels",
+    "pii": "e-mail addresses, phone numbers, card numbers, IBANs, Swedish personal identity numbers",
+    "label_imbalance": "classification labels whose counts differ more than tenfold, or that are missing from training",
+}
+
+#: findings that a recipe may list in ``data.quality.fail_on`` / ``ignore``
+GATED = tuple(name for name in FINDINGS if name not in ("invalid", "empty_answers"))
+
+#: defaults: stop on what makes a run's numbers wrong or trains on nothing, warn on the rest
+DEFAULT_FAIL_ON = ("leakage", "no_trainable_tokens")

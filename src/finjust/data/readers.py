@@ -1,0 +1,232 @@
+"""File types: from a path to a stream of raw records, one registry entry per type.
+
+Every reader streams (a 300 MB JSONL file is never held in memory; a JSON array is the one
+exception, since the standard ``json`` module parses whole documents) and reports bad
+lines as :class:`~finjust.data.problems.Problem` s instead of stopping. Record numbers are
+lines for JSONL, CSV and TSV (as an editor shows them), and 1-based record numbers for
+JSON arrays, Parquet files, ``datasets`` folders and folders of ``.txt`` files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finjust.data.problems import Problem
+from finjust.registry import Registry
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One parsed record and its line (or record number); ``path`` when not the file read."""
+
+    number: int
+    value: Any
+    path: str | None = None
+
+
+Item = RawRecord | Problem
+Reader = Callable[[Path, str | None], Iterator[Item]]
+
+
+@dataclass(frozen=True)
+class FileType:
+    name: str
+    suffixes: tuple[str, ...]
+    #: ``read(path, split)``; ``split`` picks one split of a ``datasets`` folder
+    read: Reader
+
+
+FILE_TYPES: Registry[FileType] = Registry("file type")
+#: files in these folders mark a folder written by ``datasets.Dataset.save_to_disk``
+_DATASETS_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def _register(name: str, *suffixes: str) -> Callable[[Reader], Reader]:
+    def decorate(read: Reader) -> Reader:
+        FILE_TYPES.add(name, FileType(name, suffixes, read))
+        return read
+
+    return decorate
+
+
+def file_type_of(path: Path) -> str | None:
+    """The registered file type a path looks like, or None."""
+    if path.is_dir():
+        return "datasets" if any((path / m).is_file() for m in _DATASETS_MARKERS) else "txt"
+    suffix = path.suffix.lower()
+    return next((t.name for t in map(FILE_TYPES.get, FILE_TYPES) if suffix in t.suffixes), None)
+
+
+def read_records(path: str | Path, split: str | None = None) -> Iterator[Item]:
+    """Raw records of a file or folder, each a :class:`RawRecord` or a :class:`Problem`."""
+    path = Path(path)
+    if not path.exists():
+        yield Problem("unreadable", "cannot open: no such file or folder; check the path", str(path))
+        return
+    name = file_type_of(path)
+    if name is None:
+        known = sorted({s for t in map(FILE_TYPES.get, FILE_TYPES) for s in t.suffixes})
+        yield Problem("unreadable", f"unknown file type {path.suffix!r}; expected one of {', '.join(known)}, "
+                      "a folder of .txt files or a datasets folder saved with save_to_disk", str(path))  # fmt: skip
+        return
+    try:
+        yield from FILE_TYPES.get(name).read(path, split)
+    except OSError as exc:
+        yield Problem("unreadable", f"cannot read: {exc.strerror or exc}", str(path))
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
+    """(line number, text or None when not UTF-8, problem detail) per line, read as bytes.
+
+    Decoding line by line lets one bad line be reported while the rest of the file is read.
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
+            try:
+                yield number, raw.decode("utf-8"), ""
+            except UnicodeDecodeError as exc:
+                yield number, None, f"not UTF-8 text (byte {exc.start} of the line); re-save the file as UTF-8"
+
+
+@_register("jsonl", ".jsonl", ".ndjson")
+def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
+    """One JSON value per non-blank line."""
+    for number, text, detail in _decoded_lines(path):
+        if text is None:
+            yield Problem("not_utf8", detail, str(path), number)
+        elif text.strip():
+            try:
+                yield RawRecord(number, json.loads(text))
+            except json.JSONDecodeError as exc:
+                yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}); "
+                              "each line must be one complete JSON object", str(path), number)  # fmt: skip
+
+
+@_register("json", ".json")
+def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
+    """A JSON array of records (read whole: the stdlib parser takes complete documents)."""
+    try:
+        data = json.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(path))
+        return
+    except json.JSONDecodeError as exc:
+        yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno})", str(path), exc.lineno)
+        return
+    if not isinstance(data, list):
+        yield Problem("malformed", f"expected a JSON array of records, got {type(data).__name__}; "
+                      "for one object per line use the .jsonl suffix", str(path))  # fmt: skip
+        return
+    for number, value in enumerate(data, start=1):
+        yield RawRecord(number, value)
+
+
+@_register("csv", ".csv")
+def read_csv(path: Path, split: str | None = None) -> Iterator[Item]:
+    """Comma-separated values with a header row."""
+    yield from _read_delimited(path, ",")
+
+
+@_register("tsv", ".tsv", ".tab")
+def read_tsv(path: Path, split: str | None = None) -> Iterator[Item]:
+    """Tab-separated values with a header row."""
+    yield from _read_delimited(path, "\t")
+
+
+def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
+    bad_lines: dict[int, str] = {}
+
+    def lines() -> Iterator[str]:
+        for number, text, detail in _decoded_lines(path):
+            if text is None:
+                bad_lines[number] = detail
+                text = "\n"  # keep the line count right; the record on it is reported below
+            yield text
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            end, number = reader.line_num, start
+            start = end + 1
+            bad = [n for n in range(number, end + 1) if n in bad_lines]
+            if bad:
+                yield Problem("not_utf8", bad_lines.pop(bad[0]), str(path), bad[0])
+            elif any(cell.strip() for cell in row):
+                yield _row_record(row, header, path, number)
+    except csv.Error as exc:
+        yield Problem("malformed", f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}",
+                      str(path), reader.line_num)  # fmt: skip
+
+
+def _row_record(row: list[str], header: list[str], path: Path, number: int) -> Item:
+    if len(row) > len(header):
+        return Problem("malformed", f"the row has {len(row)} fields but the header has {len(header)}; "
+                       "quote cells that contain the delimiter", str(path), number)  # fmt: skip
+    # a short row leaves its last columns out, so they read as missing fields
+    return RawRecord(number, dict(zip(header, row)))
+
+
+@_register("parquet", ".parquet", ".pq")
+def read_parquet(path: Path, split: str | None = None) -> Iterator[Item]:
+    """Apache Parquet, read in batches of rows."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid and others for files it cannot read
+        yield Problem("malformed", f"not a readable Parquet file: {exc}", str(path))
+        return
+    number = 0
+    for batch in table.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield RawRecord(number, row)
+
+
+@_register("datasets")
+def read_datasets_folder(path: Path, split: str | None = None) -> Iterator[Item]:
+    """A folder written by ``datasets`` ``save_to_disk`` (a Dataset, or one split of a DatasetDict)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises FileNotFoundError, ValueError and others
+        yield Problem("unreadable", f"cannot load the datasets folder: {exc}", str(path))
+        return
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded)
+        chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
+        if chosen not in names:
+            yield Problem("unreadable", f"the folder holds the splits {', '.join(names)}; choose one with "
+                          "{path: ..., split: NAME} in the recipe", str(path))  # fmt: skip
+            return
+        loaded = loaded[chosen]
+    for number, row in enumerate(loaded, start=1):
+        yield RawRecord(number, row)
+
+
+@_register("txt", ".txt")
+def read_text_files(path: Path, split: str | None = None) -> Iterator[Item]:
+    """A ``.txt`` file, or a folder of them (recursively, in sorted order): one record per file."""
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    if path.is_dir() and not files:
+        yield Problem("unreadable", "the folder has no .txt files and is not a datasets folder "
+                      "(no dataset_info.json)", str(path))  # fmt: skip
+    for number, file in enumerate(files, start=1):
+        try:
+            text = file.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(file))
+            continue
+        yield RawRecord(number, {"text": text}, str(file) if path.is_dir() else None)

@@ -1,0 +1,284 @@
+"""``finjust compare``: fine-tuning against prompting, RAG and a hybrid, on the run's own test set.
+
+Each row answers the run's held-out test questions one way (a registry entry: which model,
+which prompt context) and is scored exactly as the scorecard scores base and tuned: loss of
+the reference answer given the row's prompt, generated answers graded by the recipe's
+metrics. Beside quality, each row reports what it costs: prompt tokens, latency per answer,
+peak memory and, for the tuned rows, the one-off training cost from the run's log. Every
+row is compared with ``base`` by a paired bootstrap on the same questions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from finjust import atomic
+from finjust.data.templates import prompt_ids
+from finjust.errors import EvaluationError
+from finjust.eval.augment import CONTEXTS, FEW_SHOT_INSTRUCTION, Augmented, ContextInputs, cites_a_source
+from finjust.eval.costs import PeakMemory, training_cost
+from finjust.eval.evaluate import RunInputs, load_tuned, open_run
+from finjust.eval.retrieval import (
+    DEFAULT_ENCODER, Encoder, Retriever, documents_from_examples, documents_from_folder, load_encoder,
+)  # fmt: skip
+from finjust.eval.scorecard import ModelScores, compare_scores, score_model
+from finjust.models.load import LoadedModel, load_model
+from finjust.registry import Registry
+from finjust.train.run import compute_dtype, training_dtype
+
+EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way of answering: a prompt context (a name in ``CONTEXTS``) and which model answers."""
+
+    description: str
+    context: str
+    #: True: the run's fine-tuned model answers; False: the pretrained base model
+    tuned: bool
+
+
+STRATEGIES: Registry[Strategy] = Registry("compare row")
+STRATEGIES.add("base", Strategy("pretrained model, zero-shot", "none", tuned=False))
+STRATEGIES.add("prompt", Strategy("pretrained model, system prompt + k training examples", "few_shot", tuned=False))
+STRATEGIES.add("rag", Strategy("pretrained model, top-k retrieved sources in the prompt, cited", "rag", tuned=False))
+STRATEGIES.add("tuned", Strategy("fine-tuned model, zero-shot", "none", tuned=True))
+STRATEGIES.add("hybrid", Strategy("fine-tuned model + the same retrieved sources", "rag", tuned=True))
+DEFAULT_ROWS = ("base", "prompt", "rag", "tuned", "hybrid")
+
+
+@dataclass
+class CompareOptions:
+    """What ``finjust compare`` runs; every field has a command-line flag."""
+
+    rows: Sequence[str] = DEFAULT_ROWS
+    #: training examples shown to the ``prompt`` row
+    shots: int = 3
+    #: documents retrieved for the ``rag`` and ``hybrid`` rows
+    top_k: int = 3
+    #: a folder of .txt/.md domain documents to retrieve from instead of the training records
+    docs: str | Path | None = None
+    encoder: str = DEFAULT_ENCODER
+    instruction: str = FEW_SHOT_INSTRUCTION
+    #: score at most this many test examples (default: the recipe's eval.max_examples)
+    max_examples: int | None = None
+    #: the metric every row is tested against base on (default: the recipe's first eval metric)
+    headline: str | None = None
+
+
+def _quiet(kind: str, payload: dict[str, Any]) -> None:
+    return None
+
+
+def compare_run(
+    run_dir: str | Path,
+    options: CompareOptions | None = None,
+    on_event: EventHandler = _quiet,
+    encoder: Encoder | None = None,
+) -> dict[str, Any]:
+    """Score every row of ``options.rows`` on the run's test split; also writes ``compare.json``.
+
+    Args:
+        run_dir: a finished run folder (``finjust train``).
+        options: rows, k, documents and encoder; the defaults run all five rows.
+        on_event: progress callback, as for :func:`finjust.train.run.run_recipe`.
+        encoder: a ready encoder for retrieval (tests); default: load ``options.encoder``.
+
+    Returns:
+        The comparison as a JSON-ready dict (the same as the file written).
+
+    Raises:
+        EvaluationError: bad options or data; CheckpointError: an unusable run folder.
+    """
+    options = options or CompareOptions()
+    _check(options)
+    run = open_run(run_dir)
+    _headline(run, options)  # a wrong --headline fails before any model is loaded
+    test = run.test[: options.max_examples] if options.max_examples else run.test
+    recipe = run.recipe
+    loaded = load_model(recipe.model.name, training_dtype(recipe, run.method), recipe.model.device)
+    autocast = compute_dtype(recipe, loaded)
+    retriever = _retriever_factory(run, options, loaded, encoder, on_event)
+    inputs = ContextInputs(test, run.data.splits.train, options.shots, options.top_k, recipe.train.seed,
+                           options.instruction, retriever)  # fmt: skip
+    contexts: dict[str, Augmented] = {}
+    scores: dict[str, ModelScores] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    model: nn.Module | None = None
+    # the adapter is loaded into the base model in place, so every base-model row goes first
+    for name in sorted(options.rows, key=lambda n: STRATEGIES.get(n).tuned):
+        strategy = STRATEGIES.get(name)
+        if strategy.tuned and model is None:
+            on_event("phase", {"text": f"loading the tuned model from {run.artifact}"})
+            model, loaded = load_tuned(run, loaded)
+        if strategy.context not in contexts:
+            contexts[strategy.context] = CONTEXTS.get(strategy.context)(inputs)
+        augmented = contexts[strategy.context]
+        on_event("phase", {"text": f"row {name}: {strategy.description} ({len(test)} questions)"})
+        answering = model if strategy.tuned else loaded.model
+        packing = run.method.supports_packing if strategy.tuned else True
+        with PeakMemory(loaded.device) as memory:
+            scores[name] = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval,
+                                       _max_length(run, answering), loaded.device, autocast, packing)  # fmt: skip
+        rows[name] = _row(name, strategy, augmented, scores[name], memory, loaded, run)
+    result = _result(run, options, test, loaded, contexts, rows, scores)
+    atomic.write_json(run.folder.compare, result)
+    return result
+
+
+def _check(options: CompareOptions) -> None:
+    for name in options.rows:
+        STRATEGIES.get(name)  # raises, listing the valid rows
+    problems = [f"{flag} must be at least 1, got {value}"
+                for flag, value in (("--shots", options.shots), ("--top-k", options.top_k)) if value < 1]  # fmt: skip
+    if not options.rows or len(set(options.rows)) != len(options.rows):
+        problems.append("choose each row at most once, and at least one row")
+    if options.max_examples is not None and options.max_examples < 1:
+        problems.append(f"--max-examples must be at least 1, got {options.max_examples}")
+    if problems:
+        raise EvaluationError("; ".join(problems))
+
+
+def _headline(run: RunInputs, options: CompareOptions) -> str:
+    eval_cfg = run.recipe.eval
+    scored = ["test_loss", "perplexity", *(eval_cfg.metrics if eval_cfg.generate else [])]
+    headline = options.headline or (scored[2] if len(scored) > 2 else "test_loss")
+    if headline not in scored:
+        raise EvaluationError(f"--headline {headline!r} is not scored by this run's recipe; "
+                              f"choose one of {', '.join(scored)}")  # fmt: skip
+    return headline
+
+
+def _retriever_factory(
+    run: RunInputs, options: CompareOptions, loaded: LoadedModel, encoder: Encoder | None, on_event: EventHandler
+) -> Callable[[], Retriever]:
+    def build() -> Retriever:
+        if options.docs:
+            documents = documents_from_folder(options.docs)
+        else:
+            documents = documents_from_examples(run.data.splits.train)
+        on_event("phase", {"text": f"embedding {len(documents)} documents with {options.encoder}"})
+        return Retriever(documents, encoder or load_encoder(options.encoder, loaded.device))
+
+    return build
+
+
+def _max_length(run: RunInputs, model: nn.Module) -> int:
+    """Augmented prompts are longer than training examples: allow the model's whole context."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return max(run.recipe.data.max_length, int(context or 0))
+
+
+def _row(
+    name: str, strategy: Strategy, augmented: Augmented, scored: ModelScores,
+    memory: PeakMemory, loaded: LoadedModel, run: RunInputs,
+) -> dict[str, Any]:  # fmt: skip
+    n = len(augmented.examples)
+    prompt_tokens = [len(prompt_ids(loaded.tokenizer, e)) for e in augmented.examples]
+    sources = augmented.sources or [[] for _ in range(n)]
+    answers = scored.answers or ["" for _ in range(n)]
+    one_off = [cost for cost in (training_cost(run.folder.metrics) if strategy.tuned else None,
+                                 augmented.one_off) if cost]  # fmt: skip
+    cited = [cites_a_source(a, len(s)) for a, s in zip(answers, sources, strict=True)]
+    return {
+        "name": name,
+        "description": strategy.description,
+        "model": "tuned" if strategy.tuned else "base",
+        "metrics": scored.metrics,
+        "prompt_tokens": round(sum(prompt_tokens) / max(n, 1), 1),
+        "latency_s": (scored.generation_seconds + augmented.query_seconds) / n if scored.answers and n else None,
+        "peak_rss_mb": round(memory.rss_mb, 1),
+        "peak_gpu_mb": round(memory.gpu_mb, 1) if memory.gpu_mb is not None else None,
+        "one_off": one_off,
+        "citation_rate": sum(cited) / n if augmented.sources is not None and scored.answers and n else None,
+        "answers": [{"answer": a, "sources": [hit.document.id for hit in s]}
+                    for a, s in zip(answers, sources, strict=True)],  # fmt: skip
+    }
+
+
+def _result(
+    run: RunInputs, options: CompareOptions, test: Sequence[Any], loaded: LoadedModel,
+    contexts: dict[str, Augmented], rows: dict[str, dict[str, Any]], scores: dict[str, ModelScores],
+) -> dict[str, Any]:  # fmt: skip
+    eval_cfg = run.recipe.eval
+    headline = _headline(run, options)
+    for name, row in rows.items():
+        row["vs_base"] = _versus_base(scores, name, headline, eval_cfg) if name != "base" and "base" in scores else None
+    retrieved = {hit.document.id: hit.document.text for ctx in contexts.values() for hits in (ctx.sources or [])
+                 for hit in hits}  # fmt: skip
+    return {
+        "run_dir": str(run.folder.root),
+        "n_test": len(test),
+        "headline": headline,
+        "confidence": eval_cfg.confidence,
+        "settings": {
+            "model": run.recipe.model.name, "method": run.recipe.method.name, "device": str(loaded.device),
+            "shots": options.shots, "top_k": options.top_k, "encoder": options.encoder,
+            "sources": str(options.docs) if options.docs else "training split",
+        },  # fmt: skip
+        "rows": [rows[name] for name in options.rows],
+        "questions": [{"question": e.prompt_text(), "reference": e.reference_answer()} for e in test],
+        "documents": retrieved,
+    }
+
+
+def _versus_base(
+    scores: dict[str, ModelScores], name: str, headline: str, eval_cfg: Any
+) -> dict[str, dict[str, Any]]:
+    """Paired-bootstrap comparisons with ``base``, headline metric first.
+
+    A loss metric is left out where the two rows scored different numbers of examples (a prompt
+    longer than the model's context is dropped from the loss), since the pairing would break.
+    """
+    base, row = scores["base"], scores[name]
+    shared = {m: base.items[m] for m in base.items if m in row.items and len(row.items[m]) == len(base.items[m])}
+    comparison = compare_scores(
+        ModelScores(base.metrics, base.answers, shared),
+        ModelScores(row.metrics, row.answers, {m: row.items[m] for m in shared}),
+        eval_cfg,
+    )
+    order = sorted(comparison, key=lambda m: (m != headline, list(base.metrics).index(m)))
+    return {m: comparison[m].to_json() for m in order}
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """Two readable tables: quality per row, then what each row costs and its verdict against base."""
+    rows = result["rows"]
+    metrics = list(rows[0]["metrics"]) if rows else []
+    headline = result["headline"]
+    lines = [f"Comparison on {result['n_test']} held-out test examples "
+             f"({round(100 * result['confidence'])}% paired bootstrap vs base on {headline})", ""]  # fmt: skip
+    lines.append(f"{'row':<8}" + "".join(f"{m:>13}" for m in metrics))
+    for row in rows:
+        lines.append(f"{row['name']:<8}" + "".join(f"{row['metrics'][m]:>13.4g}" for m in metrics))
+    lines += ["", f"{'row':<8}{'prompt tok':>11}{'latency':>10}{'peak RSS':>11}  {'one-off cost':<34} vs base"]
+    for row in rows:
+        latency = f"{1000 * row['latency_s']:.0f} ms" if row["latency_s"] is not None else "-"
+        lines.append(f"{row['name']:<8}{row['prompt_tokens']:>11.0f}{latency:>10}{row['peak_rss_mb']:>8.0f} MB  "
+                     f"{describe_one_off(row['one_off']):<34} {_verdict(row, headline)}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def describe_one_off(costs: Sequence[dict[str, Any]]) -> str:
+    """E.g. ``train 512 s, 41k tok + index 0.4 s``; ``-`` when there is none."""
+    parts = []
+    for cost in costs:
+        if cost["kind"] == "training":
+            parts.append(f"train {cost['seconds']:.0f} s, {cost['tokens'] / 1000:.0f}k tok")
+        else:
+            parts.append(f"{cost['kind']} {cost['seconds']:.1f} s")
+    return " + ".join(parts) or "-"
+
+
+def _verdict(row: dict[str, Any], headline: str) -> str:
+    versus = (row.get("vs_base") or {}).get(headline)
+    if versus is None:
+        return "-"
+    low, high = versus["delta_ci"]
+    return f"{versus['delta']:+.3g} [{low:+.3g}, {high:+.3g}] {versus['verdict']}"

@@ -1,0 +1,211 @@
+"""``finjust report RUN_DIR``: everything a run found out, on one self-contained HTML page.
+
+The page reads only the run folder: loss curves from ``metrics.jsonl``, the scorecard with
+its intervals and verdicts (and retention, when measured) from ``scorecard.json``, the
+comparison table from ``compare.json`` when ``finjust compare`` has run, and sample answers
+of base and tuned side by side. Figures are embedded PNGs; all text is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finjust import atomic
+from finjust.errors import CheckpointError
+from finjust.eval import plots
+from finjust.eval.compare import describe_one_off
+from finjust.eval.html import Cell, Markup, image, number, page, paragraph, section, table
+from finjust.train.log import MetricsLog
+from finjust.train.run import RunFolder
+
+@dataclass
+class RunRecord:
+    """What the report reads from a run folder; missing parts are None (or empty)."""
+
+    folder: RunFolder
+    recipe: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    scorecard: dict[str, Any] | None
+    comparison: dict[str, Any] | None
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """Read what a report needs; only ``recipe.yaml`` is required (a run still training has the rest partly)."""
+    folder = RunFolder(run_dir)
+    if not folder.recipe.is_file():
+        raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
+    recipe = yaml.safe_load(folder.recipe.read_text(encoding="utf-8")) or {}
+    return RunRecord(folder, recipe, MetricsLog(folder.metrics).records(),
+                     _json(folder.scorecard), _json(folder.compare))  # fmt: skip
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); run the step that writes it again") from exc
+
+
+def build_report(run_dir: str | Path, samples: int = 8) -> str:
+    """The HTML page for a run folder, as a string."""
+    run = read_run(run_dir)
+    builders: Sequence[Callable[[RunRecord, int], Markup | None]] = (
+        _training_section, _scorecard_section, _retention_section, _comparison_part, _samples_section,
+    )  # fmt: skip
+    sections = [part for build in builders if (part := build(run, samples)) is not None]
+    model = (run.recipe.get("model") or {}).get("name", "?")
+    method = (run.recipe.get("method") or {}).get("name", "?")
+    return page(f"finjust run report: {run.folder.root.name}", f"{run.folder.root} · model {model} · method {method}",
+                sections)  # fmt: skip
+
+
+def write_report(run_dir: str | Path, output: str | Path | None = None, samples: int = 8) -> Path:
+    """Write the report (default ``RUN_DIR/report.html``) and return its path."""
+    path = Path(output) if output else RunFolder(run_dir).report
+    atomic.write_text(path, build_report(run_dir, samples))
+    return path
+
+
+def _training_section(run: RunRecord, samples: int) -> Markup:
+    best = (run.scorecard or {}).get("best_step")
+    png = plots.loss_curves(run.metrics, best)
+    if png is None:
+        return section("Training", paragraph("metrics.jsonl has no training steps yet.", "note"))
+    steps = [r for r in run.metrics if r.get("type") == "train"]
+    seconds = sum(float(r.get("seconds", 0.0)) for r in steps)
+    tokens = sum(int(r.get("tokens", 0)) for r in steps)
+    note = f"{len(steps)} optimizer steps, {seconds:.0f} s of training, {tokens:,} tokens."
+    if (run.scorecard or {}).get("stopped_early"):
+        note += " Stopped early: validation loss stopped improving."
+    return section("Training", image(png, "training and validation loss per step"), paragraph(note, "note"))
+
+
+def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
+    card = run.scorecard
+    if card is None:
+        return section("Scorecard", paragraph("No scorecard.json yet: the run has not finished.", "note"))
+    confidence = card.get("confidence", 0.95)
+    comparison = card.get("comparison") or {}
+    percent = round(100 * confidence)
+    if comparison:
+        headers = ["metric", "base", f"base {percent}% CI", "tuned", f"tuned {percent}% CI", "change",
+                   f"change {percent}% CI", "verdict"]  # fmt: skip
+        rows = [[name, Cell(number(r["base"]), "num"), Cell(_interval(r["base_ci"]), "num"),
+                 Cell(number(r["tuned"]), "num"), Cell(_interval(r["tuned_ci"]), "num"),
+                 Cell(_signed(r["delta"]), "num"), Cell(_interval(r["delta_ci"], signed=True), "num"),
+                 Cell(r["verdict"], "verdict")] for name, r in comparison.items()]  # fmt: skip
+        classes = [_css(r["verdict"]) for r in comparison.values()]
+        body = table(headers, rows, classes)
+    else:  # a scorecard written before intervals existed: point values only
+        names = list(card.get("base") or {})
+        body = table(["metric", "base", "tuned"], [[n, Cell(number(card["base"][n]), "num"),
+                     Cell(number((card.get("tuned") or {}).get(n)), "num")] for n in names])  # fmt: skip
+    parts = [paragraph(f"On {card.get('n_test', '?')} held-out test examples the model never trained on. "
+                       f"Verdicts come from a paired bootstrap: 'better' or 'worse' only when the {percent}% "
+                       "interval of the change excludes zero. Lower is better for test_loss and perplexity.",
+                       "note"), body]  # fmt: skip
+    png = plots.metric_intervals(comparison, confidence) if comparison else None
+    if png is not None:
+        parts.append(image(png, "base vs tuned per metric with confidence intervals"))
+    return section("Scorecard", *parts)
+
+
+def _retention_section(run: RunRecord, samples: int) -> Markup | None:
+    """Whatever the retention probe reported: one row per probe, the scalar values as a line."""
+    retention = (run.scorecard or {}).get("retention")
+    if not isinstance(retention, dict):
+        return None
+    probes = {k: v for k, v in retention.items() if isinstance(v, dict)}
+    scalars = {k: v for k, v in retention.items() if not isinstance(v, dict)}
+    columns = list(dict.fromkeys(key for values in probes.values() for key in values))
+    parts = [paragraph("General knowledge kept after fine-tuning (retention 1.0: nothing lost). "
+                       "Measured on general text and general questions shipped with finjust, not on domain data.",
+                       "note")]  # fmt: skip
+    if probes:
+        rows = [[name, *(Cell(number(values.get(c)), "num") for c in columns)] for name, values in probes.items()]
+        parts.append(table(["probe", *columns], rows))
+    if scalars:
+        parts.append(paragraph("; ".join(f"{name}: {number(value)}" for name, value in scalars.items())))
+    return section("Retention", *parts)
+
+
+def _comparison_part(run: RunRecord, samples: int) -> Markup | None:
+    return comparison_section(run.comparison) if run.comparison else None
+
+
+def comparison_section(result: dict[str, Any]) -> Markup:
+    """The ``finjust compare`` table: quality and cost per row, and each row against base."""
+    rows, headline = result["rows"], result["headline"]
+    metrics = list(rows[0]["metrics"]) if rows else []
+    percent = round(100 * result.get("confidence", 0.95))
+    headers = ["row", "what answers", *metrics, "prompt tokens", "latency / answer", "peak RSS",
+               "one-off cost", f"{headline} vs base ({percent}% CI)", "verdict"]  # fmt: skip
+    body, classes = [], []
+    for row in rows:
+        versus = (row.get("vs_base") or {}).get(headline)
+        latency = f"{1000 * row['latency_s']:.0f} ms" if row.get("latency_s") is not None else "–"
+        body.append([
+            row["name"], row["description"], *(Cell(number(row["metrics"].get(m)), "num") for m in metrics),
+            Cell(number(row["prompt_tokens"]), "num"), Cell(latency, "num"),
+            Cell(f"{row['peak_rss_mb']:.0f} MB", "num"), describe_one_off(row.get("one_off") or []),
+            Cell(_change(versus) if versus else "–", "num"),
+            Cell(versus["verdict"] if versus else "–", "verdict"),
+        ])  # fmt: skip
+        classes.append(_css(versus["verdict"]) if versus else "")
+    settings = result.get("settings", {})
+    note = (f"{result['n_test']} held-out test examples; prompt: {settings.get('shots', '?')} training examples; "
+            f"RAG: top {settings.get('top_k', '?')} from {settings.get('sources', '?')} "
+            f"(encoder {settings.get('encoder', '?')}); device {settings.get('device', '?')}. Latency is the wall "
+            "time of batched generation (and retrieval) divided by the answers; peak RSS is the whole process's.")
+    parts = [paragraph(note, "note"), table(headers, body, classes)]
+    cited = [f"{row['name']} {row['citation_rate']:.0%}" for row in rows if row.get("citation_rate") is not None]
+    if cited:
+        parts.append(paragraph(f"Answers that cite a given source as [n]: {', '.join(cited)}.", "note"))
+    png = plots.row_scores(rows, headline, result.get("confidence", 0.95))
+    if png is not None:
+        parts.append(image(png, f"{headline} per compare row"))
+    return section("Fine-tuning vs prompting vs RAG", *parts)
+
+
+def comparison_page(result: dict[str, Any]) -> str:
+    """A page with the comparison alone (``finjust compare --html``)."""
+    return page("finjust compare", str(result.get("run_dir", "")), [comparison_section(result)])
+
+
+def _samples_section(run: RunRecord, samples: int) -> Markup | None:
+    answers = [a for a in (run.scorecard or {}).get("answers", []) if a.get("tuned") is not None]
+    if not answers or samples <= 0:
+        return None
+    # spread over the whole test set rather than its first few questions
+    picked = [answers[i * len(answers) // min(samples, len(answers))] for i in range(min(samples, len(answers)))]
+    rows = [[a["question"], a["reference"], a.get("base") or "", a["tuned"]] for a in picked]
+    note = f"{len(picked)} of {len(answers)} test questions; full list in scorecard.json."
+    return section("Sample answers", paragraph(note, "note"),
+                   table(["question", "expected", "base", "tuned"], rows, css="answers"))  # fmt: skip
+
+
+def _interval(bounds: Sequence[float], signed: bool = False) -> str:
+    low, high = bounds
+    show = _signed if signed else number
+    return f"[{show(low)}, {show(high)}]"
+
+
+def _css(verdict: str) -> str:
+    """A verdict as one CSS class name (``no significant change`` -> ``no-significant-change``)."""
+    return verdict.replace(" ", "-")
+
+
+def _change(versus: dict[str, Any]) -> str:
+    return f"{_signed(versus['delta'])} {_interval(versus['delta_ci'], signed=True)}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3g}"

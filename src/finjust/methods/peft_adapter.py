@@ -1,0 +1,59 @@
+"""What every peft-backed method shares: wrap with a config, save and load the adapter, merge.
+
+A peft method only says which ``PeftConfig`` it wants; the adapter it saves is peft's own
+format (``adapter_config.json`` + ``adapter_model.safetensors``), so
+``PeftModel.from_pretrained(base, folder)`` loads it without finjust.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from peft import PeftConfig, PeftModel, get_peft_model
+from torch import nn
+
+from finjust.errors import MethodError
+from finjust.methods.registry import Method
+
+
+class PeftMethod(Method):
+    """A method whose trainable part is a peft adapter beside the frozen pretrained weights."""
+
+    artifact_dir = "adapter"
+    #: the name used in messages, e.g. "LoRA"
+    label: ClassVar[str]
+    #: ``peft_type`` written in the adapter_config.json this method saves (e.g. "LORA")
+    peft_type: ClassVar[str]
+
+    @abstractmethod
+    def peft_config(self, model: nn.Module, options: Any) -> PeftConfig:
+        """The peft configuration for ``model`` under ``options``."""
+
+    def apply(self, model: nn.Module, options: Any) -> nn.Module:
+        config = self.peft_config(model, options)
+        try:
+            return get_peft_model(model, config)
+        except (ValueError, TypeError) as exc:
+            raise MethodError(f"cannot apply {self.label}: {exc}") from exc
+
+    def save(self, model: nn.Module, folder: Path) -> None:
+        if not isinstance(model, PeftModel):
+            raise MethodError(f"{self.label} save expects the model returned by apply()")
+        model.save_pretrained(folder)
+
+    def load(self, base: nn.Module, folder: Path) -> nn.Module:
+        config_file = folder / "adapter_config.json"
+        if not config_file.is_file():
+            raise MethodError(f"{folder} holds no {self.label} adapter (adapter_config.json missing)")
+        found = json.loads(config_file.read_text()).get("peft_type")
+        if found != self.peft_type:
+            raise MethodError(f"{folder} holds a {found} adapter, not a {self.label} one ({self.peft_type})")
+        return PeftModel.from_pretrained(base, folder)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        if not isinstance(model, PeftModel):
+            raise MethodError(f"{self.label} merge expects a model with a {self.label} adapter")
+        return model.merge_and_unload()

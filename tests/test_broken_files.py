@@ -1,0 +1,79 @@
+"""The broken-file corpus in tests/assets/broken/: each file rejected with its file:line, field and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finjust.cli.main import main
+from finjust.data.formats import iter_examples, load_examples
+from finjust.data.problems import Problem
+from finjust.errors import DataError
+
+BROKEN = Path(__file__).parent / "assets" / "broken"
+
+# file, line (None: the whole file), field, problem kind, words the message must hold
+CORPUS = [
+    ("malformed_json.jsonl", 2, None, "malformed", "malformed JSON"),
+    ("missing_field.jsonl", 2, "output", "missing", "missing"),
+    ("empty_field.jsonl", 2, "instruction", "empty", "is empty"),
+    ("empty_answer.jsonl", 2, "output", "empty_answer", "is empty"),
+    ("wrong_type.jsonl", 2, "output", "wrong_type", "expected a string, got int"),
+    ("unknown_role.jsonl", 2, "messages[0].role", "unknown_role", "unknown role 'robot'"),
+    ("no_final_assistant.jsonl", 2, "messages", "bad_turns", "must end with an assistant message"),
+    ("bad_weight.jsonl", 2, "messages[1].weight", "bad_value", "expected 0 or 1"),
+    ("nothing_trained.jsonl", 2, "messages", "bad_turns", "nothing would be trained"),
+    ("ambiguous.jsonl", 2, None, "ambiguous_format", "set data.format"),
+    ("unknown_format.jsonl", 2, None, "unknown_format", "cannot tell the format"),
+    ("not_an_object.jsonl", 2, None, "not_an_object", "expected an object"),
+    ("mixed_tasks.jsonl", 2, None, "mixed_formats", "one task per data set"),
+    ("same_preference.jsonl", 2, "rejected", "bad_value", "the same as 'chosen'"),
+    ("bad_label.jsonl", 2, "label", "wrong_type", "expected a string or an integer"),
+    ("not_utf8.jsonl", 2, None, "not_utf8", "not UTF-8"),
+    ("extra_field.csv", 3, None, "malformed", "the row has 3 fields but the header has 2"),
+    ("empty.jsonl", None, None, "empty_file", "no records"),
+    ("not_an_array.json", None, None, "malformed", "expected a JSON array"),
+    ("not_parquet.parquet", None, None, "malformed", "not a readable Parquet file"),
+]
+
+
+@pytest.mark.parametrize(("name", "line", "field", "kind", "words"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_each_broken_file_names_file_line_field_and_reason(name, line, field, kind, words):
+    path = BROKEN / name
+    problems = [item for item in iter_examples(path) if isinstance(item, Problem)]
+    assert len(problems) == 1, problems
+    (problem,) = problems
+    assert (problem.kind, problem.line, problem.field) == (kind, line, field)
+    assert words in problem.message
+    with pytest.raises(DataError) as caught:
+        load_examples(path)
+    where = f"{path}:{line}" if line is not None else str(path)
+    assert where in str(caught.value) and words in str(caught.value)
+    if field is not None:
+        assert f"field {field!r}" in str(caught.value)
+
+
+def test_every_file_of_the_corpus_is_covered():
+    assert sorted(p.name for p in BROKEN.iterdir()) == sorted(c[0] for c in CORPUS)
+
+
+@pytest.mark.parametrize("name", ["malformed_json.jsonl", "not_utf8.jsonl", "empty.jsonl", "not_parquet.parquet"])
+def test_cli_reports_broken_files_without_a_traceback(name, capsys):
+    status = main(["data", "check", str(BROKEN / name), "--no-tokens"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "Traceback" not in out + err
+    assert "quality gate: FAILED on invalid" in out
+    assert name in out
+
+
+def test_problems_are_collected_not_stopped_at_the_first(write_jsonl):
+    records = ['{"instruction": "x"', {"instruction": "a", "output": "b"}, {"instruction": "x"}, "[1]"]
+    path = write_jsonl("many.jsonl", records * 15)
+    with pytest.raises(DataError) as caught:
+        load_examples(path)
+    message = str(caught.value)
+    assert message.startswith("45 bad records")
+    assert f"{path}:1:" in message and f"{path}:3 field 'output'" in message and f"{path}:4:" in message
+    assert "... and 25 more" in message

@@ -1,0 +1,162 @@
+"""``finjust compare``: five rows on the tiny model, retrieval, and the augmented prompts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from finjust.cli.main import main
+from finjust.data.formats import load_examples
+from finjust.data.templates import tokenize_example
+from finjust.errors import EvaluationError
+from finjust.eval.augment import CONTEXTS, ContextInputs, cites_a_source
+from finjust.eval.compare import CompareOptions, compare_run, format_comparison
+from finjust.eval.retrieval import Retriever, chunk_text, documents_from_examples, documents_from_folder, load_encoder
+
+from conftest import ASSETS, build_tokenizer
+
+ROW_KEYS = {"name", "description", "model", "metrics", "prompt_tokens", "latency_s", "peak_rss_mb", "peak_gpu_mb",
+            "one_off", "citation_rate", "answers", "vs_base"}  # fmt: skip
+METRICS = {"test_loss", "perplexity", "exact_match", "token_f1", "rouge_l"}
+
+
+class WordHashEncoder:
+    """A deterministic stand-in for MiniLM: hashed bag of lower-cased words, L2-normalised."""
+
+    dims = 256
+
+    def encode(self, texts):
+        vectors = torch.zeros((len(texts), self.dims))
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                vectors[row, sum(map(ord, word)) * 31 % self.dims] += 1.0
+        return torch.nn.functional.normalize(vectors, dim=-1)
+
+
+@pytest.fixture()
+def trained_run(tiny_recipe, tmp_path) -> Path:
+    # retention is not what these tests are about; its probe would double the run's time
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2", "eval.retention=false"]) == 0
+    return tmp_path / "run"
+
+
+def test_compare_produces_all_five_rows(trained_run, tmp_path, capsys):
+    out, page = tmp_path / "compare.json", tmp_path / "compare.html"
+    assert main(["compare", str(trained_run), "--json", str(out), "--html", str(page), "--max-examples", "4"]) == 0
+    result = json.loads(out.read_text())
+    assert json.loads((trained_run / "compare.json").read_text()) == result
+    assert [row["name"] for row in result["rows"]] == ["base", "prompt", "rag", "tuned", "hybrid"]
+    assert result["n_test"] == 4 and result["headline"] == "exact_match"
+    assert len(result["questions"]) == 4
+    for row in result["rows"]:
+        assert set(row) == ROW_KEYS, row["name"]
+        assert set(row["metrics"]) == METRICS
+        assert row["latency_s"] > 0 and row["peak_rss_mb"] > 0 and len(row["answers"]) == 4
+    rows = {row["name"]: row for row in result["rows"]}
+    assert rows["base"]["vs_base"] is None
+    assert list(rows["tuned"]["vs_base"])[0] == "exact_match"
+    assert rows["tuned"]["vs_base"]["exact_match"]["verdict"] in {"better", "worse", "no significant change"}
+    # prompting and RAG make the prompt longer; retrieval is recorded per answer and cited sources exist
+    assert rows["prompt"]["prompt_tokens"] > rows["base"]["prompt_tokens"]
+    assert rows["rag"]["prompt_tokens"] > rows["base"]["prompt_tokens"]
+    for name in ("rag", "hybrid"):
+        assert all(len(a["sources"]) == 3 for a in rows[name]["answers"])
+        assert all(source in result["documents"] for a in rows[name]["answers"] for source in a["sources"])
+        assert 0 <= rows[name]["citation_rate"] <= 1
+    assert rows["rag"]["answers"][0]["sources"] == rows["hybrid"]["answers"][0]["sources"]
+    assert all(not a["sources"] for a in rows["base"]["answers"])
+    assert [c["kind"] for c in rows["tuned"]["one_off"]] == ["training"]
+    assert rows["tuned"]["one_off"][0]["steps"] == 2 and rows["tuned"]["one_off"][0]["tokens"] > 0
+    assert [c["kind"] for c in rows["hybrid"]["one_off"]] == ["training", "index"]
+    assert rows["base"]["one_off"] == [] and rows["prompt"]["one_off"] == []
+    printed = capsys.readouterr().out
+    assert "Comparison on 4 held-out test examples" in printed and "hybrid" in printed
+    assert "<table" in page.read_text() and "data:image/png;base64," in page.read_text()
+
+
+def test_compare_retrieves_from_a_docs_folder(trained_run, tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "prices.md").write_text("# Prices\n\nThe green paddle costs 22 euros.\n\nThe red map costs 62 euros.\n")
+    (docs / "sub" / "colours.txt").write_text("The jacket comes in red, blue, green and black.")
+    (docs / "ignored.json").write_text("{}")
+    options = CompareOptions(rows=["base", "rag"], docs=docs, top_k=2, max_examples=3)
+    result = compare_run(trained_run, options, encoder=WordHashEncoder())
+    assert [row["name"] for row in result["rows"]] == ["base", "rag"]
+    sources = [a["sources"] for a in result["rows"][1]["answers"]]
+    assert sources[0][0] == "sub/colours.txt#1"  # "What colour options does the jacket come in?"
+    assert all(s.split("#")[0] in {"prices.md", "sub/colours.txt"} for found in sources for s in found)
+    assert result["settings"]["sources"] == str(docs)
+    assert "rag" in format_comparison(result)
+    with pytest.raises(EvaluationError, match="--headline 'bleu' is not scored by this run's recipe"):
+        compare_run(trained_run, CompareOptions(headline="bleu"))
+
+
+def test_unknown_row_and_bad_k_are_rejected(tmp_path, capsys):
+    assert main(["compare", str(tmp_path), "--rows", "base,finetuned"]) == 2
+    assert "valid compare rows: base, hybrid, prompt, rag, tuned" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path), "--top-k", "0"]) == 2
+    assert "--top-k must be at least 1" in capsys.readouterr().err
+
+
+def test_retrieval_finds_an_exact_duplicate_first():
+    train = load_examples(ASSETS / "tiny_train.jsonl")
+    retriever = Retriever(documents_from_examples(train), WordHashEncoder())
+    queries = [train[i].prompt_text() for i in (0, 7, 20)]
+    hits = retriever.search(queries, k=3)
+    assert [found[0].document.id for found in hits] == ["train:0", "train:7", "train:20"]
+    assert all(found[0].score == pytest.approx(1.0) for found in hits)
+    assert all(len(found) == 3 and found[0].score >= found[1].score >= found[2].score for found in hits)
+    assert hits[0][0].document.text == f"Q: {train[0].prompt_text()}\nA: {train[0].reference_answer()}"
+
+
+def test_the_shipped_minilm_encoder_retrieves_the_duplicate():
+    train = load_examples(ASSETS / "tiny_train.jsonl")[:12]
+    encoder = load_encoder()
+    vectors = encoder.encode(["a bike", "a bicycle", "tax law"])
+    assert vectors.shape == (3, 384)
+    assert torch.allclose(vectors.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
+    hits = Retriever(documents_from_examples(train), encoder).search([train[5].prompt_text()], k=1)
+    assert hits[0][0].document.id == "train:5"
+
+
+def test_documents_are_chunked_by_paragraph(tmp_path):
+    text = "one two three\n\nfour five\n\n" + "word " * 50
+    chunks = chunk_text(text, chunk_chars=40)
+    assert chunks[0] == "one two three\nfour five"
+    assert all(len(c) <= 40 for c in chunks) and " ".join(chunks[1:]).split() == ["word"] * 50
+    with pytest.raises(Exception, match="no text in .txt or .md"):
+        documents_from_folder(tmp_path)
+
+
+def test_few_shot_examples_are_context_not_answers():
+    train, test = load_examples(ASSETS / "tiny_train.jsonl"), load_examples(ASSETS / "tiny_test.jsonl")
+    augmented = CONTEXTS.get("few_shot")(ContextInputs(test[:2], train, shots=2, instruction="Be brief."))
+    example = augmented.examples[0]
+    assert [m.role for m in example.messages] == ["system", "user", "assistant", "user", "assistant", "user",
+                                                  "assistant"]  # fmt: skip
+    assert example.messages[0].content == "Be brief."
+    assert [m.weight for m in example.messages if m.role == "assistant"] == [0, 0, 1]
+    assert example.reference_answer() == test[0].reference_answer()
+    tokenizer = build_tokenizer()
+    labelled = [t for t in tokenize_example(example, tokenizer).labels if t != -100]
+    answer_only = [t for t in tokenize_example(test[0], tokenizer).labels if t != -100]
+    assert labelled == answer_only  # only the real answer carries loss
+
+
+def test_rag_prompt_numbers_its_sources():
+    train, test = load_examples(ASSETS / "tiny_train.jsonl"), load_examples(ASSETS / "tiny_test.jsonl")
+    retriever = Retriever(documents_from_examples(train), WordHashEncoder())
+    augmented = CONTEXTS.get("rag")(ContextInputs(test[:1], train, top_k=2, retriever=lambda: retriever))
+    question = augmented.examples[0].messages[-2].content
+    assert question.startswith("Sources:\n[1] Q: ") and "\n\n[2] Q: " in question
+    assert question.endswith(f"Question: {test[0].prompt_text()}")
+    assert "[1]" in augmented.examples[0].messages[0].content  # the instruction to cite
+    assert augmented.one_off["kind"] == "index" and augmented.one_off["documents"] == len(train)
+    assert cites_a_source("Red and blue [2].", 2) and not cites_a_source("Red [3].", 2)
+    assert not cites_a_source("no citation", 2)

@@ -1,0 +1,61 @@
+"""``finjust data check`` and the gate ``finjust train`` runs first."""
+
+from __future__ import annotations
+
+import json
+
+from finjust.cli.demo import DEMO_RECIPE
+from finjust.cli.main import main
+
+
+def test_check_a_recipe_writes_text_json_and_html(tiny_recipe, tmp_path, capsys):
+    report_json, page = tmp_path / "r.json", tmp_path / "r.html"
+    status = main(["data", "check", str(tiny_recipe()), "--json", str(report_json), "--html", str(page)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "quality gate: passed" in out and "tokens: mean" in out
+    assert json.loads(report_json.read_text())["gate"]["passed"] is True
+    assert page.read_text().startswith("<!doctype html>")
+
+
+def test_check_the_demo_recipe_without_a_tokenizer(capsys):
+    assert main(["data", "check", str(DEMO_RECIPE), "--no-tokens"]) == 0
+    assert "372 chat records" in capsys.readouterr().out
+
+
+def test_check_bare_files_with_columns_and_a_model(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "qa.csv"
+    things = ["kayak", "tent", "stove", "lamp", "canoe", "paddle", "jacket", "boots", "rope", "map", "tarp", "mug"]
+    data.write_text("question,answer\n" + "".join(f"What does the {t} cost?,The {t} costs {i} euros.\n"
+                                                   for i, t in enumerate(things)))  # fmt: skip
+    status = main(["data", "check", str(data), "data.columns={instruction: question, output: answer}",
+                   "--model", str(tiny_model_dir), "--seed", "3"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "12 chat records" in out and "tokens: mean" in out
+
+
+def test_leakage_fails_the_check_and_stops_training_before_the_model_loads(tiny_recipe, write_jsonl, tmp_path, capsys):
+    from conftest import ASSETS
+
+    leaked = (ASSETS / "tiny_train.jsonl").read_text().splitlines()[:3]
+    recipe = tiny_recipe(data={"test": str(write_jsonl("leaky_test.jsonl", leaked))})
+    assert main(["data", "check", str(recipe)]) == 1
+    assert "quality gate: FAILED on leakage" in capsys.readouterr().out
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "data quality gate failed" in err and "leakage: 3" in err and "leaky_test.jsonl:1" in err
+    run = tmp_path / "run"
+    assert (run / "data_report.json").is_file() and not (run / "checkpoints").exists()
+
+
+def test_training_refuses_classification_data_with_the_objective_it_needs(tiny_recipe, write_jsonl, capsys):
+    records = [{"text": f"review {i}", "label": "good" if i % 2 else "bad"} for i in range(12)]
+    recipe = tiny_recipe(data={"train": str(write_jsonl("cls.jsonl", records)), "test": None})
+    assert main(["train", str(recipe)]) == 2
+    assert "they need a classification objective" in capsys.readouterr().err
+
+
+def test_bad_options_are_one_line_errors(capsys):
+    assert main(["data", "check", "a.jsonl", "train.lr=1"]) == 2
+    assert "only data.* overrides apply" in capsys.readouterr().err

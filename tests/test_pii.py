@@ -1,0 +1,45 @@
+"""PII detectors: valid identifiers are found, numbers failing their checksum are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from finjust.data.pii import find_pii, redact_pii
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("write to ingrid.halvorsen@nordhavn.example today", "email"),
+        ("card 4111 1111 1111 1111 on file", "card"),
+        ("card 5555-5555-5555-4444", "card"),
+        ("pay to SE45 5000 0000 0583 9825 7466 please", "iban"),
+        ("pay to DE89370400440532013000", "iban"),
+        ("personnummer 811218-9876", "personnummer"),
+        ("personnummer 19811218-9876", "personnummer"),
+        ("call +46 31 390 6142 on weekdays", "phone"),
+        ("ring 031-390 61 42", "phone"),
+    ],
+)
+def test_valid_identifiers_are_found(text, kind):
+    assert [m.kind for m in find_pii(text)] == [kind]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112",  # Luhn digit wrong
+        "pay to SE45 5000 0000 0583 9825 7467",  # mod-97 check wrong
+        "personnummer 811218-9875",  # Luhn digit wrong
+        "personnummer 811318-9876",  # month 13
+        "founded in 2016, open 08:00 to 17:00, 2490 EUR, a 10-year warranty, order 12345678",
+        "version 1.2.3 on 2024-01-15",
+    ],
+)
+def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):
+    assert find_pii(text) == []
+
+
+def test_redaction_replaces_each_match_by_its_placeholder():
+    text = "Mail ingrid@nordhavn.example or call +46 31 390 6142; IBAN SE45 5000 0000 0583 9825 7466."
+    assert redact_pii(text) == "Mail [EMAIL] or call [PHONE]; IBAN [IBAN]."

@@ -1,0 +1,93 @@
+"""QLoRA on the tiny model: a 4-bit base that keeps its gradients, and a plain merged export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from finjust.errors import MethodError
+from finjust.methods import get_method
+from finjust.methods.registry import count_parameters
+from finjust.models.load import load_model
+from finjust.objectives.sft import batch_loss_sum, pack
+
+bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (qlora needs it)")
+
+QLORA = get_method("qlora")
+
+
+def _four_bit(model_dir, dtype=torch.float32):
+    options = QLORA.options_class()
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **QLORA.model_load_kwargs(options, dtype))
+
+
+def _grads(model, batch):
+    model.train()
+    model.zero_grad()
+    loss, count = batch_loss_sum(model, batch)
+    (loss / count).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_the_base_is_four_bit_and_counted_in_weights(tiny_model_dir):
+    model = QLORA.apply(_four_bit(tiny_model_dir), QLORA.options_class())
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainable, total = count_parameters(model)
+    lora = get_method("lora").apply(plain, get_method("lora").options_class())
+    assert (trainable, total) == count_parameters(lora)  # same adapters, same logical base size
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory, tiny_model_dir):
+    """A tiny Llama whose layer widths are multiples of 32, as bitsandbytes' CPU repacking needs."""
+    from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("wide-llama")
+    torch.manual_seed(0)
+    vocab = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
+    config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_inference_before_training_does_not_lose_gradients(wide_model_dir, tiny_tokens):
+    """bitsandbytes repacks 4-bit CPU weights on eval-mode inference; that layout has no gradient."""
+    batch = pack(tiny_tokens[:4])
+    torch.manual_seed(0)
+    fresh = QLORA.apply(_four_bit(wide_model_dir), QLORA.options_class())
+    torch.manual_seed(0)
+    used = QLORA.apply(_four_bit(wide_model_dir), QLORA.options_class())
+    used.eval()
+    with torch.no_grad():
+        batch_loss_sum(used, batch)  # what validation does between training steps
+    expected, got = _grads(fresh, batch), _grads(used, batch)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+    assert any(float(g.abs().sum()) > 0 for n, g in got.items() if "layers.0." in n and "lora_B" in n)
+
+
+def test_a_full_precision_base_is_refused(tiny_model_dir):
+    with pytest.raises(MethodError, match="4-bit"):
+        QLORA.apply(AutoModelForCausalLM.from_pretrained(tiny_model_dir), QLORA.options_class())
+
+
+def test_a_cpu_run_is_warned_about(tiny_model_dir):
+    (warning,) = QLORA.warnings_for(QLORA.options_class(), torch.device("cpu"))
+    assert "slower" in warning
+    assert QLORA.warnings_for(QLORA.options_class(), torch.device("cuda")) == []
+
+
+def test_the_loader_takes_the_methods_arguments(tiny_model_dir):
+    extra = QLORA.model_load_kwargs(QLORA.options_class(), torch.float32)
+    loaded = load_model(str(tiny_model_dir), dtype="float32", device="cpu", extra_kwargs=extra)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
+
+
+def test_merging_dequantises_into_plain_weights(tiny_model_dir, tiny_tokens):
+    model = QLORA.apply(_four_bit(tiny_model_dir), QLORA.options_class())
+    merged = QLORA.merge(model)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    assert all(p.dtype == torch.float32 for p in merged.parameters())

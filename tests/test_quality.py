@@ -1,0 +1,137 @@
+"""The quality report and gate: each finding is found, the demo data passes, splits match training's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import build_tokenizer
+
+from finjust.cli.demo import DEMO_RECIPE
+from finjust.data.check import check_data
+from finjust.data.gate import enforce_gate
+from finjust.data.prepare import prepare_data
+from finjust.data.report_html import render_html
+from finjust.data.report_text import format_report
+from finjust.errors import DataError
+from finjust.recipe import data_section_from_dict, load_recipe
+
+TOKENIZER = build_tokenizer()
+QUESTIONS = [f"How much does the {c} {t} cost in our shop this season?" for c in ("red", "blue", "green", "black")
+             for t in ("kayak", "tent", "stove", "lamp", "canoe")]  # fmt: skip
+
+
+def _records(questions):
+    return [{"instruction": q, "output": f"It costs {10 + i} euros."} for i, q in enumerate(questions)]
+
+
+def _check(write_jsonl, train, test=None, tokenizer=TOKENIZER, **data):
+    raw = {"train": str(write_jsonl("train.jsonl", train)), "validation_fraction": 0, **data}
+    if test is not None:
+        raw["test"] = str(write_jsonl("test.jsonl", test))
+    else:
+        raw.setdefault("test_fraction", 0)
+    section = data_section_from_dict(raw)
+    return check_data(section, 0, tokenizer, tokenizer_name="tiny"), section
+
+
+def test_clean_data_passes_with_nothing_found(write_jsonl):
+    report, _ = _check(write_jsonl, _records(QUESTIONS[:15]), [{"instruction": "Which colours exist?",
+                                                                "output": "Four."}])  # fmt: skip
+    assert report.passed
+    assert {f.name: f.count for f in report.findings.values() if f.count} == {}
+    assert report.sizes == {"train": 15, "validation": 0, "test": 1}
+
+
+def test_leakage_exact_and_near_is_found_and_fails_the_gate(write_jsonl):
+    test = [{"instruction": QUESTIONS[3], "output": "Something else."},  # the same prompt
+            {"instruction": QUESTIONS[7].replace("this season", "this seasons"), "output": "x"},  # one letter more
+            {"instruction": "Do you ship to Norway?", "output": "Yes."}]  # fmt: skip
+    report, _ = _check(write_jsonl, _records(QUESTIONS), test)
+    leakage = report.findings["leakage"]
+    assert leakage.count == 2 and leakage.status == "fail" and not report.passed
+    assert "test.jsonl:1 (test) has the same prompt as" in leakage.items[0] and "train.jsonl:4" in leakage.items[0]
+    assert "test.jsonl:2 (test) nearly repeats the prompt of" in leakage.items[1] and "train.jsonl:8" in leakage.items[1]
+    with pytest.raises(DataError, match="the data quality gate failed:\n  leakage: 2"):
+        enforce_gate(report)
+
+
+def test_duplicates_near_duplicates_and_conflicts(write_jsonl):
+    train = _records(QUESTIONS)
+    train.append(dict(train[0]))  # an exact repeat
+    train.append({"instruction": QUESTIONS[1] + "!", "output": train[1]["output"]})  # nearly the same record
+    train.append({"instruction": QUESTIONS[2], "output": "It is free."})  # same prompt, another answer
+    report, _ = _check(write_jsonl, train)
+    found = report.findings
+    assert found["duplicates"].count == 1 and "train.jsonl:21 (train) repeats" in found["duplicates"].items[0]
+    assert found["near_duplicates"].count >= 1 and "train.jsonl:22 (train) ≈" in found["near_duplicates"].items[0]
+    assert found["conflicts"].count == 2 and "2 different answers" in found["conflicts"].items[0]
+    assert report.passed and {f.name for f in report.warnings()} == {"duplicates", "near_duplicates", "conflicts"}
+
+
+def test_no_trainable_token_after_truncation_fails_and_too_long_warns(write_jsonl):
+    train = _records(QUESTIONS[:4]) + [{"instruction": "word " * 120, "output": "short"}]
+    report, _ = _check(write_jsonl, train, max_length=64)
+    assert report.findings["no_trainable_tokens"].count == 1 and report.findings["no_trainable_tokens"].status == "fail"
+    assert report.findings["too_long"].status == "warn"
+    assert "train.jsonl:5 (train)" in report.findings["no_trainable_tokens"].items[0]
+    dropped, _ = _check(write_jsonl, train, max_length=64, too_long="drop")
+    assert dropped.passed and dropped.findings["no_trainable_tokens"].count == 0
+    strict, _ = _check(write_jsonl, train, max_length=64, too_long="error")
+    assert strict.findings["too_long"].status == "fail"
+
+
+def test_token_checks_are_skipped_without_a_tokenizer(write_jsonl):
+    report, _ = _check(write_jsonl, _records(QUESTIONS[:4]), tokenizer=None)
+    assert report.tokens == {} and report.findings["too_long"].skipped
+    assert "token statistics skipped" in format_report(report)
+
+
+def test_label_balance_and_stratified_split(write_jsonl):
+    train = [{"text": f"review number {i} of the red kayak", "label": "good" if i < 24 else "bad"} for i in range(26)]
+    train.append({"text": "the blue tent review", "label": "odd"})
+    report, _ = _check(write_jsonl, train, stratify_by="label", test_fraction=0.25)
+    assert report.task == "classification"
+    assert report.labels["train"]["good"] == 18 and report.labels["test"]["good"] == 6
+    assert report.findings["label_imbalance"].count == 2  # 'bad' and 'odd' are rarer than a tenth of 'good'
+
+
+def test_pii_warns_by_default_fails_on_request_and_redaction_lifts_it(write_jsonl):
+    train = _records(QUESTIONS[:4]) + [{"instruction": "Contact?", "output": "Mail ingrid@nordhavn.example."}]
+    report, _ = _check(write_jsonl, train)
+    assert report.findings["pii"].status == "warn" and report.pii == {"email": 1}
+    strict, _ = _check(write_jsonl, train, quality={"fail_on": ["pii"]})
+    assert strict.findings["pii"].status == "fail"
+    redacted, section = _check(write_jsonl, train, quality={"fail_on": ["pii"], "redact_pii": True})
+    assert redacted.passed
+    prepared = prepare_data(section, 0)
+    assert any(e.reference_answer() == "Mail [EMAIL]." for e in prepared.splits.train)
+    assert redacted.sha256["train"] == prepared.manifest["sha256"]["train"]
+
+
+def test_invalid_records_are_reported_and_fail(write_jsonl):
+    report, _ = _check(write_jsonl, _records(QUESTIONS[:3]) + ['{"instruction": "x"', {"instruction": "y",
+                                                                                     "output": " "}])  # fmt: skip
+    assert report.findings["invalid"].count == 2 and report.findings["empty_answers"].count == 1
+    assert not report.passed
+    assert report.problems_by_kind == {"malformed": 1, "empty_answer": 1}
+
+
+def test_demo_data_passes_the_default_gate_and_check_splits_as_training_does():
+    recipe = load_recipe(DEMO_RECIPE)
+    report = check_data(recipe.data, recipe.train.seed, TOKENIZER)
+    assert report.passed, format_report(report)
+    assert report.findings["pii"].status == "warn"  # the fictional support e-mail and phone number
+    manifest = prepare_data(recipe.data, recipe.train.seed).manifest
+    assert report.sha256 == manifest["sha256"] and report.sizes == manifest["sizes"]
+
+
+def test_report_renders_as_json_text_and_self_contained_html(write_jsonl, tmp_path):
+    report, _ = _check(write_jsonl, _records(QUESTIONS), [{"instruction": QUESTIONS[0], "output": "x"}])
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["gate"] == {"passed": False, "failed": ["leakage"], "warned": ["conflicts"]}
+    assert data["tokens"]["train"]["count"] == 20 and len(data["tokens"]["train"]["edges"]) == 13
+    page = render_html(report)
+    assert page.startswith("<!doctype html>") and "<svg" in page and "leakage" in page
+    assert "<script" not in page and "http" not in page  # nothing to fetch: it opens offline
+    assert "quality gate: FAILED on leakage" in format_report(report)

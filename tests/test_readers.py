@@ -1,0 +1,139 @@
+"""Every file type and record format round-trips into the examples training consumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import build_tokenizer
+
+from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT
+from finjust.data.formats import detect_format, load_examples
+from finjust.data.templates import IGNORE_INDEX, tokenize_examples
+
+TOKENIZER = build_tokenizer()
+RECORDS = [
+    {"instruction": "How much is the red kayak?", "input": "", "output": "It costs 13 euros."},
+    {"instruction": "How much is the blue tent?", "input": "", "output": "It costs 27 euros."},
+]
+
+
+def _write(tmp_path: Path, kind: str, records: list[dict]) -> Path:
+    if kind == "jsonl":
+        path = tmp_path / "data.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    elif kind == "json":
+        path = tmp_path / "data.json"
+        path.write_text(json.dumps(records), encoding="utf-8")
+    elif kind in ("csv", "tsv"):
+        path = tmp_path / f"data.{kind}"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]), delimiter="," if kind == "csv" else "\t")
+            writer.writeheader()
+            writer.writerows(records)
+    elif kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "data.parquet"
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        import datasets
+
+        path = tmp_path / "saved"
+        datasets.Dataset.from_list(records).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "tsv", "parquet", "datasets"])
+def test_every_file_type_gives_the_same_examples(tmp_path, kind):
+    examples = load_examples(_write(tmp_path, kind, RECORDS))
+    assert [e.reference_answer() for e in examples] == ["It costs 13 euros.", "It costs 27 euros."]
+    assert [e.messages[0].content for e in examples] == ["How much is the red kayak?", "How much is the blue tent?"]
+    if kind in ("jsonl", "json", "parquet", "datasets"):
+        assert [e.line for e in examples] == [1, 2]
+    if kind in ("csv", "tsv"):
+        assert [e.line for e in examples] == [2, 3]  # the header is line 1
+
+
+def test_datasets_dict_folder_reads_the_train_split(tmp_path):
+    import datasets
+
+    folder = tmp_path / "dict"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(RECORDS[:1]),
+                          "test": datasets.Dataset.from_list(RECORDS[1:])}).save_to_disk(str(folder))  # fmt: skip
+    assert [e.reference_answer() for e in load_examples(folder)] == ["It costs 13 euros."]
+    assert [e.reference_answer() for e in load_examples(folder, split="test")] == ["It costs 27 euros."]
+
+
+def test_folder_of_text_files_is_raw_text(tmp_path):
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "a.txt").write_text("The red kayak costs 13 euros.", encoding="utf-8")
+    (tmp_path / "docs" / "sub" / "b.txt").write_text("The blue tent costs 27 euros.", encoding="utf-8")
+    examples = load_examples(tmp_path / "docs")
+    assert [e.task for e in examples] == [TASK_TEXT, TASK_TEXT]
+    assert examples[1].source.endswith("b.txt")
+
+
+def test_column_mapping_renames_and_errors_name_the_users_column(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer,topic\nPrice of the kayak?,13 euros.,prices\nPrice of the tent?,,prices\n")
+    columns = {"instruction": "question", "output": "answer"}
+    from finjust.data.formats import iter_examples
+
+    good, bad = list(iter_examples(path, columns=columns))
+    assert good.reference_answer() == "13 euros." and good.meta == {"topic": "prices"}
+    assert bad.line == 3 and bad.field == "answer" and bad.kind == "empty_answer"
+
+
+ROUND_TRIPS = [
+    ({"prompt": "Say hi", "completion": "Hi!"}, "completion", "Hi!<|im_end|>"),
+    ({"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi!"}]}, "chat",
+     "Hi!<|im_end|>"),
+    ({"instruction": "Say hi", "output": "Hi!"}, "instruction", "Hi!<|im_end|>"),
+    ({"text": "The red kayak costs 13 euros."}, "text", "The red kayak costs 13 euros.<|im_end|>"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("record", "name", "trained"), ROUND_TRIPS, ids=[r[1] for r in ROUND_TRIPS])
+def test_sft_formats_round_trip_into_training_examples(write_jsonl, record, name, trained):
+    assert detect_format(record) == name
+    (example,) = load_examples(write_jsonl("one.jsonl", [record]))
+    (tokens,), report = tokenize_examples([example], TOKENIZER, max_length=256)
+    assert report.kept == 1
+    text = TOKENIZER.decode([t for t, label in zip(tokens.input_ids, tokens.labels) if label != IGNORE_INDEX])
+    assert text == trained
+
+
+def test_classification_and_preference_load_with_their_own_fields(write_jsonl):
+    path = write_jsonl("c.jsonl", [{"text": "Great bike", "label": "positive"}, {"text": "Broke", "label": 0}])
+    first, second = load_examples(path)
+    assert (first.task, first.label, second.label) == (TASK_CLASSIFICATION, "positive", "0")
+    path = write_jsonl("p.jsonl", [
+        {"prompt": "Greet me", "chosen": "Hello!", "rejected": "No."},
+        {"prompt": [{"role": "user", "content": "Greet me"}], "chosen": [{"role": "assistant", "content": "Hi!"}],
+         "rejected": [{"role": "assistant", "content": "Go away."}]},
+    ])  # fmt: skip
+    for example in load_examples(path):
+        assert example.task == TASK_PREFERENCE
+        assert [m.role for m in example.prompt_messages()] == ["user"]
+        assert example.reference_answer() == example.chosen[-1].content != example.rejected[-1].content
+
+
+def test_sft_refuses_classification_with_a_clear_message(write_jsonl):
+    from finjust.errors import DataError
+
+    (example,) = load_examples(write_jsonl("c.jsonl", [{"text": "Great bike", "label": "positive"}]))
+    with pytest.raises(DataError, match="needs a classification objective"):
+        tokenize_examples([example], TOKENIZER, max_length=64)
+
+
+def test_detection_prefers_the_complete_format_and_flags_real_ambiguity():
+    assert detect_format({"text": "x", "label": "y"}) == "classification"
+    assert detect_format({"text": "x"}) == "text"
+    assert detect_format({"instruction": "x", "output": "y", "label": "z"}) == "instruction"
+    assert detect_format({"instruction": "x"}) == "instruction"
+    with pytest.raises(ValueError, match="set data.format"):
+        detect_format({"instruction": "x", "output": "y", "text": "z"})

@@ -1,0 +1,79 @@
+"""Prompt and prefix tuning: padded batches, generation without left padding, options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from finjust.data.formats import load_examples
+from finjust.data.templates import prompt_ids
+from finjust.eval.generate import _batches, generate_answers
+from finjust.methods import get_method
+from finjust.objectives.sft import batch_loss_sum, pad
+
+VIRTUAL = ["prompt_tuning", "prefix_tuning"]
+ASSETS = Path(__file__).parent / "assets"
+
+
+def _tuned(name, model_dir, **options):
+    method = get_method(name)
+    torch.manual_seed(0)
+    return method.apply(AutoModelForCausalLM.from_pretrained(model_dir), method.options_class(**options)).eval()
+
+
+@pytest.mark.parametrize("name", VIRTUAL)
+def test_virtual_token_methods_pad_instead_of_packing(name):
+    assert not get_method(name).supports_packing
+
+
+@pytest.mark.parametrize("name", VIRTUAL)
+def test_a_padded_batch_gives_the_loss_of_one_example_at_a_time(name, tiny_model_dir, tiny_tokens):
+    model = _tuned(name, tiny_model_dir)
+    examples = tiny_tokens[:5]
+    with torch.no_grad():
+        total, count = batch_loss_sum(model, pad(examples))
+        singles = [batch_loss_sum(model, pad([e])) for e in examples]
+    assert count == sum(n for _, n in singles)
+    torch.testing.assert_close(total, sum(loss for loss, _ in singles), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", VIRTUAL)
+def test_batched_answers_equal_one_prompt_at_a_time(name, tiny_model_dir):
+    model = _tuned(name, tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [prompt_ids(tokenizer, e) for e in load_examples(ASSETS / "tiny_train.jsonl")[:12]]
+    cpu = torch.device("cpu")
+    batched = generate_answers(model, tokenizer, prompts, 6, 8, cpu, equal_lengths=True)
+    single = [generate_answers(model, tokenizer, [p], 6, 1, cpu)[0] for p in prompts]
+    assert batched == single
+
+
+def test_equal_length_batches_hold_one_length_each():
+    lengths = [3, 5, 3, 3, 5, 4]
+    order = sorted(range(6), key=lambda i: lengths[i])
+    assert _batches(order, lengths, 2, equal_lengths=True) == [[0, 2], [3], [5], [1, 4]]
+    assert _batches(order, lengths, 4, equal_lengths=False) == [[0, 2, 3, 5], [1, 4]]
+
+
+def test_prompt_tuning_can_start_from_text(tiny_model_dir):
+    model = _tuned("prompt_tuning", tiny_model_dir, virtual_tokens=4, init="text", init_text="Ride on")
+    embedding = model.prompt_encoder["default"].embedding.weight
+    words = AutoModelForCausalLM.from_pretrained(tiny_model_dir).get_input_embeddings().weight
+    tokens = AutoTokenizer.from_pretrained(tiny_model_dir)("Ride on")["input_ids"]
+    torch.testing.assert_close(embedding[0], words[tokens[0]])
+
+
+def test_prefix_tuning_with_the_projection_trains_and_reloads(tiny_model_dir, tiny_tokens, tmp_path):
+    method = get_method("prefix_tuning")
+    model = _tuned("prefix_tuning", tiny_model_dir, projection=True).train()
+    loss, count = batch_loss_sum(model, pad(tiny_tokens[:2]))
+    (loss / count).backward()
+    model.eval()
+    method.save(model, tmp_path / "adapter")
+    reloaded = method.load(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter").eval()
+    batch = pad(tiny_tokens[:3])
+    with torch.no_grad():
+        torch.testing.assert_close(batch_loss_sum(reloaded, batch)[0], batch_loss_sum(model, batch)[0])
