@@ -254,9 +254,10 @@ def format_comparison(result: dict[str, Any]) -> str:
     headline = result["headline"]
     lines = [f"Comparison on {result['n_test']} held-out test examples "
              f"({round(100 * result['confidence'])}% paired bootstrap vs base on {headline})", ""]  # fmt: skip
-    lines.append(f"{'row':<8}" + "".join(f"{m:>13}" for m in metrics))
+    widths = {m: max(13, len(m) + 2) for m in metrics}
+    lines.append(f"{'row':<8}" + "".join(f"{m:>{widths[m]}}" for m in metrics))
     for row in rows:
-        lines.append(f"{row['name']:<8}" + "".join(f"{row['metrics'][m]:>13.4g}" for m in metrics))
+        lines.append(f"{row['name']:<8}" + "".join(f"{row['metrics'][m]:>{widths[m]}.4g}" for m in metrics))
     lines += ["", f"{'row':<8}{'prompt tok':>11}{'latency':>10}{'peak RSS':>11}  {'one-off cost':<34} vs base"]
     for row in rows:
         latency = f"{1000 * row['latency_s']:.0f} ms" if row["latency_s"] is not None else "-"
