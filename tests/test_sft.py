@@ -79,3 +79,15 @@ def test_example_losses_split_the_batch_loss_per_example(model, tiny_tokens, pac
         for (loss, _), example in zip(items, examples):
             single, _ = batch_loss_sum(model, make_batch([example], packing))
             assert loss == pytest.approx(float(single), rel=1e-5)
+
+
+def test_rows_of_bounded_length_give_the_same_loss(model, tiny_tokens):
+    examples = tiny_tokens[:7]
+    one_row, rows = pack(examples), pack(examples, row_tokens=60)
+    assert rows.input_ids.shape[0] > 1 and one_row.input_ids.shape[0] == 1
+    assert rows.real_tokens == one_row.real_tokens == sum(len(e.input_ids) for e in examples)
+    with torch.no_grad():
+        expected, expected_count = batch_loss_sum(model, one_row)
+        got, count = batch_loss_sum(model, rows)
+    assert count == expected_count
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)

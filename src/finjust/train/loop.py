@@ -20,7 +20,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from finjust.data.templates import TokenizedExample
-from finjust.objectives.sft import Batch, batch_loss_sum, make_batch, mean_loss
+from finjust.objectives.sft import Batch, PaddedBatch, batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
@@ -142,8 +142,9 @@ def _one_step(
 
 def _real_tokens(batch: Batch) -> int:
     """Tokens that are not padding (a packed batch has none)."""
-    mask = getattr(batch, "attention_mask", None)
-    return int(mask.sum()) if mask is not None else int(batch.input_ids.numel())
+    if isinstance(batch, PaddedBatch):
+        return int(batch.attention_mask.sum())
+    return batch.real_tokens
 
 
 def _eval_due(cfg: Any, plan: StepPlan, step: int) -> bool:
