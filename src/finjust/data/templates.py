@@ -44,7 +44,8 @@ class TokenizeReport:
     dropped_too_long: int = 0
 
 
-def _ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> list[int]:
+def chat_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> list[int]:
+    """Token ids of ``messages`` rendered with the tokenizer's chat template."""
     chat = [{"role": m.role, "content": m.content} for m in messages]
     out = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=generation_prompt)
     # transformers 5 returns a BatchEncoding here; older versions a plain list
@@ -53,7 +54,7 @@ def _ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], genera
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, example: Example) -> list[int]:
     """Tokens of everything before the final answer, ending with the assistant header."""
-    return _ids(tokenizer, example.messages[:-1], generation_prompt=True)
+    return chat_ids(tokenizer, example.messages[:-1], generation_prompt=True)
 
 
 def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> TokenizedExample:
@@ -67,13 +68,13 @@ def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> To
     if example.task not in SFT_TASKS:
         raise DataError(f"a {example.task} record cannot be trained with supervised fine-tuning; it needs "
                         f"a {example.task} objective", example.source, example.line)  # fmt: skip
-    full = _ids(tokenizer, example.messages, generation_prompt=False)
+    full = chat_ids(tokenizer, example.messages, generation_prompt=False)
     labels = [IGNORE_INDEX] * len(full)
     for index, message in enumerate(example.messages):
         if message.role != "assistant" or not message.weight:
             continue
-        prefix = _ids(tokenizer, example.messages[:index], generation_prompt=True)
-        start, end = len(prefix), len(_ids(tokenizer, example.messages[: index + 1], generation_prompt=False))
+        prefix = chat_ids(tokenizer, example.messages[:index], generation_prompt=True)
+        start, end = len(prefix), len(chat_ids(tokenizer, example.messages[: index + 1], generation_prompt=False))
         if full[:start] != prefix:
             raise DataError(
                 "the chat template does not render a conversation prefix as a token prefix; "

@@ -14,12 +14,10 @@ from finjust import atomic
 from finjust.data.example import Example
 from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError
-from finjust.eval.forgetting import probe_model, retention
-from finjust.eval.scorecard import build_scorecard, score_model
 from finjust.methods.registry import Method, get_method
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
-from finjust.train.run import RunFolder, compute_dtype, training_dtype
+from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned, training_dtype
 
 
 @dataclass
@@ -73,21 +71,10 @@ def evaluate_run(
     folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
-    score = lambda model, packing: score_model(  # noqa: E731
-        model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length, loaded.device, autocast, packing
-    )
-    on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
-    base = score(loaded.model, True)
-    if recipe.eval.retention:
-        base.probe = probe_model(loaded.model, loaded.tokenizer, loaded.device, autocast)
+    base = score_base(recipe, loaded, test, autocast, on_event)
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})
     tuned_model, loaded = load_tuned(run, loaded)
-    tuned = score(tuned_model, method.supports_packing)
-    scorecard = build_scorecard(test, base, tuned, recipe.eval)
-    if base.probe:
-        tuned_probe = probe_model(tuned_model, loaded.tokenizer, loaded.device, autocast,
-                                  packing=method.supports_packing)  # fmt: skip
-        scorecard["retention"] = retention(base.probe, tuned_probe)
+    scorecard = score_tuned(recipe, tuned_model, loaded, test, base, autocast, method.supports_packing, on_event)
     scorecard.update(_training_facts(folder.scorecard))
     atomic.write_json(folder.scorecard, scorecard)
     return scorecard

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.templates import TokenizedExample
+from finjust.data.example import Message
+from finjust.data.templates import TokenizedExample, chat_ids
 from finjust.eval.generate import generate_answers
 from finjust.objectives.sft import eval_batches, mean_loss
 
@@ -84,16 +85,11 @@ def probe_model(
     probe = load_probe()
     batches = eval_batches(text_examples(tokenizer, probe.texts, PASSAGE_TOKENS), packing)
     perplexity = math.exp(min(mean_loss(model, batches, device, autocast_dtype), 50.0))
-    prompts = [_question_ids(tokenizer, q) for q in probe.questions]
+    prompts = [chat_ids(tokenizer, [Message("user", q)], generation_prompt=True) for q in probe.questions]
     replies = generate_answers(model, tokenizer, prompts, ANSWER_TOKENS, batch_size, device, autocast_dtype,
                                equal_lengths=not packing)  # virtual-token methods cannot be left-padded
     accuracy = sum(is_correct(r, a) for r, a in zip(replies, probe.answers, strict=True)) / len(replies)
     return {"general_perplexity": perplexity, "general_qa_accuracy": accuracy}
-
-
-def _question_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
-    out = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
-    return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
 def retention(base: dict[str, float], tuned: dict[str, float]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from finjust.models.load import autocast
+
 
 @torch.no_grad()
 def generate_answers(
@@ -33,7 +35,7 @@ def generate_answers(
     model.eval()
     for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
         ids, mask = _left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with autocast(device, autocast_dtype):
             output = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

@@ -58,6 +58,11 @@ def choose_dtype(preference: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision in ``dtype`` on ``device``, or a no-op context when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def cache_root() -> Path:
     """Where converted models are cached: ``$FINJUST_CACHE`` or ``~/.cache/finjust``."""
     return Path(os.environ.get("FINJUST_CACHE", Path.home() / ".cache" / "finjust"))

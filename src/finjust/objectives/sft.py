@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
+from finjust.models.load import autocast
 
 
 #: packed rows of about this many tokens: attention's cost grows with the square of a row's
@@ -65,6 +66,10 @@ class PaddedBatch:
     @property
     def trained_tokens(self) -> int:
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
 
     def to(self, device: torch.device) -> PaddedBatch:
         return PaddedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
@@ -180,7 +185,7 @@ def mean_loss(
     """Token-weighted mean loss over ``batches`` (evaluation: no gradients)."""
     total, count = 0.0, 0
     for batch in batches:
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             loss, n = batch_loss_sum(model, batch.to(device))
         total, count = total + float(loss), count + n
     return total / max(count, 1)
@@ -193,7 +198,7 @@ def example_losses(
     """(summed loss, trained tokens) of every example, in order: the items a bootstrap resamples."""
     items: list[tuple[float, int]] = []
     for batch in batches:
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             losses, segments = token_losses(model, batch.to(device))
         n_examples = _examples_in(batch)
         sums = torch.zeros(n_examples).index_add_(0, segments.cpu(), losses.float().cpu())
@@ -206,10 +211,6 @@ def _examples_in(batch: Batch) -> int:
     if isinstance(batch, PaddedBatch):
         return int(batch.input_ids.shape[0])
     return int((batch.position_ids == 0).sum())
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def eval_batches(

@@ -20,7 +20,8 @@ from torch import nn
 from transformers import get_scheduler
 
 from finjust.data.templates import TokenizedExample
-from finjust.objectives.sft import Batch, PaddedBatch, batch_loss_sum, make_batch, mean_loss
+from finjust.models.load import autocast
+from finjust.objectives.sft import Batch, batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
@@ -113,8 +114,7 @@ def _one_step(
     optimizer.zero_grad(set_to_none=True)
     loss_total = 0.0
     for batch in batches:
-        with torch.autocast(setup.device.type, dtype=setup.autocast_dtype or torch.float32,
-                            enabled=setup.autocast_dtype is not None):
+        with autocast(setup.device, setup.autocast_dtype):
             loss_sum, _ = batch_loss_sum(model, batch.to(setup.device))
         (loss_sum / max(n_trained, 1)).backward()
         loss_total += float(loss_sum.detach())
@@ -126,7 +126,7 @@ def _one_step(
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
-    tokens = sum(_real_tokens(b) for b in batches)
+    tokens = sum(b.real_tokens for b in batches)
     state.step += 1
     state.tokens_seen += tokens
     seconds = time.perf_counter() - started
@@ -138,13 +138,6 @@ def _one_step(
     }  # fmt: skip
     setup.log.append(record)
     setup.on_event("step", record)
-
-
-def _real_tokens(batch: Batch) -> int:
-    """Tokens that are not padding (a packed batch has none)."""
-    if isinstance(batch, PaddedBatch):
-        return int(batch.attention_mask.sum())
-    return batch.real_tokens
 
 
 def _eval_due(cfg: Any, plan: StepPlan, step: int) -> bool:

@@ -6,6 +6,7 @@ manifest, the metrics log, checkpoints, the trained artifact and the scorecard.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,13 +103,13 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save_artifact(method, model, loaded, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
-    scorecard = _score_tuned(recipe, model, loaded, test, base, autocast, method.supports_packing, on_event)
+    scorecard = score_tuned(recipe, model, loaded, test, base, autocast, method.supports_packing, on_event)
     scorecard.update(best_step=state.best_step, stopped_early=state.stopped_early, stop_reason=state.stop_reason)
     atomic.write_json(folder.scorecard, scorecard)
     return RunResult(folder.root, scorecard)
 
 
-def _score_tuned(
+def score_tuned(
     recipe: Recipe, model: nn.Module, loaded: LoadedModel, test: list[Example], base: ModelScores,
     autocast: torch.dtype | None, packing: bool, on_event: EventHandler,
 ) -> dict[str, Any]:  # fmt: skip
@@ -167,8 +168,6 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool) -> Pr
     """Split the data; a resumed run must see exactly the data the interrupted one saw."""
     data = prepare_data(recipe.data, recipe.train.seed)
     if resume and folder.manifest.is_file():
-        import json
-
         saved = json.loads(folder.manifest.read_text())
         if saved["sha256"] != data.manifest["sha256"]:
             raise CheckpointError(f"the data changed since {folder.root} started; its splits no longer match")
@@ -187,17 +186,23 @@ def _base_scores(
     autocast: torch.dtype | None, on_event: EventHandler,
 ) -> ModelScores:  # fmt: skip
     """Score the pretrained model once; a resumed run reads the saved result."""
-    import json
-
     if folder.base_scores.is_file():
         return ModelScores.from_json(json.loads(folder.base_scores.read_text()))
+    scores = score_base(recipe, loaded, test, autocast, on_event)
+    atomic.write_json(folder.base_scores, scores.to_json())
+    return scores
+
+
+def score_base(
+    recipe: Recipe, loaded: LoadedModel, test: list[Example], autocast: torch.dtype | None, on_event: EventHandler
+) -> ModelScores:
+    """The pretrained model's scores, with its general-knowledge probe when retention is wanted."""
     on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
     scores = score_model(loaded.model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length,
                          loaded.device, autocast)  # fmt: skip
     if recipe.eval.retention or recipe.train.forgetting_guard:
         on_event("phase", {"text": "probing the base model's general knowledge"})
         scores.probe = probe_model(loaded.model, loaded.tokenizer, loaded.device, autocast)
-    atomic.write_json(folder.base_scores, scores.to_json())
     return scores
 
 
