@@ -17,7 +17,7 @@ from finjust.errors import CheckpointError
 from finjust.methods.registry import Method, get_method
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
-from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned, training_dtype
+from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned, test_examples, training_dtype
 
 
 @dataclass
@@ -50,7 +50,7 @@ def open_run(run_dir: str | Path) -> RunInputs:
     saved = json.loads(folder.manifest.read_text())
     if saved["sha256"]["test"] != data.manifest["sha256"]["test"]:
         raise CheckpointError(f"the test data changed since {folder.root} was trained; its split no longer matches")
-    test = data.splits.test[: recipe.eval.max_examples] if recipe.eval.max_examples else data.splits.test
+    test = test_examples(recipe, data)
     return RunInputs(folder, recipe, method, artifact, data, test)
 
 

@@ -12,7 +12,6 @@ the same text, for replay during training; probe and replay never share a passag
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from finjust.data.example import Message
 from finjust.data.templates import TokenizedExample, chat_ids
 from finjust.eval.generate import generate_answers
-from finjust.objectives.sft import eval_batches, mean_loss
+from finjust.objectives.sft import eval_batches, mean_loss, perplexity
 
 PROBES = Path(__file__).resolve().parent / "probes"
 #: passages are cut to this many tokens: enough context, cheap enough to run at every eval
@@ -84,12 +83,12 @@ def probe_model(
     """General-text perplexity and general-question accuracy of ``model``."""
     probe = load_probe()
     batches = eval_batches(text_examples(tokenizer, probe.texts, PASSAGE_TOKENS), packing)
-    perplexity = math.exp(min(mean_loss(model, batches, device, autocast_dtype), 50.0))
+    text_perplexity = perplexity(mean_loss(model, batches, device, autocast_dtype))
     prompts = [chat_ids(tokenizer, [Message("user", q)], generation_prompt=True) for q in probe.questions]
     replies = generate_answers(model, tokenizer, prompts, ANSWER_TOKENS, batch_size, device, autocast_dtype,
                                equal_lengths=not packing)  # virtual-token methods cannot be left-padded
     accuracy = sum(is_correct(r, a) for r, a in zip(replies, probe.answers, strict=True)) / len(replies)
-    return {"general_perplexity": perplexity, "general_qa_accuracy": accuracy}
+    return {"general_perplexity": text_perplexity, "general_qa_accuracy": accuracy}
 
 
 def retention(base: dict[str, float], tuned: dict[str, float]) -> dict[str, Any]:

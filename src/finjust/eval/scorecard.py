@@ -7,7 +7,6 @@ answers each model writes. Shape of the JSON: ``{"base": {metric: value}, "tuned
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from finjust.data.templates import prompt_ids, tokenize_examples
 from finjust.eval.generate import generate_answers
 from finjust.eval.bootstrap import Comparison, paired_bootstrap
 from finjust.eval.metrics import METRICS, Answers, metric_items
-from finjust.objectives.sft import eval_batches, example_losses
+from finjust.objectives.sft import eval_batches, example_losses, perplexity
 
 #: metrics where a lower value is better; all others are higher-is-better
 LOWER_IS_BETTER = {"test_loss", "perplexity"}
@@ -55,7 +54,7 @@ def _loss(items: Sequence[tuple[float, int]]) -> float:
 
 
 def _perplexity(items: Sequence[tuple[float, int]]) -> float:
-    return math.exp(min(_loss(items), 50.0))
+    return perplexity(_loss(items))
 
 
 #: aggregates of the teacher-forced metrics, whose items are (summed loss, token count)

@@ -13,6 +13,7 @@ share a row between examples; for them a micro-batch is padded instead (:class:`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -189,6 +190,11 @@ def mean_loss(
             loss, n = batch_loss_sum(model, batch.to(device))
         total, count = total + float(loss), count + n
     return total / max(count, 1)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so a diverged model reports a huge number instead of overflowing."""
+    return math.exp(min(loss, 50.0))
 
 
 @torch.no_grad()

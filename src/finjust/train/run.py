@@ -90,7 +90,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
-    test = _test_examples(recipe, data)
+    test = test_examples(recipe, data)
     base = _base_scores(recipe, loaded, test, folder, autocast, on_event)
     loaded = _training_model(recipe, method, loaded, on_event)
     torch.manual_seed(recipe.train.seed)  # adapters start from random weights: part of the seeded run
@@ -176,7 +176,7 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool) -> Pr
     return data
 
 
-def _test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
+def test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
     test = data.splits.test
     return test[: recipe.eval.max_examples] if recipe.eval.max_examples else test
 
