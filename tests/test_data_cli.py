@@ -49,11 +49,13 @@ def test_leakage_fails_the_check_and_stops_training_before_the_model_loads(tiny_
     assert (run / "data_report.json").is_file() and not (run / "checkpoints").exists()
 
 
-def test_training_refuses_classification_data_with_the_objective_it_needs(tiny_recipe, write_jsonl, capsys):
-    records = [{"text": f"review {i}", "label": "good" if i % 2 else "bad"} for i in range(12)]
-    recipe = tiny_recipe(data={"train": str(write_jsonl("cls.jsonl", records)), "test": None})
+def test_training_refuses_data_that_no_objective_trains(tiny_recipe, write_jsonl, capsys):
+    # classification data train with the classification objective (tests/test_classification.py)
+    records = [{"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"poor reply {i}"}
+               for i in range(12)]  # fmt: skip
+    recipe = tiny_recipe(data={"train": str(write_jsonl("pref.jsonl", records)), "test": None})
     assert main(["train", str(recipe)]) == 2
-    assert "they need a classification objective" in capsys.readouterr().err
+    assert "the data are preference records, which no objective trains yet" in capsys.readouterr().err
 
 
 def test_bad_options_are_one_line_errors(capsys):

@@ -6,9 +6,9 @@ import finjust
 def test_public_names_are_pinned():
     assert sorted(finjust.__all__) == sorted(
         [
-            "METHODS", "CheckpointError", "DataError", "EvaluationError", "FinjustError", "Method",
+            "METHODS", "CheckpointError", "DataError", "EvaluationError", "ExportError", "FinjustError", "Method",
             "MethodError", "ModelLoadError", "Recipe", "RecipeError", "RunResult", "UnknownNameError",
-            "evaluate_run", "get_method", "load_model", "load_recipe", "recipe_from_dict", "run_recipe",
+            "evaluate_run", "export_run", "get_method", "load_model", "load_recipe", "recipe_from_dict", "run_recipe",
             "save_recipe",
         ]
     )  # fmt: skip

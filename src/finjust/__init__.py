@@ -7,6 +7,7 @@ from finjust.errors import (
     CheckpointError,
     DataError,
     EvaluationError,
+    ExportError,
     FinjustError,
     MethodError,
     ModelLoadError,
@@ -14,6 +15,7 @@ from finjust.errors import (
     UnknownNameError,
 )
 from finjust.eval.evaluate import evaluate_run
+from finjust.export import export_run
 from finjust.methods import METHODS, Method, get_method
 from finjust.models import load_model
 from finjust.recipe import Recipe, load_recipe, recipe_from_dict, save_recipe
@@ -26,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "EvaluationError",
+    "ExportError",
     "FinjustError",
     "Method",
     "MethodError",
@@ -35,6 +38,7 @@ __all__ = [
     "RunResult",
     "UnknownNameError",
     "evaluate_run",
+    "export_run",
     "get_method",
     "load_model",
     "load_recipe",

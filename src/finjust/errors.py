@@ -7,7 +7,9 @@
     ├── ModelLoadError           a model that cannot be found or loaded
     ├── MethodError              a fine-tuning method that cannot be applied, saved or merged
     ├── CheckpointError          a run folder or checkpoint that cannot be resumed or read
-    └── EvaluationError          a scorecard that cannot be computed
+    ├── EvaluationError          a scorecard that cannot be computed
+    ├── ExportError              an export that cannot be written or fails its parity check
+    └── ServeError               a request finjust serve refuses (carries its HTTP status)
 
 Library code raises these and never prints or exits; the message says what was given,
 what was expected and how to fix it.
@@ -71,3 +73,22 @@ class CheckpointError(FinjustError):
 
 class EvaluationError(FinjustError):
     """A scorecard or metric that cannot be computed."""
+
+
+class ExportError(FinjustError):
+    """An export that cannot be written, or whose artifact fails its parity check against the trained model."""
+
+
+class ServeError(FinjustError):
+    """A request the server refuses, answered as OpenAI's error JSON with ``status``.
+
+    ``kind`` is OpenAI's error ``type`` (``invalid_request_error``, ``authentication_error``,
+    ``server_error``), ``param`` the request field at fault and ``code`` a short machine name.
+    """
+
+    def __init__(
+        self, message: str, status: int = 400, param: str | None = None, code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:  # fmt: skip
+        self.status, self.param, self.code, self.kind = status, param, code, kind
+        super().__init__(message)

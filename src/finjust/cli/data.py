@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if model and not args.no_tokens:
         from finjust.models.load import load_tokenizer, resolve_model_folder
 
-        tokenizer = load_tokenizer(resolve_model_folder(model))
+        # classification data are tokenized as plain text: an encoder without a chat template will do
+        tokenizer = load_tokenizer(resolve_model_folder(model), chat=data.format != "classification")
     printer = ProgressPrinter()
     report = check_data(data, seed, tokenizer, lambda n: printer("phase", {"text": f"read {n:,} records"}), model)
     print(format_report(report))

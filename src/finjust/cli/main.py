@@ -11,10 +11,11 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from finjust.cli import compare, data, demo, eval_cmd, report, train
+from finjust.cli import compare, data, demo, eval_cmd, export_cmd, report, serve, train
 from finjust.errors import FinjustError
 
-SUBCOMMANDS = {"demo": demo, "data": data, "train": train, "eval": eval_cmd, "compare": compare, "report": report}
+SUBCOMMANDS = {"demo": demo, "data": data, "train": train, "eval": eval_cmd, "compare": compare, "report": report,
+               "serve": serve, "export": export_cmd}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  finjust demo\n  finjust train recipe.yaml train.lr=1e-4\n"
         "  finjust train --resume runs/my-first\n  finjust eval runs/my-first --json score.json\n"
         "  finjust data check recipe.yaml --html report.html\n"
-        "  finjust compare runs/my-first --html compare.html\n  finjust report runs/my-first",
+        "  finjust compare runs/my-first --html compare.html\n  finjust report runs/my-first\n"
+        "  finjust serve runs/my-first --port 8000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")

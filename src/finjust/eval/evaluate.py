@@ -21,15 +21,46 @@ from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned,
 
 
 @dataclass
-class RunInputs:
-    """A finished run folder opened for scoring: recipe, method, artifact and the checked splits."""
+class TrainedRun:
+    """A finished run folder: its recipe, method and trained artifact (what loading the tuned model needs)."""
 
     folder: RunFolder
     recipe: Recipe
     method: Method
     artifact: Path
+
+
+@dataclass
+class RunInputs(TrainedRun):
+    """A finished run folder opened for scoring: recipe, method, artifact and the checked splits."""
+
     data: PreparedData
     test: list[Example]
+
+
+def open_trained(run_dir: str | Path) -> TrainedRun:
+    """Read a run folder's recipe and find its trained artifact, without touching its data.
+
+    Raises:
+        CheckpointError: not a run folder, or no trained artifact yet.
+    """
+    folder = RunFolder(run_dir)
+    if not folder.recipe.is_file():
+        raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
+    _refuse_classification(folder)
+    recipe = load_recipe(folder.recipe)
+    method = get_method(recipe.method.name)
+    artifact = folder.artifact(method)
+    if not artifact.is_dir():
+        raise CheckpointError(f"{folder.root} has no trained {method.artifact_dir}/ yet; finish or resume the run")
+    return TrainedRun(folder, recipe, method, artifact)
+
+
+def _refuse_classification(folder: RunFolder) -> None:
+    task = json.loads(folder.manifest.read_text()).get("task") if folder.manifest.is_file() else None
+    if task == "classification":
+        raise CheckpointError(f"{folder.root} is a classification run: its scorecard is {folder.scorecard}; "
+                              "scoring again, comparing, exporting and serving work on generative runs so far")
 
 
 def open_run(run_dir: str | Path) -> RunInputs:
@@ -38,14 +69,8 @@ def open_run(run_dir: str | Path) -> RunInputs:
     Raises:
         CheckpointError: not a run folder, no trained artifact yet, or the test data changed.
     """
-    folder = RunFolder(run_dir)
-    if not folder.recipe.is_file():
-        raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
-    recipe = load_recipe(folder.recipe)
-    method = get_method(recipe.method.name)
-    artifact = folder.artifact(method)
-    if not artifact.is_dir():
-        raise CheckpointError(f"{folder.root} has no trained {method.artifact_dir}/ yet; finish or resume the run")
+    trained = open_trained(run_dir)
+    folder, recipe, method, artifact = trained.folder, trained.recipe, trained.method, trained.artifact
     data = prepare_data(recipe.data, recipe.train.seed)
     saved = json.loads(folder.manifest.read_text())
     if saved["sha256"]["test"] != data.manifest["sha256"]["test"]:
@@ -54,7 +79,7 @@ def open_run(run_dir: str | Path) -> RunInputs:
     return RunInputs(folder, recipe, method, artifact, data, test)
 
 
-def load_tuned(run: RunInputs, loaded: LoadedModel) -> tuple[nn.Module, LoadedModel]:
+def load_tuned(run: TrainedRun, loaded: LoadedModel) -> tuple[nn.Module, LoadedModel]:
     """The run's tuned model on ``loaded``'s base (reloaded first where the method loads it its own way)."""
     recipe, method = run.recipe, run.method
     extra = method.model_load_kwargs(recipe.method.options, loaded.dtype)

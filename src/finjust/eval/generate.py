@@ -34,7 +34,7 @@ def generate_answers(
     answers: dict[int, str] = {}
     model.eval()
     for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
-        ids, mask = _left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
+        ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
         with autocast(device, autocast_dtype):
             output = model.generate(
                 input_ids=ids.to(device),
@@ -63,7 +63,7 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, equal_length
     return chunks
 
 
-def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -151,6 +151,7 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
         interval = f"[{low:+.3g}, {high:+.3g}]"
         lines.append(f"{name:<14}{row['base']:>9.4g}{row['tuned']:>9.4g}{row['delta']:>+9.3g}  {interval:<20} "
                      f"{row['verdict']}")  # fmt: skip
+    lines += _format_baselines(scorecard)
     if "retention" in scorecard:
         lines += ["", _format_retention(scorecard["retention"])]
     for item in scorecard["answers"][:samples]:
@@ -159,6 +160,20 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
         lines += ["", f"Q: {item['question']}", f"  expected: {item['reference']}"]
         lines += [f"  base:     {_short(item['base'])}", f"  tuned:    {_short(item['tuned'])}"]
     return "\n".join(lines)
+
+
+def _format_baselines(scorecard: dict[str, Any]) -> list[str]:
+    """A classification scorecard's note on its base and its majority-class baseline."""
+    if "baselines" not in scorecard:
+        return []
+    majority = scorecard["baselines"]["majority_class"]
+    counts = ", ".join(f"{label} {n}" for label, n in scorecard.get("test_labels", {}).items())
+    return [
+        "",
+        f"Note: {scorecard['base_note']}.",
+        f"Majority-class baseline (always {majority['label']!r}): accuracy {majority['accuracy']:.4g}, "
+        f"macro_f1 {majority['macro_f1']:.4g}; test labels: {counts}",
+    ]
 
 
 def _format_retention(kept: dict[str, Any]) -> str:

@@ -37,7 +37,9 @@ class Full(Method):
     def load(self, base: nn.Module, folder: Path) -> nn.Module:
         if not (folder / "config.json").is_file():
             raise MethodError(f"{folder} holds no saved model (config.json missing)")
-        return AutoModelForCausalLM.from_pretrained(folder, dtype=next(base.parameters()).dtype)
+        # the base's own class: a causal LM, or a classifier whose saved head comes back with it
+        model_class = type(base) if isinstance(base, PreTrainedModel) else AutoModelForCausalLM
+        return model_class.from_pretrained(folder, dtype=next(base.parameters()).dtype)
 
     def merge(self, model: nn.Module) -> nn.Module:
         return model  # nothing to fold in: the weights themselves were trained

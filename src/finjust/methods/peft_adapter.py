@@ -19,6 +19,11 @@ from finjust.errors import MethodError
 from finjust.methods.registry import Method
 
 
+def task_type_of(model: nn.Module) -> str:
+    """peft's task type for ``model``: a classifier's (``SEQ_CLS``) makes peft train and save its head."""
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
+
+
 class PeftMethod(Method):
     """A method whose trainable part is a peft adapter beside the frozen pretrained weights."""
 
@@ -34,6 +39,7 @@ class PeftMethod(Method):
 
     def apply(self, model: nn.Module, options: Any) -> nn.Module:
         config = self.peft_config(model, options)
+        config.task_type = task_type_of(model)
         try:
             return get_peft_model(model, config)
         except (ValueError, TypeError) as exc:

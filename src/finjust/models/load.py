@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from finjust.errors import ModelLoadError
-from finjust.models.shipped import SHIPPED_MODELS
+from finjust.models.shipped import SHIPPED_ENCODERS, SHIPPED_MODELS
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -72,6 +72,8 @@ def resolve_model_folder(name: str) -> Path:
     """A transformers folder for ``name``: the folder itself, or a cached conversion of a GGUF."""
     if name in SHIPPED_MODELS:
         return _cached_gguf_folder(SHIPPED_MODELS.get(name).locate())
+    if name in SHIPPED_ENCODERS:  # a plain folder already (a base for classification)
+        return SHIPPED_ENCODERS.get(name).locate()
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return _cached_gguf_folder(path)
@@ -79,8 +81,9 @@ def resolve_model_folder(name: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} has no config.json; expected a Hugging Face model folder")
         return path
+    shipped = [*SHIPPED_MODELS.names(), *SHIPPED_ENCODERS.names()]
     raise ModelLoadError(
-        f"model {name!r} is neither a shipped model ({', '.join(SHIPPED_MODELS.names())}), "
+        f"model {name!r} is neither a shipped model ({', '.join(shipped)}), "
         "a Hugging Face model folder, nor a .gguf file"
     )
 
@@ -129,12 +132,15 @@ def _set_stop_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
         model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
 
 
-def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    """The folder's tokenizer, with a pad token (the EOS token when it has none)."""
+def load_tokenizer(folder: Path, chat: bool = True) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer, with a pad token (the EOS token when it has none).
+
+    ``chat`` requires a chat template (SFT renders conversations with it; classification does not).
+    """
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
+    if chat and not tokenizer.chat_template:
         raise ModelLoadError(f"the tokenizer in {folder} has no chat template; finjust needs one for SFT")
     return tokenizer
 

@@ -1,1 +1,1 @@
-"""Objectives: how batches are built and what loss is computed (SFT now; more later)."""
+"""Objectives: how batches are built and what loss is computed (sft, classification); see registry.py."""

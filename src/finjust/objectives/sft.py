@@ -14,8 +14,9 @@ share a row between examples; for them a micro-batch is padded instead (:class:`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -181,13 +182,18 @@ def _padded_token_losses(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Te
 
 @torch.no_grad()
 def mean_loss(
-    model: nn.Module, batches: Sequence[Batch], device: torch.device, autocast_dtype: torch.dtype | None
-) -> float:
-    """Token-weighted mean loss over ``batches`` (evaluation: no gradients)."""
+    model: nn.Module, batches: Sequence[Any], device: torch.device, autocast_dtype: torch.dtype | None,
+    loss_sum: Callable[[nn.Module, Any], tuple[torch.Tensor, int]] | None = None,
+) -> float:  # fmt: skip
+    """Token-weighted mean loss over ``batches`` (evaluation: no gradients).
+
+    ``loss_sum`` is another objective's (summed loss, count) of a batch; SFT's by default.
+    """
+    loss_sum = loss_sum or batch_loss_sum
     total, count = 0.0, 0
     for batch in batches:
         with autocast(device, autocast_dtype):
-            loss, n = batch_loss_sum(model, batch.to(device))
+            loss, n = loss_sum(model, batch.to(device))
         total, count = total + float(loss), count + n
     return total / max(count, 1)
 

@@ -19,9 +19,8 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from finjust.data.templates import TokenizedExample
 from finjust.models.load import autocast
-from finjust.objectives.sft import Batch, batch_loss_sum, make_batch, mean_loss
+from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
@@ -34,10 +33,14 @@ MIN_IMPROVEMENT = 1e-4
 
 @dataclass
 class LoopSetup:
-    """Everything the loop needs besides the model."""
+    """Everything the loop needs besides the model.
 
-    train: Sequence[TokenizedExample]
-    validation: Sequence[Batch]
+    ``make_batch`` and ``loss_sum`` are the objective's: SFT's packed batches and token loss
+    by default; a classification run passes its padded batches and cross-entropy over labels.
+    """
+
+    train: Sequence[Any]  # TokenizedExample for SFT; what ``make_batch`` takes for others
+    validation: Sequence[Any]  # batches ``loss_sum`` takes
     cfg: Any  # finjust.recipe.TrainSection
     lr: float
     checkpoints: Path
@@ -48,6 +51,10 @@ class LoopSetup:
     packing: bool = True
     #: general-knowledge retention of the model now (1.0 = as the base); None: no guard
     retention_probe: Callable[[nn.Module], float] | None = None
+    #: (examples, packing) -> a batch with ``to``, ``trained_tokens`` and ``real_tokens``
+    make_batch: Callable[[Sequence[Any], bool], Any] = make_batch
+    #: (model, batch) -> (summed loss, items it is summed over)
+    loss_sum: Callable[[nn.Module, Any], tuple[torch.Tensor, int]] = batch_loss_sum
 
 
 def _no_events(kind: str, payload: dict[str, Any]) -> None:
@@ -76,11 +83,12 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         torch.manual_seed(cfg.seed)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
     model.train()
-    while state.step < plan.total_steps and not state.stopped_early:
-        _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
-        evaluated = _maybe_evaluate(model, setup, plan, state)
-        if _save_due(setup.cfg, plan, state, evaluated):
-            save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
+    with _autocast_owns_adapter_casts(model, setup.autocast_dtype):
+        while state.step < plan.total_steps and not state.stopped_early:
+            _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
+            evaluated = _maybe_evaluate(model, setup, plan, state)
+            if _save_due(setup.cfg, plan, state, evaluated):
+                save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     if state.best_step is None:
         # no validation data: the last step is the best we know; a guard that no evaluation
         # passed: the evaluation that forgot least
@@ -90,6 +98,17 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
                                        f"using step {state.fallback_step}, the one that forgot least"})
         save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     return state
+
+
+def _autocast_owns_adapter_casts(model: nn.Module, autocast_dtype: torch.dtype | None) -> Any:
+    """Stop peft casting each adapter's input to the adapter's fp32 weights while autocast runs.
+
+    Under autocast that cast is undone at once by the adapter's own matmul (back to bf16): two
+    activation-sized copies per adapted layer, about half of a LoRA step's dtype copies here.
+    """
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model, active=autocast_dtype is not None)
 
 
 def _l2sp_anchors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -109,13 +128,13 @@ def _one_step(
     anchors: dict[str, torch.Tensor],
 ) -> None:  # fmt: skip
     started = time.perf_counter()
-    batches = [make_batch([setup.train[i] for i in micro], setup.packing) for micro in plan.steps[state.step]]
+    batches = [setup.make_batch([setup.train[i] for i in micro], setup.packing) for micro in plan.steps[state.step]]
     n_trained = sum(b.trained_tokens for b in batches)
     optimizer.zero_grad(set_to_none=True)
     loss_total = 0.0
     for batch in batches:
         with autocast(setup.device, setup.autocast_dtype):
-            loss_sum, _ = batch_loss_sum(model, batch.to(setup.device))
+            loss_sum, _ = setup.loss_sum(model, batch.to(setup.device))
         (loss_sum / max(n_trained, 1)).backward()
         loss_total += float(loss_sum.detach())
     if anchors:
@@ -150,7 +169,7 @@ def _maybe_evaluate(model: nn.Module, setup: LoopSetup, plan: StepPlan, state: L
     if not setup.validation or not _eval_due(setup.cfg, plan, state.step):
         return False
     model.eval()
-    loss = mean_loss(model, setup.validation, setup.device, setup.autocast_dtype)
+    loss = mean_loss(model, setup.validation, setup.device, setup.autocast_dtype, setup.loss_sum)
     kept = setup.retention_probe(model) if setup.retention_probe else None
     model.train()
     within_budget = kept is None or kept >= setup.cfg.forgetting_guard

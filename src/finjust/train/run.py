@@ -27,6 +27,7 @@ from finjust.eval.forgetting import probe_model, replay_texts, retention, text_e
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
 from finjust.methods.registry import Method, count_parameters, get_method
 from finjust.models.load import LoadedModel, load_model, load_tokenizer, resolve_model_folder
+from finjust.objectives.registry import objective_for_task
 from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
 from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
@@ -76,17 +77,44 @@ def compute_dtype(recipe: Recipe, loaded: LoadedModel) -> torch.dtype | None:
     return torch.bfloat16 if choose_dtype(recipe.model.dtype, loaded.device) == torch.bfloat16 else None
 
 
+@dataclass
+class RunContext:
+    """What an objective's trainer gets: the recipe, its folder and method, the checked splits."""
+
+    recipe: Recipe
+    folder: RunFolder
+    method: Method
+    data: PreparedData
+    resume: bool
+    on_event: EventHandler
+
+
 def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _quiet) -> RunResult:
-    """Train as the recipe says and score the result; ``resume`` continues an interrupted run."""
+    """Train as the recipe says and score the result; ``resume`` continues an interrupted run.
+
+    The data's task picks the objective (conversations and text: SFT; text/label records:
+    classification), whose trainer does the rest and returns the scorecard.
+    """
     folder = RunFolder(recipe.output.dir)
     _prepare_folder(folder, recipe, resume)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     method = get_method(recipe.method.name)
     data = _prepare_checked_data(recipe, folder, resume)
+    objective = objective_for_task(data.task)
+    _quality_gate(recipe, folder, on_event, chat=objective.needs_chat_template)
+    on_event("phase", {"text": f"data: {data.manifest['sizes']}; objective: {objective.name}"})
+    scorecard = objective.train_function()(RunContext(recipe, folder, method, data, resume, on_event))
+    atomic.write_json(folder.scorecard, scorecard)
+    return RunResult(folder.root, scorecard)
+
+
+def train_sft(run: RunContext) -> dict[str, Any]:
+    """Supervised fine-tuning of a causal LM; returns the scorecard (with retention when probed)."""
+    recipe, folder, method, data, resume, on_event = (
+        run.recipe, run.folder, run.method, run.data, run.resume, run.on_event
+    )  # fmt: skip
     require_sft(data)
-    _quality_gate(recipe, folder, on_event)
-    on_event("phase", {"text": f"data: {data.manifest['sizes']}"})
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
@@ -105,8 +133,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
     scorecard = score_tuned(recipe, model, loaded, test, base, autocast, method.supports_packing, on_event)
     scorecard.update(best_step=state.best_step, stopped_early=state.stopped_early, stop_reason=state.stop_reason)
-    atomic.write_json(folder.scorecard, scorecard)
-    return RunResult(folder.root, scorecard)
+    return scorecard
 
 
 def score_tuned(
@@ -153,9 +180,9 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
         save_recipe(recipe, folder.recipe)
 
 
-def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler) -> None:
+def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler, chat: bool = True) -> None:
     """``finjust data check`` before training: failing findings stop the run, the others warn."""
-    tokenizer = load_tokenizer(resolve_model_folder(recipe.model.name))
+    tokenizer = load_tokenizer(resolve_model_folder(recipe.model.name), chat=chat)
     report = check_data(recipe.data, recipe.train.seed, tokenizer, tokenizer_name=recipe.model.name)
     atomic.write_json(folder.root / "data_report.json", report.to_dict())
     enforce_gate(report, str(folder.recipe))

@@ -1,0 +1,91 @@
+"""Serving throughput: concurrent greedy chat requests, batched by the worker against one at a time.
+
+Starts ``finjust serve``'s app twice on loopback, once with ``--max-batch N`` and once with
+``--max-batch 1``, over the same loaded model (by default the shipped SmolLM2-135M; or a run
+or exported folder), and sends the first C demo test questions at once from C client threads
+with the official openai client, a few rounds each. Prints requests per second both ways and
+the ratio. Run it on an otherwise idle machine.
+
+    python benchmarks/serve_speed.py [--source RUN_OR_MODEL_DIR] [--concurrent 16] [--max-tokens 32]
+                                     [--max-batch 16] [--rounds 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import uvicorn
+
+from finjust.data.formats import load_examples
+from finjust.models.load import resolve_model_folder
+from finjust.serve import ServedModel, ServeOptions, create_app, load_served_model
+
+TEST = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "test.jsonl"
+
+
+def requests_per_second(served: ServedModel, max_batch: int, questions: list[str], max_tokens: int,
+                        rounds: int) -> float:  # fmt: skip
+    """Serve on a free loopback port and time ``rounds`` bursts of all ``questions`` at once."""
+    app = create_app(served, ServeOptions(max_batch=max_batch))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1", api_key="none",
+                           max_retries=0, timeout=600)  # fmt: skip
+
+    def ask(question: str) -> str:
+        messages = [{"role": "user", "content": question}]
+        reply = client.chat.completions.create(model=served.name, messages=messages, max_tokens=max_tokens)
+        return reply.choices[0].message.content or ""
+
+    try:
+        with ThreadPoolExecutor(len(questions)) as pool:
+            list(pool.map(ask, questions[:2]))  # warm-up
+            started = time.perf_counter()
+            for _ in range(rounds):
+                list(pool.map(ask, questions))
+            return rounds * len(questions) / (time.perf_counter() - started)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", help="a run or exported model folder (default: the shipped SmolLM2-135M)")
+    parser.add_argument("--concurrent", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    source = args.source or resolve_model_folder("smollm2-135m-instruct")
+    served = load_served_model(source)
+    questions = [e.messages[0].content for e in load_examples(TEST)[: args.concurrent]]
+    batched = requests_per_second(served, args.max_batch, questions, args.max_tokens, args.rounds)
+    single = requests_per_second(served, 1, questions, args.max_tokens, args.rounds)
+    result = {"source": str(source), "concurrent": len(questions), "max_tokens": args.max_tokens,
+              "max_batch": args.max_batch, "rounds": args.rounds, "batched_requests_per_second": batched,
+              "single_requests_per_second": single, "batched_over_single": batched / single}  # fmt: skip
+    print(f"{len(questions)} concurrent requests, max_tokens {args.max_tokens}: --max-batch {args.max_batch}: "
+          f"{batched:.2f} req/s; --max-batch 1: {single:.2f} req/s; ratio {batched / single:.2f}x")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

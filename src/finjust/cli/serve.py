@@ -1,0 +1,76 @@
+"""``finjust serve RUN_OR_MODEL_DIR``: an OpenAI-compatible HTTP API over a trained or exported model."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+API_KEY_ENV = "FINJUST_API_KEY"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(
+        name,
+        help="serve a trained run or an exported model over an OpenAI-compatible HTTP API",
+        description="Answer /v1/chat/completions, /v1/completions and /v1/models with the run's tuned model "
+        "(or an exported model folder). Greedy non-streaming requests that wait together are batched.",
+        epilog="examples:\n  finjust serve runs/my-first\n"
+        "  FINJUST_API_KEY=secret finjust serve exported/my-first --port 8080 --max-batch 16\n"
+        "  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        "    -d '{\"model\": \"my-first\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", metavar="RUN_OR_MODEL_DIR",
+                        help="a run folder written by finjust train, or a model folder (config.json)")  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no key)")
+    parser.add_argument("--model-name", help="the model name clients send (default: the folder's name)")
+    parser.add_argument("--max-batch", type=_positive, default=8,
+                        help="most greedy non-streaming requests per generate call (default 8)")  # fmt: skip
+    parser.add_argument("--max-queue", type=_positive, default=64,
+                        help="most requests waiting; more get 503 (default 64)")  # fmt: skip
+    parser.add_argument("--max-tokens-limit", type=_positive, default=512,
+                        help="most tokens one request may generate (default 512)")  # fmt: skip
+    parser.add_argument("--max-prompt-tokens", type=_positive,
+                        help="longest prompt in tokens (default: the model's context length)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn  # the web stack loads only for this command
+
+    from finjust.serve import ServeOptions, create_app
+
+    options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,
+                           max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
+                           max_prompt_tokens=args.max_prompt_tokens)  # fmt: skip
+    if not options.api_key and not _is_loopback(args.host):
+        print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it; "
+              f"set --api-key or ${API_KEY_ENV}", file=sys.stderr)  # fmt: skip
+    print(f"loading {args.source} ...", file=sys.stderr)
+    app = create_app(args.source, options)
+    served = app.state.served
+    print(f"serving {served.name!r} at http://{args.host}:{args.port}/v1 (context {served.context} tokens, "
+          f"batches of up to {options.max_batch}); Ctrl-C stops", file=sys.stderr)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

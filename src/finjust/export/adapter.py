@@ -1,0 +1,45 @@
+"""``adapter``: the trained artifact as training saved it, with its tokenizer.
+
+For peft methods (LoRA, DoRA, QLoRA, IA3, prompt and prefix tuning) this is peft's own
+folder: ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), folder)``
+loads it without finjust. BitFit and freeze save only their trained tensors
+(``trained.safetensors``), full fine-tuning a whole model; finjust's method ``load`` reads those.
+The only format for methods that cannot merge (prompt and prefix tuning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
+from finjust.export.runtimes import Runtime, TorchRuntime
+from finjust.export.source import ExportSource
+from finjust.eval.evaluate import load_tuned
+
+
+class Adapter(ExportFormat):
+    name = "adapter"
+    summary = "the trained adapter folder (peft's format for peft methods) with its tokenizer"
+    needs_merge = False
+
+    def write(self, source: ExportSource, folder: Path, quant: str | None) -> None:
+        shutil.copytree(source.run.artifact, folder, dirs_exist_ok=True)
+        if not (folder / "tokenizer_config.json").is_file():
+            source.tokenizer.save_pretrained(folder)
+
+    def open(self, folder: Path, source: ExportSource) -> Runtime:
+        exported = dataclasses.replace(source.run, artifact=folder)
+        model, _ = load_tuned(exported, source.fresh_base())
+        return TorchRuntime(model, {source.stop_id}, source.tokenizer.pad_token_id, name="transformers+peft")
+
+    def thresholds(self, quant: str | None) -> ParityThresholds:
+        return ParityThresholds(min_agreement=1.0, min_exact=1.0, max_logit_diff=1e-4)
+
+    def notes(self, folder: Path, quant: str | None) -> dict[str, object]:
+        return {"load": f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), {str(folder)!r}) "
+                        "for peft methods; finjust's get_method(METHOD).load(base, folder) for bitfit/freeze/full"}
+
+
+FORMATS.add(Adapter.name, Adapter())

@@ -1,0 +1,128 @@
+"""``finjust export``: write a run's artifact in one format, check its parity, then move it into place.
+
+The artifact is written into a temp folder beside the output; the format's own runtime
+loads it from there and the parity check compares it with the trained model. Only a passing
+artifact is renamed into place (with its ``export.json``); a failing one is deleted and an
+:class:`~finjust.errors.ExportError` says which numbers missed which thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from finjust import atomic
+from finjust.errors import ExportError
+from finjust.export.parity import ParityReport, check_parity
+from finjust.export.registry import ExportFormat, ParityThresholds, get_format
+from finjust.export.runtimes import TorchRuntime
+from finjust.export.source import ExportSource, open_source
+
+RESULT_FILE = "export.json"
+EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+def _quiet(kind: str, payload: dict[str, Any]) -> None:
+    return None
+
+
+def export_run(
+    run_dir: str | Path, format_name: str, out: str | Path | None = None, quant: str | None = None,
+    prompts: int = 8, max_new_tokens: int | None = None, min_agreement: float | None = None,
+    on_event: EventHandler = _quiet,
+) -> dict[str, Any]:  # fmt: skip
+    """Export the run in ``run_dir`` as ``format_name`` and check it against the trained model.
+
+    Args:
+        run_dir: a finished run folder.
+        format_name: a registered format (``merged``, ``gguf``, ``onnx``, ``int8``, ``adapter``).
+        out: the output folder; default ``RUN_DIR/export/FORMAT`` (``gguf-QUANT`` for GGUF).
+        quant: the format's quantisation type (``--quant``), where it has any.
+        prompts: how many test questions the parity check asks.
+        max_new_tokens: answer length in the parity check (default the recipe's, at most 64).
+        min_agreement: replaces the format's least token agreement (the other thresholds stay).
+        on_event: progress callback ``(kind, payload)``.
+
+    Returns:
+        What export.json holds: format, paths, size, parity report and how to load the artifact.
+
+    Raises:
+        ExportError: the format cannot take this run or quant, or the artifact failed its parity check.
+    """
+    fmt = get_format(format_name)
+    quant = _check_quant(fmt, quant)
+    on_event("phase", {"text": f"opening {run_dir}"})
+    source = open_source(run_dir, prompts, max_new_tokens)
+    if fmt.needs_merge:
+        source.merged()  # raises early, naming the method, when it cannot merge
+    label = fmt.name if quant is None else f"{fmt.name}-{quant}"
+    target = Path(out) if out else source.run.folder.root / "export" / label
+    _refuse_foreign_folder(target)
+    thresholds = fmt.thresholds(quant)
+    if min_agreement is not None:
+        thresholds = dataclasses.replace(thresholds, min_agreement=min_agreement)
+    with atomic.folder(target) as tmp:
+        on_event("phase", {"text": f"writing {label}"})
+        fmt.write(source, tmp, quant)
+        on_event("phase", {"text": f"parity check: {len(source.prompts)} test questions, trained model vs {label}"})
+        report = _parity(fmt, source, tmp, thresholds)
+        result = _result(fmt, quant, source, target, tmp, report)
+        if not report.passed:
+            raise ExportError(f"the {label} export failed its parity check against the trained model: "
+                              f"{'; '.join(report.failures)}; nothing was written to {target}. Try a less lossy "
+                              "format or type, or accept it with --min-agreement")  # fmt: skip
+        atomic.write_json(tmp / RESULT_FILE, result)
+    return result
+
+
+def _check_quant(fmt: ExportFormat, quant: str | None) -> str | None:
+    if not fmt.quant_choices:
+        if quant is not None:
+            raise ExportError(f"--quant does not apply to the {fmt.name} format")
+        return None
+    quant = (quant or fmt.default_quant or "").lower()
+    if quant not in fmt.quant_choices:
+        raise ExportError(f"--quant {quant!r} is not a {fmt.name} type; choose one of {', '.join(fmt.quant_choices)}")
+    return quant
+
+
+def _refuse_foreign_folder(target: Path) -> None:
+    """An export replaces its own earlier output, never a folder that holds something else."""
+    if target.exists() and any(target.iterdir()) and not (target / RESULT_FILE).is_file():
+        raise ExportError(f"{target} exists and is not a finjust export (no {RESULT_FILE}); choose another --out")
+
+
+def _parity(fmt: ExportFormat, source: ExportSource, folder: Path, thresholds: ParityThresholds) -> ParityReport:
+    reference = TorchRuntime(source.reference(), {source.stop_id}, source.tokenizer.pad_token_id)
+    exported = fmt.open(folder, source)
+    try:
+        return check_parity(reference, exported, source.prompts, source.max_new_tokens, source.stop_id, thresholds)
+    finally:
+        del exported  # llama.cpp and onnxruntime hold the files open; release before the rename
+
+
+def _result(fmt: ExportFormat, quant: str | None, source: ExportSource, target: Path, tmp: Path,
+            report: ParityReport) -> dict[str, Any]:  # fmt: skip
+    files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    notes = {k: (str(v).replace(str(tmp), str(target)) if isinstance(v, str) else v)
+             for k, v in fmt.notes(tmp, quant).items()}  # fmt: skip
+    return {
+        "format": fmt.name,
+        "quant": quant,
+        "run": str(source.run.folder.root),
+        "method": source.run.method.name,
+        "base_model": source.run.recipe.model.name,
+        "path": str(target),
+        "size_bytes": sum(files.values()),
+        "files": files,
+        "parity": report.to_dict(),
+        **notes,
+    }
+
+
+def read_result(folder: str | Path) -> dict[str, Any]:
+    """The export.json of an export folder."""
+    return json.loads((Path(folder) / RESULT_FILE).read_text())

@@ -1,0 +1,70 @@
+"""Load a pretrained encoder or decoder with a classification head on top.
+
+``AutoModelForSequenceClassification`` adds a head of the right width, freshly initialised
+(seed the RNG before loading for a reproducible head). An encoder's head reads the pooled
+first token; a decoder's reads the last token that is not padding, which is why the config
+must carry the tokenizer's pad id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from finjust.errors import ModelLoadError
+from finjust.models.load import LoadedModel, choose_device, choose_dtype, load_tokenizer, resolve_model_folder
+
+
+def load_classifier(
+    name: str, id2label: dict[int, str], dtype: str = "auto", device: str = "auto"
+) -> LoadedModel:
+    """A pretrained model (shipped short name, folder or GGUF) with an untrained ``len(id2label)``-way head.
+
+    Args:
+        name: a shipped model or encoder (``all-minilm-l6-v2``), a Hugging Face folder or a ``.gguf`` file.
+        id2label: the label of each class id, stored in the model config.
+        dtype: ``auto``, ``bfloat16`` or ``float32``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+    folder = resolve_model_folder(name)
+    return load_classifier_folder(folder, id2label, dtype, device)
+
+
+def load_classifier_folder(
+    folder: Path, id2label: dict[int, str], dtype: str = "auto", device: str = "auto"
+) -> LoadedModel:
+    """As :func:`load_classifier`, from a Hugging Face folder (also one a trained classifier was saved to)."""
+    target = choose_device(device)
+    torch_dtype = choose_dtype(dtype, target)
+    tokenizer = load_tokenizer(folder, chat=False)
+    if tokenizer.pad_token_id is None:
+        raise ModelLoadError(f"the tokenizer in {folder} has neither a pad nor an end-of-sequence token; "
+                             "a classifier needs one to pad batches")  # fmt: skip
+    try:
+        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+            folder, dtype=torch_dtype, num_labels=len(id2label), id2label=id2label,
+            label2id={label: i for i, label in id2label.items()}, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+    except Exception as exc:  # transformers raises many types, e.g. for a model with no classification class
+        raise ModelLoadError(f"cannot load the model in {folder} with a classification head: {exc}") from exc
+    return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)
+
+
+def unfreeze_head(model: torch.nn.Module) -> list[str]:
+    """Make the classification head (``classifier`` or ``score``) train, whatever the method froze.
+
+    The head starts random, so it must train under every method. peft methods already train a
+    copy of it (``modules_to_save``); its frozen original (``original_module``) stays frozen.
+
+    Returns:
+        The names of the head's trainable parameters.
+    """
+    names = []
+    for name, parameter in model.named_parameters():
+        dotted = f".{name}"
+        if (".classifier." in dotted or ".score." in dotted) and ".original_module." not in dotted:
+            parameter.requires_grad_(True)
+            names.append(name)
+    return names

@@ -1,0 +1,226 @@
+"""The FastAPI application: routes, API key, bounded bodies, OpenAI-shaped errors.
+
+Bodies are read and validated here rather than by FastAPI's parameter machinery, so that the
+size limit applies before anything is parsed and every refusal is OpenAI's error JSON with a
+message that names the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+
+from finjust.errors import ServeError
+from finjust.serve.decode import Row
+from finjust.serve.engine import DONE, FAILED, TEXT, Engine, Job
+from finjust.serve.options import ServeOptions
+from finjust.serve.requests import ChatRequest, CompletionRequest, Prepared, prepare_chat, prepare_completion
+from finjust.serve.responses import DONE_EVENT, SHAPES, Envelope, error_body, sse, usage
+from finjust.serve.source import ServedModel, load_served_model
+
+log = logging.getLogger("finjust.serve")
+
+#: each endpoint's request body and how it becomes a prompt
+_ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[..., Prepared]]] = {
+    "chat": (ChatRequest, prepare_chat),
+    "completion": (CompletionRequest, prepare_completion),
+}
+
+
+def create_app(source: str | Path | ServedModel, options: ServeOptions | None = None) -> FastAPI:
+    """An OpenAI-compatible app answering with ``source``: a run folder, an exported model folder, or a loaded model.
+
+    The worker thread starts now and stops when the app shuts down (uvicorn's lifespan) or
+    when ``app.state.engine.close()`` is called.
+
+    Raises:
+        ModelLoadError, CheckpointError: ``source`` cannot be loaded.
+    """
+    options = options or ServeOptions()
+    served = source if isinstance(source, ServedModel) else load_served_model(source, options.model_name)
+    if options.model_name:
+        served.name = options.model_name
+    engine = Engine(served, options.max_batch, options.max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(engine.close)
+
+    app = FastAPI(title="finjust serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.served, app.state.options = engine, served, options
+    _add_error_handlers(app)
+    _add_routes(app, served, options, engine)
+    return app
+
+
+def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine: Engine) -> None:
+    created = int(time.time())
+    card = {"id": served.name, "object": "model", "created": created, "owned_by": "finjust"}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": served.name}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        _check_key(request, options)
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str, request: Request) -> dict[str, Any]:
+        _check_key(request, options)
+        if name != served.name:
+            raise ServeError(f"model {name!r} is not served here; this server serves {served.name!r}",
+                             status=404, param="model", code="model_not_found")  # fmt: skip
+        return card
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        return await _generate(request, "chat", served, options, engine)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await _generate(request, "completion", served, options, engine)
+
+
+async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine) -> Any:
+    _check_key(request, options)
+    schema, prepare = _ENDPOINTS[endpoint]
+    body = await _read_body(request, options.max_body_bytes)
+    try:
+        parsed = schema.model_validate(_json(body))
+    except ValidationError as error:
+        raise _validation_error(error) from None
+    prepared = prepare(parsed, served, options)
+    job = Job(prepared.prompt, prepared.sampling, prepared.stream, asyncio.get_running_loop())
+    engine.submit(job)
+    envelope = Envelope.new(SHAPES.get(endpoint), served.name)
+    if prepared.stream:
+        return StreamingResponse(_stream(job, envelope, prepared), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})  # fmt: skip
+    row = await _wait(job)
+    return envelope.response(row, len(prepared.prompt))
+
+
+async def _wait(job: Job) -> Row:
+    """The finished row; a client that disconnects meanwhile cancels its job."""
+    try:
+        while True:
+            kind, payload = await job.events.get()
+            if kind == DONE:
+                return payload
+            if kind == FAILED:
+                raise payload
+    except asyncio.CancelledError:
+        job.cancelled.set()
+        raise
+
+
+async def _stream(job: Job, envelope: Envelope, prepared: Prepared) -> AsyncIterator[str]:
+    """Server-sent events: an opening chunk, one per piece of text, the finish reason, usage if asked, [DONE]."""
+    shape = envelope.shape
+    try:
+        if shape.chat:
+            yield envelope.chunk([shape.chunk_choice(None, opening=True)])
+        while True:
+            kind, payload = await job.events.get()
+            if kind == TEXT:
+                yield envelope.chunk([shape.chunk_choice(payload)])
+            elif kind == DONE:
+                yield envelope.chunk([shape.chunk_choice(None, payload.finish_reason)])
+                if prepared.include_usage:
+                    yield envelope.chunk([], {"usage": usage(len(prepared.prompt), payload.completion_tokens)})
+                break
+            else:  # the status line is already sent: the error travels as an event, as OpenAI's does
+                yield sse(error_body(f"generation failed: {payload}", "server_error"))
+                break
+        yield DONE_EVENT
+    finally:  # also when the client disconnects mid-stream: stop generating for it
+        job.cancelled.set()
+
+
+def _check_key(request: Request, options: ServeOptions) -> None:
+    if options.api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), options.api_key.encode()):
+        message = "missing API key" if not header else "incorrect API key"
+        raise ServeError(f"{message}: send the header 'Authorization: Bearer <key>' with the key this server was "
+                         "started with", status=401, code="invalid_api_key", kind="authentication_error")  # fmt: skip
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (whatever Content-Length claims)."""
+    too_big = ServeError(f"the request body is larger than this server's limit of {limit} bytes", status=413,
+                         code="request_too_large")  # fmt: skip
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ServeError(f"the request body is not valid JSON: {error}", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise ServeError(f"the request body must be a JSON object, got {type(value).__name__}", code="invalid_json")
+    return value
+
+
+def _validation_error(error: ValidationError) -> ServeError:
+    """The first problem, as ``field: what is wrong (got value)``; the count of the others."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    got = json.dumps(first.get("input"), default=str)
+    got = got if len(got) <= 80 else got[:77] + "..."
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return ServeError(f"{where}: {message} (got {got}){more}", param=where, code="invalid_value")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def refused(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ServeError)
+        headers = {"Retry-After": "1"} if error.status == 503 else None
+        return answer(error.status, error_body(str(error), error.kind, error.param, error.code), headers)
+
+    async def http(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        message = f"{request.method} {request.url.path}: {error.detail}"
+        return answer(error.status_code, error_body(message, "invalid_request_error", code=str(error.status_code)))
+
+    async def crashed(request: Request, error: Exception) -> JSONResponse:
+        log.exception("request failed", exc_info=error)
+        return answer(500, error_body(f"internal error: {error}", "server_error"))
+
+    handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+        ServeError: refused, HTTPException: http, Exception: crashed,
+    }  # fmt: skip
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)

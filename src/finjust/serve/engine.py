@@ -1,0 +1,147 @@
+"""One worker thread owns the model; requests wait in a bounded queue in front of it.
+
+The model is never run by two threads at once, so a request never fails because another is
+running: it waits. When the worker takes a greedy non-streaming request it also takes the
+compatible ones already waiting (up to ``max_batch``) and answers them with one generate
+call; a streaming or sampled request runs alone. Results go back to the asyncio loop that
+submitted the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from finjust.errors import ServeError
+from finjust.serve.decode import Row, Sampling, generate_rows
+from finjust.serve.source import ServedModel
+
+log = logging.getLogger("finjust.serve")
+
+#: event kinds a job receives: a piece of streamed text, the finished row, or the error that ended it
+TEXT, DONE, FAILED = "text", "done", "failed"
+_NOTHING_WAITING = object()
+
+
+@dataclass
+class Job:
+    """A request waiting for, or being answered by, the worker."""
+
+    prompt: list[int]
+    sampling: Sampling
+    stream: bool
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def batchable(self) -> bool:
+        return self.sampling.greedy and not self.stream
+
+    def post(self, kind: str, payload: Any) -> None:
+        """Hand an event to the request's loop (called from the worker thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            self.cancelled.set()
+
+    def row(self) -> Row:
+        on_text = (lambda text: self.post(TEXT, text)) if self.stream else None
+        return Row(self.prompt, self.sampling, on_text, self.cancelled.is_set)
+
+
+class Engine:
+    """The worker thread, its queue and its batching."""
+
+    def __init__(self, served: ServedModel, max_batch: int, max_queue: int) -> None:
+        self.served = served
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._held: deque[Job | None] = deque()  # taken while gathering a batch, but not compatible with it
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="finjust-serve-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; a full queue refuses it at once (503) instead of letting clients pile up.
+
+        Raises:
+            ServeError: the queue is full or the server is shutting down.
+        """
+        if self._stopping.is_set() or not self._thread.is_alive():
+            raise ServeError("the server is shutting down", status=503, code="server_shutting_down",
+                             kind="server_error")  # fmt: skip
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ServeError(
+                f"the server is busy: {self.max_queue} requests are already waiting; retry shortly "
+                "(the operator can raise --max-queue)", status=503, code="server_busy", kind="server_error",
+            ) from None  # fmt: skip
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker after the batch it is answering; requests still waiting are not answered."""
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)  # wakes a worker waiting for work
+        except queue.Full:
+            pass  # a busy worker sees _stopping when its batch ends
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            first = self._held.popleft() if self._held else self._queue.get()
+            if first is None:
+                return
+            batch = self._gather(first)
+            if batch:
+                self._answer(batch)
+
+    def _gather(self, first: Job) -> list[Job]:
+        """``first`` and, when it batches, the compatible jobs already waiting; cancelled jobs are dropped."""
+        batch = [] if first.cancelled.is_set() else [first]
+        if not first.batchable:
+            return batch
+        skipped: list[Job | None] = []
+        while len(batch) < self.max_batch:
+            job = self._take_waiting()
+            if job is _NOTHING_WAITING:
+                break
+            if job is None or not self._compatible(first, job):
+                skipped.append(job)  # answered after this batch, in arrival order (a shutdown marker too)
+                if job is None:
+                    break
+            elif not job.cancelled.is_set():
+                batch.append(job)
+        self._held.extendleft(reversed(skipped))
+        return batch
+
+    def _take_waiting(self) -> Job | None | object:
+        if self._held:
+            return self._held.popleft()
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return _NOTHING_WAITING
+
+    def _compatible(self, first: Job, job: Job) -> bool:
+        same_length = len(job.prompt) == len(first.prompt)
+        return job.batchable and (same_length or not self.served.equal_lengths)
+
+    def _answer(self, batch: list[Job]) -> None:
+        rows = [job.row() for job in batch]
+        try:
+            generate_rows(self.served, rows)
+        except Exception as error:  # a failure answers these requests; the worker keeps serving the rest
+            log.exception("generation failed for %d request(s)", len(batch))
+            for job in batch:
+                job.post(FAILED, error)
+            return
+        for job, row in zip(batch, rows, strict=True):
+            job.post(DONE, row)

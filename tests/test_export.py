@@ -1,0 +1,168 @@
+"""``finjust export`` on a tiny trained run: every format, its parity check, and what a failure leaves."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from finjust.cli.main import main
+from finjust.errors import ExportError
+from finjust.export import FORMATS, export_run, read_result
+from finjust.export.parity import agreement, common_prefix
+
+ASSETS = Path(__file__).parent / "assets"
+HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
+
+
+def _train(tiny_model_dir: Path, folder: Path, method: str, steps: int = 4, test_examples: int | None = None) -> Path:
+    recipe = {
+        "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+        "data": {"train": str(ASSETS / "tiny_train.jsonl"), "test": str(ASSETS / "tiny_test.jsonl")},
+        "method": {"name": method},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 1e-2, "max_steps": steps},
+        "eval": {"max_new_tokens": 6, "generate": False, "max_examples": test_examples, "retention": False},
+        "output": {"dir": str(folder / "run")},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(path)]) == 0
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One LoRA run on the tiny model, shared by the tests of this file (they export it, never change it)."""
+    return _train(tiny_model_dir, tmp_path_factory.mktemp("export-lora"), "lora")
+
+
+def test_the_issue_formats_are_registered():
+    assert {"merged", "gguf", "onnx", "int8", "adapter"} <= set(FORMATS.names())
+
+
+def test_agreement_counts_up_to_the_first_divergence():
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert agreement([1, 2, 3, 4], [1, 2, 9]) == 0.5
+    assert agreement([], []) == 1.0
+
+
+def test_cli_merged_export_equals_the_adapter(lora_run, tiny_model_dir, tmp_path, capsys):
+    out, report = tmp_path / "merged", tmp_path / "export.json"
+    assert main(["export", str(lora_run), "--format", "merged", "--out", str(out), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "token agreement" in printed and "passed" in printed
+    result = json.loads(report.read_text())
+    assert result == read_result(out)
+    parity = result["parity"]
+    assert parity["passed"] and parity["exact"] == 1.0 and parity["max_logit_diff"] < 1e-4
+    assert parity["stop_token_declared"]
+    # the folder loads with plain transformers, stops at <|im_end|> and keeps the chat template
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert merged.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_run / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    chat = [{"role": "user", "content": "hello there"}]
+    ids = torch.tensor([tokenizer.apply_chat_template(chat, add_generation_prompt=True)["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapter.eval()(ids).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(base(ids).logits, merged(ids).logits)  # training changed the model
+
+
+def test_adapter_export_loads_with_peft(lora_run, tiny_model_dir, tmp_path):
+    result = export_run(lora_run, "adapter", out=tmp_path / "adapter")
+    assert result["parity"]["exact"] == 1.0
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "adapter" / "tokenizer_config.json").is_file()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter")
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, quant):
+    result = export_run(lora_run, "gguf", out=tmp_path / "gguf", quant=quant)
+    parity = result["parity"]
+    assert parity["runtime"] == "llama.cpp" and parity["stop_token_declared"]
+    if quant == "f16":  # f16 rounding keeps every greedy token of the tiny model
+        assert parity["exact"] == 1.0 and parity["max_logit_diff"] < 0.01, parity
+    else:  # int8 blocks move a near tie now and then
+        assert parity["agreement"] >= 0.8 and parity["max_logit_diff"] < 0.1, parity
+    modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
+    assert f"FROM ./model-{quant}.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "<|im_start|>{{ .Role }}" in modelfile
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="onnx, onnxruntime or onnxscript is not installed")
+def test_onnx_logits_match(lora_run, tmp_path):
+    result = export_run(lora_run, "onnx", out=tmp_path / "onnx", prompts=3, max_new_tokens=4)
+    parity = result["parity"]
+    assert parity["runtime"] == "onnxruntime" and parity["exact"] == 1.0
+    assert parity["max_logit_diff"] < 1e-4
+
+
+def test_int8_loads_back_and_answers(lora_run, tmp_path):
+    from finjust.export.int8 import load_int8
+
+    result = export_run(lora_run, "int8", out=tmp_path / "int8", min_agreement=0.0)
+    assert result["fp32_parameter_bytes"] > 0 and result["parity"]["export_tokens"] > 0
+    model = load_int8(tmp_path / "int8")
+    layer = model.model.layers[0]
+    assert "quantized" in type(layer.self_attn.q_proj).__module__  # torch's dynamic-quantised Linear
+    assert type(layer.mlp.down_proj) is torch.nn.Linear  # kept in fp32 (activation outliers)
+    out = model.generate(torch.tensor([[1, 5, 7]]), max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > 3
+
+
+def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path):
+    with pytest.raises(ExportError, match="failed its parity check.*token agreement") as caught:
+        export_run(lora_run, "merged", out=tmp_path / "out", min_agreement=1.5)
+    assert "nothing was written" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []  # no temp folder left behind either
+
+
+def test_an_unknown_quant_lists_the_valid_ones(lora_run):
+    with pytest.raises(ExportError, match="q4_k_m"):
+        export_run(lora_run, "gguf", quant="q3_x")
+    with pytest.raises(ExportError, match="does not apply"):
+        export_run(lora_run, "merged", quant="q8_0")
+
+
+def test_export_refuses_to_replace_a_foreign_folder(lora_run, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a finjust export"):
+        export_run(lora_run, "merged", out=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_method_that_cannot_merge_is_named(lora_run, tmp_path, capsys):
+    # a copy of the run that says it trained prompt tuning (whose artifact is a peft adapter folder too)
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run, ignore=shutil.ignore_patterns("export"))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["method"] = {"name": "prompt_tuning"}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["export", str(run), "--format", "merged"]) == 2
+    assert "'prompt_tuning' cannot be merged" in capsys.readouterr().err
+    assert not (run / "export").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes is not installed")
+def test_a_qlora_run_merges_dequantised(tiny_model_dir, tmp_path):
+    run = _train(tiny_model_dir, tmp_path, "qlora", steps=1, test_examples=2)  # 4-bit steps are slow: keep it short
+    result = export_run(run, "merged", out=tmp_path / "merged", prompts=2, max_new_tokens=4)
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert "quantization_config" not in config  # plain weights: no bitsandbytes needed to load
+    assert result["parity"]["passed"] and result["parity"]["exact"] == 1.0

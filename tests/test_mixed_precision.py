@@ -1,0 +1,55 @@
+"""Training a bf16 base under autocast: adapters keep fp32 masters and peft's casts stay off."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from transformers import AutoModelForCausalLM
+
+from finjust.methods import get_method
+from finjust.train.log import MetricsLog
+from finjust.train.loop import LoopSetup, train_model
+
+
+def _adapter_casts(model) -> set[bool]:
+    return {m.cast_input_dtype_enabled for m in model.modules() if isinstance(m, BaseTunerLayer)}
+
+
+def _setup(tiny_tokens, tmp_path, on_step) -> LoopSetup:
+    cfg = SimpleNamespace(
+        epochs=1, max_steps=12, batch_size=4, grad_accum=1, warmup_ratio=0.0, scheduler="constant",
+        weight_decay=0.0, max_grad_norm=1.0, eval_every=None, save_every=10**9, patience=None, seed=0, l2sp=0.0,
+        forgetting_guard=None, forgetting_action="stop",
+    )  # fmt: skip
+    return LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / "checkpoints",
+        log=MetricsLog(tmp_path / "metrics.jsonl"), device=torch.device("cpu"), autocast_dtype=torch.bfloat16,
+        on_event=lambda kind, payload: on_step(payload) if kind == "step" else None,
+    )  # fmt: skip
+
+
+def test_lora_over_a_bf16_base_trains_fp32_adapters_and_leaves_the_base(tiny_model_dir, tiny_tokens, tmp_path):
+    lora = get_method("lora")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    model = lora.apply(base, lora.options_class())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    losses: list[float] = []
+    casts_during: set[bool] = set()
+
+    def on_step(record: dict) -> None:
+        losses.append(record["loss"])
+        casts_during.update(_adapter_casts(model))
+
+    train_model(model, _setup(tiny_tokens, tmp_path, on_step))
+    assert casts_during == {False}  # autocast does the casting: peft's extra copies are off
+    assert sum(losses[-3:]) < sum(losses[:3])
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.dtype == torch.float32, name
+            assert not torch.equal(param, before[name]), f"{name} did not train"
+        else:
+            assert param.dtype == torch.bfloat16 and torch.equal(param, before[name]), f"{name} changed"
+    # the casts are off only while the loop runs: plain bf16 forwards outside it still work
+    assert _adapter_casts(model) == {True}

@@ -1,0 +1,279 @@
+"""``finjust serve``: the official openai client against a real socket, limits, batching, run folders."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from finjust.cli.main import main
+from finjust.data.example import Message
+from finjust.data.templates import chat_ids
+from finjust.errors import ModelLoadError
+from finjust.eval.generate import generate_answers
+from finjust.serve import ServedModel, ServeOptions, create_app, load_served_model
+from finjust.serve import engine as engine_module
+
+KEY = "test-key"
+HELLO = [{"role": "user", "content": "How much is the red jacket?"}]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path) -> ServedModel:
+    return load_served_model(tiny_model_dir, name="tiny")
+
+
+class Server:
+    """A uvicorn server for ``app`` on a free loopback port, in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+    def client(self, key: str | None = KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or "none", max_retries=0, timeout=30)
+
+    def post(self, path: str, content: bytes | str, key: str | None = KEY) -> httpx2.Response:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        return httpx2.post(f"{self.url}{path}", content=content, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(served: ServedModel) -> Iterator[Server]:
+    with Server(create_app(served, ServeOptions(api_key=KEY, max_tokens_limit=64, max_body_bytes=4000))) as running:
+        yield running
+
+
+def test_models_lists_the_served_model(server):
+    assert [m.id for m in server.client().models.list()] == ["tiny"]
+    assert server.client().models.retrieve("tiny").owned_by == "finjust"
+
+
+def test_chat_completion_through_the_openai_client(server):
+    reply = server.client().chat.completions.create(model="tiny", messages=HELLO, max_tokens=5)
+    choice = reply.choices[0]
+    assert reply.object == "chat.completion" and choice.message.role == "assistant"
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens <= 5 and reply.usage.prompt_tokens > 0
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_greedy_answer_equals_finjusts_own_generate(server, served):
+    reply = server.client().chat.completions.create(model="tiny", messages=HELLO, max_tokens=12, temperature=0)
+    prompt = chat_ids(served.tokenizer, [Message("user", HELLO[0]["content"])], generation_prompt=True)
+    expected = generate_answers(served.model, served.tokenizer, [prompt], 12, 1, served.device)[0]
+    assert reply.choices[0].message.content.strip() == expected
+    assert reply.usage.prompt_tokens == len(prompt)
+
+
+def test_text_completion_and_length_finish(server):
+    reply = server.client().completions.create(model="tiny", prompt="The red jacket", max_tokens=4)
+    assert reply.object == "text_completion"
+    assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 4
+
+
+def test_streaming_chat_yields_chunks_that_add_up_to_the_answer(server):
+    client = server.client()
+    whole = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=10).choices[0].message.content
+    chunks = list(client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=10, stream=True,
+                                                 stream_options={"include_usage": True}))  # fmt: skip
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 10
+
+
+def test_streaming_completion_ends_with_done(server):
+    response = server.post("/v1/completions", json.dumps({"prompt": "Hello", "max_tokens": 3, "stream": True}))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in response.text.split("\n\n") if line]
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_stop_string_ends_the_answer_before_it(server):
+    client = server.client()
+    full = client.completions.create(model="tiny", prompt="The red", max_tokens=12).choices[0].text
+    if len(full) < 3:
+        pytest.skip("the random model's answer is too short to cut")
+    stop = full[2:4]
+    cut = client.completions.create(model="tiny", prompt="The red", max_tokens=12, stop=[stop]).choices[0]
+    assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+    streamed = client.completions.create(model="tiny", prompt="The red", max_tokens=12, stop=stop, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == cut.text
+
+
+def test_seeded_sampling_repeats(server):
+    client = server.client()
+    ask = {"model": "tiny", "prompt": "The red", "max_tokens": 8, "temperature": 1.0, "top_p": 0.9, "seed": 7}
+    assert client.completions.create(**ask).choices[0].text == client.completions.create(**ask).choices[0].text
+
+
+def test_a_missing_or_wrong_key_gets_401(server):
+    for key in (None, "wrong"):
+        response = server.post("/v1/chat/completions", json.dumps({"messages": HELLO}), key=key)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        server.client("wrong").models.list()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ("{not json", 400, None),
+        ("[1, 2]", 400, None),
+        (json.dumps({"messages": [{"role": "robot", "content": "hi"}]}), 400, "messages.0.role"),
+        (json.dumps({"messages": [{"role": "user", "content": 5}]}), 400, "messages.0.content"),
+        (json.dumps({"messages": HELLO, "max_tokens": "5"}), 400, "max_tokens"),
+        (json.dumps({"messages": HELLO, "max_tokens": 65}), 400, "max_tokens"),
+        (json.dumps({"messages": HELLO, "n": 2}), 400, "n"),
+        (json.dumps({"messages": HELLO, "temperature": -1}), 400, "temperature"),
+        (json.dumps({"messages": HELLO, "model": "gpt-4"}), 404, "model"),
+        (json.dumps({"messages": []}), 400, "messages"),
+        (json.dumps({"messages": HELLO * 300}), 413, None),
+    ],
+)
+def test_bad_requests_are_refused_clearly_and_the_server_goes_on(server, body, status, param):
+    response = server.post("/v1/chat/completions", body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"] and error["param"] == param
+    assert server.client().chat.completions.create(model="tiny", messages=HELLO, max_tokens=2).choices
+
+
+def test_n_above_one_is_a_bad_request_for_the_client(server):
+    with pytest.raises(openai.BadRequestError, match="n=2"):
+        server.client().chat.completions.create(model="tiny", messages=HELLO, n=2)
+
+
+def test_unknown_paths_answer_in_openais_error_shape(server):
+    response = httpx2.get(f"{server.url}/v1/nothing")
+    assert response.status_code == 404 and "error" in response.json()
+
+
+def test_a_prompt_longer_than_the_context_is_refused(served):
+    options = ServeOptions(max_prompt_tokens=8)
+    with Server(create_app(served, options)) as small:
+        with pytest.raises(openai.BadRequestError, match="more than this server's limit of 8"):
+            small.client().chat.completions.create(model="tiny", messages=HELLO)
+
+
+def test_concurrent_requests_all_succeed_and_greedy_ones_share_a_batch(served, monkeypatch):
+    """Hold the worker on the first request until the others wait, then check they ran as one batch."""
+    sizes: list[int] = []
+    real = engine_module.generate_rows
+
+    def held(model, rows):
+        if not sizes:  # first call: let the other requests queue up behind it
+            deadline = time.monotonic() + 10
+            while app.state.engine._queue.qsize() < 8 - len(rows) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        sizes.append(len(rows))
+        return real(model, rows)
+
+    monkeypatch.setattr(engine_module, "generate_rows", held)
+    app = create_app(served, ServeOptions(max_batch=8))
+    prompts = [f"The {colour} jacket" for colour in ("red", "blue", "green", "black", "red", "blue", "green", "big")]
+    with Server(app) as running:
+        client = running.client(None)
+
+        def ask(prompt: str) -> str:
+            return client.completions.create(model="tiny", prompt=prompt, max_tokens=6).choices[0].text
+
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(ask, prompts))
+        one_by_one = [ask(p) for p in prompts]
+    assert sum(sizes[:2]) == 8 and len(sizes) == 2 + 8, sizes  # eight requests, two generate calls
+    assert together == one_by_one  # left-padded batching does not change greedy answers
+
+
+def test_a_full_queue_answers_503(served, monkeypatch):
+    release = threading.Event()
+    real = engine_module.generate_rows
+    monkeypatch.setattr(engine_module, "generate_rows", lambda m, rows: (release.wait(10), real(m, rows)))
+    app = create_app(served, ServeOptions(max_queue=1, max_batch=1))
+    with Server(app) as running:
+        body = json.dumps({"prompt": "Hi", "max_tokens": 1})
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(running.post, "/v1/completions", body, None)  # taken by the worker, held
+            while app.state.engine._queue.qsize() or not app.state.engine._thread.is_alive():
+                time.sleep(0.01)
+            time.sleep(0.1)
+            second = pool.submit(running.post, "/v1/completions", body, None)  # waits in the queue
+            while app.state.engine._queue.qsize() < 1:
+                time.sleep(0.01)
+            third = running.post("/v1/completions", body, key=None)
+            release.set()
+            assert third.status_code == 503 and third.json()["error"]["code"] == "server_busy"
+            assert first.result().status_code == 200 and second.result().status_code == 200
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_serves_a_trained_run_folder_like_eval_loads_it(tiny_recipe, tmp_path, method):
+    recipe = tiny_recipe(method={"name": method})
+    assert main(["train", str(recipe), "train.max_steps=2", "eval.generate=false"]) == 0
+    served = load_served_model(tmp_path / "run")
+    assert served.name == "run" and type(served.model).__name__ == "PeftModelForCausalLM"
+    assert served.equal_lengths == (method == "prompt_tuning")  # virtual tokens: no padded batches
+    with Server(create_app(served)) as running:
+        reply = running.client(None).chat.completions.create(model="run", messages=HELLO, max_tokens=4)
+    prompt = chat_ids(served.tokenizer, [Message("user", HELLO[0]["content"])], generation_prompt=True)
+    expected = generate_answers(served.model, served.tokenizer, [prompt], 4, 1, served.device)[0]
+    assert reply.choices[0].message.content.strip() == expected
+
+
+def test_a_folder_that_is_neither_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="neither an exported model folder"):
+        load_served_model(tmp_path)
+
+
+def test_cli_reports_an_unservable_folder_in_one_line(tmp_path, capsys):
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "neither an exported model folder" in capsys.readouterr().err
+
+
+def test_generation_failure_answers_500_and_the_server_goes_on(served, monkeypatch):
+    real = engine_module.generate_rows
+    calls: list[int] = []
+
+    def flaky(model, rows):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(model, rows)
+
+    monkeypatch.setattr(engine_module, "generate_rows", flaky)
+    with Server(create_app(served)) as running:
+        failed = running.post("/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 2}), key=None)
+        assert failed.status_code == 500 and failed.json()["error"]["type"] == "server_error"
+        assert running.client(None).completions.create(model="tiny", prompt="Hi", max_tokens=2).choices
