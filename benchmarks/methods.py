@@ -2,9 +2,10 @@
 
 Each method runs `finjust train` in a fresh process (so peak memory is its own) with the same
 steps, batch, data and seed, at the method's default learning rate and options (what
-`method: {name: ...}` gets). One table: trainable parameters, peak RSS of the whole run,
-real tokens per second, seconds to the budget, size of what it saves, validation loss
-reached, and held-out test metrics on the first test questions. Run it on an otherwise idle
+`method: {name: ...}` gets). One table: trainable parameters, peak RSS while training
+(Linux: counted from the first step, after the base model was scored), real tokens per
+second, seconds to the budget, size of what it saves, validation loss reached, and
+held-out test metrics on the first test questions. Run it on an otherwise idle
 machine: each method's figures are taken one after another, never side by side.
 
     python benchmarks/methods.py [--steps 30] [--test-questions 24] [--methods lora,full] [--json out.json]
@@ -30,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     from finjust.methods import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per method (batch 8)")
+    parser.add_argument("--steps", type=int, default=30, help=f"optimizer steps per method (batch 8), > {WARMUP_STEPS}")
     parser.add_argument("--test-questions", type=int, default=24, help="test questions scored per method")
     parser.add_argument("--methods", default=",".join(METHODS.names()), help="comma-separated method names")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps <= WARMUP_STEPS:
+        parser.error(f"--steps must be more than the {WARMUP_STEPS} untimed warm-up steps")
     if args.child:
         print(json.dumps(run_method(args.child, args.steps, args.test_questions)))
         return 0
@@ -71,13 +74,23 @@ def run_method(name: str, steps: int, test_questions: int) -> dict[str, Any]:
         "output": {"dir": str(out / "run")},
     })  # fmt: skip
     events: dict[str, list[dict[str, Any]]] = {}
-    result = run_recipe(recipe, on_event=lambda kind, payload: events.setdefault(kind, []).append(payload))
+    training_peak = [0.0]
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        events.setdefault(kind, []).append(payload)
+        if kind == "start":  # scoring the base came first: count from here
+            _reset_peak_rss()
+        elif kind in ("step", "eval"):
+            training_peak[0] = _peak_rss_gb()
+
+    result = run_recipe(recipe, on_event=on_event)
     timed = events["step"][WARMUP_STEPS:]
     artifact = RunFolder(result.run_dir).artifact(get_method(name))
     base, tuned = result.scorecard["base"], result.scorecard["tuned"]
     return {
         "trainable": events["method"][0]["trainable"], "total": events["method"][0]["total"],
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "peak_rss_gb": training_peak[0],
+        "run_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "tokens_per_second": sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed),
         "train_seconds": sum(r["seconds"] for r in events["step"]),
         "saved_mb": sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file()) / 1e6,
@@ -85,6 +98,18 @@ def run_method(name: str, steps: int, test_questions: int) -> dict[str, Any]:
         **{f"test_{key}": tuned[key] for key in ("test_loss", "token_f1", "rouge_l")},
         **{f"base_{key}": base[key] for key in ("test_loss", "token_f1")},
     }  # fmt: skip
+
+
+def _reset_peak_rss() -> None:
+    """Linux: restart the kernel's peak-RSS count (VmHWM) of this process."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_gb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6  # kB
+    return float("nan")
 
 
 def table(results: dict[str, dict[str, Any]], steps: int) -> str:

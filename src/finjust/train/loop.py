@@ -10,7 +10,8 @@ pieces are torch's and transformers' own: AdamW, ``get_scheduler``, gradient cli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,15 +101,24 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     return state
 
 
-def _autocast_owns_adapter_casts(model: nn.Module, autocast_dtype: torch.dtype | None) -> Any:
+@contextmanager
+def _autocast_owns_adapter_casts(model: nn.Module, autocast_dtype: torch.dtype | None) -> Iterator[None]:
     """Stop peft casting each adapter's input to the adapter's fp32 weights while autocast runs.
 
     Under autocast that cast is undone at once by the adapter's own matmul (back to bf16): two
     activation-sized copies per adapted layer, about half of a LoRA step's dtype copies here.
+    Ours rather than ``peft.helpers.disable_input_dtype_casting``, which fails on adapter layers
+    without the switch (peft 0.21's IA3).
     """
-    from peft.helpers import disable_input_dtype_casting
-
-    return disable_input_dtype_casting(model, active=autocast_dtype is not None)
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")] if autocast_dtype else []
+    saved = [m.cast_input_dtype_enabled for m in layers]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, saved, strict=True):
+            layer.cast_input_dtype_enabled = value
 
 
 def _l2sp_anchors(model: nn.Module) -> dict[str, torch.Tensor]:
