@@ -256,3 +256,30 @@ def test_the_example_recipe_trains_the_shipped_minilm(tmp_path):
     assert scorecard["n_test"] == 16 and {"accuracy", "macro_f1"} <= set(scorecard["tuned"])
     adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert adapter["task_type"] == "SEQ_CLS" and "classifier" in adapter["modules_to_save"]
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
+def test_a_classifier_exports_to_onnx_with_the_trained_labels_and_logits(model_fixture, classification_recipe,
+                                                                         request, capsys):  # fmt: skip
+    model = {"name": str(request.getfixturevalue(model_fixture)), "dtype": "float32"}
+    recipe = classification_recipe(model=model, train={"max_steps": 3})
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    assert main(["export", str(run), "--format", "gguf"]) == 2
+    assert "a classification run exports as onnx" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    result = json.loads((run / "export" / "onnx" / "export.json").read_text())
+    assert result["parity"]["passed"] and result["parity"]["label_agreement"] == 1.0
+    assert result["parity"]["max_logit_diff"] < 1e-3 and result["parity"]["texts"] == 8
+    config = json.loads((run / "export" / "onnx" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_a_classifier_export_that_misses_its_parity_bar_writes_nothing(classification_recipe, monkeypatch, capsys):
+    recipe = classification_recipe(train={"max_steps": 2})
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    monkeypatch.setattr("finjust.export.classifier.MAX_LOGIT_DIFF", -1.0)  # no graph can meet it
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert "failed its parity check" in capsys.readouterr().err
+    assert not (run / "export" / "onnx").exists()

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_result(result: dict[str, Any]) -> str:
     """The export and its parity as a small table."""
+    if result.get("objective") == "classification":
+        return _format_classifier(result)
     parity = result["parity"]
     limits = parity["thresholds"]
     label = result["format"] + (f" {result['quant']}" if result["quant"] else "")
@@ -68,5 +70,21 @@ def format_result(result: dict[str, Any]) -> str:
         ("speed", f"export {speed_exp:.1f} tok/s, trained {speed_ref:.1f} tok/s"),
         ("parity", "passed" if parity["passed"] else "FAILED: " + "; ".join(parity["failures"])),
     ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _format_classifier(result: dict[str, Any]) -> str:
+    parity = result["parity"]
+    rows = [
+        ("exported", f"{result['format']} (classifier) -> {result['path']}"),
+        ("size", f"{result['size_bytes'] / 1e6:.1f} MB"),
+        ("runtime", parity["runtime"]),
+        ("test texts", str(parity["texts"])),
+        ("same label", f"{parity['label_agreement']:.3f}  (need 1.0)"),
+        ("max logit diff", f"{parity['max_logit_diff']:.2e}"),
+        ("seconds", f"export {parity['export_seconds']:.2f} s, trained {parity['reference_seconds']:.2f} s"),
+        ("parity", "passed" if parity["passed"] else "FAILED"),
+    ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

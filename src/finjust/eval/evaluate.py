@@ -60,7 +60,8 @@ def _refuse_classification(folder: RunFolder) -> None:
     task = json.loads(folder.manifest.read_text()).get("task") if folder.manifest.is_file() else None
     if task == "classification":
         raise CheckpointError(f"{folder.root} is a classification run: its scorecard is {folder.scorecard}; "
-                              "scoring again, comparing, exporting and serving work on generative runs so far")
+                              "scoring again, comparing and serving work on generative runs so far (a classifier exports "
+                              "with --format onnx)")
 
 
 def open_run(run_dir: str | Path) -> RunInputs:

@@ -16,6 +16,7 @@ from typing import Any
 
 from finjust import atomic
 from finjust.errors import ExportError
+from finjust.export.classifier import export_classifier_run, is_classification_run
 from finjust.export.parity import ParityReport, check_parity
 from finjust.export.registry import ExportFormat, ParityThresholds, get_format
 from finjust.export.runtimes import TorchRuntime
@@ -52,6 +53,10 @@ def export_run(
     Raises:
         ExportError: the format cannot take this run or quant, or the artifact failed its parity check.
     """
+    if is_classification_run(run_dir):
+        if quant is not None:
+            raise ExportError("--quant does not apply to a classification run's onnx export")
+        return export_classifier_run(run_dir, format_name, out, prompts)
     fmt = get_format(format_name)
     quant = _check_quant(fmt, quant)
     on_event("phase", {"text": f"opening {run_dir}"})

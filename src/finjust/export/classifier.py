@@ -1,0 +1,144 @@
+"""Export a classification run (an encoder such as MiniLM, or a decoder with a head) to ONNX.
+
+The generative formats check greedy answers; a classifier's parity is its predicted labels
+and logits on the run's test texts, each text alone (no padding), trained model in PyTorch
+against the graph in onnxruntime. The graph takes ``input_ids`` and ``attention_mask``
+(batch and length dynamic) and returns one logit per label; ``config.json`` beside it
+names the labels (``id2label``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from finjust import atomic
+from finjust.data.prepare import prepare_data
+from finjust.errors import ExportError
+from finjust.methods.registry import get_method
+from finjust.models.classifier import load_classifier
+from finjust.objectives.classification import LABELS_FILE, LabelMap, tokenize_labelled
+from finjust.recipe import load_recipe
+from finjust.train.run import RunFolder, test_examples
+
+GRAPH = "model.onnx"
+RESULT_FILE = "export.json"
+#: the same fp32 weights, other kernels: every label equal, logits within rounding
+MAX_LOGIT_DIFF = 1e-3
+FORMATS = ("onnx",)
+
+
+class _LabelLogits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def is_classification_run(run_dir: str | Path) -> bool:
+    manifest = RunFolder(run_dir).manifest
+    return manifest.is_file() and json.loads(manifest.read_text()).get("task") == "classification"
+
+
+def export_classifier_run(run_dir: str | Path, format_name: str, out: str | Path | None = None,
+                          prompts: int = 8) -> dict[str, Any]:  # fmt: skip
+    """Export the classifier in ``run_dir`` as ONNX and check its labels and logits against the trained model.
+
+    Raises:
+        ExportError: a format other than onnx, or the graph disagrees with the trained model.
+    """
+    if format_name not in FORMATS:
+        raise ExportError(f"a classification run exports as {', '.join(FORMATS)}; --format {format_name} is for "
+                          "generative runs")  # fmt: skip
+    folder = RunFolder(run_dir)
+    recipe = load_recipe(folder.recipe)
+    method = get_method(recipe.method.name)
+    if not method.can_merge:
+        raise ExportError(f"method {method.name!r} cannot be merged into the base weights")
+    labels = LabelMap(tuple(json.loads((folder.root / LABELS_FILE).read_text())["labels"]))
+    reference = _trained(recipe, method, folder, labels)
+    merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()
+    texts = _test_ids(recipe, reference.tokenizer, labels)[:prompts]
+    target = Path(out) if out else folder.root / "export" / format_name
+    with atomic.folder(target) as tmp:
+        _write_graph(merged, tmp / GRAPH, texts[0])
+        merged.config.save_pretrained(tmp)
+        reference.tokenizer.save_pretrained(tmp)
+        atomic.write_json(tmp / LABELS_FILE, labels.to_json())
+        parity = _parity(reference.model, tmp / GRAPH, texts)
+        result = {"format": format_name, "quant": None, "objective": "classification", "run": str(folder.root),
+                  "method": method.name, "base_model": recipe.model.name, "path": str(target),
+                  "size_bytes": sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()), "parity": parity}
+        if not parity["passed"]:
+            raise ExportError(f"the {format_name} export failed its parity check against the trained classifier: "
+                              f"label agreement {parity['label_agreement']:.3f} (need 1.0), max logit diff "
+                              f"{parity['max_logit_diff']:.2e} (need <= {MAX_LOGIT_DIFF:.0e}); nothing was "
+                              f"written to {target}")  # fmt: skip
+        atomic.write_json(tmp / RESULT_FILE, result)
+    return result
+
+
+def _trained(recipe: Any, method: Any, folder: RunFolder, labels: LabelMap) -> Any:
+    """The trained classifier in fp32 on the CPU (a fresh base, its head and trained weights restored)."""
+    loaded = load_classifier(recipe.model.name, labels.id2label, "float32", "cpu")
+    loaded.model = method.load(loaded.model, folder.artifact(method)).eval()
+    return loaded
+
+
+def _test_ids(recipe: Any, tokenizer: Any, labels: LabelMap) -> list[list[int]]:
+    data = prepare_data(recipe.data, recipe.train.seed)
+    items, _ = tokenize_labelled(test_examples(recipe, data), tokenizer, labels, recipe.data.max_length)
+    if not items:
+        raise ExportError("the run's test split has no text to check the export with")
+    return [item.input_ids for item in items]
+
+
+def _write_graph(model: nn.Module, path: Path, sample: list[int]) -> None:
+    ids = torch.tensor([sample], dtype=torch.long)
+    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=2, max=8192)
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    # the exporter reports progress on stdout and renames shared axes with a warning; library code stays quiet
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.onnx.export(_LabelLogits(model).eval(), (ids, torch.ones_like(ids)), dynamo=True,
+                                    input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                                    dynamic_shapes=shapes, verbose=False)  # fmt: skip
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program")
+        program.save(str(path))
+
+
+def _parity(model: nn.Module, graph: Path, texts: list[list[int]]) -> dict[str, Any]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    same, worst, seconds = 0, 0.0, {"reference": 0.0, "export": 0.0}
+    for ids in texts:
+        started = time.perf_counter()
+        with torch.no_grad():
+            expected = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        seconds["reference"] += time.perf_counter() - started
+        started = time.perf_counter()
+        array = np.asarray([ids], dtype=np.int64)
+        got = session.run(None, {"input_ids": array, "attention_mask": np.ones_like(array)})[0][0]
+        seconds["export"] += time.perf_counter() - started
+        reference = expected.logits[0].float().numpy()
+        same += int(reference.argmax() == got.argmax())
+        worst = max(worst, float(np.abs(reference - got).max()))
+    agreement = same / len(texts)
+    return {"runtime": "onnxruntime", "texts": len(texts), "label_agreement": agreement, "max_logit_diff": worst,
+            "reference_seconds": seconds["reference"], "export_seconds": seconds["export"],
+            "passed": agreement == 1.0 and worst <= MAX_LOGIT_DIFF}  # fmt: skip
