@@ -70,8 +70,7 @@ def format_result(result: dict[str, Any]) -> str:
         ("speed", f"export {speed_exp:.1f} tok/s, trained {speed_ref:.1f} tok/s"),
         ("parity", "passed" if parity["passed"] else "FAILED: " + "; ".join(parity["failures"])),
     ]  # fmt: skip
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return _table(rows)
 
 
 def _format_classifier(result: dict[str, Any]) -> str:
@@ -86,5 +85,9 @@ def _format_classifier(result: dict[str, Any]) -> str:
         ("seconds", f"export {parity['export_seconds']:.2f} s, trained {parity['reference_seconds']:.2f} s"),
         ("parity", "passed" if parity["passed"] else "FAILED"),
     ]
+    return _table(rows)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

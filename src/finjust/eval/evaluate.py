@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from finjust import atomic
-from finjust.data.example import Example
+from finjust.data.example import TASK_CLASSIFICATION, Example
 from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError
 from finjust.methods.registry import Method, get_method
@@ -57,11 +57,10 @@ def open_trained(run_dir: str | Path) -> TrainedRun:
 
 
 def _refuse_classification(folder: RunFolder) -> None:
-    task = json.loads(folder.manifest.read_text()).get("task") if folder.manifest.is_file() else None
-    if task == "classification":
+    if folder.task() == TASK_CLASSIFICATION:
         raise CheckpointError(f"{folder.root} is a classification run: its scorecard is {folder.scorecard}; "
-                              "scoring again, comparing and serving work on generative runs so far (a classifier exports "
-                              "with --format onnx)")
+                              "scoring again, comparing and serving work on generative runs so far "
+                              "(a classifier exports with --format onnx)")  # fmt: skip
 
 
 def open_run(run_dir: str | Path) -> RunInputs:

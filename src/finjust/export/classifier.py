@@ -9,11 +9,8 @@ names the labels (``id2label``).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +21,14 @@ from torch import nn
 from finjust import atomic
 from finjust.data.prepare import prepare_data
 from finjust.errors import ExportError
+from finjust.export.onnx_format import GRAPH, open_session, trace_to_onnx
+from finjust.export.registry import RESULT_FILE
 from finjust.methods.registry import get_method
 from finjust.models.classifier import load_classifier
 from finjust.objectives.classification import LABELS_FILE, LabelMap, tokenize_labelled
 from finjust.recipe import load_recipe
 from finjust.train.run import RunFolder, test_examples
 
-GRAPH = "model.onnx"
-RESULT_FILE = "export.json"
 #: the same fp32 weights, other kernels: every label equal, logits within rounding
 MAX_LOGIT_DIFF = 1e-3
 FORMATS = ("onnx",)
@@ -46,14 +43,9 @@ class _LabelLogits(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def is_classification_run(run_dir: str | Path) -> bool:
-    manifest = RunFolder(run_dir).manifest
-    return manifest.is_file() and json.loads(manifest.read_text()).get("task") == "classification"
-
-
-def export_classifier_run(run_dir: str | Path, format_name: str, out: str | Path | None = None,
-                          prompts: int = 8) -> dict[str, Any]:  # fmt: skip
-    """Export the classifier in ``run_dir`` as ONNX and check its labels and logits against the trained model.
+def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, prompts: int = 8) -> dict[str, Any]:
+    """Export the classifier in ``run_dir`` as ONNX into ``target`` and check its labels and logits against the
+    trained model (called by :func:`finjust.export.run.export_run`, which picks and guards ``target``).
 
     Raises:
         ExportError: a format other than onnx, or the graph disagrees with the trained model.
@@ -69,8 +61,7 @@ def export_classifier_run(run_dir: str | Path, format_name: str, out: str | Path
     labels = LabelMap(tuple(json.loads((folder.root / LABELS_FILE).read_text())["labels"]))
     reference = _trained(recipe, method, folder, labels)
     merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()
-    texts = _test_ids(recipe, reference.tokenizer, labels)[:prompts]
-    target = Path(out) if out else folder.root / "export" / format_name
+    texts = _test_ids(recipe, reference.tokenizer, labels, prompts)
     with atomic.folder(target) as tmp:
         _write_graph(merged, tmp / GRAPH, texts[0])
         merged.config.save_pretrained(tmp)
@@ -96,9 +87,10 @@ def _trained(recipe: Any, method: Any, folder: RunFolder, labels: LabelMap) -> A
     return loaded
 
 
-def _test_ids(recipe: Any, tokenizer: Any, labels: LabelMap) -> list[list[int]]:
+def _test_ids(recipe: Any, tokenizer: Any, labels: LabelMap, count: int) -> list[list[int]]:
+    """The first ``count`` test texts, tokenized as in training."""
     data = prepare_data(recipe.data, recipe.train.seed)
-    items, _ = tokenize_labelled(test_examples(recipe, data), tokenizer, labels, recipe.data.max_length)
+    items, _ = tokenize_labelled(test_examples(recipe, data)[:count], tokenizer, labels, recipe.data.max_length)
     if not items:
         raise ExportError("the run's test split has no text to check the export with")
     return [item.input_ids for item in items]
@@ -108,23 +100,11 @@ def _write_graph(model: nn.Module, path: Path, sample: list[int]) -> None:
     ids = torch.tensor([sample], dtype=torch.long)
     batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=2, max=8192)
     shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    # the exporter reports progress on stdout and renames shared axes with a warning; library code stays quiet
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", UserWarning)
-        program = torch.onnx.export(_LabelLogits(model).eval(), (ids, torch.ones_like(ids)), dynamo=True,
-                                    input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                                    dynamic_shapes=shapes, verbose=False)  # fmt: skip
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program")
-        program.save(str(path))
+    trace_to_onnx(_LabelLogits(model), (ids, torch.ones_like(ids)), path, shapes)
 
 
 def _parity(model: nn.Module, graph: Path, texts: list[list[int]]) -> dict[str, Any]:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    session = open_session(graph)
     same, worst, seconds = 0, 0.0, {"reference": 0.0, "export": 0.0}
     for ids in texts:
         started = time.perf_counter()

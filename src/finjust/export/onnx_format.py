@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,18 +48,26 @@ class _Logits(nn.Module):
 
 def export_onnx(model: nn.Module, path: Path, sample: list[int]) -> None:
     """Write ``model``'s logits graph to ``path``, with batch and sequence length left dynamic."""
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
     ids = torch.tensor([sample], dtype=torch.long)
     seq = torch.export.Dim("seq", min=1, max=int(getattr(model.config, "max_position_embeddings", 4096)))
-    # the exporter reports progress on stdout; library code stays quiet
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+    trace_to_onnx(_Logits(model), (ids,), path, {"input_ids": {1: seq}})
+
+
+def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
+                  dynamic_shapes: dict[str, dict[int, Any]]) -> None:  # fmt: skip
+    """Trace ``module`` on ``args`` with torch's dynamo exporter and save the graph (inputs named as the shapes' keys)."""
+    external = sum(p.numel() * p.element_size() for p in module.parameters()) > SINGLE_FILE_BYTES
+    # the exporter reports progress on stdout and warns when it renames axes that share a
+    # constraint; library code stays quiet
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", UserWarning)
         program = torch.onnx.export(
-            _Logits(model).eval(), (ids,), dynamo=True, input_names=["input_ids"], output_names=["logits"],
-            dynamic_shapes={"input_ids": {1: seq}}, external_data=size > SINGLE_FILE_BYTES, verbose=False,
+            module.eval(), args, dynamo=True, input_names=list(dynamic_shapes), output_names=["logits"],
+            dynamic_shapes=dynamic_shapes, external_data=external, verbose=False,
         )  # fmt: skip
         if program is None:
             raise ExportError("torch.onnx.export returned no program")
-        program.save(str(path), external_data=size > SINGLE_FILE_BYTES)
+        program.save(str(path), external_data=external)
 
 
 class OnnxRuntime(Runtime):
@@ -66,10 +76,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
     def __init__(self, folder: Path) -> None:
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(folder / GRAPH), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(folder / GRAPH)
         eos = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
         self.stop_ids = set(eos) if isinstance(eos, list) else {eos}
 
@@ -79,6 +86,14 @@ class OnnxRuntime(Runtime):
 
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
         return greedy_without_cache(self.logits, prompt, max_new_tokens, stop_id)
+
+
+def open_session(graph: Path) -> Any:
+    """An onnxruntime CPU session on ``graph``, logging errors only."""
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
 def _onnxruntime():  # noqa: ANN202 (an optional module)

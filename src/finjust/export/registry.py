@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from finjust.registry import Registry
 
+#: written beside every export: format, paths, size and the parity report
+RESULT_FILE = "export.json"
+
 if TYPE_CHECKING:
     from finjust.export.runtimes import Runtime
     from finjust.export.source import ExportSource

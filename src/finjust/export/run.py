@@ -16,13 +16,14 @@ from typing import Any
 
 from finjust import atomic
 from finjust.errors import ExportError
-from finjust.export.classifier import export_classifier_run, is_classification_run
+from finjust.data.example import TASK_CLASSIFICATION
+from finjust.export.classifier import export_classifier_run
 from finjust.export.parity import ParityReport, check_parity
-from finjust.export.registry import ExportFormat, ParityThresholds, get_format
+from finjust.export.registry import RESULT_FILE, ExportFormat, ParityThresholds, get_format
 from finjust.export.runtimes import TorchRuntime
 from finjust.export.source import ExportSource, open_source
+from finjust.train.run import RunFolder
 
-RESULT_FILE = "export.json"
 EventHandler = Callable[[str, dict[str, Any]], None]
 
 
@@ -53,10 +54,12 @@ def export_run(
     Raises:
         ExportError: the format cannot take this run or quant, or the artifact failed its parity check.
     """
-    if is_classification_run(run_dir):
+    if RunFolder(run_dir).task() == TASK_CLASSIFICATION:
         if quant is not None:
             raise ExportError("--quant does not apply to a classification run's onnx export")
-        return export_classifier_run(run_dir, format_name, out, prompts)
+        target = Path(out) if out else Path(run_dir) / "export" / format_name
+        _refuse_foreign_folder(target)
+        return export_classifier_run(run_dir, format_name, target, prompts)
     fmt = get_format(format_name)
     quant = _check_quant(fmt, quant)
     on_event("phase", {"text": f"opening {run_dir}"})

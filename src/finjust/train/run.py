@@ -64,6 +64,10 @@ class RunFolder:
     def artifact(self, method: Method) -> Path:
         return self.root / method.artifact_dir
 
+    def task(self) -> str | None:
+        """The task its data held (``chat``, ``classification``, ...), from the manifest; None before one."""
+        return json.loads(self.manifest.read_text()).get("task") if self.manifest.is_file() else None
+
 
 def training_dtype(recipe: Recipe, method: Method) -> str:
     """Methods that train the pretrained weights keep fp32 masters; the others load as chosen."""
