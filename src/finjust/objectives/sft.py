@@ -5,7 +5,8 @@ every example. Without an attention mask and without a KV cache, transformers tu
 position ids into a block-diagonal causal mask, so no example attends to another; padding
 costs nothing because there is none. Targets are shifted inside each example, so no
 example predicts the first token of the next. Logits are computed only at positions that
-carry loss (``logits_to_keep``), which spares the 49k-vocabulary head most of its work.
+carry loss, in chunks (:mod:`finjust.objectives.linear_ce`), which spares the 49k-vocabulary
+head most of its work and memory.
 
 Methods that add tokens of their own to every sequence (prompt and prefix tuning) cannot
 share a row between examples; for them a micro-batch is padded instead (:class:`PaddedBatch`).
@@ -24,12 +25,17 @@ from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
 from finjust.models.load import autocast
+from finjust.objectives.linear_ce import linear_cross_entropy
 
 
 #: packed rows of about this many tokens: attention's cost grows with the square of a row's
 #: length, matmuls want long rows; measured on the demo (8 examples, ~610 tokens a step):
 #: 1 row 352 tokens/s, 2 rows 403, 4 rows 380, 8 rows 345
 ROW_TOKENS = 320
+
+#: families whose logits are ``lm_head(decoder(...))`` and nothing more: their loss runs
+#: through :func:`linear_cross_entropy`, which never holds the whole logits matrix
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3"})
 
 
 @dataclass
@@ -160,14 +166,26 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
     segments = (torch.cumsum(starts, dim=0) - 1).view_as(batch.position_ids)[keep]
     if not bool(keep.any()):
         return torch.zeros(0, device=batch.input_ids.device), segments
-    out = model(
-        input_ids=batch.input_ids,
-        position_ids=batch.position_ids,
-        use_cache=False,  # a cache would make transformers ignore the packing boundaries
-        logits_to_keep=keep,
-    )
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
-    return F.cross_entropy(logits, batch.targets[keep], reduction="none"), segments
+    # no cache: a cache would make transformers ignore the packing boundaries
+    head = _plain_head(model)
+    if head is None:
+        out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, logits_to_keep=keep)
+        logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
+        return F.cross_entropy(logits, batch.targets[keep], reduction="none"), segments
+    hidden = model.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
+    return linear_cross_entropy(hidden.last_hidden_state[keep], head.weight, batch.targets[keep]), segments
+
+
+def _plain_head(model: nn.Module) -> nn.Linear | None:
+    """The output head when logits are exactly ``head(decoder(...))``, else None.
+
+    Only for model families known to do nothing else to their logits (no soft-capping or
+    scaling), and only while the head is a plain bias-free ``nn.Linear`` (not an adapter).
+    """
+    if getattr(model.config, "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None
+    head = model.get_output_embeddings()
+    return head if type(head) is nn.Linear and head.bias is None else None
 
 
 def _padded_token_losses(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,91 @@
+"""Cross-entropy through a linear head without ever holding the whole logits matrix.
+
+A 49k-vocabulary head turns n hidden states into n x 49,152 logits; the plain path keeps
+those in bf16, again in fp32, their log-softmax and its gradient: four n x V tensors at the
+step's peak. Here the head runs over chunks of tokens: each chunk's logits give its losses
+and, at once, its gradient with respect to the hidden states, then are dropped. That works
+because token i's loss depends only on hidden state i, so d loss_i / d h_i =
+(softmax_i - onehot_i) W whatever the upstream gradient (which only scales row i).
+
+The head's own gradient does depend on the upstream gradient, so when the head trains (full
+fine-tuning of a tied embedding) the chunks are recomputed in backward instead.
+
+Why ours: torch 2.13's ``F.linear_cross_entropy`` with chunking measured 1.7x *slower*
+than the plain path on our CPU (250 vs 149 ms for 363 tokens), this one 0.6x (91 ms);
+Liger-Kernel and Cut Cross-Entropy need Triton or CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: tokens per chunk: a chunk's fp32 logits are CHUNK x vocabulary (25 MB for SmolLM2);
+#: measured fastest of 32/128/512 on the demo's step sizes
+CHUNK = 128
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         chunk: int = CHUNK) -> torch.Tensor:  # fmt: skip
+    """Per-token cross-entropy of ``hidden @ weight.T`` against ``targets``, shape (n,).
+
+    Equal to ``F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none")``
+    (softmax in fp32, matmuls in the inputs' dtype or autocast's), gradients included.
+    """
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        losses = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        # precompute the input gradient only when it is all backward will need
+        precompute = hidden.requires_grad and not weight.requires_grad
+        grad_hidden = torch.empty_like(hidden) if precompute else None
+        compute_dtype = hidden.dtype
+        for start in range(0, hidden.shape[0], chunk):
+            part = slice(start, start + chunk)
+            logits = hidden[part] @ weight.T
+            compute_dtype = logits.dtype  # autocast's choice, repeated in backward
+            probs, losses[part] = _softmax_and_loss(logits, targets[part])
+            if grad_hidden is not None:
+                grad_hidden[part] = probs.to(compute_dtype) @ weight.to(compute_dtype)
+        ctx.compute_dtype, ctx.chunk = compute_dtype, chunk
+        if precompute:
+            ctx.save_for_backward(grad_hidden)
+        else:
+            ctx.save_for_backward(hidden, weight, targets)
+        ctx.precomputed = precompute
+        return losses
+
+    @staticmethod
+    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if ctx.precomputed:
+            (grad_hidden,) = ctx.saved_tensors
+            return grad_hidden * grad_losses.unsqueeze(1).to(grad_hidden.dtype), None, None, None
+        hidden, weight, targets = ctx.saved_tensors
+        dtype = ctx.compute_dtype
+        h, w = hidden.to(dtype), weight.to(dtype)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            part = slice(start, start + ctx.chunk)
+            probs, _ = _softmax_and_loss(h[part] @ w.T, targets[part])
+            scaled = (probs * grad_losses[part].unsqueeze(1)).to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[part] = scaled @ w
+            if grad_weight is not None:
+                grad_weight += (scaled.T @ h[part]).float()
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+
+
+def _softmax_and_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax - onehot, cross-entropy) of a chunk, in fp32; the logits' memory is reused."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)
+    rows = torch.arange(targets.shape[0], device=targets.device)
+    losses = lse - logits[rows, targets]
+    probs = logits.sub_(lse.unsqueeze(1)).exp_()
+    probs[rows, targets] -= 1
+    return probs, losses
