@@ -21,9 +21,14 @@ from typing import Any
 
 import torch
 
+from finjust.models.shapes import round_up
+
 #: tokens per chunk: a chunk's fp32 logits are CHUNK x vocabulary (25 MB for SmolLM2);
 #: measured fastest of 32/128/512 on the demo's step sizes
 CHUNK = 128
+#: a last, partial chunk is padded to a multiple of this many rows, so few shapes reach
+#: oneDNN (see :mod:`finjust.models.shapes`)
+ROW_MULTIPLE = 32
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -46,11 +51,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         compute_dtype = hidden.dtype
         for start in range(0, hidden.shape[0], chunk):
             part = slice(start, start + chunk)
-            logits = hidden[part] @ weight.T
+            h, n = _pad_rows(hidden[part])
+            logits = h @ weight.T
             compute_dtype = logits.dtype  # autocast's choice, repeated in backward
-            probs, losses[part] = _softmax_and_loss(logits, targets[part])
+            probs, chunk_losses = _softmax_and_loss(logits, _pad_rows(targets[part])[0])
+            losses[part] = chunk_losses[:n]
             if grad_hidden is not None:
-                grad_hidden[part] = probs.to(compute_dtype) @ weight.to(compute_dtype)
+                grad_hidden[part] = (probs.to(compute_dtype) @ weight.to(compute_dtype))[:n]
         ctx.compute_dtype, ctx.chunk = compute_dtype, chunk
         if precompute:
             ctx.save_for_backward(grad_hidden)
@@ -71,13 +78,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         for start in range(0, hidden.shape[0], ctx.chunk):
             part = slice(start, start + ctx.chunk)
-            probs, _ = _softmax_and_loss(h[part] @ w.T, targets[part])
-            scaled = (probs * grad_losses[part].unsqueeze(1)).to(dtype)
+            rows, n = _pad_rows(h[part])
+            probs, _ = _softmax_and_loss(rows @ w.T, _pad_rows(targets[part])[0])
+            scaled = (probs * _pad_rows(grad_losses[part])[0].unsqueeze(1)).to(dtype)  # padding rows: 0
             if grad_hidden is not None:
-                grad_hidden[part] = scaled @ w
+                grad_hidden[part] = (scaled @ w)[:n]
             if grad_weight is not None:
-                grad_weight += (scaled.T @ h[part]).float()
+                grad_weight += (scaled.T @ rows).float()
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+
+
+def _pad_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` with zero rows appended up to a multiple of ROW_MULTIPLE, and its own row count."""
+    n = x.shape[0]
+    extra = round_up(n, ROW_MULTIPLE) - n
+    return (torch.cat([x, x.new_zeros((extra, *x.shape[1:]))]) if extra else x), n
 
 
 def _softmax_and_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,8 @@ from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
 from finjust.models.load import autocast
+from finjust.models.shapes import round_up
+from finjust.models.segment_attention import segment_attention, segment_layout, supports_segments
 from finjust.objectives.linear_ce import linear_cross_entropy
 
 
@@ -35,6 +37,10 @@ ROW_TOKENS = 320
 
 #: families whose logits are ``lm_head(decoder(...))`` and nothing more: their loss runs
 #: through :func:`linear_cross_entropy`, which never holds the whole logits matrix
+#: training rows are padded (with a filler segment) to a multiple of this many tokens, so
+#: few shapes reach oneDNN (see :mod:`finjust.models.shapes`)
+ROW_MULTIPLE = 64
+
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3"})
 
 
@@ -116,7 +122,7 @@ def pack(examples: Sequence[TokenizedExample], row_tokens: int | None = None) ->
     total = sum(len(e.input_ids) for e in examples)
     n_rows = 1 if row_tokens is None else max(1, min(len(examples), round(total / row_tokens)))
     rows = _balanced_rows(examples, n_rows)
-    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    width = round_up(max(sum(len(e.input_ids) for e in row) for row in rows), ROW_MULTIPLE if row_tokens else 1)
     ids, positions, targets = [], [], []
     for row in rows:
         row_ids, row_positions, row_targets = _pack_row(row, width)
@@ -172,8 +178,20 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, logits_to_keep=keep)
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
         return F.cross_entropy(logits, batch.targets[keep], reduction="none"), segments
-    hidden = model.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
-    return linear_cross_entropy(hidden.last_hidden_state[keep], head.weight, batch.targets[keep]), segments
+    hidden = _decoder_states(model, batch)
+    return linear_cross_entropy(hidden[keep], head.weight, batch.targets[keep]), segments
+
+
+def _decoder_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """The decoder's last hidden states of a packed batch, attention computed per example."""
+    decoder = model.get_decoder()
+    if not supports_segments(model):
+        return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    layout = segment_layout(batch.position_ids)
+    with segment_attention(model):
+        out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                      segment_layout=layout)  # fmt: skip
+    return out.last_hidden_state
 
 
 def _plain_head(model: nn.Module) -> nn.Linear | None:

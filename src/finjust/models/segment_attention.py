@@ -1,0 +1,119 @@
+"""Attention for packed rows, computed example by example instead of under a block mask.
+
+transformers handles a packed row by building a block-diagonal causal mask over the whole
+row; scaled-dot-product attention then does the work of the full row (every query against
+every key of the row, most of them masked) and, given a mask, cannot use its causal
+shortcut. Here each example's queries, keys and values are gathered into a padded
+(examples, longest, ...) layout, attention runs causally per example with no mask (right
+padding sits after every real key, so causality alone hides it), and the outputs are
+scattered back into the rows. The padded slots' outputs are never read.
+
+Measured on the demo's steps (8 examples of ~80 tokens, 9 heads, bf16, forward and backward
+per layer): block mask over two rows 11.1 ms, per example 7.4 ms with the math kernel; the
+flash kernel wins from ~256 tokens an example (21 vs 37 ms), so the kernel is chosen by
+length.
+
+Why ours: transformers' packed-sequence support on the CPU is the block mask; its
+``cu_seq_lens`` path needs the CUDA flash-attention package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+
+from finjust.models.shapes import round_up
+
+NAME = "finjust_segments"
+#: examples up to this many tokens use the math kernel, longer ones the flash kernel
+MATH_KERNEL_MAX_TOKENS = 160
+#: the padded layout's length is a multiple of this (see :mod:`finjust.models.shapes`)
+LENGTH_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class SegmentLayout:
+    """Where the examples of packed rows sit in a padded (examples, longest) layout."""
+
+    gather: torch.Tensor  # (examples * longest,) flat row position of each padded slot
+    scatter: torch.Tensor  # (rows * row length,) padded slot of each flat row position
+    examples: int
+    longest: int
+
+    def to(self, device: torch.device) -> SegmentLayout:
+        return SegmentLayout(self.gather.to(device), self.scatter.to(device), self.examples, self.longest)
+
+
+def segment_layout(position_ids: torch.Tensor) -> SegmentLayout:
+    """The layout of rows whose position ids restart at 0 where each example begins."""
+    flat = position_ids.flatten()
+    starts = torch.nonzero(flat == 0).flatten()
+    lengths = torch.diff(starts, append=torch.tensor([flat.numel()], device=flat.device))
+    longest = round_up(int(lengths.max()), LENGTH_MULTIPLE)
+    example = torch.repeat_interleave(torch.arange(len(starts), device=flat.device), lengths)
+    scatter = example * longest + flat  # slot = example's row in the layout, position within it
+    gather = torch.zeros(len(starts) * longest, dtype=torch.long, device=flat.device)  # pads read token 0
+    gather[scatter] = torch.arange(flat.numel(), device=flat.device)
+    return SegmentLayout(gather, scatter, len(starts), longest)
+
+
+def supports_segments(model: nn.Module) -> bool:
+    """True when the model's attention goes through transformers' attention interface without
+    a sliding window (which per-example attention would ignore)."""
+    config = model.config
+    return getattr(config, "_attn_implementation", None) in ("sdpa", "eager", NAME) and not getattr(
+        config, "sliding_window", None
+    )
+
+
+@contextmanager
+def segment_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model``'s attention per example while inside; pass ``segment_layout=`` to the call.
+
+    Under this implementation transformers builds no attention mask at all.
+    """
+    config = model.config
+    saved = config._attn_implementation
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = saved
+
+
+def _segment_attention_forward(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+    dropout: float = 0.0, scaling: float | None = None, segment_layout: SegmentLayout | None = None, **kwargs: Any,
+) -> tuple[torch.Tensor, None]:  # fmt: skip
+    """transformers' attention-interface signature: (rows, heads, length, dim) in, (rows, length, heads, dim) out."""
+    if segment_layout is None:
+        raise ValueError(f"the {NAME!r} attention needs segment_layout= in the model call")
+    layout = segment_layout
+    rows, heads, length, dim = query.shape
+    q, k, v = (_to_segments(x, layout) for x in (query, key, value))
+    gqa = q.shape[1] != k.shape[1]
+    if layout.longest <= MATH_KERNEL_MAX_TOKENS:
+        out, _ = torch.ops.aten._scaled_dot_product_attention_math(
+            q, k, v, None, dropout, True, scale=scaling, enable_gqa=gqa
+        )
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
+    flat = out.transpose(1, 2).reshape(layout.examples * layout.longest, heads, dim)
+    return flat.index_select(0, layout.scatter).view(rows, length, heads, dim), None
+
+
+def _to_segments(states: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
+    """(rows, heads, length, dim) -> (examples, heads, longest, dim)."""
+    rows, heads, length, dim = states.shape
+    flat = states.transpose(1, 2).reshape(rows * length, heads, dim)
+    return flat.index_select(0, layout.gather).view(layout.examples, layout.longest, heads, dim).transpose(1, 2)
+
+
+AttentionInterface.register(NAME, _segment_attention_forward)

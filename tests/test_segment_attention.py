@@ -1,0 +1,52 @@
+"""Per-example attention over packed rows: transformers' block-mask results, nothing across examples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from finjust.data.templates import IGNORE_INDEX, TokenizedExample
+from finjust.models import segment_attention as seg
+from finjust.objectives.sft import _decoder_states, pack
+
+
+@pytest.fixture()
+def model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def test_layout_gathers_and_scatters_back_every_token():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 1]])
+    layout = seg.segment_layout(positions)
+    assert layout.examples == 5 and layout.longest % seg.LENGTH_MULTIPLE == 0
+    states = torch.arange(12.0).view(2, 1, 6, 1)  # (rows, heads, length, dim)
+    per_example = seg._to_segments(states, layout)
+    assert per_example[1, 0, :2, 0].tolist() == [3.0, 4.0]  # row 0's second example
+    back = per_example.transpose(1, 2).reshape(-1, 1, 1).index_select(0, layout.scatter)
+    assert back.flatten().tolist() == states.flatten().tolist()
+
+
+@pytest.mark.parametrize("math_max", [seg.MATH_KERNEL_MAX_TOKENS, 0])  # math kernel, flash kernel
+def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch, math_max):
+    monkeypatch.setattr(seg, "MATH_KERNEL_MAX_TOKENS", math_max)
+    batch = pack(tiny_tokens[:6], row_tokens=60)  # several rows, each with a filler segment
+    assert batch.input_ids.shape[0] > 1 and batch.filler_tokens > 0
+    with torch.no_grad():
+        ours = _decoder_states(model, batch)
+        block_mask = model.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                                         use_cache=False).last_hidden_state  # fmt: skip
+    real = batch.targets != IGNORE_INDEX
+    torch.testing.assert_close(ours[real], block_mask[real], rtol=1e-4, atol=1e-5)
+    assert model.config._attn_implementation == "sdpa"  # restored after the packed forward
+
+
+def test_no_token_attends_across_an_example_boundary(model, tiny_tokens):
+    first, second = tiny_tokens[0], tiny_tokens[1]
+    scrambled = TokenizedExample([5] * len(first.input_ids), [IGNORE_INDEX] * len(first.input_ids))
+    with torch.no_grad():
+        a = _decoder_states(model, pack([first, second]))
+        b = _decoder_states(model, pack([scrambled, second]))
+    start = len(first.input_ids)
+    torch.testing.assert_close(a[:, start:], b[:, start:])
+    assert not torch.allclose(a[:, :start], b[:, :start])
