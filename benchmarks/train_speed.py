@@ -6,11 +6,16 @@ to 512 tokens, 8 examples per step, the same steps for every variant:
   A  the Trainer + peft as the docs write it: fp32, padding per batch, LoRA dropout 0.05
   B  the same Trainer with its best switches: bf16 autocast, padding-free flattening
      (DataCollatorWithFlattening), use_cache off
-  finjust  finjust's own loop with its defaults (bf16 weights, packing, answer-token logits)
+  finjust  finjust's own loop with its defaults for a run this short (bf16 weights, packing,
+     per-example attention, chunked answer-token loss; not compiled)
+  finjust-compiled  the same with ``train.compile: true`` (the default from 150 steps): the
+     warm-up steps absorb the compiling, whose time is reported
 
-Each variant runs in its own process (so its peak RSS is its own); the machine's bf16
-matmul peak is measured in the same run for model FLOPs utilisation. Never run this
-beside another heavy process: the figures are meaningless then.
+Every variant sees the same examples in the same order (finjust's seeded plan; the Trainer
+gets them through a sequential sampler) from the same LoRA initialisation, so the loss
+curves are comparable step by step. Each variant runs in its own process (so its peak RSS
+is its own); the machine's bf16 matmul peak is measured in the same run for model FLOPs
+utilisation. Never run this beside another heavy process: the figures are meaningless then.
 
     python benchmarks/train_speed.py [--steps 12] [--warmup 2] [--json out.json]
 """
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("a", "b", "finjust")
+VARIANTS = ("a", "b", "finjust", "finjust-compiled")
 MAX_LENGTH = 512
 BATCH = 8
 DEMO = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "train.jsonl"
@@ -40,6 +45,13 @@ def _tokenized(tokenizer: Any) -> list[Any]:
     return tokens
 
 
+def _plan(n_examples: int, steps: int) -> list[list[int]]:
+    """finjust's seeded data order (as its loop plans it): the example indices of each step."""
+    from finjust.train.plan import plan_steps
+
+    return [micro[0] for micro in plan_steps(n_examples, BATCH, 1, 1.0, steps, seed=0).steps]
+
+
 def _lora_config(dropout: float) -> Any:
     from peft import LoraConfig
 
@@ -48,13 +60,16 @@ def _lora_config(dropout: float) -> Any:
 
 def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
     """Baselines A and B: the Trainer with per-step timing from a callback."""
+    import torch
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback
+    from torch.utils.data import SequentialSampler
     from transformers import TrainingArguments
 
     from finjust.models import load_model
 
     loaded = load_model("smollm2-135m-instruct", dtype="float32", device="cpu")
+    torch.manual_seed(0)  # the same LoRA initialisation in every variant
     model = get_peft_model(loaded.model, _lora_config(0.05 if variant == "a" else 0.0))
     rows = [{"input_ids": t.input_ids, "labels": t.labels} for t in _tokenized(loaded.tokenizer)]
     if variant == "a":
@@ -82,37 +97,41 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
+    class InPlanOrder(Trainer):
+        def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            return SequentialSampler(self.train_dataset)
+
     args = TrainingArguments(
         output_dir="/tmp/finjust-bench-trainer", per_device_train_batch_size=BATCH, max_steps=warmup + steps,
-        learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-        bf16=variant == "b", dataloader_num_workers=0, remove_unused_columns=False, seed=0,
+        learning_rate=2e-4, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
+        use_cpu=True, bf16=variant == "b", dataloader_num_workers=0, remove_unused_columns=False, seed=0,
     )  # fmt: skip
-    Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collate, callbacks=[Clock()]).train()
-    return _summary(times[warmup:], counted[warmup : warmup + steps], losses)
+    ordered = [rows[i] for step in _plan(len(rows), warmup + steps) for i in step]
+    InPlanOrder(model=model, args=args, train_dataset=ordered, data_collator=counting_collate,
+                callbacks=[Clock()]).train()  # fmt: skip
+    return _summary(times, counted, losses, warmup)
 
 
-def run_finjust(steps: int, warmup: int) -> dict[str, Any]:
+def run_finjust(steps: int, warmup: int, compile_: bool) -> dict[str, Any]:
     """finjust's loop with its defaults, timed from its own per-step events."""
     import tempfile
-    from types import SimpleNamespace
+
+    import torch
 
     from finjust.methods import get_method
     from finjust.models import load_model
-    import torch
-
+    from finjust.recipe import TrainSection
     from finjust.train.log import MetricsLog
     from finjust.train.loop import LoopSetup, train_model
 
     loaded = load_model("smollm2-135m-instruct", device="cpu")
     method = get_method("lora")
+    torch.manual_seed(0)  # the same LoRA initialisation in every variant
     model = method.apply(loaded.model, method.options_class())
     records: list[dict[str, Any]] = []
     folder = Path(tempfile.mkdtemp(prefix="finjust-bench-"))
-    cfg = SimpleNamespace(
-        epochs=1, max_steps=warmup + steps, batch_size=BATCH, grad_accum=1, warmup_ratio=0.0, scheduler="constant",
-        weight_decay=0.0, max_grad_norm=1.0, eval_every=None, save_every=10**9, patience=None, seed=0, l2sp=0.0,
-        forgetting_guard=None, forgetting_action="stop",
-    )  # fmt: skip
+    cfg = TrainSection(epochs=1, max_steps=warmup + steps, batch_size=BATCH, warmup_ratio=0.0, scheduler="constant",
+                       save_every=10**9, patience=None, seed=0, compile=compile_)  # fmt: skip
     setup = LoopSetup(
         train=_tokenized(loaded.tokenizer), validation=[], cfg=cfg, lr=2e-4, checkpoints=folder / "checkpoints",
         log=MetricsLog(folder / "metrics.jsonl"), device=loaded.device,
@@ -120,17 +139,21 @@ def run_finjust(steps: int, warmup: int) -> dict[str, Any]:
         on_event=lambda kind, payload: records.append(payload) if kind == "step" else None,
     )  # fmt: skip
     train_model(model, setup)
-    timed = records[warmup:]
-    return _summary([r["seconds"] for r in timed], [r["tokens"] for r in timed], [r["loss"] for r in records])
+    return _summary([r["seconds"] for r in records], [r["tokens"] for r in records], [r["loss"] for r in records],
+                    warmup)  # fmt: skip
 
 
-def _summary(seconds: list[float], tokens: list[int], losses: list[float]) -> dict[str, Any]:
-    total = sum(seconds)
+def _summary(seconds: list[float], tokens: list[int], losses: list[float], warmup: int) -> dict[str, Any]:
+    """Speed over the steps after ``warmup``; the loss of every step."""
+    timed = sum(seconds[warmup:])
+    tokens = tokens[: len(seconds)]
     return {
-        "steps": len(seconds),
-        "real_tokens": sum(tokens),
-        "seconds_per_step": total / len(seconds),
-        "real_tokens_per_second": sum(tokens) / total,
+        "steps": len(seconds) - warmup,
+        "real_tokens": sum(tokens[warmup:]),
+        "seconds_per_step": timed / (len(seconds) - warmup),
+        "first_step_seconds": seconds[0],
+        "real_tokens_per_second": sum(tokens[warmup:]) / timed,
+        "losses": losses,
         "final_loss": sum(losses[-3:]) / len(losses[-3:]),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     }
@@ -168,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
-        run = run_finjust if args.variant == "finjust" else lambda s, w: run_trainer(args.variant, s, w)
-        print(json.dumps(run(args.steps, args.warmup)))
+        print(json.dumps(_run_variant(args.variant, args.steps, args.warmup)))
         return 0
     results = {v: _child(v, args.steps, args.warmup) for v in VARIANTS}
     peak = bf16_matmul_peak()
@@ -178,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _run_variant(variant: str, steps: int, warmup: int) -> dict[str, Any]:
+    if variant.startswith("finjust"):
+        return run_finjust(steps, warmup, compile_=variant == "finjust-compiled")
+    return run_trainer(variant, steps, warmup)
 
 
 def _child(variant: str, steps: int, warmup: int) -> dict[str, Any]:
@@ -190,22 +218,31 @@ def _report(results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
     speed = {v: r["real_tokens_per_second"] for v, r in results.items()}
     for result in results.values():
         result["mfu"] = result["real_tokens_per_second"] * flops_per_token() / (peak * 1e9)
+    for result in results.values():  # "the same loss curve": step by step against baseline B
+        gaps = [abs(x - y) for x, y in zip(result["losses"], results["b"]["losses"], strict=True)]
+        result["loss_gap_to_b"] = sum(gaps) / len(gaps)
     return {
         "variants": results,
         "bf16_matmul_peak_gflops": peak,
         "finjust_over_a": speed["finjust"] / speed["a"],
         "finjust_over_b": speed["finjust"] / speed["b"],
+        "compiled_over_a": speed["finjust-compiled"] / speed["a"],
+        "compiled_over_b": speed["finjust-compiled"] / speed["b"],
         "peak_rss_gb": {v: r["peak_rss_gb"] for v, r in results.items()},
     }
 
 
 def _table(report: dict[str, Any]) -> str:
-    lines = [f"{'variant':<10}{'tok/s':>9}{'s/step':>9}{'peak GB':>9}{'loss':>8}{'MFU':>8}"]
+    lines = [f"{'variant':<18}{'tok/s':>7}{'s/step':>8}{'1st step s':>11}{'peak GB':>9}{'loss':>7}"
+             f"{'gap to B':>9}{'MFU':>7}"]  # fmt: skip
     for name, r in report["variants"].items():
-        lines.append(f"{name:<10}{r['real_tokens_per_second']:>9.0f}{r['seconds_per_step']:>9.2f}"
-                     f"{r['peak_rss_gb']:>9.2f}{r['final_loss']:>8.3f}{r['mfu']:>8.1%}")  # fmt: skip
+        lines.append(f"{name:<18}{r['real_tokens_per_second']:>7.0f}{r['seconds_per_step']:>8.2f}"
+                     f"{r['first_step_seconds']:>11.1f}{r['peak_rss_gb']:>9.2f}{r['final_loss']:>7.3f}"
+                     f"{r['loss_gap_to_b']:>9.3f}{r['mfu']:>7.1%}")  # fmt: skip
     lines.append(f"bf16 matmul peak {report['bf16_matmul_peak_gflops']:.0f} GFLOP/s; "
-                 f"finjust/A {report['finjust_over_a']:.2f}x, finjust/B {report['finjust_over_b']:.2f}x")  # fmt: skip
+                 f"finjust/A {report['finjust_over_a']:.2f}x, finjust/B {report['finjust_over_b']:.2f}x; "
+                 f"compiled/A {report['compiled_over_a']:.2f}x, compiled/B {report['compiled_over_b']:.2f}x")  # fmt: skip
+    lines.append("(loss: mean of the last 3 steps; gap to B: mean |loss - loss of B| over all steps)")
     return "\n".join(lines)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from finjust.methods import get_method
+from finjust.recipe import TrainSection
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 
@@ -18,11 +17,8 @@ def _adapter_casts(model) -> set[bool]:
 
 
 def _setup(tiny_tokens, tmp_path, on_step, packing: bool) -> LoopSetup:
-    cfg = SimpleNamespace(
-        epochs=1, max_steps=12, batch_size=4, grad_accum=1, warmup_ratio=0.0, scheduler="constant",
-        weight_decay=0.0, max_grad_norm=1.0, eval_every=None, save_every=10**9, patience=None, seed=0, l2sp=0.0,
-        forgetting_guard=None, forgetting_action="stop",
-    )  # fmt: skip
+    cfg = TrainSection(epochs=1, max_steps=12, batch_size=4, warmup_ratio=0.0, scheduler="constant",
+                       save_every=10**9, patience=None, seed=0, compile=False)  # fmt: skip
     return LoopSetup(
         train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / "checkpoints",
         log=MetricsLog(tmp_path / "metrics.jsonl"), device=torch.device("cpu"), autocast_dtype=torch.bfloat16,

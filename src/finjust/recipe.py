@@ -152,6 +152,10 @@ class TrainSection:
     seed: int = field(default=42, metadata=_doc("Random seed for data order and init.", ge=0))
     threads: int | None = field(default=None, metadata=_doc(
         "CPU threads for torch; null keeps torch's default.", gt=0))
+    compile: bool | None = field(default=None, metadata=_doc(
+        "torch.compile the model's repeated blocks for the training steps; null compiles runs of "
+        "150+ steps on a CPU with a C++ compiler (compiling costs 11-51 s, then steps run ~1.4x "
+        "faster)."))
     forgetting_guard: float | None = field(default=None, metadata=_doc(
         "Minimum general-knowledge retention (e.g. 0.9): evaluations below it never become the "
         "best checkpoint; null disables the probe during training.", gt=0))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from transformers import get_scheduler
 from finjust.models.load import autocast
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
+from finjust.train.compile import CompiledBlocks, should_compile
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
 
@@ -83,10 +84,12 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     else:
         torch.manual_seed(cfg.seed)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
+    compiled = _compiled_blocks(model, setup, plan)
     model.train()
     with _autocast_owns_adapter_casts(model, setup.autocast_dtype):
         while state.step < plan.total_steps and not state.stopped_early:
-            _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
+            with compiled.active() if compiled else nullcontext():
+                _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
             evaluated = _maybe_evaluate(model, setup, plan, state)
             if _save_due(setup.cfg, plan, state, evaluated):
                 save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
@@ -99,6 +102,13 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
                                        f"using step {state.fallback_step}, the one that forgot least"})
         save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     return state
+
+
+def _compiled_blocks(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> CompiledBlocks | None:
+    if not should_compile(setup.cfg.compile, setup.device, plan.total_steps):
+        return None
+    setup.on_event("phase", {"text": "compiling the model's blocks for training (the first step takes longer)"})
+    return CompiledBlocks(model)
 
 
 @contextmanager

@@ -1,0 +1,48 @@
+"""Regional compilation: the compiled training steps learn as the eager ones, and only they compile."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from finjust.methods import get_method
+from finjust.recipe import TrainSection
+from finjust.train import compile as compile_mod
+from finjust.train.log import MetricsLog
+from finjust.train.loop import LoopSetup, train_model
+
+pytestmark = pytest.mark.skipif(not compile_mod.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+
+
+def _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_: bool) -> tuple[list[float], torch.nn.Module]:
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_method("lora").apply(base, get_method("lora").options_class())
+    losses: list[float] = []
+    cfg = TrainSection(epochs=1, max_steps=4, batch_size=4, warmup_ratio=0.0, scheduler="constant", lr=5e-3,
+                       save_every=10**9, patience=None, seed=0, compile=compile_)  # fmt: skip
+    setup = LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / f"ck-{compile_}",
+        log=MetricsLog(tmp_path / f"metrics-{compile_}.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        on_event=lambda kind, payload: losses.append(payload["loss"]) if kind == "step" else None,
+    )  # fmt: skip
+    train_model(model, setup)
+    return losses, model
+
+
+def test_compiled_steps_give_the_eager_losses_and_leave_the_blocks_eager(tiny_model_dir, tiny_tokens, tmp_path):
+    eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False)
+    compiled, model = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True)
+    assert compiled == pytest.approx(eager, rel=1e-3)
+    blocks = compile_mod.CompiledBlocks(model).blocks
+    assert len(blocks) == model.config.num_hidden_layers
+    assert all("forward" not in vars(block) for block in blocks)  # evaluation and generation run eager
+
+
+@pytest.mark.parametrize(("setting", "steps", "expected"), [(None, 149, False), (None, 150, True), (False, 500, False),
+                                                           (True, 1, True)])  # fmt: skip
+def test_auto_compiles_only_long_cpu_runs(setting, steps, expected):
+    assert compile_mod.should_compile(setting, torch.device("cpu"), steps) is expected
+    assert compile_mod.should_compile(None, torch.device("cuda"), 10_000) is False
