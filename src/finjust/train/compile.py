@@ -27,7 +27,8 @@ from torch import nn
 
 #: with "auto", compile runs of at least this many optimizer steps: the demo's steps save
 #: ~0.36 s each compiled and the first compile costs 11-51 s, so a cold compile pays off from
-#: ~140 steps (the 105-step demo: 4 min 12 s compiled from empty caches, 3 min 59 s eager)
+#: ~140 steps (the 105-step demo: 4 min 12 s compiled from empty caches, 3 min 33 s with
+#: them warm, 3 min 59 s eager)
 AUTO_MIN_STEPS = 150
 
 
