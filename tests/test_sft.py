@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
-from finjust.objectives.sft import batch_loss_sum, eval_batches, pack
+from finjust.objectives.sft import batch_loss_sum, eval_batches, pack, packed_hidden_states
 
 
 @pytest.fixture()
@@ -29,12 +29,19 @@ def test_packed_loss_equals_one_example_at_a_time(model, tiny_tokens):
     assert float(packed_sum) / packed_count == pytest.approx(ref_mean, rel=1e-5)
 
 
-def test_no_token_attends_across_an_example_boundary(model, tiny_tokens):
+def _logits(model, batch):
+    return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+
+
+# transformers' block mask over the row (the loss path of other model families), and the
+# per-example attention of the families in PLAIN_HEAD_MODELS
+@pytest.mark.parametrize("forward", [_logits, packed_hidden_states])
+def test_no_token_attends_across_an_example_boundary(model, tiny_tokens, forward):
     first, second = tiny_tokens[0], tiny_tokens[1]
     scrambled = TokenizedExample([5] * len(first.input_ids), [IGNORE_INDEX] * len(first.input_ids))
     with torch.no_grad():
-        logits_a = _logits(model, pack([first, second]))
-        logits_b = _logits(model, pack([scrambled, second]))
+        logits_a = forward(model, pack([first, second]))
+        logits_b = forward(model, pack([scrambled, second]))
     start = len(first.input_ids)
     torch.testing.assert_close(logits_a[:, start:], logits_b[:, start:])
     assert not torch.allclose(logits_a[:, :start], logits_b[:, :start])
@@ -51,10 +58,6 @@ def test_eval_batches_keep_every_example(tiny_tokens):
     batches = eval_batches(tiny_tokens, tokens_per_batch=200)
     assert len(batches) > 1
     assert sum(b.trained_tokens for b in batches) == sum(e.trained_tokens for e in tiny_tokens)
-
-
-def _logits(model, batch):
-    return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
 
 
 def test_padded_batches_give_the_packed_loss(model, tiny_tokens):

@@ -1,10 +1,11 @@
 """Supervised fine-tuning: next-token loss on answer tokens, over padding-free packed batches.
 
-A micro-batch is its examples laid end to end in one row, with position ids that restart at
-every example. Without an attention mask and without a KV cache, transformers turns those
-position ids into a block-diagonal causal mask, so no example attends to another; padding
-costs nothing because there is none. Targets are shifted inside each example, so no
-example predicts the first token of the next. Logits are computed only at positions that
+A micro-batch is its examples laid end to end in rows, with position ids that restart at
+every example. For the Llama-style families in ``PLAIN_HEAD_MODELS`` attention then runs
+per example (:mod:`finjust.models.segment_attention`); for others, without an attention
+mask and without a KV cache, transformers turns those position ids into a block-diagonal
+causal mask. Either way no example attends to another. Targets are shifted inside each
+example, so no example predicts the first token of the next. Logits are computed only at positions that
 carry loss, in chunks (:mod:`finjust.objectives.linear_ce`), which spares the 49k-vocabulary
 head most of its work and memory.
 
@@ -178,11 +179,11 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, logits_to_keep=keep)
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
         return F.cross_entropy(logits, batch.targets[keep], reduction="none"), segments
-    hidden = _decoder_states(model, batch)
+    hidden = packed_hidden_states(model, batch)
     return linear_cross_entropy(hidden[keep], head.weight, batch.targets[keep]), segments
 
 
-def _decoder_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
+def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     """The decoder's last hidden states of a packed batch, attention computed per example."""
     decoder = model.get_decoder()
     if not supports_segments(model):
