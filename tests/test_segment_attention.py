@@ -40,3 +40,22 @@ def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch
     torch.testing.assert_close(ours[real], block_mask[real], rtol=1e-4, atol=1e-5)
     assert model.config._attn_implementation == "sdpa"  # restored after the packed forward
 
+
+
+def test_recomputing_attention_has_the_math_kernels_values_and_gradients():
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 7, 8, generator=generator, requires_grad=True)  # 4 query heads
+    k, v = (torch.randn(3, 2, 7, 8, generator=generator, requires_grad=True) for _ in range(2))  # 2 key heads
+    upstream = torch.randn(3, 4, 7, 8, generator=generator)
+    results = []
+    for attend in (
+        lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v, None, 0.0, True, scale=0.3,
+                                                                   enable_gqa=True)[0],  # fmt: skip
+        lambda: seg._RecomputedCausalAttention.apply(q, k, v, 0.3),
+    ):
+        q.grad = k.grad = v.grad = None
+        out = attend()
+        out.backward(upstream)
+        results.append([out.detach(), q.grad, k.grad, v.grad])
+    for expected, ours in zip(*results, strict=True):
+        torch.testing.assert_close(ours, expected)
