@@ -32,7 +32,8 @@ from transformers import AttentionInterface
 from finjust.models.shapes import round_up
 
 NAME = "finjust_segments"
-#: examples up to this many tokens use the math kernel, longer ones the flash kernel
+#: examples up to this many tokens use a math kernel (ours; torch's under dropout), longer ones
+#: the flash kernel
 MATH_KERNEL_MAX_TOKENS = 160
 #: the padded layout's length is a multiple of this (see :mod:`finjust.models.shapes`)
 LENGTH_MULTIPLE = 16
