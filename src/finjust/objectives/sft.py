@@ -40,7 +40,7 @@ ROW_TOKENS = 320
 #: through :func:`linear_cross_entropy`, which never holds the whole logits matrix
 #: training rows are padded (with a filler segment) to a multiple of this many tokens, so
 #: few shapes reach oneDNN (see :mod:`finjust.models.shapes`)
-ROW_MULTIPLE = 64
+ROW_MULTIPLE = 32
 
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3"})
 
