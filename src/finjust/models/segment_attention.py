@@ -48,9 +48,6 @@ class SegmentLayout:
     examples: int
     longest: int
 
-    def to(self, device: torch.device) -> SegmentLayout:
-        return SegmentLayout(self.gather.to(device), self.scatter.to(device), self.examples, self.longest)
-
 
 def segment_layout(position_ids: torch.Tensor) -> SegmentLayout:
     """The layout of rows whose position ids restart at 0 where each example begins."""

@@ -17,6 +17,7 @@ Liger-Kernel and Cut Cross-Entropy need Triton or CUDA.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -46,24 +47,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
         losses = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         # precompute the input gradient only when it is all backward will need
-        precompute = hidden.requires_grad and not weight.requires_grad
-        grad_hidden = torch.empty_like(hidden) if precompute else None
-        compute_dtype = hidden.dtype
-        for start in range(0, hidden.shape[0], chunk):
-            part = slice(start, start + chunk)
-            h, n = _pad_rows(hidden[part])
-            logits = h @ weight.T
-            compute_dtype = logits.dtype  # autocast's choice, repeated in backward
-            probs, chunk_losses = _softmax_and_loss(logits, _pad_rows(targets[part])[0])
+        ctx.precomputed = hidden.requires_grad and not weight.requires_grad
+        grad_hidden = torch.empty_like(hidden) if ctx.precomputed else None
+        ctx.dtype, ctx.chunk = _matmul_dtype(hidden), chunk  # autocast's choice, repeated in backward
+        w = weight.to(ctx.dtype)
+        for part, n, _, probs, chunk_losses in _chunks(hidden.to(ctx.dtype), w, targets, chunk):
             losses[part] = chunk_losses[:n]
             if grad_hidden is not None:
-                grad_hidden[part] = (probs.to(compute_dtype) @ weight.to(compute_dtype))[:n]
-        ctx.compute_dtype, ctx.chunk = compute_dtype, chunk
-        if precompute:
-            ctx.save_for_backward(grad_hidden)
-        else:
-            ctx.save_for_backward(hidden, weight, targets)
-        ctx.precomputed = precompute
+                grad_hidden[part] = (probs.to(ctx.dtype) @ w)[:n]
+        ctx.save_for_backward(*((grad_hidden,) if ctx.precomputed else (hidden, weight, targets)))
         return losses
 
     @staticmethod
@@ -72,20 +64,32 @@ class _LinearCrossEntropy(torch.autograd.Function):
             (grad_hidden,) = ctx.saved_tensors
             return grad_hidden * grad_losses.unsqueeze(1).to(grad_hidden.dtype), None, None, None
         hidden, weight, targets = ctx.saved_tensors
-        dtype = ctx.compute_dtype
-        h, w = hidden.to(dtype), weight.to(dtype)
+        w = weight.to(ctx.dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        for start in range(0, hidden.shape[0], ctx.chunk):
-            part = slice(start, start + ctx.chunk)
-            rows, n = _pad_rows(h[part])
-            probs, _ = _softmax_and_loss(rows @ w.T, _pad_rows(targets[part])[0])
-            scaled = (probs * _pad_rows(grad_losses[part])[0].unsqueeze(1)).to(dtype)  # padding rows: 0
+        for part, n, rows, probs, _ in _chunks(hidden.to(ctx.dtype), w, targets, ctx.chunk):
+            scaled = (probs * _pad_rows(grad_losses[part])[0].unsqueeze(1)).to(ctx.dtype)  # padding rows: 0
             if grad_hidden is not None:
                 grad_hidden[part] = (scaled @ w)[:n]
             if grad_weight is not None:
                 grad_weight += (scaled.T @ rows).float()
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+
+
+def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmul runs in: autocast's when it is on, else the inputs'."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
+def _chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+            chunk: int) -> Iterator[tuple[slice, int, torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """Per chunk: its slice, its real row count, its padded hidden rows, softmax - onehot, losses."""
+    for start in range(0, hidden.shape[0], chunk):
+        part = slice(start, start + chunk)
+        rows, n = _pad_rows(hidden[part])
+        probs, losses = _softmax_and_loss(rows @ weight.T, _pad_rows(targets[part])[0])
+        yield part, n, rows, probs, losses
 
 
 def _pad_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:

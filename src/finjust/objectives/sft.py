@@ -5,9 +5,9 @@ every example. For the Llama-style families in ``PLAIN_HEAD_MODELS`` attention t
 per example (:mod:`finjust.models.segment_attention`); for others, without an attention
 mask and without a KV cache, transformers turns those position ids into a block-diagonal
 causal mask. Either way no example attends to another. Targets are shifted inside each
-example, so no example predicts the first token of the next. Logits are computed only at positions that
-carry loss, in chunks (:mod:`finjust.objectives.linear_ce`), which spares the 49k-vocabulary
-head most of its work and memory.
+example, so no example predicts the first token of the next. Logits are computed only at
+positions that carry loss, in chunks (:mod:`finjust.objectives.linear_ce`), which spares the
+49k-vocabulary head most of its work and memory.
 
 Methods that add tokens of their own to every sequence (prompt and prefix tuning) cannot
 share a row between examples; for them a micro-batch is padded instead (:class:`PaddedBatch`).
@@ -26,8 +26,8 @@ from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
 from finjust.models.load import autocast
-from finjust.models.shapes import round_up
 from finjust.models.segment_attention import segment_attention, segment_layout, supports_segments
+from finjust.models.shapes import round_up
 from finjust.objectives.linear_ce import linear_cross_entropy
 
 
@@ -36,12 +36,12 @@ from finjust.objectives.linear_ce import linear_cross_entropy
 #: 1 row 352 tokens/s, 2 rows 403, 4 rows 380, 8 rows 345
 ROW_TOKENS = 320
 
-#: families whose logits are ``lm_head(decoder(...))`` and nothing more: their loss runs
-#: through :func:`linear_cross_entropy`, which never holds the whole logits matrix
 #: training rows are padded (with a filler segment) to a multiple of this many tokens, so
 #: few shapes reach oneDNN (see :mod:`finjust.models.shapes`)
 ROW_MULTIPLE = 32
 
+#: families whose logits are ``lm_head(decoder(...))`` and nothing more: their loss runs
+#: through :func:`linear_cross_entropy`, which never holds the whole logits matrix
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3"})
 
 
