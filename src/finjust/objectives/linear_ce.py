@@ -24,9 +24,10 @@ import torch
 
 from finjust.models.shapes import round_up
 
-#: tokens per chunk: a chunk's fp32 logits are CHUNK x vocabulary (25 MB for SmolLM2);
-#: measured fastest of 32/128/512 on the demo's step sizes
-CHUNK = 128
+#: tokens per chunk: a chunk's fp32 logits are CHUNK x vocabulary (12.6 MB for SmolLM2);
+#: on the demo's steps 64 and 128 ran equally fast (32 and 512 slower), and 64 lowered the
+#: training benchmark's peak RSS by 0.08 GB
+CHUNK = 64
 #: a last, partial chunk is padded to a multiple of this many rows, so few shapes reach
 #: oneDNN (see :mod:`finjust.models.shapes`)
 ROW_MULTIPLE = 32
