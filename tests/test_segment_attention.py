@@ -27,6 +27,15 @@ def test_layout_gathers_and_scatters_back_every_token():
     assert back.flatten().tolist() == states.flatten().tolist()
 
 
+def test_filler_tokens_get_no_slot_and_read_a_real_one():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 1]])
+    filler = torch.tensor([[False] * 5 + [True], [False] * 4 + [True] * 2])
+    layout = seg.segment_layout(positions, filler)
+    assert layout.examples == 3  # two examples in row 0, one in row 1; no filler segments
+    assert sorted(layout.gather[layout.scatter[~filler.flatten()]].tolist()) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert layout.scatter[filler.flatten()].tolist() == [0, 0, 0]
+
+
 @pytest.mark.parametrize("math_max", [seg.MATH_KERNEL_MAX_TOKENS, 0])  # math kernel, flash kernel
 def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch, math_max):
     monkeypatch.setattr(seg, "MATH_KERNEL_MAX_TOKENS", math_max)

@@ -94,3 +94,19 @@ def test_rows_of_bounded_length_give_the_same_loss(model, tiny_tokens):
         got, count = batch_loss_sum(model, rows)
     assert count == expected_count
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_rows_with_filler_give_the_padded_gradients(model, tiny_tokens):
+    from finjust.objectives.sft import pad
+
+    examples = tiny_tokens[:7]
+    rows = pack(examples, row_tokens=60)
+    assert rows.filler_tokens > 0 and rows.filler_mask().sum() == rows.filler_tokens
+
+    def grads(batch):
+        model.zero_grad()
+        batch_loss_sum(model, batch)[0].backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for got, expected in zip(grads(rows), grads(pad(examples)), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -49,16 +49,27 @@ class SegmentLayout:
     longest: int
 
 
-def segment_layout(position_ids: torch.Tensor) -> SegmentLayout:
-    """The layout of rows whose position ids restart at 0 where each example begins."""
+def segment_layout(position_ids: torch.Tensor, filler: torch.Tensor | None = None) -> SegmentLayout:
+    """The layout of rows whose position ids restart at 0 where each example begins.
+
+    ``filler`` (rows, length), True at padding tokens that belong to no example: they get no
+    slot (they would be a fifth of the attention work of two padded rows of 8 examples) and
+    read slot 0's output back, a finite value nothing depends on.
+    """
     flat = position_ids.flatten()
-    starts = torch.nonzero(flat == 0).flatten()
-    lengths = torch.diff(starts, append=torch.tensor([flat.numel()], device=flat.device))
+    tokens = torch.arange(flat.numel(), device=flat.device)
+    if filler is not None:
+        tokens = tokens[~filler.flatten()]
+    positions = flat[tokens]
+    starts = torch.nonzero(positions == 0).flatten()
+    lengths = torch.diff(starts, append=torch.tensor([tokens.numel()], device=flat.device))
     longest = round_up(int(lengths.max()), LENGTH_MULTIPLE)
     example = torch.repeat_interleave(torch.arange(len(starts), device=flat.device), lengths)
-    scatter = example * longest + flat  # slot = example's row in the layout, position within it
+    slots = example * longest + positions  # slot = example's row in the layout, position within it
     gather = torch.zeros(len(starts) * longest, dtype=torch.long, device=flat.device)  # pads read token 0
-    gather[scatter] = torch.arange(flat.numel(), device=flat.device)
+    gather[slots] = tokens
+    scatter = torch.zeros(flat.numel(), dtype=torch.long, device=flat.device)
+    scatter[tokens] = slots
     return SegmentLayout(gather, scatter, len(starts), longest)
 
 

@@ -55,19 +55,29 @@ class PackedBatch:
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     targets: torch.Tensor
-    filler_tokens: int = 0
+    row_fillers: tuple[int, ...] = ()  # each row's filler length (it ends the row)
 
     @property
     def trained_tokens(self) -> int:
         return int((self.targets != IGNORE_INDEX).sum())
 
     @property
+    def filler_tokens(self) -> int:
+        return sum(self.row_fillers)
+
+    @property
     def real_tokens(self) -> int:
         return int(self.input_ids.numel()) - self.filler_tokens
 
+    def filler_mask(self) -> torch.Tensor:
+        """(rows, length), True at filler tokens."""
+        width = self.input_ids.shape[1]
+        fillers = torch.tensor(self.row_fillers or [0] * self.input_ids.shape[0], device=self.input_ids.device)
+        return torch.arange(width, device=self.input_ids.device) >= (width - fillers).unsqueeze(1)
+
     def to(self, device: torch.device) -> PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
-                           self.filler_tokens)  # fmt: skip
+                           self.row_fillers)  # fmt: skip
 
 
 @dataclass
@@ -130,8 +140,9 @@ def pack(examples: Sequence[TokenizedExample], row_tokens: int | None = None) ->
         ids.append(row_ids)
         positions.append(row_positions)
         targets.append(row_targets)
+    fillers = tuple(width - sum(len(e.input_ids) for e in row) for row in rows)
     as_tensor = lambda rows_: torch.tensor(rows_, dtype=torch.long)  # noqa: E731
-    return PackedBatch(as_tensor(ids), as_tensor(positions), as_tensor(targets), width * n_rows - total)
+    return PackedBatch(as_tensor(ids), as_tensor(positions), as_tensor(targets), fillers)
 
 
 def _balanced_rows(examples: Sequence[TokenizedExample], n_rows: int) -> list[list[TokenizedExample]]:
@@ -188,7 +199,7 @@ def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     decoder = model.get_decoder()
     if not supports_segments(model):
         return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
-    layout = segment_layout(batch.position_ids)
+    layout = segment_layout(batch.position_ids, batch.filler_mask())
     with segment_attention(model):
         out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
                       segment_layout=layout)  # fmt: skip
