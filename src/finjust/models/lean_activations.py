@@ -22,7 +22,7 @@ package, downloaded at run time); Liger-Kernel's equivalents need Triton.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -86,13 +86,23 @@ LEAN_FORWARDS: dict[str, Callable[[nn.Module], Callable[[torch.Tensor], torch.Te
 }
 
 
-@contextmanager
-def lean_activations(model: nn.Module) -> Iterator[int]:
+def _lean_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    make = LEAN_FORWARDS.get(type(module).__name__)
+    return make(module) if make else None
+
+
+def lean_activations(model: nn.Module) -> AbstractContextManager[int]:
     """Run the lean forwards of ``model``'s known blocks while inside; yields how many were swapped."""
+    return swapped_forwards(model, _lean_forward)
+
+
+@contextmanager
+def swapped_forwards(model: nn.Module, make: Callable[[nn.Module], Callable[..., Any] | None]) -> Iterator[int]:
+    """Give each of ``model``'s modules the forward ``make`` returns for it (None: keep its own)
+    while inside; yields how many were swapped. The class's forward is back afterwards."""
     swapped = []
     for module in model.modules():
-        make = LEAN_FORWARDS.get(type(module).__name__)
-        forward = make(module) if make else None
+        forward = make(module)
         if forward is not None:
             module.forward = forward
             swapped.append(module)
@@ -100,4 +110,4 @@ def lean_activations(model: nn.Module) -> Iterator[int]:
         yield len(swapped)
     finally:
         for module in swapped:
-            del module.forward  # back to the class's forward
+            del module.forward

@@ -22,6 +22,7 @@ from transformers import get_scheduler
 
 from finjust.models.load import autocast
 from finjust.models.lean_activations import lean_activations
+from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
 from finjust.train.compile import CompiledBlocks, should_compile
@@ -87,7 +88,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
     compiled = _compiled_blocks(model, setup, plan)
     model.train()
-    with _autocast_owns_adapter_casts(model, setup.autocast_dtype), lean_activations(model):
+    with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, compiled is not None):
         while state.step < plan.total_steps and not state.stopped_early:
             with compiled.active() if compiled else nullcontext():
                 _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
@@ -116,6 +117,14 @@ def _compiled_blocks(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> Comp
         return None
     setup.on_event("phase", {"text": "compiling the model's blocks for training (the first step takes longer)"})
     return CompiledBlocks(model)
+
+
+@contextmanager
+def _training_forwards(model: nn.Module, compiled: bool) -> Iterator[None]:
+    """Forwards that train leaner or faster than the classes' own (see their modules); the LoRA
+    one for eager steps only, compiled ones ran slower with it."""
+    with lean_activations(model), nullcontext() if compiled else lora_addmm_forwards(model):
+        yield
 
 
 @contextmanager
