@@ -146,16 +146,17 @@ class _RecomputedCausalAttention(torch.autograd.Function):
         probs = _causal_probs(q, keys, ctx.scale)
         grad_v = probs.to(grad.dtype).transpose(-1, -2) @ grad
         grad_probs = (grad @ values.transpose(-1, -2)).float()
-        grad_scores = (probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))).to(q.dtype)
-        grad_q = (grad_scores @ keys) * ctx.scale
-        grad_k = (grad_scores.transpose(-1, -2) @ q) * ctx.scale
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, torch.float32)
+        grad_scores = grad_scores.mul_(ctx.scale).to(q.dtype)  # the scale applied once, before the matmuls
+        grad_q = grad_scores @ keys
+        grad_k = grad_scores.transpose(-1, -2) @ q
         per_kv_head = (examples, kv_heads, groups, length, dim)  # sum the query heads sharing a key head
         return grad_q, grad_k.view(per_kv_head).sum(2), grad_v.view(per_kv_head).sum(2), None
 
 
 def _causal_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """Causal attention probabilities in fp32, (examples, heads, length, length)."""
-    scores = (q @ k.transpose(-1, -2)).float() * scale
+    scores = (q @ k.transpose(-1, -2)).float().mul_(scale)
     future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
     return scores.masked_fill_(future, float("-inf")).softmax(-1)
 
