@@ -1,0 +1,174 @@
+"""Reading a recipe: YAML (with ``1e-4`` read as a float), dotted overrides, relative paths."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finjust.errors import RecipeError
+from finjust.recipe.sections import SECTIONS, Recipe
+from finjust.recipe.validate import build_recipe, shown, suggest
+
+
+_PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("output", "dir"))
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``safe_load`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: the YAML recipe.
+        overrides: dotted ``section.key=value`` strings; values are parsed as YAML.
+
+    Returns:
+        The validated recipe, with relative paths made absolute.
+
+    Raises:
+        RecipeError: listing every problem, with ``source`` set to the file.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    raw = _resolve_paths(raw, path.absolute().parent)
+    raw, problems = _apply_overrides(raw, overrides)
+    touched = {text.partition("=")[0].strip() for text in overrides}
+    raw = _resolve_paths(raw, Path.cwd(), only=touched)
+    return build_recipe(raw, str(path), problems)
+
+
+def recipe_from_dict(raw: Mapping[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    """Validate a plain mapping of sections into a :class:`Recipe`.
+
+    Args:
+        raw: sections as read from YAML.
+        source: what the problems are reported against (usually a file name).
+        base_dir: folder that relative paths are resolved against; None leaves them as given.
+
+    Raises:
+        RecipeError: listing every problem found.
+    """
+    if base_dir is not None and isinstance(raw, Mapping):
+        raw = _resolve_paths(raw, base_dir)
+    return build_recipe(raw, source, [])
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with dotted ``section.key=value`` overrides applied.
+
+    Raises:
+        RecipeError: listing every malformed override (no ``=``, unknown section, bad YAML).
+    """
+    result, problems = _apply_overrides(raw, overrides)
+    if problems:
+        raise RecipeError(problems, source="overrides")
+    return result
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"recipe file not found: {path}"], source=source) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError([f"cannot read the recipe file: {err}"], source=source) from None
+    try:
+        raw = _parse_yaml(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        detail = getattr(err, "problem", None) or str(err)
+        raise RecipeError([f"invalid YAML{where}: {detail}"], source=source) from None
+    if not isinstance(raw, dict):
+        got = "an empty file" if raw is None else shown(raw)
+        raise RecipeError([f"expected a mapping of sections (model:, data:, output:, ...), got {got}"],
+                          source=source)
+    return raw
+
+
+def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    result: dict[str, Any] = copy.deepcopy(dict(raw))
+    problems: list[str] = []
+    for text in overrides:
+        key, sep, value_text = text.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            problems.append(f"override {text!r}: expected section.key=value, e.g. train.lr=1e-4")
+        elif parts[0] not in SECTIONS:
+            problems.append(f"override {text!r}: unknown section {parts[0]!r}{suggest(parts[0], SECTIONS)}")
+        else:
+            try:
+                _set_dotted(result, parts, _parse_yaml(value_text))
+            except yaml.YAMLError as err:
+                detail = getattr(err, "problem", err)
+                problems.append(f"override {text!r}: the value is not valid YAML ({detail})")
+            except TypeError as err:
+                problems.append(f"override {text!r}: {err}")
+    return result, problems
+
+
+def _set_dotted(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    for depth, part in enumerate(parts[:-1]):
+        if target.get(part) is None:
+            target[part] = {}
+        if not isinstance(target[part], dict):
+            raise TypeError(f"{'.'.join(parts[:depth + 1])!r} is not a mapping")
+        target = target[part]
+    target[parts[-1]] = value
+
+
+def _resolve_paths(raw: Mapping[str, Any], base: Path, only: set[str] | None = None) -> dict[str, Any]:
+    """A copy of ``raw`` whose relative path values are joined to ``base``."""
+    result = dict(raw)
+
+    def wanted(dotted: str) -> bool:
+        return only is None or any(dotted == o or dotted.startswith(o + ".") for o in only)
+
+    for section, key in (*_PATH_KEYS, ("model", "name")):
+        values = result.get(section)
+        if not isinstance(values, Mapping) or not wanted(f"{section}.{key}"):
+            continue
+        if (section, key) == ("data", "train") and isinstance(values.get(key), list):
+            result[section] = {**values, key: [_resolve_entry(entry, base) for entry in values[key]]}
+            continue
+        if not isinstance(values.get(key), str) or not values[key]:
+            continue
+        text = os.path.expanduser(values[key])
+        if section == "model" and not _looks_like_path(text, base):
+            continue
+        result[section] = {**values, key: text if os.path.isabs(text) else str(base / text)}
+    return result
+
+
+def _resolve_entry(entry: Any, base: Path) -> Any:
+    """One entry of a ``data.train`` list (a path, or a mapping with ``path``) made absolute."""
+    resolve = lambda text: text if os.path.isabs(text) else str(base / text)  # noqa: E731
+    if isinstance(entry, str) and entry:
+        return resolve(os.path.expanduser(entry))
+    if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"]:
+        return {**entry, "path": resolve(os.path.expanduser(entry["path"]))}
+    return entry
+
+
+def _looks_like_path(name: str, base: Path) -> bool:
+    return "/" in name or name.endswith(".gguf") or (base / name).exists()

@@ -1,0 +1,88 @@
+"""Writing a recipe back out, and the field help `finjust train --help` prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finjust.atomic import write_text
+from finjust.methods.registry import get_method
+from finjust.recipe.sections import SECTIONS, Recipe
+from finjust.recipe.validate import describe_type
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain YAML-safe data, method options written flat beside ``name``."""
+    result: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = getattr(recipe, name)
+        if name == "method":
+            result[name] = {"name": section.name, **_plain(section.options)}
+        else:
+            result[name] = _plain(section)
+    return result
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the recipe as YAML atomically (a temporary file in the same folder, then rename)."""
+    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+    write_text(path, text)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def section_help(method: str | None = None) -> str:
+    """Every recipe key with its type, default and help text, for ``finjust train --help``.
+
+    Args:
+        method: also list the options of this registered method.
+    """
+    lines: list[str] = []
+    for name, cls in SECTIONS.items():
+        lines.append(f"{name}:")
+        lines.extend(_field_help(cls, name, skip=("options",) if name == "method" else ()))
+        if name == "method" and method is not None:
+            lines.extend(_field_help(get_method(method).options_class, "method"))
+    return "\n".join(lines)
+
+
+def _field_help(cls: type, prefix: str, skip: Sequence[str] = ()) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    lines: list[str] = []
+    for info in fields(cls):
+        if info.name in skip:
+            continue
+        if info.default is not dataclasses.MISSING:
+            default = f" = {_as_yaml(info.default)}"
+        elif info.default_factory is not dataclasses.MISSING:
+            default = f" = {_as_yaml(info.default_factory())}"
+        else:
+            default = " (required)"
+        if dataclasses.is_dataclass(hints[info.name]):
+            lines += [f"  {prefix}.{info.name}: a mapping", f"      {info.metadata.get('help', '')}"]
+            lines.extend(_field_help(hints[info.name], f"{prefix}.{info.name}"))
+            continue
+        lines.append(f"  {prefix}.{info.name}: {describe_type(hints[info.name])}{default}")
+        help_text = info.metadata.get("help", "")
+        choices = info.metadata.get("choices")
+        lines.append(f"      {help_text} [one of {', '.join(choices)}]" if choices else f"      {help_text}")
+    return lines
+
+
+def _as_yaml(value: Any) -> str:
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=1000)
+    return text.removesuffix("...\n").strip()
