@@ -233,6 +233,7 @@ def _report(results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
         "compiled_over_a": speed["finjust-compiled"] / speed["a"],
         "compiled_over_b": speed["finjust-compiled"] / speed["b"],
         "peak_rss_gb": {v: r["peak_rss_gb"] for v, r in results.items()},
+        "peak_rss_of_b": {v: r["peak_rss_gb"] / results["b"]["peak_rss_gb"] for v, r in results.items()},
     }
 
 
@@ -246,6 +247,8 @@ def _table(report: dict[str, Any]) -> str:
     lines.append(f"bf16 matmul peak {report['bf16_matmul_peak_gflops']:.0f} GFLOP/s; "
                  f"finjust/A {report['finjust_over_a']:.2f}x, finjust/B {report['finjust_over_b']:.2f}x; "
                  f"compiled/A {report['compiled_over_a']:.2f}x, compiled/B {report['compiled_over_b']:.2f}x")  # fmt: skip
+    lines.append(f"peak memory of B's: finjust {report['peak_rss_of_b']['finjust']:.0%}, "
+                 f"compiled {report['peak_rss_of_b']['finjust-compiled']:.0%}")
     lines.append("(loss: mean of the last 3 steps; gap to B: mean |loss - loss of B| over all steps)")
     return "\n".join(lines)
 
