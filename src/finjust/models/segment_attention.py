@@ -127,37 +127,39 @@ class _RecomputedCausalAttention(torch.autograd.Function):
     for backward (~150 MB over the demo's 30 layers); recomputing the probabilities in backward
     saves ~95 MB of that and, in bf16, was faster too (6.4 vs 7.2 ms a layer forward and
     backward at the demo's sizes), as it also skips expanding k and v before saving them.
+    The scale is applied to q rather than to the (L x L) scores, as torch's math kernel does
+    (exact for head size 64, whose scale is 1/8): ~5% less time a layer.
     """
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         groups = q.shape[1] // k.shape[1]
-        probs = _causal_probs(q, k.repeat_interleave(groups, 1), scale)
-        ctx.save_for_backward(q, k, v)
+        scaled_q = q * scale
+        probs = _causal_probs(scaled_q, k.repeat_interleave(groups, 1))
+        ctx.save_for_backward(scaled_q, k, v)
         ctx.scale = scale
         return probs.to(v.dtype) @ v.repeat_interleave(groups, 1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, k, v = ctx.saved_tensors
+        scaled_q, k, v = ctx.saved_tensors
         examples, kv_heads, length, dim = k.shape
-        groups = q.shape[1] // kv_heads
+        groups = scaled_q.shape[1] // kv_heads
         keys, values = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-        probs = _causal_probs(q, keys, ctx.scale)
+        probs = _causal_probs(scaled_q, keys)
         grad_v = probs.to(grad.dtype).transpose(-1, -2) @ grad
         grad_probs = (grad @ values.transpose(-1, -2)).float()
-        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, torch.float32)
-        grad_scores = grad_scores.mul_(ctx.scale).to(q.dtype)  # the scale applied once, before the matmuls
-        grad_q = grad_scores @ keys
-        grad_k = grad_scores.transpose(-1, -2) @ q
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, torch.float32).to(grad.dtype)
+        grad_q = (grad_scores @ keys) * ctx.scale
+        grad_k = grad_scores.transpose(-1, -2) @ scaled_q
         per_kv_head = (examples, kv_heads, groups, length, dim)  # sum the query heads sharing a key head
         return grad_q, grad_k.view(per_kv_head).sum(2), grad_v.view(per_kv_head).sum(2), None
 
 
-def _causal_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+def _causal_probs(scaled_q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Causal attention probabilities in fp32, (examples, heads, length, length)."""
-    scores = (q @ k.transpose(-1, -2)).float().mul_(scale)
-    future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
+    scores = (scaled_q @ k.transpose(-1, -2)).float()
+    future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scaled_q.device).triu(1)
     return scores.masked_fill_(future, float("-inf")).softmax(-1)
 
 
