@@ -39,6 +39,16 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+
+def loss_and_grads(model, batch) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
+    """The SFT loss of ``batch`` (summed), its token count, and every parameter's gradient in fp32."""
+    from finjust.objectives.sft import batch_loss_sum
+
+    model.zero_grad()
+    loss, count = batch_loss_sum(model, batch)
+    loss.backward()
+    return loss.detach(), count, [p.grad.float().clone() for p in model.parameters()]
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny Llama (hidden 16, 2 layers) with its tokenizer, the same on every run."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import loss_and_grads
 from transformers import AutoModelForCausalLM, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 
 from finjust.models.lean_activations import lean_activations
-from finjust.objectives.sft import batch_loss_sum, pack
+from finjust.objectives.sft import pack
 
 
 def _outputs_and_grads(module: torch.nn.Module, x: torch.Tensor, upstream: torch.Tensor):
@@ -81,17 +82,10 @@ def test_an_mlp_with_another_activation_keeps_its_forward():
 def test_tiny_model_loss_and_gradients_are_unchanged_under_bf16(tiny_model_dir, tiny_tokens):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     batch = pack(tiny_tokens[:4])
-
-    def loss_and_grads():
-        model.zero_grad()
-        loss, _ = batch_loss_sum(model, batch)
-        loss.backward()
-        return loss.detach(), [p.grad.float().clone() for p in model.parameters()]
-
-    plain = loss_and_grads()
+    plain = loss_and_grads(model, batch)
     with lean_activations(model) as swapped:
         assert swapped == 2 * 3 + 1  # per layer two norms and the MLP; the final norm
-        lean = loss_and_grads()
+        lean = loss_and_grads(model, batch)
     torch.testing.assert_close(lean[0], plain[0])
-    for a, b in zip(lean[1], plain[1], strict=True):
+    for a, b in zip(lean[2], plain[2], strict=True):
         torch.testing.assert_close(a, b, rtol=3e-2, atol=3e-2)

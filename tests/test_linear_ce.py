@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import loss_and_grads
 from transformers import AutoModelForCausalLM
 
 from finjust.objectives import sft
 from finjust.objectives.linear_ce import linear_cross_entropy
-from finjust.objectives.sft import batch_loss_sum, pack
+from finjust.objectives.sft import pack
 
 
 def _inputs(weight_grad: bool, n: int = 11, hidden: int = 8, vocab: int = 50):
@@ -50,16 +51,9 @@ def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_path():
 def test_packed_loss_and_gradients_equal_the_full_logits_path(tiny_model_dir, tiny_tokens, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     batch = pack(tiny_tokens[:4])
-
-    def loss_and_grads():
-        model.zero_grad()
-        loss, count = batch_loss_sum(model, batch)
-        loss.backward()
-        return loss.detach(), count, [p.grad.clone() for p in model.parameters()]
-
-    fused = loss_and_grads()
+    fused = loss_and_grads(model, batch)
     monkeypatch.setattr(sft, "PLAIN_HEAD_MODELS", frozenset())  # the logits_to_keep path
-    full = loss_and_grads()
+    full = loss_and_grads(model, batch)
     torch.testing.assert_close(fused[0], full[0])
     assert fused[1] == full[1]
     for a, b in zip(fused[2], full[2], strict=True):

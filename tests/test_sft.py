@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import loss_and_grads
 from transformers import AutoModelForCausalLM
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
@@ -102,11 +103,6 @@ def test_rows_with_filler_give_the_padded_gradients(model, tiny_tokens):
     examples = tiny_tokens[:7]
     rows = pack(examples, row_tokens=60)
     assert rows.filler_tokens > 0 and rows.filler_mask().sum() == rows.filler_tokens
-
-    def grads(batch):
-        model.zero_grad()
-        batch_loss_sum(model, batch)[0].backward()
-        return [p.grad.clone() for p in model.parameters()]
-
-    for got, expected in zip(grads(rows), grads(pad(examples)), strict=True):
+    got_grads, expected_grads = loss_and_grads(model, rows)[2], loss_and_grads(model, pad(examples))[2]
+    for got, expected in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

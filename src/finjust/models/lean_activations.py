@@ -21,14 +21,16 @@ package, downloaded at run time); Liger-Kernel's equivalents need Triton.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import SiLUActivation
+
+from finjust.models.forward_swap import swapped_forwards
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -93,21 +95,4 @@ def _lean_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] |
 
 def lean_activations(model: nn.Module) -> AbstractContextManager[int]:
     """Run the lean forwards of ``model``'s known blocks while inside; yields how many were swapped."""
-    return swapped_forwards(model, _lean_forward)
-
-
-@contextmanager
-def swapped_forwards(model: nn.Module, make: Callable[[nn.Module], Callable[..., Any] | None]) -> Iterator[int]:
-    """Give each of ``model``'s modules the forward ``make`` returns for it (None: keep its own)
-    while inside; yields how many were swapped. The class's forward is back afterwards."""
-    swapped = []
-    for module in model.modules():
-        forward = make(module)
-        if forward is not None:
-            module.forward = forward
-            swapped.append(module)
-    try:
-        yield len(swapped)
-    finally:
-        for module in swapped:
-            del module.forward
+    return swapped_forwards(model.modules(), _lean_forward)

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 
-from finjust.models.lean_activations import swapped_forwards
+from finjust.models.forward_swap import swapped_forwards
 
 
 def lora_addmm_forwards(model: nn.Module) -> AbstractContextManager[int]:
     """Run the addmm forward on ``model``'s plain LoRA linear layers while inside; yields how many."""
-    return swapped_forwards(model, _addmm_forward)
+    return swapped_forwards(model.modules(), _addmm_forward)
 
 
 def _addmm_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:

@@ -55,7 +55,7 @@ class PackedBatch:
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     targets: torch.Tensor
-    row_fillers: tuple[int, ...] = ()  # each row's filler length (it ends the row)
+    row_fillers: tuple[int, ...]  # each row's filler length (it ends the row)
 
     @property
     def trained_tokens(self) -> int:
@@ -72,7 +72,7 @@ class PackedBatch:
     def filler_mask(self) -> torch.Tensor:
         """(rows, length), True at filler tokens."""
         width = self.input_ids.shape[1]
-        fillers = torch.tensor(self.row_fillers or [0] * self.input_ids.shape[0], device=self.input_ids.device)
+        fillers = torch.tensor(self.row_fillers, device=self.input_ids.device)
         return torch.arange(width, device=self.input_ids.device) >= (width - fillers).unsqueeze(1)
 
     def to(self, device: torch.device) -> PackedBatch:

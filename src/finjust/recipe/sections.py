@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from finjust.data.findings import DEFAULT_FAIL_ON, GATED
 from finjust.data.formats import FORMATS
 from finjust.methods.registry import get_method

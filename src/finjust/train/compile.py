@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
+
+from finjust.models.forward_swap import swapped_forwards
 
 #: with "auto", compile runs of at least this many optimizer steps: the demo's steps save
 #: ~0.36 s each compiled and the first compile costs 11-51 s, so a cold compile pays off from
@@ -50,14 +52,10 @@ class CompiledBlocks:
     def __init__(self, model: nn.Module) -> None:
         names = set(getattr(model, "_no_split_modules", None) or ())
         self.blocks = [m for m in model.modules() if type(m).__name__ in names]
-        self.forwards: list[Callable[..., Any]] = [torch.compile(b.forward, dynamic=True) for b in self.blocks]
+        self.forwards: dict[nn.Module, Callable[..., Any]] = {
+            b: torch.compile(b.forward, dynamic=True) for b in self.blocks
+        }
 
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        for block, forward in zip(self.blocks, self.forwards, strict=True):
-            block.forward = forward
-        try:
-            yield
-        finally:
-            for block in self.blocks:
-                del block.forward  # back to the class's eager forward
+    def active(self) -> AbstractContextManager[int]:
+        """The compiled forwards while inside; the class's eager ones afterwards."""
+        return swapped_forwards(self.blocks, self.forwards.get)
