@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from finjust.methods import get_method
+from finjust.models import row_chunked_mm
 from finjust.models.lora_addmm import lora_addmm_forwards
 
 
@@ -41,6 +42,30 @@ def test_fp32_outputs_and_gradients_equal_peft_s_and_the_base_stays_frozen(tiny_
     assert grads.keys() == expected_grads.keys() and all("lora_" in n for n in grads)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-6)
+
+
+def test_base_matmuls_in_row_chunks_give_peft_s_outputs_and_gradients(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(row_chunked_mm, "chunk_rows_for", lambda a, b: 4)  # 18 rows: chunks of 4 and 2
+    model = _lora_model(tiny_model_dir)
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    expected_logits, expected_grads = _logits_and_grads(model, ids, autocast=False)
+    with lora_addmm_forwards(model):
+        logits, grads = _logits_and_grads(model, ids, autocast=False)
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_base_that_trains_takes_peft_s_path_and_gets_its_gradients(tiny_model_dir):
+    model = _lora_model(tiny_model_dir)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    q_proj.base_layer.weight.requires_grad_(True)
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    expected = _logits_and_grads(model, ids, autocast=False)[1]
+    with lora_addmm_forwards(model):
+        grads = _logits_and_grads(model, ids, autocast=False)[1]
+    name = next(n for n in grads if n.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
+    torch.testing.assert_close(grads[name], expected[name], rtol=1e-5, atol=1e-6)
 
 
 def test_under_bf16_autocast_it_is_as_close_to_fp32_as_peft_s_forward(tiny_model_dir):
