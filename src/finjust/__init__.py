@@ -3,6 +3,9 @@
 The public API; the ``finjust`` command line is a thin layer over these.
 """
 
+import importlib
+from typing import Any
+
 from finjust.errors import (
     CheckpointError,
     DataError,
@@ -14,12 +17,36 @@ from finjust.errors import (
     RecipeError,
     UnknownNameError,
 )
-from finjust.eval.evaluate import evaluate_run
-from finjust.export import export_run
-from finjust.methods import METHODS, Method, get_method
-from finjust.models import load_model
-from finjust.recipe import Recipe, load_recipe, recipe_from_dict, save_recipe
-from finjust.train.run import RunResult, run_recipe
+
+# The rest of the API is imported on first use (PEP 562): ``import finjust`` stays light, so
+# the CLI can restart itself with another allocator (finjust.allocator) before torch loads.
+_LAZY = {
+    "evaluate_run": "finjust.eval.evaluate",
+    "export_run": "finjust.export",
+    "METHODS": "finjust.methods",
+    "Method": "finjust.methods",
+    "get_method": "finjust.methods",
+    "load_model": "finjust.models",
+    "Recipe": "finjust.recipe",
+    "load_recipe": "finjust.recipe",
+    "recipe_from_dict": "finjust.recipe",
+    "save_recipe": "finjust.recipe",
+    "RunResult": "finjust.train.run",
+    "run_recipe": "finjust.train.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'finjust' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 import sys
 
-from finjust.cli.main import main
+from finjust.cli.launch import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -79,6 +79,10 @@ class ExportError(FinjustError):
     """An export that cannot be written, or whose artifact fails its parity check against the trained model."""
 
 
+class SettingError(FinjustError):
+    """An environment variable finjust reads, set to a value it cannot use."""
+
+
 class ServeError(FinjustError):
     """A request the server refuses, answered as OpenAI's error JSON with ``status``.
 

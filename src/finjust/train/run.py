@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from finjust import atomic
+from finjust import allocator, atomic
 from finjust.data.formats import Example
 from finjust.data.check import check_data
 from finjust.data.gate import enforce_gate
@@ -103,6 +103,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     _prepare_folder(folder, recipe, resume)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    on_event("phase", {"text": allocator.describe()})
     method = get_method(recipe.method.name)
     data = _prepare_checked_data(recipe, folder, resume)
     objective = objective_for_task(data.task)

@@ -1,0 +1,27 @@
+"""The ``finjust`` command's entry point: starts the process again with a fast memory allocator
+preloaded where one is installed (:mod:`finjust.allocator`), then runs the CLI.
+
+Kept apart from :mod:`finjust.cli.main` so that nothing heavy is imported before the relaunch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from finjust import allocator
+from finjust.errors import SettingError
+
+
+def entry() -> int:
+    """Console-script entry: relaunch with tcmalloc/jemalloc if wanted and found, else run."""
+    try:
+        environment = allocator.relaunch_environment()
+    except SettingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if environment is not None:
+        os.execve(sys.executable, [sys.executable, "-m", "finjust", *sys.argv[1:]], environment)
+    from finjust.cli.main import main
+
+    return main()

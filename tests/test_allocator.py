@@ -1,0 +1,95 @@
+"""The allocator the finjust command preloads: which library, the relaunch, and that it takes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from finjust import allocator
+from finjust.cli import launch
+from finjust.errors import SettingError
+
+
+@pytest.fixture
+def nothing_installed(monkeypatch, tmp_path):
+    monkeypatch.setattr(allocator, "BUNDLED", tmp_path / "none")
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: None)
+
+
+def test_auto_takes_the_library_make_put_in_the_venv_first(monkeypatch, tmp_path):
+    (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    monkeypatch.setattr(allocator, "BUNDLED", tmp_path)
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: f"lib{name}.so.2")
+    assert allocator.find({}) == tmp_path / "libtcmalloc_minimal.so.4"
+
+
+def test_auto_falls_back_to_the_system_s_libraries_in_order(monkeypatch, tmp_path):
+    monkeypatch.setattr(allocator, "BUNDLED", tmp_path)
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: "libjemalloc.so.2" if name == "jemalloc" else None)
+    assert str(allocator.find({"FINJUST_ALLOCATOR": "auto"})) == "libjemalloc.so.2"
+
+
+def test_glibc_or_nothing_found_means_no_relaunch(nothing_installed):
+    assert allocator.find({"FINJUST_ALLOCATOR": "glibc"}) is None
+    assert allocator.preload_environment({}) is None
+
+
+def test_a_path_that_is_not_a_file_is_refused_with_the_variable_named(tmp_path):
+    with pytest.raises(SettingError, match=r"FINJUST_ALLOCATOR=.*missing\.so: no such file.*'glibc'"):
+        allocator.find({"FINJUST_ALLOCATOR": str(tmp_path / "missing.so")})
+
+
+def test_the_relaunch_environment_preloads_the_library_once(tmp_path):
+    library = tmp_path / "libtcmalloc.so.4"
+    library.write_bytes(b"")
+    environment = allocator.relaunch_environment({"FINJUST_ALLOCATOR": str(library), "LD_PRELOAD": "libother.so"})
+    if allocator.active() is not None:
+        pytest.skip("this test process already runs a fast allocator")
+    assert environment["LD_PRELOAD"] == f"{library} libother.so"
+    assert allocator.relaunch_environment(environment) is None  # relaunched: never again
+
+
+def test_the_command_restarts_itself_in_the_relaunch_environment(monkeypatch):
+    calls = []
+    monkeypatch.setattr(launch.allocator, "relaunch_environment", lambda: {"LD_PRELOAD": "lib.so"})
+    monkeypatch.setattr(launch.os, "execve", lambda *args: calls.append(args))
+    monkeypatch.setattr("finjust.cli.main.main", lambda: 0)
+    monkeypatch.setattr(sys, "argv", ["finjust", "demo", "--quick"])
+    launch.entry()
+    assert calls == [(sys.executable, [sys.executable, "-m", "finjust", "demo", "--quick"], {"LD_PRELOAD": "lib.so"})]
+
+
+def test_without_a_relaunch_the_command_runs_its_main(monkeypatch):
+    monkeypatch.setattr(launch.allocator, "relaunch_environment", lambda: None)
+    monkeypatch.setattr("finjust.cli.main.main", lambda: 7)
+    assert launch.entry() == 7
+
+
+def test_a_bad_setting_is_one_line_and_status_2(monkeypatch, capsys):
+    monkeypatch.setenv("FINJUST_ALLOCATOR", "/nonexistent/lib.so")
+    assert launch.entry() == 2
+    assert capsys.readouterr().err.startswith("error: FINJUST_ALLOCATOR=/nonexistent/lib.so: no such file")
+
+
+def test_a_preloaded_library_is_the_allocator_the_process_runs_with():
+    environment = allocator.preload_environment({"PATH": "/usr/bin:/bin"})
+    if environment is None:
+        pytest.skip("no tcmalloc or jemalloc installed (make puts tcmalloc into .venv where apt works)")
+    script = "from finjust import allocator; print(allocator.active(), allocator.describe())"
+    out = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True)
+    name = out.stdout.split()[0]
+    assert name in ("tcmalloc", "jemalloc") and f"memory allocator: {name}" in out.stdout
+
+
+def test_glibc_s_log_line_says_how_to_get_the_faster_one(monkeypatch):
+    monkeypatch.setattr(allocator, "active", lambda: None)
+    assert "make" in allocator.describe({}) and "libtcmalloc-minimal4" in allocator.describe({})
+    assert allocator.describe({"FINJUST_ALLOCATOR": "glibc"}) == "memory allocator: glibc malloc (FINJUST_ALLOCATOR=glibc)"
+
+
+def test_importing_finjust_loads_no_torch_until_the_api_is_used():
+    script = "import sys, finjust; print('torch' in sys.modules); finjust.load_recipe; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
