@@ -44,7 +44,7 @@ def test_each_problem_shape_is_timed_once(monkeypatch):
     assert timed == [(6, 3), (3, 6)]
 
 
-@pytest.mark.parametrize(("halves_seconds", "plan"), [(1.0, 4), (3.0, None)])
+@pytest.mark.parametrize(("halves_seconds", "plan"), [(1.0, 4), (1.9, None), (3.0, None)])
 def test_timing_keeps_the_faster_way(monkeypatch, halves_seconds, plan):
     monkeypatch.setattr(chunking, "CHUNK_ROWS", 4)
 
