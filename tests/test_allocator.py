@@ -27,7 +27,8 @@ def test_auto_takes_the_library_make_put_in_the_venv_first(monkeypatch, tmp_path
 
 def test_auto_falls_back_to_the_system_s_libraries_in_order(monkeypatch, tmp_path):
     monkeypatch.setattr(allocator, "BUNDLED", tmp_path)
-    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: "libjemalloc.so.2" if name == "jemalloc" else None)
+    only_jemalloc = {"jemalloc": "libjemalloc.so.2"}
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", only_jemalloc.get)
     assert str(allocator.find({"FINJUST_ALLOCATOR": "auto"})) == "libjemalloc.so.2"
 
 
@@ -86,7 +87,8 @@ def test_a_preloaded_library_is_the_allocator_the_process_runs_with():
 def test_glibc_s_log_line_says_how_to_get_the_faster_one(monkeypatch):
     monkeypatch.setattr(allocator, "active", lambda: None)
     assert "make" in allocator.describe({}) and "libtcmalloc-minimal4" in allocator.describe({})
-    assert allocator.describe({"FINJUST_ALLOCATOR": "glibc"}) == "memory allocator: glibc malloc (FINJUST_ALLOCATOR=glibc)"
+    chosen = allocator.describe({"FINJUST_ALLOCATOR": "glibc"})
+    assert chosen == "memory allocator: glibc malloc (FINJUST_ALLOCATOR=glibc)"
 
 
 def test_importing_finjust_loads_no_torch_until_the_api_is_used():

@@ -54,12 +54,16 @@ def _addmm_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:
     a, b, base = module.lora_A[name].weight, module.lora_B[name].weight, module.base_layer
     scaling = module.scaling[name]
 
+    def one_node(x: torch.Tensor, dtype: torch.dtype, autocast: bool) -> bool:
+        """Adapter on and unmerged, the base frozen and in the computation's dtype."""
+        frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
+        adapter_on = not module.disable_adapters and not module.merged
+        return adapter_on and frozen and base.weight.dtype == dtype and (autocast or x.dtype == a.dtype)
+
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         autocast = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
-        frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
-        if args or kwargs or module.disable_adapters or module.merged or not frozen or base.weight.dtype != dtype \
-                or not (autocast or x.dtype == a.dtype):  # fmt: skip
+        if args or kwargs or not one_node(x, dtype, autocast):
             return LoraLinear.forward(module, x, *args, **kwargs)
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
         out = _FrozenBaseLora.apply(flat, base.weight, base.bias, a, b, scaling)

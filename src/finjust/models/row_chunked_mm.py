@@ -55,7 +55,10 @@ def chunk_rows_for(a: torch.Tensor, b: torch.Tensor) -> int | None:
     return _PLANS[key]
 
 
-def _faster_plan(a: torch.Tensor, b: torch.Tensor, timer: Callable[[Callable[[], None]], float] | None = None) -> int | None:
+Timer = Callable[[Callable[[], None]], float]
+
+
+def _faster_plan(a: torch.Tensor, b: torch.Tensor, timer: Timer | None = None) -> int | None:
     """Time ``2 * CHUNK_ROWS`` rows of this problem in one call and in two (best of 3 by default)."""
     sample = torch.randn(2 * CHUNK_ROWS, a.shape[1], dtype=a.dtype)
     out = sample.new_empty(sample.shape[0], b.shape[1])
