@@ -63,6 +63,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` runs in here: autocast's when it is on, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 def cache_root() -> Path:
     """Where converted models are cached: ``$FINJUST_CACHE`` or ``~/.cache/finjust``."""
     return Path(os.environ.get("FINJUST_CACHE", Path.home() / ".cache" / "finjust"))

@@ -30,6 +30,7 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 
 from finjust.models.forward_swap import swapped_forwards
+from finjust.models.load import matmul_dtype
 from finjust.models.row_chunked_mm import chunked_mm
 
 
@@ -62,7 +63,7 @@ def _addmm_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:
 
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         autocast = torch.is_autocast_enabled(x.device.type)
-        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
+        dtype = matmul_dtype(x)
         if args or kwargs or not one_node(x, dtype, autocast):
             return LoraLinear.forward(module, x, *args, **kwargs)
         flat = x.reshape(-1, x.shape[-1]).to(dtype)

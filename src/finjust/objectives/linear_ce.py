@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from finjust.models.load import matmul_dtype
 from finjust.models.shapes import round_up
 
 #: tokens per chunk: a chunk's fp32 logits are CHUNK x vocabulary (12.6 MB for SmolLM2);
@@ -50,7 +51,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # precompute the input gradient only when it is all backward will need
         ctx.precomputed = hidden.requires_grad and not weight.requires_grad
         grad_hidden = torch.empty_like(hidden) if ctx.precomputed else None
-        ctx.dtype, ctx.chunk = _matmul_dtype(hidden), chunk  # autocast's choice, repeated in backward
+        ctx.dtype, ctx.chunk = matmul_dtype(hidden), chunk  # autocast's choice, repeated in backward
         w = weight.to(ctx.dtype)
         for part, n, _, probs, chunk_losses in _chunks(hidden.to(ctx.dtype), w, targets, chunk):
             losses[part] = chunk_losses[:n]
@@ -75,12 +76,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight += (scaled.T @ rows).float()
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
-
-
-def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
-    """The dtype the head's matmul runs in: autocast's when it is on, else the inputs'."""
-    device = hidden.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
 
 
 def _chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
