@@ -81,10 +81,10 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
     else:
         model.config.use_cache = False  # a KV cache makes transformers ignore packing boundaries
         collate = DataCollatorWithFlattening()
-    counted: list[int] = []
+    counted: list[list[int]] = []
 
     def counting_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-        counted.append(sum(len(r["input_ids"]) for r in batch))
+        counted.append([len(r["input_ids"]) for r in batch])
         return collate(batch)
 
     times: list[float] = []
@@ -143,20 +143,23 @@ def run_finjust(steps: int, warmup: int, compile_: bool) -> dict[str, Any]:
         on_event=lambda kind, payload: records.append(payload) if kind == "step" else None,
     )  # fmt: skip
     train_model(model, setup)
-    return _summary([r["seconds"] for r in records], [r["tokens"] for r in records], [r["loss"] for r in records],
-                    warmup)  # fmt: skip
+    lengths = [[len(setup.train[i].input_ids) for i in step] for step in _plan(len(setup.train), warmup + steps)]
+    if [sum(step) for step in lengths] != [r["tokens"] for r in records]:
+        raise RuntimeError("finjust's loop trained on other steps than the benchmark's plan: its figures would lie")
+    return _summary([r["seconds"] for r in records], lengths, [r["loss"] for r in records], warmup)
 
 
-def _summary(seconds: list[float], tokens: list[int], losses: list[float], warmup: int) -> dict[str, Any]:
-    """Speed over the steps after ``warmup``; the loss of every step."""
+def _summary(seconds: list[float], lengths: list[list[int]], losses: list[float], warmup: int) -> dict[str, Any]:
+    """Speed over the steps after ``warmup`` (``lengths``: each step's example lengths); the loss of every step."""
     timed = sum(seconds[warmup:])
-    tokens = tokens[: len(seconds)]
+    measured = lengths[warmup : len(seconds)]
     return {
         "steps": len(seconds) - warmup,
-        "real_tokens": sum(tokens[warmup:]),
+        "real_tokens": sum(map(sum, measured)),
+        "model_flops_per_second": sum(map(step_flops, measured)) / timed,
         "seconds_per_step": timed / (len(seconds) - warmup),
         "first_step_seconds": seconds[0],
-        "real_tokens_per_second": sum(tokens[warmup:]) / timed,
+        "real_tokens_per_second": sum(map(sum, measured)) / timed,
         "losses": losses,
         "final_loss": sum(losses[-3:]) / len(losses[-3:]),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
@@ -180,15 +183,35 @@ def bf16_matmul_peak(size: int = 2048, repeats: int = 10, trials: int = 5) -> fl
     return 2 * size**3 * repeats / best / 1e9
 
 
-def flops_per_token() -> float:
-    """Model FLOPs of one trained token with a frozen base: forward (2N) + input gradients (2N).
+HIDDEN, LAYERS, INTERMEDIATE, KV_DIM, VOCAB, RANK = 576, 30, 1536, 192, 49152, 16
+# (inputs, outputs) of each linear layer in a decoder layer: q, k, v, o, gate, up, down
+LINEAR_SHAPES = [(HIDDEN, HIDDEN), (HIDDEN, KV_DIM), (HIDDEN, KV_DIM), (HIDDEN, HIDDEN),
+                 (HIDDEN, INTERMEDIATE), (HIDDEN, INTERMEDIATE), (INTERMEDIATE, HIDDEN)]  # fmt: skip
 
-    N counts the non-embedding weights; the head counts too, since its logits are needed
-    (finjust computes them only for answer tokens, which this convention does not credit).
+
+def flops_per_token() -> float:
+    """Model FLOPs of one trained token outside attention, LoRA r=16 on every linear layer.
+
+    The frozen weights (N: the decoder's linear layers and the head) need a forward and an
+    input gradient, 4N; the adapters' weights (r x (inputs + outputs) a layer) train, so also
+    a weight gradient, 6 each. The head counts for every token, as the convention has it
+    (finjust computes logits only for answer tokens: what it skips is credited, not earned).
     """
-    hidden, layers, intermediate, kv_dim, vocab = 576, 30, 1536, 192, 49152
-    per_layer = 2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * intermediate
-    return 4 * (layers * per_layer + hidden * vocab)
+    frozen = LAYERS * sum(i * o for i, o in LINEAR_SHAPES) + HIDDEN * VOCAB
+    adapters = LAYERS * sum(RANK * (i + o) for i, o in LINEAR_SHAPES)
+    return 4 * frozen + 6 * adapters
+
+
+def attention_flops(length: int) -> float:
+    """Attention's model FLOPs for one example: each token's scores and weighted values over its
+    causal context (4 x hidden FLOPs a key forward, twice that backward), in every layer."""
+    keys = length * (length + 1) // 2
+    return 12 * HIDDEN * LAYERS * keys
+
+
+def step_flops(lengths: list[int]) -> float:
+    """Model FLOPs of a training step over examples of these lengths (tokens each)."""
+    return sum(n * flops_per_token() + attention_flops(n) for n in lengths)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +261,7 @@ def _child(variant: str, steps: int, warmup: int) -> dict[str, Any] | None:
 def _report(results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
     speed = {v: r["real_tokens_per_second"] for v, r in results.items()}
     for result in results.values():
-        result["mfu"] = result["real_tokens_per_second"] * flops_per_token() / (peak * 1e9)
+        result["mfu"] = result["model_flops_per_second"] / (peak * 1e9)
     for result in results.values():  # "the same loss curve": step by step against baseline B
         gaps = [abs(x - y) for x, y in zip(result["losses"], results["b"]["losses"], strict=True)]
         result["loss_gap_to_b"] = sum(gaps) / len(gaps)

@@ -19,7 +19,8 @@ def train_speed():
 
 
 def _result(tokens_per_second: float, peak: float, losses: list[float], allocator: str = "glibc") -> dict:
-    return {"real_tokens_per_second": tokens_per_second, "peak_rss_gb": peak, "losses": losses,
+    return {"real_tokens_per_second": tokens_per_second, "model_flops_per_second": tokens_per_second * 1e9,
+            "peak_rss_gb": peak, "losses": losses,
             "seconds_per_step": 1.0, "first_step_seconds": 1.0, "final_loss": losses[-1],
             "allocator": allocator}  # fmt: skip
 
@@ -38,8 +39,7 @@ def test_ratios_memory_shares_and_loss_gaps(train_speed):
     assert report["peak_rss_of_b"]["finjust-compiled"] == pytest.approx(0.6)
     assert results["finjust"]["loss_gap_to_b"] == 0.25  # mean of |3.5 - 3.0| and |2.5 - 2.5|
     assert results["b"]["loss_gap_to_b"] == 0.0
-    mfu = 300.0 * train_speed.flops_per_token() / 1e12
-    assert results["finjust"]["mfu"] == pytest.approx(mfu)
+    assert results["finjust"]["mfu"] == pytest.approx(0.3)  # 300 GFLOP/s of a 1,000 GFLOP/s peak
     table = train_speed._table(report)
     assert "finjust/A 3.00x" in table and "peak memory of B's: finjust 50%, compiled 60%" in table
     assert report["finjust_over_b_malloc"] is None and "same allocator" not in table
@@ -60,6 +60,22 @@ def test_b_in_finjust_s_allocator_gets_its_own_ratio(train_speed):
     assert table.splitlines()[3].endswith("tcmalloc")  # the b-malloc row says what it ran in
 
 
-def test_flops_per_token_counts_forward_and_input_gradients_of_the_frozen_weights(train_speed):
-    # SmolLM2-135M: 30 layers of 3.54M weights and a 576 x 49,152 head, 4 FLOPs each per token
-    assert train_speed.flops_per_token() == 4 * (30 * 3_538_944 + 576 * 49_152)
+def test_flops_per_token_counts_the_frozen_weights_4_times_and_the_adapters_6_times(train_speed):
+    # SmolLM2-135M: 30 layers of 3.54M weights and a 576 x 49,152 head, forward and input gradient;
+    # r=16 adapters, 162,816 weights a layer, also a weight gradient
+    assert train_speed.flops_per_token() == 4 * (30 * 3_538_944 + 576 * 49_152) + 6 * 30 * 162_816
+
+
+def test_attention_flops_count_each_token_s_causal_context(train_speed):
+    # 3 tokens see 1 + 2 + 3 keys; 12 x hidden FLOPs a key and layer (scores and values, forward and backward)
+    assert train_speed.attention_flops(3) == 6 * 12 * 576 * 30
+    assert train_speed.attention_flops(2 * 64) > 3.9 * train_speed.attention_flops(64)  # quadratic
+
+
+def test_summary_counts_only_the_timed_steps(train_speed):
+    summary = train_speed._summary([9.0, 1.0, 1.0], [[5], [2, 3], [4, 4]], [3.0, 2.0, 1.0], warmup=1)
+    assert summary["real_tokens"] == 13 and summary["real_tokens_per_second"] == 6.5
+    expected = (train_speed.step_flops([2, 3]) + train_speed.step_flops([4, 4])) / 2.0
+    assert summary["model_flops_per_second"] == pytest.approx(expected)
+    attention = train_speed.attention_flops(2) + train_speed.attention_flops(3)
+    assert train_speed.step_flops([2, 3]) == 5 * train_speed.flops_per_token() + attention
