@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from finjust.methods import get_method
+from finjust.models.forward_swap import repeated_blocks
 from finjust.recipe import TrainSection
 from finjust.train import compile as compile_mod
 from finjust.train.log import MetricsLog
@@ -16,16 +17,19 @@ from finjust.train.loop import LoopSetup, train_model
 pytestmark = pytest.mark.skipif(not compile_mod.has_cpp_compiler(), reason="inductor needs a C++ compiler")
 
 
-def _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_: bool) -> tuple[list[float], torch.nn.Module]:
+def _losses(
+    tiny_model_dir, tiny_tokens, tmp_path, compile_: bool, recompute: bool = False
+) -> tuple[list[float], torch.nn.Module]:
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model = get_method("lora").apply(base, get_method("lora").options_class())
     losses: list[float] = []
     cfg = TrainSection(epochs=1, max_steps=4, batch_size=4, warmup_ratio=0.0, scheduler="constant", lr=5e-3,
-                       save_every=10**9, patience=None, seed=0, compile=compile_)  # fmt: skip
+                       save_every=10**9, patience=None, seed=0, compile=compile_,
+                       gradient_checkpointing=recompute)  # fmt: skip
     setup = LoopSetup(
-        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / f"ck-{compile_}",
-        log=MetricsLog(tmp_path / f"metrics-{compile_}.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / f"ck-{compile_}-{recompute}",
+        log=MetricsLog(tmp_path / f"metrics-{compile_}-{recompute}.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
         on_event=lambda kind, payload: losses.append(payload["loss"]) if kind == "step" else None,
     )  # fmt: skip
     train_model(model, setup)
@@ -36,9 +40,15 @@ def test_compiled_steps_give_the_eager_losses_and_leave_the_blocks_eager(tiny_mo
     eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False)
     compiled, model = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True)
     assert compiled == pytest.approx(eager, rel=1e-3)
-    blocks = compile_mod.CompiledBlocks(model).blocks
+    blocks = repeated_blocks(model)
     assert len(blocks) == model.config.num_hidden_layers
     assert all("forward" not in vars(block) for block in blocks)  # evaluation and generation run eager
+
+
+def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_path):
+    eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False)
+    recomputed, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True, recompute=True)
+    assert recomputed == pytest.approx(eager, rel=1e-3)
 
 
 @pytest.mark.parametrize(("setting", "steps", "expected"), [(None, 149, False), (None, 150, True), (False, 500, False),

@@ -11,6 +11,13 @@ from typing import Any
 from torch import nn
 
 
+def repeated_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated blocks (decoder or encoder layers): the classes transformers names in
+    ``_no_split_modules``, its unit for splitting a model, which compiling and recomputing share."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
 @contextmanager
 def swapped_forwards(modules: Iterable[nn.Module], make: Callable[[nn.Module], Callable[..., Any] | None]) -> Iterator[int]:
     """Give each module the forward ``make`` returns for it (None: keep its own) while inside;

@@ -126,6 +126,10 @@ class TrainSection:
         "torch.compile the model's repeated blocks for the training steps; null compiles runs of "
         "150+ steps on a CPU with a C++ compiler (compiling costs 11-51 s, then steps run ~1.4x "
         "faster)."))
+    gradient_checkpointing: bool | None = field(default=None, metadata=_doc(
+        "Recompute each block's activations in backward instead of keeping them (less memory, "
+        "~30% slower steps); null turns it on when the largest step's activations would take more "
+        "than half of the free memory."))
     forgetting_guard: float | None = field(default=None, metadata=_doc(
         "Minimum general-knowledge retention (e.g. 0.9): evaluations below it never become the "
         "best checkpoint; null disables the probe during training.", gt=0))

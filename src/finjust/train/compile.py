@@ -11,7 +11,8 @@ nothing.
 
 accelerate's ``compile_regions`` does the same compiling but returns a copied module tree
 with every leaf compiled too (the head among them), which the loss path would then miss;
-here the blocks' own ``forward`` is swapped for the compiled one only around each step.
+here the blocks' own ``forward`` is swapped for the compiled one only around each step
+(``train/loop.py``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
 
-from finjust.models.forward_swap import swapped_forwards
+from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps: the training benchmark's
 #: steps (demo data, in tcmalloc) take 0.90 s eager and 0.74 s compiled, and the first compile
@@ -46,16 +46,7 @@ def has_cpp_compiler() -> bool:
     return shutil.which(os.environ.get("CXX", "g++")) is not None
 
 
-class CompiledBlocks:
-    """The model's repeated blocks with compiled forwards, swapped in by :meth:`active`."""
-
-    def __init__(self, model: nn.Module) -> None:
-        names = set(getattr(model, "_no_split_modules", None) or ())
-        self.blocks = [m for m in model.modules() if type(m).__name__ in names]
-        self.forwards: dict[nn.Module, Callable[..., Any]] = {
-            b: torch.compile(b.forward, dynamic=True) for b in self.blocks
-        }
-
-    def active(self) -> AbstractContextManager[int]:
-        """The compiled forwards while inside; the class's eager ones afterwards."""
-        return swapped_forwards(self.blocks, self.forwards.get)
+def compiled_forwards(model: nn.Module) -> dict[nn.Module, Callable[..., Any]]:
+    """A compiled forward for each of the model's repeated blocks (all one graph: dynamic shapes),
+    for the loop to swap in around each training step."""
+    return {block: torch.compile(block.forward, dynamic=True) for block in repeated_blocks(model)}

@@ -22,12 +22,14 @@ from transformers import get_scheduler
 
 from finjust.models.load import autocast
 from finjust.models.lean_activations import lean_activations
+from finjust.models.forward_swap import repeated_blocks, swapped_forwards
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
-from finjust.train.compile import CompiledBlocks, should_compile
+from finjust.train.compile import compiled_forwards, should_compile
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
+from finjust.train.recompute import largest_batch_positions, memory_estimate, recomputing
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -43,7 +45,7 @@ class LoopSetup:
     by default; a classification run passes its padded batches and cross-entropy over labels.
     """
 
-    train: Sequence[Any]  # TokenizedExample for SFT; what ``make_batch`` takes for others
+    train: Sequence[Any]  # TokenizedExample for SFT; what ``make_batch`` takes for others (with ``input_ids``)
     validation: Sequence[Any]  # batches ``loss_sum`` takes
     cfg: Any  # finjust.recipe.TrainSection
     lr: float
@@ -86,11 +88,12 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     else:
         torch.manual_seed(cfg.seed)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
-    compiled = _compiled_blocks(model, setup, plan)
+    compiled = _compiled_forwards(model, setup, plan)
     model.train()
-    with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, compiled is not None):
+    with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, bool(compiled)):
+        blocks = _recomputing_forwards(model, compiled) if _recompute(model, setup, plan) else compiled
         while state.step < plan.total_steps and not state.stopped_early:
-            with compiled.active() if compiled else nullcontext():
+            with swapped_forwards(blocks, blocks.get):
                 _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
             evaluated = _maybe_evaluate(model, setup, plan, state)
             if _save_due(setup.cfg, plan, state, evaluated):
@@ -112,11 +115,43 @@ def _can_fuse(params: list[nn.Parameter]) -> bool:
     return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
-def _compiled_blocks(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> CompiledBlocks | None:
+def _compiled_forwards(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> dict[nn.Module, Callable[..., Any]]:
+    """The blocks' compiled forwards for the training steps; none where the run stays eager."""
     if not should_compile(setup.cfg.compile, setup.device, plan.total_steps):
-        return None
+        return {}
     setup.on_event("phase", {"text": "compiling the model's blocks for training (the first step takes longer)"})
-    return CompiledBlocks(model)
+    return compiled_forwards(model)
+
+
+def _recompute(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> bool:
+    """``train.gradient_checkpointing`` as set; null: when the largest step's activations, as one
+    example's forward saves them, would take more than half the free memory."""
+    if setup.cfg.gradient_checkpointing is not None:
+        return setup.cfg.gradient_checkpointing
+    first = next((micro for step in plan.steps for micro in step if micro), None)
+    if first is None:
+        return False
+    batch = setup.make_batch([setup.train[first[0]]], setup.packing).to(setup.device)
+
+    def forward_one() -> None:
+        with autocast(setup.device, setup.autocast_dtype):
+            setup.loss_sum(model, batch)
+
+    sizes = [len(example.input_ids) for example in setup.train]
+    estimate = memory_estimate(forward_one, sizes[first[0]], largest_batch_positions(plan.steps, sizes),
+                               model.parameters(), setup.device)  # fmt: skip
+    if not estimate.fits:
+        setup.on_event("phase", {"text": f"gradient checkpointing on: the largest step's activations (~"
+                                 f"{estimate.activation_bytes / 1e9:.1f} GB) would take more than half of the "
+                                 f"{estimate.free_bytes / 1e9:.1f} GB free"})  # fmt: skip
+    return not estimate.fits
+
+
+def _recomputing_forwards(
+    model: nn.Module, compiled: dict[nn.Module, Callable[..., Any]]
+) -> dict[nn.Module, Callable[..., Any]]:
+    """Each block's step forward (compiled or its own) under a checkpoint."""
+    return {block: recomputing(compiled.get(block, block.forward), model.config) for block in repeated_blocks(model)}
 
 
 @contextmanager

@@ -1,0 +1,110 @@
+"""Gradient checkpointing: recomputed blocks learn exactly as stored ones, keep less for backward,
+and "auto" turns them on only when the largest step would not fit in free memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from finjust.methods import get_method
+from finjust.models.forward_swap import repeated_blocks, swapped_forwards
+from finjust.objectives.sft import batch_loss_sum, make_batch
+from finjust.recipe import TrainSection
+from finjust.train import recompute
+from finjust.train.log import MetricsLog
+from finjust.train.loop import LoopSetup, train_model
+
+
+def _lora(tiny_model_dir) -> nn.Module:
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return get_method("lora").apply(base, get_method("lora").options_class(dropout=0.1))
+
+
+def _train(model, tiny_tokens, tmp_path, setting, steps=4) -> tuple[list[float], list[tuple[str, dict]]]:
+    events: list[tuple[str, dict]] = []
+    cfg = TrainSection(epochs=1, max_steps=steps, batch_size=4, warmup_ratio=0.0, scheduler="constant", lr=5e-3,
+                       save_every=10**9, patience=None, seed=0, gradient_checkpointing=setting)  # fmt: skip
+    setup = LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / f"ck-{setting}",
+        log=MetricsLog(tmp_path / f"metrics-{setting}.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        on_event=lambda kind, payload: events.append((kind, payload)),
+    )  # fmt: skip
+    train_model(model, setup)
+    return [p["loss"] for kind, p in events if kind == "step"], events
+
+
+def test_recomputed_steps_learn_exactly_as_stored_ones(tiny_model_dir, tiny_tokens, tmp_path):
+    stored_model, recomputed_model = _lora(tiny_model_dir), _lora(tiny_model_dir)
+    stored, _ = _train(stored_model, tiny_tokens, tmp_path, setting=False)
+    recomputed, _ = _train(recomputed_model, tiny_tokens, tmp_path, setting=True)
+    assert recomputed == pytest.approx(stored, rel=1e-5)  # dropout draws the same masks again
+    assert stored[-1] < stored[0]
+    for (name, a), b in zip(stored_model.named_parameters(), recomputed_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert all("forward" not in vars(block) for block in repeated_blocks(recomputed_model))
+
+
+def test_recomputing_blocks_keep_a_fraction_of_the_activations(tiny_model_dir, tiny_tokens):
+    model = _lora(tiny_model_dir)
+    batch = make_batch(tiny_tokens[:4])
+
+    def saved() -> int:
+        return recompute.saved_activation_bytes(lambda: batch_loss_sum(model, batch), model.parameters())
+
+    stored = saved()
+    blocks = {block: recompute.recomputing(block.forward, model.config) for block in repeated_blocks(model)}
+    with swapped_forwards(blocks, blocks.get):
+        recomputed = saved()
+    assert len(blocks) == model.config.num_hidden_layers
+    assert recomputed < stored / 2
+
+
+def test_saved_bytes_count_each_storage_once_and_leave_weights_out():
+    x = torch.randn(100, requires_grad=True)
+    weight = nn.Parameter(torch.randn(100))
+
+    def forward() -> None:
+        (x * weight).exp()  # saves x, the weight and exp's 100-float result
+        x.view(10, 10).sin()  # saves a view of x: x's storage again
+
+    assert recompute.saved_activation_bytes(forward, [weight]) == 2 * 100 * 4
+
+
+def test_largest_batch_is_bounded_by_its_examples_times_its_longest():
+    sizes = [5, 3, 10, 2]
+    assert recompute.largest_batch_positions([[[0, 1], [2]], [[3]]], sizes) == 10
+    assert recompute.largest_batch_positions([[[0, 1, 3]]], sizes) == 15
+    assert recompute.largest_batch_positions([], sizes) == 0
+
+
+@pytest.mark.parametrize(("activations", "free", "fits"), [(40, 100, True), (60, 100, False), (10**12, None, True)])
+def test_an_estimate_fits_within_half_the_free_memory(activations, free, fits):
+    assert recompute.MemoryEstimate(activations, free).fits is fits
+
+
+def test_the_probe_leaves_the_random_stream_as_it_was():
+    x = torch.randn(1000, requires_grad=True)
+    before = torch.get_rng_state()
+    estimate = recompute.memory_estimate(
+        lambda: torch.nn.functional.dropout(x, 0.5).exp(), 1000, 4000, [], torch.device("cpu")
+    )
+    assert torch.equal(torch.get_rng_state(), before)
+    assert estimate.activation_bytes >= 4 * 1000 * 4  # exp's result at least, scaled 4x
+
+
+@pytest.mark.parametrize(("free", "on"), [(10_000, True), (10**15, False)])
+def test_auto_recomputes_only_when_memory_is_short(tiny_model_dir, tiny_tokens, tmp_path, monkeypatch, free, on):
+    monkeypatch.setattr(recompute, "free_memory_bytes", lambda device: free)
+    model = _lora(tiny_model_dir)
+    swapped = []
+    real = recompute.recomputing
+    monkeypatch.setattr("finjust.train.loop.recomputing", lambda *args: swapped.append(args) or real(*args))
+    losses, events = _train(model, tiny_tokens, tmp_path, setting=None, steps=2)
+    notes = [p["text"] for kind, p in events if kind == "phase" and "gradient checkpointing" in p["text"]]
+    assert bool(swapped) is on and len(notes) == int(on)
+    assert len(losses) == 2
+    if on:
+        assert "would take more than half of the 0.0 GB free" in notes[0]
