@@ -19,7 +19,9 @@ from finjust.data.example import Example, Message
 from finjust.errors import DataError
 from finjust.methods.registry import METHODS, get_method
 from finjust.models.classifier import load_classifier, unfreeze_head
-from finjust.objectives.classification import LabelBatcher, LabelMap, label_loss_sum, tokenize_labelled
+from finjust.objectives.classification import (
+    LabelBatcher, LabelMap, class_logits, label_loss_sum, tokenize_labelled,
+)
 from finjust.objectives.registry import objective_for_task
 from finjust.train.checkpoint import latest_checkpoint
 from finjust.train.classify import UNSUPPORTED_METHODS
@@ -139,6 +141,15 @@ def test_loss_falls_on_a_tiny_labelled_set(model_fixture, request):
         optimizer.step()
         losses.append(float(loss.detach()) / count)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_decoder_classifier_keeps_no_kv_cache(tiny_model_dir):
+    loaded = load_classifier(str(tiny_model_dir), ID2LABEL, "float32", "cpu")
+    items, _ = tokenize_labelled(_examples(_records(2)), loaded.tokenizer, LabelMap(("negative", "positive")), 64)
+    outputs = []
+    loaded.model.register_forward_hook(lambda module, args, output: outputs.append(output))
+    class_logits(loaded.model, LabelBatcher(loaded.tokenizer.pad_token_id)(items))
+    assert outputs[0].past_key_values is None
 
 
 def test_lora_trains_the_head_and_leaves_the_base_frozen(tiny_model_dir, tmp_path):
@@ -283,3 +294,18 @@ def test_a_classifier_export_that_misses_its_parity_bar_writes_nothing(classific
     assert main(["export", str(run), "--format", "onnx"]) == 2
     assert "failed its parity check" in capsys.readouterr().err
     assert not (run / "export" / "onnx").exists()
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
+def test_recomputed_classifier_steps_train_as_stored_ones(model_fixture, request, classification_recipe, tmp_path):
+    model = {"name": str(request.getfixturevalue(model_fixture)), "dtype": "float32"}
+    recipe = classification_recipe(model=model, train={"max_steps": 3})
+    for setting in ("false", "true"):  # BERT's dropout draws the same masks in the recompute
+        assert main(["train", str(recipe), f"train.gradient_checkpointing={setting}", f"output.dir={tmp_path / setting}"]) == 0
+    stored, recomputed = (
+        load_file(str(latest_checkpoint(tmp_path / setting / "checkpoints") / "trainable.safetensors"))
+        for setting in ("false", "true")
+    )
+    assert stored.keys() == recomputed.keys()
+    for name, tensor in stored.items():
+        torch.testing.assert_close(recomputed[name], tensor)

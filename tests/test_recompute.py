@@ -108,3 +108,16 @@ def test_auto_recomputes_only_when_memory_is_short(tiny_model_dir, tiny_tokens, 
     assert len(losses) == 2
     if on:
         assert "would take more than half of the 0.0 GB free" in notes[0]
+
+
+def test_a_kv_cache_never_reaches_a_recomputed_block():
+    seen = []
+
+    def block(x, cache=None, use_cache=None):
+        seen.append((cache, use_cache))
+        return x.exp()
+
+    config = type("Config", (), {"_attn_implementation": "sdpa"})()
+    x = torch.randn(4, requires_grad=True)
+    recompute.recomputing(block, config)(x, cache=["keys"], use_cache=True).sum().backward()
+    assert seen == [(None, False), (None, False)]  # the forward and its recompute

@@ -150,8 +150,10 @@ class LabelBatcher:
 
 
 def class_logits(model: nn.Module, batch: LabelBatch) -> torch.Tensor:
-    """The head's logits, shape (B, number of labels), in fp32."""
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+    """The head's logits, shape (B, number of labels), in fp32 (no KV cache: a decoder's would
+    hold every layer's keys and values for nothing)."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    return out.logits.float()
 
 
 def label_loss_sum(model: nn.Module, batch: LabelBatch) -> tuple[torch.Tensor, int]:

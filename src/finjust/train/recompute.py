@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import psutil
@@ -28,6 +27,8 @@ from torch.utils.checkpoint import checkpoint
 #: share of the free memory: the rest is for what a step allocates besides them (gradients,
 #: the loss's chunks, the allocator's slack) and for the rest of the machine
 AUTO_SHARE = 0.5
+#: the names transformers' blocks take a KV cache under
+CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,20 @@ def recomputing(forward: Callable[..., Any], config: Any) -> Callable[..., Any]:
     in backward with the random state (dropout draws the same masks), autocast and attention
     implementation (``config._attn_implementation``) of the forward: finjust's per-example
     attention is switched on only around the forward call (``segment_attention``), and a
-    recompute under transformers' default would attend across packed examples."""
+    recompute under transformers' default would attend across packed examples. A KV cache is
+    dropped from the call, as transformers' own checkpointing does: the recompute would append
+    the block's keys and values to it a second time."""
 
     def contexts() -> tuple[AbstractContextManager[None], AbstractContextManager[None]]:
         return nullcontext(), _attention_implementation(config, config._attn_implementation)
 
-    return partial(checkpoint, forward, use_reentrant=False, context_fn=contexts)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        kwargs.update({name: None for name in CACHE_ARGUMENTS if name in kwargs})
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+        return checkpoint(forward, *args, use_reentrant=False, context_fn=contexts, **kwargs)
+
+    return run
 
 
 @contextmanager
