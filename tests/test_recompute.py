@@ -121,3 +121,21 @@ def test_a_kv_cache_never_reaches_a_recomputed_block():
     x = torch.randn(4, requires_grad=True)
     recompute.recomputing(block, config)(x, cache=["keys"], use_cache=True).sum().backward()
     assert seen == [(None, False), (None, False)]  # the forward and its recompute
+
+
+def test_repeated_blocks_are_the_layers_not_the_embeddings():
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                intermediate_size=32))  # fmt: skip
+    assert "BertEmbeddings" in bert._no_split_modules
+    assert [type(b).__name__ for b in repeated_blocks(bert)] == ["BertLayer"] * 3
+
+    class Block(nn.Linear):
+        pass
+
+    class Custom(nn.Sequential):  # remote code whose layers are plain modules
+        _no_split_modules = ["Block"]
+
+    custom = Custom(Block(2, 2), Block(2, 2), nn.Linear(2, 2))
+    assert repeated_blocks(custom) == [custom[0], custom[1]]

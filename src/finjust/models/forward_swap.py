@@ -9,11 +9,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's repeated blocks (decoder or encoder layers): the classes transformers names in
-    ``_no_split_modules``, its unit for splitting a model, which compiling and recomputing share."""
+    """The model's repeated blocks (decoder or encoder layers), which compiling and recomputing
+    share: transformers' checkpointable layers, else the classes it names in
+    ``_no_split_modules`` (its unit for splitting a model, which may name the embeddings too)."""
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if layers:
+        return layers
     names = set(getattr(model, "_no_split_modules", None) or ())
     return [m for m in model.modules() if type(m).__name__ in names]
 
