@@ -301,7 +301,8 @@ def test_recomputed_classifier_steps_train_as_stored_ones(model_fixture, request
     model = {"name": str(request.getfixturevalue(model_fixture)), "dtype": "float32"}
     recipe = classification_recipe(model=model, train={"max_steps": 3})
     for setting in ("false", "true"):  # BERT's dropout draws the same masks in the recompute
-        assert main(["train", str(recipe), f"train.gradient_checkpointing={setting}", f"output.dir={tmp_path / setting}"]) == 0
+        settings = [f"train.gradient_checkpointing={setting}", f"output.dir={tmp_path / setting}"]
+        assert main(["train", str(recipe), *settings]) == 0
     stored, recomputed = (
         load_file(str(latest_checkpoint(tmp_path / setting / "checkpoints") / "trainable.safetensors"))
         for setting in ("false", "true")

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from finjust.models.load import autocast
-from finjust.models.lean_activations import lean_activations
 from finjust.models.forward_swap import repeated_blocks, swapped_forwards
+from finjust.models.lean_activations import lean_activations
+from finjust.models.load import autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
@@ -45,7 +45,8 @@ class LoopSetup:
     by default; a classification run passes its padded batches and cross-entropy over labels.
     """
 
-    train: Sequence[Any]  # TokenizedExample for SFT; what ``make_batch`` takes for others (with ``input_ids``)
+    #: TokenizedExample for SFT; what ``make_batch`` takes for others (with ``input_ids``)
+    train: Sequence[Any]
     validation: Sequence[Any]  # batches ``loss_sum`` takes
     cfg: Any  # finjust.recipe.TrainSection
     lr: float
