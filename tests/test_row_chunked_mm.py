@@ -53,3 +53,11 @@ def test_timing_keeps_the_faster_way(monkeypatch, halves_seconds, plan):
         return halves_seconds if run.__name__ == "halves" else 2.0
 
     assert chunking._faster_plan(torch.randn(3, 8), torch.randn(8, 5), timer) == plan
+
+
+def test_timing_leaves_the_random_stream_as_it_was(monkeypatch):
+    monkeypatch.setattr(chunking, "_PLANS", {})
+    a, weight = torch.randn(10, 6), torch.randn(6, 3)
+    before = torch.get_rng_state()
+    chunking.chunk_rows_for(a, weight)
+    assert torch.equal(torch.get_rng_state(), before)
