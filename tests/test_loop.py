@@ -1,4 +1,4 @@
-"""The training loop's plan and accumulation arithmetic."""
+"""The training loop's plan, accumulation arithmetic and the mode it leaves the model in."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from finjust.cli.main import main
+from finjust.methods import get_method
+from finjust.objectives.sft import batch_loss_sum, make_batch
+from finjust.recipe import TrainSection
 from finjust.train.checkpoint import latest_checkpoint
+from finjust.train.log import MetricsLog
+from finjust.train.loop import LoopSetup, train_model
 from finjust.train.plan import plan_steps
 
 
@@ -42,3 +48,21 @@ def test_accumulating_two_half_batches_equals_one_full_batch(tiny_recipe, tmp_pa
     losses = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
                           if '"train"' in x]  # fmt: skip
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-4)
+
+
+def test_training_leaves_the_model_in_eval_mode_for_scoring(tiny_model_dir, tiny_tokens, tmp_path):
+    # scoring right after training must not run the adapters' dropout
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_method("lora").apply(base, get_method("lora").options_class(dropout=0.3))
+    cfg = TrainSection(epochs=1, max_steps=1, batch_size=4, lr=5e-3, patience=None, seed=0)
+    setup = LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / "ck",
+        log=MetricsLog(tmp_path / "metrics.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        on_event=lambda kind, payload: None,
+    )  # fmt: skip
+    train_model(model, setup)
+    assert not any(module.training for module in model.modules())
+    batch = make_batch(tiny_tokens[:4])
+    with torch.no_grad():
+        assert batch_loss_sum(model, batch)[0] == batch_loss_sum(model, batch)[0]

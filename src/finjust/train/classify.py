@@ -82,7 +82,6 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save(run, model, loaded, labels, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
-    model.eval()
     tuned = score_classifier(model, test_items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
     scorecard = classification_scorecard(test, splits.train, base, tuned, recipe.eval)
     scorecard.update(best_step=state.best_step, stopped_early=state.stopped_early, stop_reason=state.stop_reason)

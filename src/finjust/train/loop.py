@@ -69,7 +69,7 @@ def _no_events(kind: str, payload: dict[str, Any]) -> None:
 
 
 def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> LoopState:
-    """Train ``model`` in place; returns the final loop state (best step included)."""
+    """Train ``model`` in place, leaving it in eval mode; returns the final loop state (best step included)."""
     cfg = setup.cfg
     plan = plan_steps(len(setup.train), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -99,6 +99,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
             evaluated = _maybe_evaluate(model, setup, plan, state)
             if _save_due(setup.cfg, plan, state, evaluated):
                 save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
+    model.eval()  # what follows (scoring, saving, export) must run without dropout
     if state.best_step is None:
         # no validation data: the last step is the best we know; a guard that no evaluation
         # passed: the evaluation that forgot least
