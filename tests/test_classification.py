@@ -24,6 +24,7 @@ from finjust.objectives.classification import (
 )
 from finjust.objectives.registry import objective_for_task
 from finjust.train.checkpoint import latest_checkpoint
+from finjust.export.classifier import _LabelLogits
 from finjust.train.classify import UNSUPPORTED_METHODS
 
 ID2LABEL = {0: "negative", 1: "positive"}
@@ -148,8 +149,10 @@ def test_a_decoder_classifier_keeps_no_kv_cache(tiny_model_dir):
     items, _ = tokenize_labelled(_examples(_records(2)), loaded.tokenizer, LabelMap(("negative", "positive")), 64)
     outputs = []
     loaded.model.register_forward_hook(lambda module, args, output: outputs.append(output))
-    class_logits(loaded.model, LabelBatcher(loaded.tokenizer.pad_token_id)(items))
-    assert outputs[0].past_key_values is None
+    batch = LabelBatcher(loaded.tokenizer.pad_token_id)(items)
+    class_logits(loaded.model, batch)
+    _LabelLogits(loaded.model)(batch.input_ids, batch.attention_mask)  # what the ONNX export traces
+    assert len(outputs) == 2 and all(output.past_key_values is None for output in outputs)
 
 
 def test_lora_trains_the_head_and_leaves_the_base_frozen(tiny_model_dir, tmp_path):

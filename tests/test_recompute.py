@@ -139,3 +139,33 @@ def test_repeated_blocks_are_the_layers_not_the_embeddings():
 
     custom = Custom(Block(2, 2), Block(2, 2), nn.Linear(2, 2))
     assert repeated_blocks(custom) == [custom[0], custom[1]]
+
+
+def test_a_recipe_asking_to_recompute_prefix_tuning_is_refused():
+    from finjust.errors import RecipeError
+    from finjust.recipe import recipe_from_dict
+
+    raw = {"model": {"name": "m/x"}, "data": {"train": "t.jsonl"}, "output": {"dir": "o"},
+           "method": {"name": "prefix_tuning"}, "train": {"gradient_checkpointing": True}}  # fmt: skip
+    with pytest.raises(RecipeError, match="train.gradient_checkpointing: prefix_tuning trains through a KV cache"):
+        recipe_from_dict(raw)
+    raw["train"]["gradient_checkpointing"] = None
+    assert recipe_from_dict(raw).train.gradient_checkpointing is None
+
+
+def test_auto_leaves_prefix_tuning_stored_when_memory_is_short(tiny_model_dir, tiny_tokens, tmp_path, monkeypatch):
+    monkeypatch.setattr(recompute, "free_memory_bytes", lambda device: 10_000)
+    torch.manual_seed(0)
+    method = get_method("prefix_tuning")
+    model = method.apply(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                         method.options_class(virtual_tokens=4))  # fmt: skip
+    cfg = TrainSection(epochs=1, max_steps=2, batch_size=4, lr=1e-2, patience=None, seed=0)
+    steps = []
+    setup = LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=1e-2, checkpoints=tmp_path / "ck",
+        log=MetricsLog(tmp_path / "metrics.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        on_event=lambda kind, payload: steps.append(payload) if kind == "step" else None,
+        packing=method.supports_packing, recompute=method.supports_recompute,
+    )  # fmt: skip
+    train_model(model, setup)  # recomputing its blocks would fail on the prefix cache's shapes
+    assert len(steps) == 2

@@ -40,7 +40,8 @@ class _LabelLogits(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        # no KV cache: a decoder's would add every layer's keys and values to the graph for nothing
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
 def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, prompts: int = 8) -> dict[str, Any]:
@@ -109,7 +110,8 @@ def _parity(model: nn.Module, graph: Path, texts: list[list[int]]) -> dict[str, 
     for ids in texts:
         started = time.perf_counter()
         with torch.no_grad():
-            expected = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+            mask = torch.ones(1, len(ids), dtype=torch.long)
+            expected = model(input_ids=torch.tensor([ids]), attention_mask=mask, use_cache=False)
         seconds["reference"] += time.perf_counter() - started
         started = time.perf_counter()
         array = np.asarray([ids], dtype=np.int64)

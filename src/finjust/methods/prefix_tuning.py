@@ -35,6 +35,7 @@ class PrefixTuning(PeftMethod):
     # peft's prefix-tuning guide uses 1e-2 with AdamW (Li & Liang's 5e-5 went with the MLP projection)
     default_lr = 1e-2
     supports_packing = False
+    supports_recompute = False  # the prefix is a KV cache the blocks append to
     can_merge = False
 
     def peft_config(self, model: nn.Module, options: PrefixTuningOptions) -> PrefixTuningConfig:

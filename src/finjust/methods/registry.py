@@ -31,6 +31,9 @@ class Method(ABC):
     #: False for methods that add tokens to every sequence (prompt/prefix tuning): their
     #: batches are padded, one example per row, instead of packed
     supports_packing: ClassVar[bool] = True
+    #: False where training forwards read a KV cache that a recomputed block would append to
+    #: a second time (prefix tuning's trained prefix): no gradient checkpointing then
+    supports_recompute: ClassVar[bool] = True
     #: False where the trained change is not a change of weights (virtual tokens):
     #: :meth:`merge` then raises :class:`~finjust.errors.MethodError`
     can_merge: ClassVar[bool] = True

@@ -44,9 +44,18 @@ def build_recipe(raw: Any, source: str, problems: list[str]) -> Recipe:
         problems.extend(_check_data(built["data"]))
     if built.get("eval") is not None:
         _check_metrics(built["eval"], problems)
+    if built.get("train") is not None and built.get("method") is not None:
+        problems.extend(_check_recompute(built["train"], built["method"]))
     if problems:
         raise RecipeError(problems, source=source)
     return Recipe(**built)
+
+
+def _check_recompute(train: Any, method: MethodSection) -> list[str]:
+    if train.gradient_checkpointing and not get_method(method.name).supports_recompute:
+        return [f"train.gradient_checkpointing: {method.name} trains through a KV cache that recomputed "
+                "blocks would append to twice; set it to false or null (null leaves it off for this method)"]
+    return []
 
 
 def _build_method(raw: Mapping[str, Any], problems: list[str]) -> MethodSection | None:

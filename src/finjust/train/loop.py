@@ -56,6 +56,8 @@ class LoopSetup:
     autocast_dtype: torch.dtype | None
     on_event: EventHandler
     packing: bool = True
+    #: False for methods whose blocks cannot be recomputed (prefix tuning): auto leaves it off
+    recompute: bool = True
     #: general-knowledge retention of the model now (1.0 = as the base); None: no guard
     retention_probe: Callable[[nn.Module], float] | None = None
     #: (examples, packing) -> a batch with ``to``, ``trained_tokens`` and ``real_tokens``
@@ -128,6 +130,8 @@ def _compiled_forwards(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> di
 def _recompute(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> bool:
     """``train.gradient_checkpointing`` as set; null: when the largest step's activations, as one
     example's forward saves them, would take more than half the free memory."""
+    if not setup.recompute:
+        return False  # a recipe asking for it with such a method is refused (recipe/validate.py)
     if setup.cfg.gradient_checkpointing is not None:
         return setup.cfg.gradient_checkpointing
     first = next((micro for step in plan.steps for micro in step if micro), None)

@@ -132,6 +132,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     on_event("method", {"name": method.name, "trainable": trainable, "total": total})
     setup = _loop_setup(recipe, loaded, data, folder, autocast, on_event, packing=method.supports_packing)
     setup.retention_probe = _guard_probe(recipe, loaded, base, autocast, method.supports_packing)
+    setup.recompute = method.supports_recompute
     state = train_model(model, setup, resume=resume)
     restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save_artifact(method, model, loaded, tmp))
