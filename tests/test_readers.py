@@ -68,6 +68,42 @@ def test_datasets_dict_folder_reads_the_train_split(tmp_path):
     assert [e.reference_answer() for e in load_examples(folder, split="test")] == ["It costs 27 euros."]
 
 
+def _priced(n: int, start: int) -> list[dict]:
+    return [{"instruction": f"How much is item {i}?", "input": "", "output": f"It costs {i} euros."}
+            for i in range(start, start + n)]  # fmt: skip
+
+
+def test_held_out_data_reads_the_split_named_like_it(tmp_path):
+    import datasets
+
+    from finjust.data.check import check_data
+    from finjust.data.prepare import prepare_data
+    from finjust.recipe.validate import data_section_from_dict
+
+    folder = tmp_path / "dict"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(_priced(20, 0)),
+                          "test": datasets.Dataset.from_list(_priced(5, 100))}).save_to_disk(str(folder))  # fmt: skip
+    data = data_section_from_dict({"train": str(folder), "test": str(folder), "validation_count": 2})
+    splits = prepare_data(data, seed=0).splits
+    assert sorted(e.reference_answer() for e in splits.test) == [f"It costs {i} euros." for i in range(100, 105)]
+    assert len(splits.train) + len(splits.validation) == 20
+    assert check_data(data, seed=0).to_dict()["sizes"]["test"] == 5  # the quality gate reads the same split
+
+
+def test_held_out_data_never_falls_back_to_the_train_split(tmp_path):
+    import datasets
+
+    from finjust.data.prepare import prepare_data
+    from finjust.errors import DataError
+    from finjust.recipe.validate import data_section_from_dict
+
+    folder = tmp_path / "dict"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(_priced(20, 0)),
+                          "validation": datasets.Dataset.from_list(_priced(5, 100))}).save_to_disk(str(folder))  # fmt: skip
+    with pytest.raises(DataError, match="holds the splits train, validation, not 'test'"):
+        prepare_data(data_section_from_dict({"train": str(folder), "test": str(folder)}), seed=0)
+
+
 def test_folder_of_text_files_is_raw_text(tmp_path):
     (tmp_path / "docs" / "sub").mkdir(parents=True)
     (tmp_path / "docs" / "a.txt").write_text("The red kayak costs 13 euros.", encoding="utf-8")

@@ -19,7 +19,7 @@ from finjust.data.example import SFT_TASKS, Example
 from finjust.data.findings import FINDINGS
 from finjust.data.formats import iter_examples
 from finjust.data.gate import apply_gate
-from finjust.data.prepare import data_files, split_key, split_pool, split_settings
+from finjust.data.prepare import data_files, held_out_source, split_key, split_pool, split_settings
 from finjust.data.problems import Problem
 from finjust.data.quality import POOL, TEST_FILE, VALIDATION_FILE, QualityScan, ScanSettings
 from finjust.data.report import SPLITS, QualityReport
@@ -53,7 +53,7 @@ def check_data(
     scan = QualityScan(settings, tokenizer)
     by = data.stratify_by or data.group_by
     roles = [(s, POOL, "train") for s in parse_sources(data.train)]
-    roles += [(DataSource(p), origin, name) for p, origin, name in
+    roles += [(held_out_source(p, name), origin, name) for p, origin, name in
               ((data.validation, VALIDATION_FILE, "validation"), (data.test, TEST_FILE, "test")) if p]  # fmt: skip
     files = [_read_file(scan, data, source, origin, role, by, on_progress) for source, origin, role in roles]
     _check_tasks(scan, files)

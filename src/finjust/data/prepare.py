@@ -11,6 +11,7 @@ from finjust.data.example import SFT_TASKS, TASK_CHAT, Example
 from finjust.data.formats import iter_examples
 from finjust.data.pii import redact_pii
 from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
+from finjust.data.readers import held_out_split
 from finjust.data.sources import DataSource, apply_weights, parse_sources
 from finjust.data.split import SplitIndices, Splits, build_manifest, held_out_sizes, split_indices
 from finjust.errors import DataError
@@ -28,6 +29,12 @@ def data_files(data: Any) -> list[DataSource]:
     """Every file a data section reads: the training sources, then validation and test."""
     extra = [DataSource(p) for p in (data.validation, data.test) if p]
     return [*parse_sources(data.train), *extra]
+
+
+def held_out_source(path: str, role: str) -> DataSource:
+    """``data.validation`` or ``data.test`` as a source: a ``datasets`` folder of several splits
+    gives its split named like the role."""
+    return DataSource(path, split=held_out_split(path, role))
 
 
 def prepare_data(data: Any, seed: int) -> PreparedData:
@@ -53,8 +60,8 @@ def prepare_data(data: Any, seed: int) -> PreparedData:
         return examples
 
     parts = [read(source) for source in sources]
-    validation = read(DataSource(data.validation)) if data.validation else None
-    test = read(DataSource(data.test)) if data.test else None
+    validation = read(held_out_source(data.validation, "validation")) if data.validation else None
+    test = read(held_out_source(data.test, "test")) if data.test else None
     if problems:
         raise combine(problems, total[0])
     pool = [example for part in parts for example in part]

@@ -208,12 +208,28 @@ def read_datasets_folder(path: Path, split: str | None = None) -> Iterator[Item]
         names = list(loaded)
         chosen = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
         if chosen not in names:
-            yield Problem("unreadable", f"the folder holds the splits {', '.join(names)}; choose one with "
-                          "{path: ..., split: NAME} in the recipe", str(path))  # fmt: skip
+            wanted = f", not {split!r}" if split else ""
+            yield Problem("unreadable", f"the folder holds the splits {', '.join(names)}{wanted}; a data.train "
+                          "entry chooses one with {path: ..., split: NAME}, data.validation and data.test read "
+                          "the split named like them", str(path))  # fmt: skip
             return
         loaded = loaded[chosen]
     for number, row in enumerate(loaded, start=1):
         yield RawRecord(number, row)
+
+
+def held_out_split(path: str | Path, role: str) -> str | None:
+    """The split ``data.validation`` or ``data.test`` (``role``) reads from a ``datasets`` folder:
+    the one named like the role where the folder holds several (never the reader's "train"
+    default: held-out data read from the training split would leak), else the reader's choice."""
+    manifest = Path(path) / "dataset_dict.json"
+    if not manifest.is_file():
+        return None
+    try:
+        splits = json.loads(manifest.read_text(encoding="utf-8")).get("splits", [])
+    except (OSError, ValueError, AttributeError):
+        return None  # the reader reports the folder as unreadable
+    return role if len(splits) > 1 else None
 
 
 @_register("txt", ".txt")
