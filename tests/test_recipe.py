@@ -340,6 +340,14 @@ def test_section_help_lists_every_field() -> None:
     assert "method.options" not in text
 
 
+def test_section_help_without_a_method_lists_every_method_s_options() -> None:
+    from finjust.methods import METHODS
+
+    text = section_help()
+    assert all(f"options of method {name}:" in text for name in METHODS.names())
+    assert "method.virtual_tokens: int = 20" in text and "options of method full: none" in text
+
+
 def test_override_value_that_is_not_yaml() -> None:
     with pytest.raises(RecipeError, match="not valid YAML"):
         apply_overrides(minimal_dict(), ["eval.metrics=[unclosed"])

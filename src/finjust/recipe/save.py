@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from finjust.atomic import write_text
-from finjust.methods.registry import get_method
+from finjust.methods.registry import METHODS, get_method
 from finjust.recipe.sections import SECTIONS, Recipe
 from finjust.recipe.validate import describe_type
 
@@ -49,14 +49,17 @@ def section_help(method: str | None = None) -> str:
     """Every recipe key with its type, default and help text, for ``finjust train --help``.
 
     Args:
-        method: also list the options of this registered method.
+        method: list the options of this registered method; None lists every method's.
     """
     lines: list[str] = []
     for name, cls in SECTIONS.items():
         lines.append(f"{name}:")
         lines.extend(_field_help(cls, name, skip=("options",) if name == "method" else ()))
-        if name == "method" and method is not None:
-            lines.extend(_field_help(get_method(method).options_class, "method"))
+        if name == "method":
+            for shown in [method] if method is not None else METHODS.names():
+                options = _field_help(get_method(shown).options_class, "method")
+                lines.append(f"  options of method {shown}:" + ("" if options else " none"))
+                lines.extend("  " + line for line in options)
     return "\n".join(lines)
 
 
