@@ -66,3 +66,34 @@ def test_training_leaves_the_model_in_eval_mode_for_scoring(tiny_model_dir, tiny
     batch = make_batch(tiny_tokens[:4])
     with torch.no_grad():
         assert batch_loss_sum(model, batch)[0] == batch_loss_sum(model, batch)[0]
+
+
+@pytest.mark.parametrize(("step", "best", "evaluated", "due"), [
+    (4, 4, True, True),  # a new best between save_every's multiples is saved
+    (4, 2, True, False),
+    (6, 4, True, True),  # save_every's multiple
+    (5, 5, False, False),
+])  # fmt: skip
+def test_the_best_step_is_saved_whatever_save_every_says(step, best, evaluated, due):
+    from finjust.train.checkpoint import LoopState
+    from finjust.train.loop import _save_due
+
+    cfg = TrainSection(save_every=3)
+    state = LoopState(step=step, best_step=best)
+    assert _save_due(cfg, plan_steps(40, 4, 1, 1.0, 10, seed=0), state, evaluated) is due
+
+
+def test_a_run_resumed_before_its_first_checkpoint_starts_its_log_over(tiny_model_dir, tiny_tokens, tmp_path):
+    torch.manual_seed(0)
+    model = get_method("lora").apply(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                                     get_method("lora").options_class())  # fmt: skip
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (1, 2):  # what the killed run had logged before dying
+        log.append({"type": "train", "step": step})
+    cfg = TrainSection(epochs=1, max_steps=3, batch_size=4, lr=5e-3, patience=None, seed=0)
+    setup = LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / "ck", log=log,
+        device=torch.device("cpu"), autocast_dtype=None, on_event=lambda kind, payload: None,
+    )  # fmt: skip
+    train_model(model, setup, resume=True)
+    assert [r["step"] for r in log.records()] == [1, 2, 3]

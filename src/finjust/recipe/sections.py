@@ -115,7 +115,8 @@ class TrainSection:
     eval_every: int | None = field(default=None, metadata=_doc(
         "Evaluate every this many steps; null evaluates once per epoch.", gt=0))
     save_every: int | None = field(default=None, metadata=_doc(
-        "Save a checkpoint every this many steps; null saves at every evaluation.", gt=0))
+        "Save a checkpoint every this many steps (and at any evaluation that finds a new best); "
+        "null saves at every evaluation.", gt=0))
     patience: int | None = field(default=2, metadata=_doc(
         "Evaluations without validation-loss improvement before stopping early; "
         "null disables early stopping.", gt=0))

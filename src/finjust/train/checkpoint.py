@@ -71,9 +71,10 @@ def save_checkpoint(
         # safetensors refuses tensors that share memory (tied embeddings): save a copy of each
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             tmp / "optimizer.pt",
-        )
+        )  # fmt: skip
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
     _prune(root, keep={state.step, state.best_step, state.fallback_step})
     return target
@@ -121,4 +122,6 @@ def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Op
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["rng"])
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():  # GPU dropout draws from these
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return load_loop_state(folder)

@@ -90,6 +90,8 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         setup.on_event("resumed", {"step": state.step, "total_steps": plan.total_steps})
     else:
         torch.manual_seed(cfg.seed)
+        if resume:  # killed before its first checkpoint: it starts over, so does its log
+            setup.log.truncate_after(0)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
     compiled = _compiled_forwards(model, setup, plan)
     model.train()
@@ -279,4 +281,6 @@ def _decide_stop(cfg: Any, state: LoopState, within_budget: bool) -> None:
 def _save_due(cfg: Any, plan: StepPlan, state: LoopState, evaluated: bool) -> bool:
     if state.step == plan.total_steps or state.stopped_early:
         return True
+    if evaluated and state.step in (state.best_step, state.fallback_step):
+        return True  # the weights a finished run scores and ships must be on disk, whatever save_every says
     return state.step % cfg.save_every == 0 if cfg.save_every else evaluated
