@@ -54,6 +54,9 @@ def test_fact_recall_counts_the_facts_found():
     example = Example((Message("user", "q"), Message("assistant", "a")), meta={"facts": ["2016", "Gothenburg"]})
     assert _items("fact_recall", ["Founded in 2016 in Oslo."], examples=[example],
                   options=FactRecallOptions()) == 0.5  # fmt: skip
+    numbers = Example((Message("user", "q"), Message("assistant", "a")), meta={"facts": ["10", "cat", "New York"]})
+    assert _items("fact_recall", ["It costs 100 dollars; concatenate in new york."], examples=[numbers],
+                  options=FactRecallOptions()) == pytest.approx(1 / 3)  # whole words only  # fmt: skip
     bare = Example((Message("user", "q"), Message("assistant", "a")), source="t.jsonl", line=3)
     with pytest.raises(EvaluationError, match="t.jsonl:3"):
         _items("fact_recall", ["x"], examples=[bare], options=FactRecallOptions())

@@ -181,7 +181,9 @@ class FactRecall(Metric):
                     f"fact_recall needs a list of strings in field {options.field!r} of every test record; "
                     f"{example.source}:{example.line} has {facts!r}"
                 )
-            found = sum(1 for fact in facts if normalize_answer(fact) in normalize_answer(prediction))
+            # whole words of the normalised answer: "10" is not found in "100", nor "cat" in "concatenate"
+            answer = f" {normalize_answer(prediction)} "
+            found = sum(1 for fact in facts if f" {normalize_answer(fact)} " in answer)
             scores.append(found / len(facts) if facts else 1.0)
         return scores
 
