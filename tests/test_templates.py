@@ -50,3 +50,22 @@ def test_truncation_that_leaves_no_answer_drops_the_example_and_says_so():
     fine = Example((Message("user", "hi"), Message("assistant", "hello")))
     kept, report = tokenize_examples([long_prompt, fine], TOKENIZER, max_length=64)
     assert len(kept) == 1 and report.dropped_no_trainable_token == 1 and report.truncated == 1
+
+
+def test_a_template_that_marks_only_the_last_answer_trains_no_user_text():
+    # Qwen3-style: an empty think block before the final assistant turn only, and an EOS that is
+    # not the end-of-turn token, so nothing trims a label span that runs into the next turn
+    tokenizer = build_tokenizer()
+    tokenizer.eos_token = "<|endoftext|>"
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}"
+        "{% if m['role'] == 'assistant' and loop.last %}{{ 'think: none. ' }}{% endif %}"
+        "{{ m['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    example = Example(
+        (Message("user", "one"), Message("assistant", "alpha"), Message("user", "two"), Message("assistant", "beta"))
+    )
+    tokens = tokenize_example(example, tokenizer)
+    trained = tokenizer.decode([t for t, label in zip(tokens.input_ids, tokens.labels) if label != IGNORE_INDEX])
+    assert trained == "alpha<|im_end|>\nthink: none. beta<|im_end|>\n"

@@ -74,8 +74,9 @@ def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> To
         if message.role != "assistant" or not message.weight:
             continue
         prefix = chat_ids(tokenizer, example.messages[:index], generation_prompt=True)
-        start, end = len(prefix), len(chat_ids(tokenizer, example.messages[: index + 1], generation_prompt=False))
-        if full[:start] != prefix:
+        start = len(prefix)
+        end = _answer_end(full, chat_ids(tokenizer, example.messages[: index + 1], generation_prompt=False), start)
+        if full[:start] != prefix or end is None:
             raise DataError(
                 "the chat template does not render a conversation prefix as a token prefix; "
                 "cannot find the answer tokens",
@@ -85,6 +86,25 @@ def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> To
         labels[start:end] = full[start:end]
         _unlabel_after_end_of_turn(labels, start, end, tokenizer.eos_token_id)
     return TokenizedExample(full, labels)
+
+
+def _answer_end(full: list[int], through: list[int], start: int) -> int | None:
+    """Where, in the whole conversation ``full``, the answer starting at ``start`` ends; ``through``
+    is the conversation rendered up to and including that answer.
+
+    Usually ``through`` is a prefix of ``full``. Some templates render the last assistant turn
+    differently (Qwen3 adds an empty think block before it): then ``through`` would run past the
+    answer into the next turn. Its tail after the tokens only that position gets is the answer
+    as ``full`` holds it; None when no tail matches.
+    """
+    if full[: len(through)] == through:
+        return len(through)
+    tail = through[start:]
+    for skip in range(1, len(tail)):
+        answer = tail[skip:]
+        if full[start : start + len(answer)] == answer:
+            return start + len(answer)
+    return None
 
 
 def _tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase) -> TokenizedExample:
