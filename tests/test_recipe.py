@@ -351,3 +351,10 @@ def test_section_help_without_a_method_lists_every_method_s_options() -> None:
 def test_override_value_that_is_not_yaml() -> None:
     with pytest.raises(RecipeError, match="not valid YAML"):
         apply_overrides(minimal_dict(), ["eval.metrics=[unclosed"])
+
+
+@pytest.mark.parametrize("data", [{"test_fraction": 0}, {"test_count": 0}])
+def test_a_recipe_that_holds_out_no_test_examples_is_refused(data) -> None:
+    problems = problems_of(minimal_dict(data={"train": "t.jsonl", **data}))
+    assert any("scorecard needs test examples" in p for p in problems)
+    assert recipe_from_dict(minimal_dict(data={"train": "t.jsonl", "test": "held.jsonl", **data}))

@@ -44,11 +44,21 @@ def build_recipe(raw: Any, source: str, problems: list[str]) -> Recipe:
         problems.extend(_check_data(built["data"]))
     if built.get("eval") is not None:
         _check_metrics(built["eval"], problems)
+    if built.get("data") is not None:
+        problems.extend(_check_test_split(built["data"]))
     if built.get("train") is not None and built.get("method") is not None:
         problems.extend(_check_recompute(built["train"], built["method"]))
     if problems:
         raise RecipeError(problems, source=source)
     return Recipe(**built)
+
+
+def _check_test_split(data: DataSection) -> list[str]:
+    """Every run ends with a scorecard on held-out test examples: there must be some."""
+    if data.test is None and (data.test_count == 0 or (data.test_count is None and data.test_fraction == 0)):
+        return ["data.test_fraction / data.test_count: the run's scorecard needs test examples; hold some out "
+                "or give a data.test file"]
+    return []
 
 
 def _check_recompute(train: Any, method: MethodSection) -> list[str]:
