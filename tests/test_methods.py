@@ -178,3 +178,10 @@ def test_a_misspelt_method_option_gets_the_nearest_name():
         _recipe({"name": "prompt_tuning", "virtual_token": 8})
     with pytest.raises(RecipeError, match="method.layers: expected > 0"):
         _recipe({"name": "freeze", "layers": 0})
+
+
+def test_a_fully_fine_tuned_model_loads_onto_its_base_s_device(tiny_model_dir, tiny_tokens, tmp_path):
+    method, model, _ = _trained("full", tiny_model_dir, tiny_tokens)
+    method.save(model, tmp_path / "model")
+    base = _base(tiny_model_dir).to("meta")  # stands in for a GPU: any device but the CPU it loads on
+    assert {p.device.type for p in method.load(base, tmp_path / "model").parameters()} == {"meta"}

@@ -39,7 +39,8 @@ class Full(Method):
             raise MethodError(f"{folder} holds no saved model (config.json missing)")
         # the base's own class: a causal LM, or a classifier whose saved head comes back with it
         model_class = type(base) if isinstance(base, PreTrainedModel) else AutoModelForCausalLM
-        return model_class.from_pretrained(folder, dtype=next(base.parameters()).dtype)
+        weight = next(base.parameters())
+        return model_class.from_pretrained(folder, dtype=weight.dtype).to(weight.device)  # where the base is
 
     def merge(self, model: nn.Module) -> nn.Module:
         return model  # nothing to fold in: the weights themselves were trained
