@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from finjust import atomic
+from finjust.data.example import TASK_TEXT
 from finjust.data.templates import prompt_ids
 from finjust.errors import EvaluationError
 from finjust.eval.augment import CONTEXTS, FEW_SHOT_INSTRUCTION, Augmented, ContextInputs, cites_a_source
@@ -101,6 +102,9 @@ def compare_run(
     run = open_run(run_dir)
     _headline(run, options)  # a wrong --headline fails before any model is loaded
     test = run.test[: options.max_examples] if options.max_examples else run.test
+    if any(example.task == TASK_TEXT for example in test):
+        raise EvaluationError(f"{run_dir}: compare puts questions to each strategy; this run's test split holds "
+                              "raw text (continued pretraining), which its scorecard scores by perplexity")
     recipe = run.recipe
     loaded = load_model(recipe.model.name, training_dtype(recipe, run.method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from finjust.data.example import TASK_TEXT
 from finjust.data.formats import Example
 from finjust.data.templates import prompt_ids, tokenize_examples
 from finjust.eval.generate import generate_answers
@@ -61,6 +62,25 @@ def _perplexity(items: Sequence[tuple[float, int]]) -> float:
 LOSS_METRICS = {"test_loss": _loss, "perplexity": _perplexity}
 
 
+def _document_losses(
+    model: nn.Module, test: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_length: int,
+    device: torch.device, autocast_dtype: torch.dtype | None, packing: bool,
+) -> list[tuple[float, int]]:  # fmt: skip
+    """(summed loss, tokens) of each test example over all its windows (raw text longer than
+    ``max_length`` is cut into several); examples truncated to no answer token are left out."""
+    owners, windows = [], []
+    for index, example in enumerate(test):
+        pieces = tokenize_examples([example], tokenizer, max_length)[0]
+        owners += [index] * len(pieces)
+        windows += pieces
+    totals: dict[int, tuple[float, int]] = {}
+    for owner, (loss, count) in zip(owners, example_losses(model, eval_batches(windows, packing), device,
+                                                            autocast_dtype), strict=True):  # fmt: skip
+        before = totals.get(owner, (0.0, 0))
+        totals[owner] = (before[0] + loss, before[1] + count)
+    return [totals[owner] for owner in sorted(totals)]
+
+
 def score_model(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -71,14 +91,16 @@ def score_model(
     autocast_dtype: torch.dtype | None,
     packing: bool = True,
 ) -> ModelScores:
-    """Loss, perplexity and (if ``eval_cfg.generate``) answer metrics of ``model`` on ``test``."""
-    tokenized = [tokenize_examples([e], tokenizer, max_length)[0] for e in test]
-    scored = [i for i, t in enumerate(tokenized) if t]  # examples truncated to no answer token are not scored
-    losses = example_losses(model, eval_batches([tokenized[i][0] for i in scored], packing), device, autocast_dtype)
+    """Loss, perplexity and (if ``eval_cfg.generate``) answer metrics of ``model`` on ``test``.
+
+    Raw text (continued pretraining) has no question to answer: a test split holding any gets
+    loss and perplexity only, over every ``max_length`` window of each document.
+    """
+    losses = _document_losses(model, test, tokenizer, max_length, device, autocast_dtype, packing)
     items: dict[str, list[Any]] = {name: losses for name in LOSS_METRICS}
     answers: list[str] = []
     generation_seconds = 0.0
-    if eval_cfg.generate:
+    if eval_cfg.generate and not any(example.task == TASK_TEXT for example in test):
         prompts = [prompt_ids(tokenizer, example) for example in test]
         started = time.perf_counter()
         answers = generate_answers(
