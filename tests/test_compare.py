@@ -96,6 +96,20 @@ def test_compare_retrieves_from_a_docs_folder(trained_run, tmp_path):
         compare_run(trained_run, CompareOptions(headline="bleu"))
 
 
+def test_a_training_file_edited_since_the_run_is_refused(tiny_recipe, tmp_path, write_jsonl):
+    # few-shot examples and the RAG index come from the training split: an edit could leak test answers
+    from finjust.errors import CheckpointError
+
+    train = tmp_path / "train.jsonl"
+    train.write_text((ASSETS / "tiny_train.jsonl").read_text(), encoding="utf-8")
+    recipe = tiny_recipe(data={"train": str(train)})
+    assert main(["train", str(recipe), "train.max_steps=1", "eval.retention=false", "eval.generate=false"]) == 0
+    with train.open("a", encoding="utf-8") as handle:
+        handle.write('{"instruction": "What does the test ask?", "output": "The test answer."}\n')
+    with pytest.raises(CheckpointError, match="the train data changed"):
+        compare_run(tmp_path / "run")
+
+
 def test_unknown_row_and_bad_k_are_rejected(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--rows", "base,finetuned"]) == 2
     assert "valid compare rows: base, hybrid, prompt, rag, tuned" in capsys.readouterr().err

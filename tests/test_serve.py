@@ -158,6 +158,7 @@ def test_a_missing_or_wrong_key_gets_401(server):
         (json.dumps({"messages": HELLO, "max_tokens": 65}), 400, "max_tokens"),
         (json.dumps({"messages": HELLO, "n": 2}), 400, "n"),
         (json.dumps({"messages": HELLO, "temperature": -1}), 400, "temperature"),
+        (json.dumps({"messages": HELLO, "temperature": 0.5, "seed": 2**64}), 400, "seed"),
         (json.dumps({"messages": HELLO, "model": "gpt-4"}), 404, "model"),
         (json.dumps({"messages": []}), 400, "messages"),
         (json.dumps({"messages": HELLO * 300}), 413, None),

@@ -64,17 +64,21 @@ def _refuse_classification(folder: RunFolder) -> None:
 
 
 def open_run(run_dir: str | Path) -> RunInputs:
-    """Read a run folder and rebuild its splits, refusing a test split that no longer matches the manifest.
+    """Read a run folder and rebuild its splits, refusing training or test splits that no longer match the manifest.
 
     Raises:
-        CheckpointError: not a run folder, no trained artifact yet, or the test data changed.
+        CheckpointError: not a run folder, no trained artifact yet, or the training or test data changed.
     """
     trained = open_trained(run_dir)
     folder, recipe, method, artifact = trained.folder, trained.recipe, trained.method, trained.artifact
     data = prepare_data(recipe.data, recipe.train.seed)
     saved = json.loads(folder.manifest.read_text())
-    if saved["sha256"]["test"] != data.manifest["sha256"]["test"]:
-        raise CheckpointError(f"the test data changed since {folder.root} was trained; its split no longer matches")
+    # the training split matters too: compare's few-shot examples and RAG index come from it, so a
+    # training file edited since (say, the test questions appended) would leak answers into them
+    changed = [split for split in ("train", "test") if saved["sha256"][split] != data.manifest["sha256"][split]]
+    if changed:
+        raise CheckpointError(f"the {' and '.join(changed)} data changed since {folder.root} was trained; "
+                              "its splits no longer match")
     test = test_examples(recipe, data)
     return RunInputs(folder, recipe, method, artifact, data, test)
 

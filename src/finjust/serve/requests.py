@@ -68,7 +68,7 @@ class _Generation(_Strict):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: int | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)  # what torch.manual_seed takes
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     # refused when set to anything but their neutral value: finjust does not implement them
