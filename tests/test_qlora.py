@@ -91,3 +91,22 @@ def test_merging_dequantises_into_plain_weights(tiny_model_dir, tiny_tokens):
     merged = QLORA.merge(model)
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
     assert all(p.dtype == torch.float32 for p in merged.parameters())
+
+
+def test_a_qlora_run_reloads_its_base_where_the_caller_loaded_it(monkeypatch):
+    # export loads on the CPU; the 4-bit reload followed the recipe's device ("auto": CUDA if present)
+    from types import SimpleNamespace
+
+    from finjust.eval import evaluate
+    from finjust.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"model": {"name": "m/x", "device": "cuda"}, "data": {"train": "t.jsonl"},
+                               "output": {"dir": "o"}, "method": {"name": "qlora"}})  # fmt: skip
+    calls = []
+    monkeypatch.setattr(evaluate, "load_model", lambda *args: calls.append(args) or SimpleNamespace(model="4-bit"))
+    method = SimpleNamespace(model_load_kwargs=lambda options, dtype: {"quantization_config": "4-bit"},
+                             load=lambda model, artifact: model, trains_base_weights=False)  # fmt: skip
+    run = SimpleNamespace(recipe=recipe, method=method, artifact="adapter")
+    cpu_base = SimpleNamespace(dtype=torch.float32, device=torch.device("cpu"))
+    assert evaluate.load_tuned(run, cpu_base)[0] == "4-bit"
+    assert calls[0][2] == "cpu"

@@ -88,7 +88,8 @@ def load_tuned(run: TrainedRun, loaded: LoadedModel) -> tuple[nn.Module, LoadedM
     recipe, method = run.recipe, run.method
     extra = method.model_load_kwargs(recipe.method.options, loaded.dtype)
     if extra:  # the adapter was trained on a base loaded the method's way (QLoRA: 4-bit)
-        loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device, extra)
+        # on the device ``loaded`` is on: export loads its base on the CPU, whatever the recipe says
+        loaded = load_model(recipe.model.name, training_dtype(recipe, method), loaded.device.type, extra)
     return method.load(loaded.model, run.artifact), loaded
 
 
