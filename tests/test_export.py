@@ -126,6 +126,7 @@ def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path):
     with pytest.raises(ExportError, match="failed its parity check.*token agreement") as caught:
         export_run(lora_run, "merged", out=tmp_path / "out", min_agreement=1.5)
     assert "nothing was written" in str(caught.value)
+    assert "lossless" in str(caught.value) and "--min-agreement" not in str(caught.value)  # it cannot help here
     assert not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == []  # no temp folder left behind either
 

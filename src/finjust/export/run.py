@@ -79,9 +79,11 @@ def export_run(
         report = _parity(fmt, source, tmp, thresholds)
         result = _result(fmt, quant, source, target, tmp, report)
         if not report.passed:
+            # --min-agreement relaxes only the agreement bar: lossless formats also need every answer exact
+            advice = ("Try a less lossy format or type, or accept it with --min-agreement" if thresholds.min_exact < 1
+                      else "This format is lossless, so it should reproduce the model exactly: please report it")
             raise ExportError(f"the {label} export failed its parity check against the trained model: "
-                              f"{'; '.join(report.failures)}; nothing was written to {target}. Try a less lossy "
-                              "format or type, or accept it with --min-agreement")  # fmt: skip
+                              f"{'; '.join(report.failures)}; nothing was written to {target}. {advice}")  # fmt: skip
         atomic.write_json(tmp / RESULT_FILE, result)
     return result
 
