@@ -101,6 +101,25 @@ def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, qu
     assert "<|im_start|>{{ .Role }}" in modelfile
 
 
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")
+def test_an_f16_gguf_whose_logits_drift_fails_though_its_greedy_tokens_agree(lora_run, tmp_path, monkeypatch):
+    from finjust.export.source import ExportSource
+
+    merged = ExportSource.merged
+
+    def drifted(self):  # every logit x1.5: the same argmax, so the same greedy answers
+        model = merged(self)
+        if not getattr(model, "drifted", False):
+            with torch.no_grad():
+                model.model.norm.weight.mul_(1.5)
+            model.drifted = True
+        return model
+
+    monkeypatch.setattr(ExportSource, "merged", drifted)
+    with pytest.raises(ExportError, match="failed its parity check.*logit"):
+        export_run(lora_run, "gguf", out=tmp_path / "gguf", quant="f16")
+
+
 @pytest.mark.skipif(not HAS_ONNX, reason="onnx, onnxruntime or onnxscript is not installed")
 def test_onnx_logits_match(lora_run, tmp_path):
     result = export_run(lora_run, "onnx", out=tmp_path / "onnx", prompts=3, max_new_tokens=4)
