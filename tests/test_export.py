@@ -99,6 +99,22 @@ def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, qu
     modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
     assert f"FROM ./model-{quant}.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert "<|im_start|>{{ .Role }}" in modelfile
+    # a request's system message reaches the template twice (.System and .Messages): rendered once
+    assert '{{- if ne .Role "system" }}' in modelfile
+
+
+def test_the_modelfile_keeps_the_system_prompt_training_saw():
+    from conftest import build_tokenizer
+
+    from finjust.export.gguf_format import default_system_prompt, modelfile
+
+    tokenizer = build_tokenizer()
+    assert default_system_prompt(tokenizer) is None  # the fixture's ChatML adds none
+    default = "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nBe brief.<|im_end|>\n' }}{% endif %}"
+    tokenizer.chat_template = default + tokenizer.chat_template
+    assert default_system_prompt(tokenizer) == "Be brief."
+    text = modelfile("m.gguf", tokenizer.chat_template, "<|im_end|>", "Be brief.")
+    assert 'SYSTEM """Be brief."""' in text
 
 
 @pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")

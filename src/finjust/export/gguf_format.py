@@ -54,11 +54,14 @@ MAX_LOGIT_DIFF = {"f32": 0.5, "f16": 1.0}
 #: what llama.cpp said while quantising (kept beside the file for export.json)
 QUANT_NOTE = "quantize.json"
 
+#: Ollama passes a request's system message both as .System and among .Messages: the range
+#: renders the other roles only, so the system block appears once (LLaMA-Factory's Modelfiles
+#: do the same)
 CHATML_TEMPLATE = """{{- if .System }}<|im_start|>system
 {{ .System }}<|im_end|>
-{{ end }}{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ end }}{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
-{{ end }}<|im_start|>assistant
+{{ end }}{{- end }}<|im_start|>assistant
 """
 
 
@@ -66,8 +69,9 @@ def gguf_name(quant: str) -> str:
     return f"model-{quant}.gguf"
 
 
-def modelfile(gguf_file: str, chat_template: str | None, stop: str) -> str:
-    """An Ollama Modelfile for ``gguf_file``: its ChatML TEMPLATE and the end-of-turn stop.
+def modelfile(gguf_file: str, chat_template: str | None, stop: str, default_system: str | None = None) -> str:
+    """An Ollama Modelfile for ``gguf_file``: its ChatML TEMPLATE, the template's default system
+    prompt (what training saw where a conversation had none) and the end-of-turn stop.
 
     Ollama templates are Go templates, not Jinja: ChatML (the template family of SmolLM2 and
     Qwen) is translated; any other template is left to Ollama's default with a comment.
@@ -75,10 +79,26 @@ def modelfile(gguf_file: str, chat_template: str | None, stop: str) -> str:
     lines = [f"FROM ./{gguf_file}"]
     if chat_template and "<|im_start|>" in chat_template and "<|im_end|>" in chat_template:
         lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
+        if default_system:
+            lines.append(f'SYSTEM """{default_system}"""')
     else:
         lines.append("# the chat template is not ChatML; write its TEMPLATE by hand (Ollama uses Go templates)")
     lines += [f'PARAMETER stop "{stop}"', "PARAMETER temperature 0", ""]
     return "\n".join(lines)
+
+
+def default_system_prompt(tokenizer: Any) -> str | None:
+    """The system message a ChatML template adds to a conversation that has none (SmolLM2's
+    "You are a helpful AI assistant named SmolLM..."), or None."""
+    try:
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False)
+    except Exception:  # noqa: BLE001  (a template that cannot render this: no default to copy)
+        return None
+    header = "<|im_start|>system\n"
+    start = rendered.find(header)
+    if start < 0 or start > rendered.find("<|im_start|>user"):
+        return None
+    return rendered[start + len(header) : rendered.find("<|im_end|>", start)]
 
 
 def _llama_cpp() -> Any:
@@ -174,7 +194,11 @@ class Gguf(ExportFormat):
                 write_gguf(merged, tokenizer, Path(scratch), f16, "f16")
                 fallback = llama_quantize(f16, target, quant)
                 (folder / QUANT_NOTE).write_text(json.dumps({"quant": quant, "llama_cpp_fallback": fallback}))
-        (folder / "Modelfile").write_text(modelfile(target.name, tokenizer.chat_template, tokenizer.eos_token))
+        (folder / "Modelfile").write_text(
+            # the system message training put before conversations without one: the recipe's, else the template's
+            modelfile(target.name, tokenizer.chat_template, tokenizer.eos_token,
+                      source.run.recipe.data.system_prompt or default_system_prompt(tokenizer))  # fmt: skip
+        )
 
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         (path,) = folder.glob("*.gguf")
