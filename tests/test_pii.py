@@ -43,3 +43,16 @@ def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):
 def test_redaction_replaces_each_match_by_its_placeholder():
     text = "Mail ingrid@nordhavn.example or call +46 31 390 6142; IBAN SE45 5000 0000 0583 9825 7466."
     assert redact_pii(text) == "Mail [EMAIL] or call [PHONE]; IBAN [IBAN]."
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [  # a greedy candidate runs past the identifier and fails its checksum; the identifier passes
+        ("Card 4111 1111 1111 1111 12/25", "Card [CARD] 12/25"),
+        ("IBAN DE89370400440532013000 ASAP", "IBAN [IBAN] ASAP"),
+        ("IBAN DE89 3704 0044 0532 0130 00 EUR 500", "IBAN [IBAN] EUR 500"),
+        ("order 41111111111111111234 shipped", "order 41111111111111111234 shipped"),  # inside a longer number: not a card
+    ],
+)
+def test_an_identifier_followed_by_more_digits_or_capitals_is_still_found(text, redacted):
+    assert redact_pii(text) == redacted

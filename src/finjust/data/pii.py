@@ -27,6 +27,9 @@ class Detector:
     #: confirms a candidate (a checksum); None accepts every match
     confirm: Callable[[str], bool] | None
     placeholder: str
+    #: True where ``confirm`` is a checksum, which a number running on past the identifier fails
+    #: while the identifier passes: its prefixes are tried then (a length check has no such tell)
+    checksum: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,10 @@ def _phone(text: str) -> bool:
 for _detector in (
     Detector("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
              None, "[EMAIL]"),
-    Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid, "[IBAN]"),
-    Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]"),
+    Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid, "[IBAN]", checksum=True),
+    Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
     Detector("personnummer", re.compile(r"(?<![\d-])(?:\d{2})?\d{6}[-+]?\d{4}(?![\d-])"),
-             personnummer.is_valid, "[PERSONNUMMER]"),
+             personnummer.is_valid, "[PERSONNUMMER]", checksum=True),
     Detector("phone", re.compile(r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4})"
                                  r"(?![\d])"), _phone, "[PHONE]"),
 ):  # fmt: skip
@@ -85,9 +88,30 @@ def find_pii(text: str) -> list[PiiMatch]:
             start, end = match.span()
             if any(start < c.end and c.start < end for c in claimed):
                 continue
-            if detector.confirm is None or detector.confirm(match.group()):
-                claimed.append(PiiMatch(name, start, end, match.group()))
+            end = _confirmed_end(detector, text, start, end)
+            if end is not None:
+                claimed.append(PiiMatch(name, start, end, text[start:end]))
     return sorted(claimed, key=lambda m: m.start)
+
+
+def _confirmed_end(detector: Detector, text: str, start: int, end: int) -> int | None:
+    """Where the confirmed identifier starting at ``start`` ends: the whole candidate, else its
+    longest prefix the pattern and the checksum accept and that ends at a word's end.
+
+    The patterns are greedy: a card number followed by an expiry ("4111 1111 1111 1111 12/25")
+    or an IBAN by a word in capitals ("DE89370400440532013000 ASAP") makes a candidate that
+    fails its checksum while the identifier inside it passes.
+    """
+    if detector.confirm is None or detector.confirm(text[start:end]):
+        return end
+    if not detector.checksum:
+        return None
+    for shorter in range(end - 1, start, -1):
+        at_word_end = text[shorter - 1].isalnum() and not text[shorter].isalnum()
+        candidate = text[start:shorter]
+        if at_word_end and detector.pattern.fullmatch(candidate) and detector.confirm(candidate):
+            return shorter
+    return None
 
 
 def redact_pii(text: str) -> str:
