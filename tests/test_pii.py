@@ -51,7 +51,8 @@ def test_redaction_replaces_each_match_by_its_placeholder():
         ("Card 4111 1111 1111 1111 12/25", "Card [CARD] 12/25"),
         ("IBAN DE89370400440532013000 ASAP", "IBAN [IBAN] ASAP"),
         ("IBAN DE89 3704 0044 0532 0130 00 EUR 500", "IBAN [IBAN] EUR 500"),
-        ("order 41111111111111111234 shipped", "order 41111111111111111234 shipped"),  # inside a longer number: not a card
+        # inside a longer number: not a card
+        ("order 41111111111111111234 shipped", "order 41111111111111111234 shipped"),
     ],
 )
 def test_an_identifier_followed_by_more_digits_or_capitals_is_still_found(text, redacted):

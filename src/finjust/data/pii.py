@@ -62,7 +62,8 @@ def _phone(text: str) -> bool:
 for _detector in (
     Detector("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
              None, "[EMAIL]"),
-    Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid, "[IBAN]", checksum=True),
+    Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid, "[IBAN]",
+             checksum=True),
     Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
     Detector("personnummer", re.compile(r"(?<![\d-])(?:\d{2})?\d{6}[-+]?\d{4}(?![\d-])"),
              personnummer.is_valid, "[PERSONNUMMER]", checksum=True),
