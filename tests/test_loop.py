@@ -97,3 +97,16 @@ def test_a_run_resumed_before_its_first_checkpoint_starts_its_log_over(tiny_mode
     )  # fmt: skip
     train_model(model, setup, resume=True)
     assert [r["step"] for r in log.records()] == [1, 2, 3]
+
+
+def test_what_a_killed_save_left_is_recovered_or_removed(tmp_path):
+    from finjust.train.checkpoint import recover_interrupted_saves
+
+    for name in (".step-000004.old", ".step-000006.x1y2z3", "step-000002", ".step-000002.old"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(name)
+    recover_interrupted_saves(tmp_path)
+    # step 4 was moved aside and its replacement never arrived: it is the last complete copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002", "step-000004"]
+    assert (tmp_path / "step-000004" / "state.json").read_text() == ".step-000004.old"
+    assert latest_checkpoint(tmp_path).name == "step-000004"

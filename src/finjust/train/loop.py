@@ -25,7 +25,9 @@ from finjust.models.lean_activations import lean_activations
 from finjust.models.load import autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
-from finjust.train.checkpoint import LoopState, latest_checkpoint, restore_checkpoint, save_checkpoint
+from finjust.train.checkpoint import (
+    LoopState, latest_checkpoint, recover_interrupted_saves, restore_checkpoint, save_checkpoint,
+)
 from finjust.train.compile import compiled_forwards, should_compile
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
@@ -84,6 +86,8 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     )
     anchors = _l2sp_anchors(model) if cfg.l2sp else {}  # taken before a resume restores weights
     state = LoopState()
+    if resume:
+        recover_interrupted_saves(setup.checkpoints)
     if resume and (folder := latest_checkpoint(setup.checkpoints)) is not None:
         state = restore_checkpoint(folder, model, optimizer, scheduler)
         setup.log.truncate_after(state.step)
