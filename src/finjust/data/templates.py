@@ -152,7 +152,9 @@ def tokenize_examples(
                 dropped_long += 1
                 continue
             truncated += 1
-            step = max_length if example.task == TASK_TEXT else len(tokens.input_ids)
+            # windows overlap by one token: a window's first token is only context (labels are
+            # shifted inside the model), so it must also end the window before to be trained
+            step = max(max_length - 1, 1) if example.task == TASK_TEXT else len(tokens.input_ids)
             pieces = [TokenizedExample(tokens.input_ids[i : i + max_length], tokens.labels[i : i + max_length])
                       for i in range(0, len(tokens.input_ids), step)]  # fmt: skip
         for piece in pieces:
