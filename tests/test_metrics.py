@@ -13,6 +13,12 @@ def test_exact_match_ignores_case_punctuation_and_articles():
     assert exact_match("Fjord costs 2490", "Fjord costs 2491") == 0.0
 
 
+def test_an_answer_that_is_only_an_article_is_not_an_empty_answer():
+    # a multiple-choice letter: "A" normalised away would make an empty answer exactly right
+    assert exact_match("", "A") == 0.0 and token_f1("", "A") == 0.0
+    assert exact_match("a.", "A") == 1.0 and exact_match("B", "A") == 0.0
+
+
 def test_token_f1_by_hand():
     # prediction tokens: fjord costs 2490; reference: fjord costs 2490 euros today
     # common 3, precision 3/3, recall 3/5 -> F1 = 2 * 1 * 0.6 / 1.6 = 0.75

@@ -69,9 +69,11 @@ def _register(cls: type[Metric]) -> type[Metric]:
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, drop punctuation and articles, collapse whitespace (as SQuAD does)."""
-    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION))
-    return " ".join(text.split())
+    """Lower case, drop punctuation and articles, collapse whitespace (as SQuAD does); an answer
+    that is nothing but an article (the multiple-choice letter "A") keeps it, else it would
+    equal an empty answer."""
+    plain = text.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", plain).split()) or " ".join(plain.split())
 
 
 def exact_match(prediction: str, reference: str) -> float:
