@@ -174,3 +174,13 @@ def test_rag_prompt_numbers_its_sources():
     assert augmented.one_off["kind"] == "index" and augmented.one_off["documents"] == len(train)
     assert cites_a_source("Red and blue [2].", 2) and not cites_a_source("Red [3].", 2)
     assert not cites_a_source("no citation", 2)
+
+
+def test_few_shot_and_rag_see_each_training_record_once():
+    from types import SimpleNamespace
+
+    from finjust.eval.compare import distinct_training
+
+    one, two = load_examples(ASSETS / "tiny_train.jsonl")[:2]
+    run = SimpleNamespace(data=SimpleNamespace(splits=SimpleNamespace(train=[two, one, two, one, two])))  # weight 2-3
+    assert distinct_training(run) == [two, one]

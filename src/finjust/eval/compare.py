@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from finjust import atomic
-from finjust.data.example import TASK_TEXT
+from finjust.data.example import TASK_TEXT, Example
 from finjust.data.templates import prompt_ids
 from finjust.errors import EvaluationError
 from finjust.eval.augment import CONTEXTS, FEW_SHOT_INSTRUCTION, Augmented, ContextInputs, cites_a_source
@@ -109,7 +109,7 @@ def compare_run(
     loaded = load_model(recipe.model.name, training_dtype(recipe, run.method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
     retriever = _retriever_factory(run, options, loaded, encoder, on_event)
-    inputs = ContextInputs(test, run.data.splits.train, options.shots, options.top_k, recipe.train.seed,
+    inputs = ContextInputs(test, distinct_training(run), options.shots, options.top_k, recipe.train.seed,
                            options.instruction, retriever)  # fmt: skip
     contexts: dict[str, Augmented] = {}
     scores: dict[str, ModelScores] = {}
@@ -159,6 +159,12 @@ def _headline(run: RunInputs, options: CompareOptions) -> str:
     return headline
 
 
+def distinct_training(run: RunInputs) -> list[Example]:
+    """The training split with each record once: source weights above 1 repeat records there,
+    which would fill a RAG top-k or a few-shot sample with copies."""
+    return list({id(example): example for example in run.data.splits.train}.values())
+
+
 def _retriever_factory(
     run: RunInputs, options: CompareOptions, loaded: LoadedModel, encoder: Encoder | None, on_event: EventHandler
 ) -> Callable[[], Retriever]:
@@ -166,7 +172,7 @@ def _retriever_factory(
         if options.docs:
             documents = documents_from_folder(options.docs)
         else:
-            documents = documents_from_examples(run.data.splits.train)
+            documents = documents_from_examples(distinct_training(run))
         on_event("phase", {"text": f"embedding {len(documents)} documents with {options.encoder}"})
         return Retriever(documents, encoder or load_encoder(options.encoder, loaded.device))
 
