@@ -86,6 +86,21 @@ def test_adapter_export_loads_with_peft(lora_run, tiny_model_dir, tmp_path):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def test_an_adapter_whose_tokenizer_declares_another_stop_token_fails(lora_run, tmp_path, monkeypatch):
+    from finjust.export.adapter import Adapter
+
+    write = Adapter.write
+
+    def wrong_eos(self, source, folder, quant):
+        write(self, source, folder, quant)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|endoftext|>"}))
+
+    monkeypatch.setattr(Adapter, "write", wrong_eos)
+    with pytest.raises(ExportError, match="failed its parity check"):
+        export_run(lora_run, "adapter", out=tmp_path / "adapter")
+
+
 @pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
 def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, quant):

@@ -13,6 +13,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Runtime, TorchRuntime
 from finjust.export.source import ExportSource
@@ -32,7 +34,9 @@ class Adapter(ExportFormat):
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         exported = dataclasses.replace(source.run, artifact=folder)
         model, _ = load_tuned(exported, source.fresh_base())
-        return TorchRuntime(model, {source.stop_id}, source.tokenizer.pad_token_id, name="transformers+peft")
+        # the stop token the folder's own tokenizer declares, so the parity check can catch a wrong one
+        declared = AutoTokenizer.from_pretrained(folder, local_files_only=True).eos_token_id
+        return TorchRuntime(model, {declared}, source.tokenizer.pad_token_id, name="transformers+peft")
 
     def thresholds(self, quant: str | None) -> ParityThresholds:
         return ParityThresholds(min_agreement=1.0, min_exact=1.0, max_logit_diff=1e-4)
