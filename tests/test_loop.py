@@ -110,3 +110,53 @@ def test_what_a_killed_save_left_is_recovered_or_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002", "step-000004"]
     assert (tmp_path / "step-000004" / "state.json").read_text() == ".step-000004.old"
     assert latest_checkpoint(tmp_path).name == "step-000004"
+
+
+def test_a_plan_with_no_examples_is_refused_not_looped_forever():
+    from finjust.errors import DataError
+
+    with pytest.raises(DataError, match="no training examples"):
+        plan_steps(0, 4, 2, 1.0, None, seed=0)
+
+
+def _tiny_lora(tiny_model_dir):
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return get_method("lora").apply(base, get_method("lora").options_class())
+
+
+def _setup(tiny_tokens, tmp_path, events, **train):
+    cfg = TrainSection(**{"epochs": 1, "batch_size": 4, "lr": 5e-3, "patience": None, "seed": 0, **train})
+    return LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / "ck",
+        log=MetricsLog(tmp_path / "metrics.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        on_event=lambda kind, payload: events.append((kind, payload)),
+    )  # fmt: skip
+
+
+def test_weights_that_train_get_fp32_masters_whatever_the_model_was_loaded_in(tiny_model_dir, tiny_tokens, tmp_path):
+    model = _tiny_lora(tiny_model_dir).to(torch.bfloat16)  # a head or adapter that came in the base's bf16
+    setup = _setup(tiny_tokens, tmp_path, [], max_steps=2)
+    setup.autocast_dtype = torch.bfloat16
+    train_model(model, setup)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
+
+
+def test_forgetting_action_best_keeps_training_past_evaluations_over_the_budget(tiny_model_dir, tiny_tokens, tmp_path):
+    model, events = _tiny_lora(tiny_model_dir), []
+    setup = _setup(tiny_tokens, tmp_path, events, max_steps=6, eval_every=1, patience=2, forgetting_guard=0.9,
+                   forgetting_action="best")  # fmt: skip
+    setup.validation = [make_batch(tiny_tokens[:4])]
+    setup.retention_probe = lambda model: 1.0 if len([e for e in events if e[0] == "eval"]) == 0 else 0.5
+    state = train_model(model, setup)
+    assert state.step == 6 and not state.stopped_early and state.best_step == 1
+
+
+def test_a_forgetting_guard_without_validation_data_says_it_cannot_check(tiny_model_dir, tiny_tokens, tmp_path):
+    events = []
+    setup = _setup(tiny_tokens, tmp_path, events, max_steps=1, forgetting_guard=0.9)
+    setup.retention_probe = lambda model: 1.0
+    train_model(_tiny_lora(tiny_model_dir), setup)
+    assert any(kind == "warning" and "needs validation data" in p["text"] for kind, p in events)

@@ -52,6 +52,9 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     if method.name in UNSUPPORTED_METHODS:
         raise MethodError(f"method {method.name} cannot train a classifier yet: {UNSUPPORTED_METHODS[method.name]}; "
                           "use lora, dora, ia3, bitfit, freeze or full")  # fmt: skip
+    if recipe.train.forgetting_guard or recipe.train.replay:
+        on_event("warning", {"text": "train.forgetting_guard and train.replay apply to generative runs: "
+                             "a classifier's general knowledge is not probed, nor replayed"})  # fmt: skip
     splits = run.data.splits
     labels = LabelMap.from_examples(splits.train)
     labels.check(splits.validation, "validation")

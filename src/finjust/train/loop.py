@@ -76,7 +76,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     """Train ``model`` in place, leaving it in eval mode; returns the final loop state (best step included)."""
     cfg = setup.cfg
     plan = plan_steps(len(setup.train), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = _fp32_masters([p for p in model.parameters() if p.requires_grad])
     optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=cfg.weight_decay, fused=_can_fuse(params))
     scheduler = get_scheduler(
         _SCHEDULERS[cfg.scheduler],
@@ -97,6 +97,10 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         if resume:  # killed before its first checkpoint: it starts over, so does its log
             setup.log.truncate_after(0)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
+    if setup.retention_probe is not None and not setup.validation:
+        setup.on_event("warning", {"text": "train.forgetting_guard needs validation data, and this run has none: "
+                                   "retention is not checked during training (set data.validation_fraction "
+                                   "or data.validation)"})  # fmt: skip
     compiled = _compiled_forwards(model, setup, plan)
     model.train()
     with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, bool(compiled)):
@@ -117,6 +121,17 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
                                        f"using step {state.fallback_step}, the one that forgot least"})
         save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     return state
+
+
+def _fp32_masters(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """Trained weights in fp32 whatever the model was loaded in: AdamW's small updates vanish in
+    bf16 (most of a bf16 weight of 0.02 does not move at lr 5e-5). Adapters are created in fp32
+    already; a classification head a method trains (peft's modules_to_save copy, BitFit's
+    unfrozen head) comes in the base's dtype. Autocast computes with the bf16 copies."""
+    for param in params:
+        if param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+    return params
 
 
 def _can_fuse(params: list[nn.Parameter]) -> bool:
@@ -259,7 +274,9 @@ def _maybe_evaluate(model: nn.Module, setup: LoopSetup, plan: StepPlan, state: L
     improved = within_budget and (state.best_loss is None or loss < state.best_loss - MIN_IMPROVEMENT)
     if improved:
         state.best_loss, state.best_step, state.evals_since_best = loss, state.step, 0
-    else:
+    elif within_budget or setup.cfg.forgetting_action != "best":
+        # with "best", an evaluation over the forgetting budget is no evidence the loss stopped
+        # improving: it neither counts towards patience nor ends the run
         state.evals_since_best += 1
     if kept is not None and (state.fallback_retention is None or kept > state.fallback_retention):
         state.fallback_step, state.fallback_retention = state.step, kept

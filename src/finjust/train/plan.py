@@ -10,6 +10,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from finjust.errors import DataError
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -32,7 +34,14 @@ class StepPlan:
 def plan_steps(
     n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None, seed: int
 ) -> StepPlan:
-    """Shuffle each epoch with ``seed + epoch`` and group examples into steps of micro-batches."""
+    """Shuffle each epoch with ``seed + epoch`` and group examples into steps of micro-batches.
+
+    Raises:
+        DataError: no examples to train on (all dropped as too long, say).
+    """
+    if n_examples <= 0:
+        raise DataError("no training examples are left to train on (check data.too_long and data.max_length: "
+                        "examples over max_length are dropped with too_long: drop)")
     micro_per_epoch = math.ceil(n_examples / batch_size)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / grad_accum))
     total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
