@@ -75,6 +75,20 @@ def test_bitfit_trains_fp32_biases_over_a_bf16_base(tiny_model_dir, tiny_tokens)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_bitfit_trains_a_bf16_layer_norm_model_s_biases():
+    # GPT-2 and BERT: LayerNorm biases in fp32 need their weights in fp32 too on the CPU
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=32))
+    model = BITFIT.apply(base.to(torch.bfloat16), BitfitOptions())
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert model.transformer.ln_f.bias.grad is not None and model.transformer.ln_f.weight.grad is None
+
+
 def test_bitfit_saves_a_description_a_fresh_base_is_rebuilt_from(tiny_model_dir, tmp_path):
     model = BITFIT.apply(_base(tiny_model_dir), BitfitOptions())
     BITFIT.save(model, tmp_path / "trained")

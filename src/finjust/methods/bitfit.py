@@ -28,6 +28,7 @@ from torch import nn
 from finjust.errors import MethodError
 from finjust.methods.registry import METHODS, Method
 from finjust.methods.selected import load_selected, read_description, save_selected
+from finjust.models.load import align_layer_norm_dtypes
 
 #: config switches that give a transformers architecture bias terms (Llama, Mistral-style configs)
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
@@ -129,6 +130,7 @@ def _train_in_fp32(model: nn.Module, names: list[str]) -> None:
             continue  # reported by load_selected, which names the missing tensors
         parameter.data = parameter.data.float()
         parameter.requires_grad_(True)
+    align_layer_norm_dtypes(model)
 
 
 METHODS.add(Bitfit.name, Bitfit())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from finjust.errors import ModelLoadError
@@ -67,6 +68,16 @@ def matmul_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a matmul on ``x`` runs in here: autocast's when it is on, else x's own."""
     device = x.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def align_layer_norm_dtypes(model: nn.Module) -> None:
+    """Put a LayerNorm's weight and bias in one dtype where one of them was upcast to fp32 to
+    train (BitFit's biases, fp32 masters): torch's CPU kernel takes a bf16 input with fp32
+    weight and bias, but not one of each, and CPU autocast does not cast layer_norm's arguments."""
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm) and module.weight is not None and module.bias is not None:
+            if module.weight.dtype != module.bias.dtype:
+                module.weight.data, module.bias.data = module.weight.data.float(), module.bias.data.float()
 
 
 def cache_root() -> Path:

@@ -22,7 +22,7 @@ from transformers import get_scheduler
 
 from finjust.models.forward_swap import repeated_blocks, swapped_forwards
 from finjust.models.lean_activations import lean_activations
-from finjust.models.load import autocast
+from finjust.models.load import align_layer_norm_dtypes, autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import (
@@ -77,6 +77,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     cfg = setup.cfg
     plan = plan_steps(len(setup.train), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
     params = _fp32_masters([p for p in model.parameters() if p.requires_grad])
+    align_layer_norm_dtypes(model)
     optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=cfg.weight_decay, fused=_can_fuse(params))
     scheduler = get_scheduler(
         _SCHEDULERS[cfg.scheduler],
