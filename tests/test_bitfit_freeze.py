@@ -116,3 +116,13 @@ def test_freeze_records_which_layers_trained(tiny_model_dir, tmp_path):
     FREEZE.save(FREEZE.apply(_base(tiny_model_dir), FreezeOptions(layers=1)), tmp_path / "trained")
     description = json.loads((tmp_path / "trained" / "trained.json").read_text())
     assert description["layer_stack"] == "model.layers" and description["layers"] == [1]
+
+
+def test_freeze_trains_the_final_norm_not_one_below_the_layers():
+    from transformers import BloomConfig, BloomForCausalLM
+
+    torch.manual_seed(0)
+    model = BloomForCausalLM(BloomConfig(vocab_size=64, hidden_size=16, n_layer=3, n_head=2))
+    trained = {n for n, p in FREEZE.apply(model, FreezeOptions(layers=1)).named_parameters() if p.requires_grad}
+    assert "transformer.ln_f.weight" in trained and any(n.startswith("transformer.h.2.") for n in trained)
+    assert not any("word_embeddings_layernorm" in n or n.startswith("transformer.h.1.") for n in trained)

@@ -70,10 +70,17 @@ def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def _final_norms(model: nn.Module, stack_name: str) -> list[nn.Module]:
-    """Norm layers beside the layer stack (Llama's ``model.norm``, GPT-2's ``ln_f``); none for BERT."""
-    parent_name = stack_name.rpartition(".")[0]
+    """Norm layers after the layer stack (Llama's ``model.norm``, GPT-2's ``ln_f``); none for BERT.
+
+    transformers registers a model's modules in the order its forward runs them, so the norms
+    registered after the stack are the final ones; one before it (BLOOM's
+    ``word_embeddings_layernorm``) is below every frozen layer and stays frozen.
+    """
+    parent_name, _, stack = stack_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    return [child for child in parent.children() if "norm" in type(child).__name__.lower()]
+    names = [name for name, _ in parent.named_children()]
+    after = list(parent.children())[names.index(stack) + 1 :]
+    return [child for child in after if "norm" in type(child).__name__.lower()]
 
 
 METHODS.add(Freeze.name, Freeze())
