@@ -110,3 +110,16 @@ def test_a_qlora_run_reloads_its_base_where_the_caller_loaded_it(monkeypatch):
     cpu_base = SimpleNamespace(dtype=torch.float32, device=torch.device("cpu"))
     assert evaluate.load_tuned(run, cpu_base)[0] == "4-bit"
     assert calls[0][2] == "cpu"
+
+
+def test_a_bf16_loaded_base_merges_in_full_precision(tiny_model_dir):
+    torch.manual_seed(0)
+    model = QLORA.apply(_four_bit(tiny_model_dir, torch.bfloat16), QLORA.options_class())
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.5)  # an adapter that moves the weight
+    four_bit = layer.base_layer.weight
+    with torch.no_grad():
+        base = bnb.functional.dequantize_4bit(four_bit.data, four_bit.quant_state).float()
+        delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight * layer.scaling["default"]
+    merged = QLORA.merge(model).model.layers[0].self_attn.q_proj.weight
+    torch.testing.assert_close(merged, base + delta, atol=1e-6, rtol=1e-6)  # not rounded to bf16

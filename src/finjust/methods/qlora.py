@@ -87,7 +87,8 @@ class Qlora(PeftMethod):
         adapter = get_peft_model_state_dict(model)
         base = model.unload()  # the 4-bit base with the adapter layers taken out, unmerged
         if _four_bit_layers(base):
-            base = base.dequantize()
+            # bitsandbytes dequantises into the load dtype (bf16 under "auto"): fold in fp32
+            base = base.dequantize().to(torch.float32)
         plain = get_peft_model(base, config)
         set_peft_model_state_dict(plain, adapter)
         return plain.merge_and_unload()
