@@ -93,3 +93,30 @@ def test_an_existing_run_folder_is_not_overwritten(tiny_recipe, capsys):
     assert main(["train", recipe, "train.max_steps=1", "eval.generate=false"]) == 0
     assert main(["train", recipe, "train.max_steps=1"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_run_folders_only(tiny_recipe, tmp_path, capsys):
+    folder = tmp_path / "my documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    recipe = str(tiny_recipe(output={"dir": str(folder), "overwrite": True}))
+    assert main(["train", recipe, "train.max_steps=1"]) == 2
+    assert "not a finjust run folder" in capsys.readouterr().err
+    assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_the_demo_writes_exactly_the_output_folder_given(tmp_path):
+    from finjust.cli.demo import demo_recipe
+
+    output = tmp_path / "runs #2: the demo"  # YAML would read " #" as a comment and ": " as a mapping
+    recipe = demo_recipe(str(output), ["train.epochs=1"])
+    assert recipe.output.dir == str(output) and recipe.output.overwrite and recipe.train.epochs == 1
+
+
+def test_resume_continues_the_folder_given_wherever_the_run_began(tiny_recipe, tmp_path):
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2", "eval.generate=false", "eval.retention=false"]) == 0
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    (moved / "scorecard.json").unlink()
+    assert main(["train", "--resume", str(moved)]) == 0
+    assert (moved / "scorecard.json").is_file() and not (tmp_path / "run").exists()

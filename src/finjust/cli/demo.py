@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
-from finjust.recipe import load_recipe
+from finjust.recipe import Recipe, load_recipe
 from finjust.train.run import run_recipe
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "demo" / "recipe.yaml"
@@ -27,9 +28,16 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     add_json_option(parser)
 
 
+def demo_recipe(output: str, overrides: list[str]) -> Recipe:
+    """The shipped demo recipe writing to ``output`` (replaced if it holds a run)."""
+    recipe = load_recipe(DEMO_RECIPE, overrides)
+    # set on the loaded recipe, not as an override: a path is not YAML (" #" would start a comment)
+    section = dataclasses.replace(recipe.output, dir=str(Path(output).absolute()), overwrite=True)
+    return dataclasses.replace(recipe, output=section)
+
+
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output).absolute()
-    recipe = load_recipe(DEMO_RECIPE, [f"output.dir={output}", "output.overwrite=true", *args.overrides])
+    recipe = demo_recipe(args.output, args.overrides)
     result = run_recipe(recipe, on_event=ProgressPrinter())
     show_scorecard(result.scorecard, args.json)
     print(f"\nrun folder: {result.run_dir}")

@@ -178,6 +178,9 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
                 f"run folder {folder.root} already exists; continue it with `finjust train --resume "
                 f"{folder.root}`, choose another output.dir, or set output.overwrite=true"
             )
+        if not folder.recipe.is_file():  # overwrite replaces runs, never a folder of other files
+            raise CheckpointError(f"{folder.root} is not empty and not a finjust run folder (no recipe.yaml); "
+                                  "output.overwrite replaces run folders only: choose another output.dir")
         shutil.rmtree(folder.root)
     if resume and not folder.recipe.is_file():
         raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
