@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -59,7 +60,8 @@ def test_the_command_restarts_itself_in_the_relaunch_environment(monkeypatch):
     monkeypatch.setattr("finjust.cli.main.main", lambda: 0)
     monkeypatch.setattr(sys, "argv", ["finjust", "demo", "--quick"])
     launch.entry()
-    assert calls == [(sys.executable, [sys.executable, "-m", "finjust", "demo", "--quick"], {"LD_PRELOAD": "lib.so"})]
+    relaunch = [sys.executable, "-P", "-m", "finjust", "demo", "--quick"]
+    assert calls == [(sys.executable, relaunch, {"LD_PRELOAD": "lib.so"})]
 
 
 def test_without_a_relaunch_the_command_runs_its_main(monkeypatch):
@@ -82,6 +84,19 @@ def test_a_preloaded_library_is_the_allocator_the_process_runs_with():
     out = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True)
     name = out.stdout.split()[0]
     assert name in ("tcmalloc", "jemalloc") and f"memory allocator: {name}" in out.stdout
+
+
+def test_the_relaunched_command_ignores_modules_in_the_current_folder(tmp_path):
+    # python -m puts the current folder first on the import path; -P (the relaunch's) does not
+    environment = allocator.preload_environment({**os.environ, "FINJUST_ALLOCATOR": "auto"})
+    if environment is None:
+        pytest.skip("no tcmalloc or jemalloc installed (make puts tcmalloc into .venv where apt works)")
+    (tmp_path / "json.py").write_text("raise SystemExit('the json.py of the current folder ran')")
+    script = "import sys; from finjust.cli.launch import entry; sys.exit(entry())"
+    out = subprocess.run([sys.executable, "-c", script, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "usage: finjust" in out.stdout
 
 
 def test_glibc_s_log_line_says_how_to_get_the_faster_one(monkeypatch):

@@ -61,3 +61,14 @@ def test_training_refuses_data_that_no_objective_trains(tiny_recipe, write_jsonl
 def test_bad_options_are_one_line_errors(capsys):
     assert main(["data", "check", "a.jsonl", "train.lr=1"]) == 2
     assert "only data.* overrides apply" in capsys.readouterr().err
+
+
+def test_a_recipe_with_test_or_validation_files_beside_it_is_refused(tiny_recipe, capsys):
+    assert main(["data", "check", str(tiny_recipe()), "--test", "other.jsonl", "--no-tokens"]) == 2
+    assert "--test other.jsonl" in capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_written_is_a_one_line_error(tiny_recipe, tmp_path, capsys):
+    assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err

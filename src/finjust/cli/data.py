@@ -73,8 +73,10 @@ def _data_section(args: argparse.Namespace) -> tuple[Any, int, str | None]:
     if not paths:
         raise RecipeError(["give a recipe or at least one data file"], "data check")
     if paths[0].endswith((".yaml", ".yml")):
-        if len(paths) > 1:
-            raise RecipeError([f"a recipe names its own data files; drop {', '.join(paths[1:])}"], "data check")
+        given = [*paths[1:], *(f"--{key} {getattr(args, key)}" for key in ("validation", "test") if getattr(args, key))]
+        if given:
+            raise RecipeError([f"a recipe names its own data files; drop {', '.join(given)} (or override "
+                               "data.validation / data.test)"], "data check")  # fmt: skip
         recipe = load_recipe(paths[0], overrides)
         seed = args.seed if args.seed is not None else recipe.train.seed
         return recipe.data, seed, args.model or recipe.model.name

@@ -21,7 +21,9 @@ def entry() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if environment is not None:
-        os.execve(sys.executable, [sys.executable, "-m", "finjust", *sys.argv[1:]], environment)
+        # -P: "-m" would put the current folder first on the import path (a json.py there would
+        # run instead of the standard library's); the console script it replaces does not
+        os.execve(sys.executable, [sys.executable, "-P", "-m", "finjust", *sys.argv[1:]], environment)
     from finjust.cli.main import main
 
     return main()

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(SUBCOMMANDS[args.command].run(args))
-    except FinjustError as error:
+    except (FinjustError, OSError) as error:  # OSError: an output path that is a folder, a full disk...
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)

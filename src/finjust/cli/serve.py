@@ -7,14 +7,9 @@ import ipaddress
 import os
 import sys
 
+from finjust.cli.arguments import positive_int
+
 API_KEY_ENV = "FINJUST_API_KEY"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -37,13 +32,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no key)")
     parser.add_argument("--model-name", help="the model name clients send (default: the folder's name)")
-    parser.add_argument("--max-batch", type=_positive, default=8,
+    parser.add_argument("--max-batch", type=positive_int, default=8,
                         help="most greedy non-streaming requests per generate call (default 8)")  # fmt: skip
-    parser.add_argument("--max-queue", type=_positive, default=64,
+    parser.add_argument("--max-queue", type=positive_int, default=64,
                         help="most requests waiting; more get 503 (default 64)")  # fmt: skip
-    parser.add_argument("--max-tokens-limit", type=_positive, default=512,
+    parser.add_argument("--max-tokens-limit", type=positive_int, default=512,
                         help="most tokens one request may generate (default 512)")  # fmt: skip
-    parser.add_argument("--max-prompt-tokens", type=_positive,
+    parser.add_argument("--max-prompt-tokens", type=positive_int,
                         help="longest prompt in tokens (default: the model's context length)")  # fmt: skip
 
 
