@@ -135,3 +135,16 @@ def test_report_renders_as_json_text_and_self_contained_html(write_jsonl, tmp_pa
     assert page.startswith("<!doctype html>") and "<svg" in page and "leakage" in page
     assert "<script" not in page and "http" not in page  # nothing to fetch: it opens offline
     assert "quality gate: FAILED on leakage" in format_report(report)
+
+
+def test_ignore_overrides_the_default_fail_on(write_jsonl):
+    test = [{"instruction": QUESTIONS[3], "output": "Something else."}]
+    report, _ = _check(write_jsonl, _records(QUESTIONS), test, quality={"ignore": ["leakage"]})
+    assert report.findings["leakage"].status == "ignored" and report.passed
+
+
+def test_malformed_lines_are_listed_after_many_empty_answers(write_jsonl):
+    empty = [{"instruction": f"question {i}?", "output": ""} for i in range(25)]
+    report, _ = _check(write_jsonl, _records(QUESTIONS[:3]) + empty + ["{bad json"] * 3)
+    assert report.findings["invalid"].count == 28
+    assert len(report.findings["invalid"].items) == 3 and all("train.jsonl:" in i for i in report.findings["invalid"].items)

@@ -40,7 +40,7 @@ def check_invalid(scan: QualityScan, codes: np.ndarray) -> Finding:
 @CHECKS.register("empty_answers")
 def check_empty_answers(scan: QualityScan, codes: np.ndarray) -> Finding:
     finding = Finding("empty_answers", scan.problem_kinds.get("empty_answer", 0))
-    finding.items = [str(p) for p in scan.problems if p.kind == "empty_answer"]
+    finding.items = [str(p) for p in scan.problems if p.kind == "empty_answer"][: scan.settings.max_listed]
     return finding
 
 
@@ -177,7 +177,7 @@ def check_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
         rare = [label for label, n in train.items() if n * 10 < most]
         finding.count += len(rare)
         _listed(scan, finding, f"train: {most} records of the commonest label, but {', '.join(rare)} "
-                f"have fewer than {most // 10}")  # fmt: skip
+                f"have under a tenth of that ({most / 10:g})")  # fmt: skip
     for split in ("validation", "test"):
         unseen = sorted(set(counts.get(split, {})) - set(train))
         finding.count += len(unseen)

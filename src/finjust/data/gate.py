@@ -36,10 +36,10 @@ def apply_gate(report: QualityReport, quality: Any, too_long: str = "truncate") 
     for finding in report.findings.values():
         if finding.count == 0:
             finding.status = "ok"
+        elif finding.name in quality.ignore and finding.name not in ALWAYS_FAIL:  # ignore overrides fail_on
+            finding.status = "ignored"
         elif finding.name in fail_on:
             finding.status = "fail"
-        elif finding.name in quality.ignore:
-            finding.status = "ignored"
         else:
             finding.status = "warn"
     report.passed = not report.failed()

@@ -66,12 +66,12 @@ def profile_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizer
             first = sum(1 for start, _ in spans if start < prefix_chars)
             measured.append((len(spans), first))
         length, first = max(measured)
-        if example.task == TASK_TEXT:  # trained whole, with the tokenizer's specials and EOS
-            profiles.append(TokenProfile(length + extra + 1, 0))
+        if example.task == TASK_TEXT:  # trained whole, with the tokenizer's specials and EOS (if it has one)
+            profiles.append(TokenProfile(length + extra + int(tokenizer.eos_token_id is not None), 0))
         elif example.task in (TASK_CHAT, TASK_PREFERENCE):
             profiles.append(TokenProfile(length, first))
-        else:
-            profiles.append(TokenProfile(length, length))
+        else:  # classification text goes through the tokenizer with its special tokens ([CLS] ... [SEP])
+            profiles.append(TokenProfile(length + extra, length + extra))
     return profiles
 
 

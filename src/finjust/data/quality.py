@@ -96,8 +96,10 @@ class QualityScan:
         return len(self.origin)
 
     def add_problem(self, problem: Problem) -> None:
+        # up to max_listed of each kind: the findings list empty answers apart from other invalid
+        # records, so a file's first 20 empty answers must not crowd its malformed lines out
         self.problem_kinds[problem.kind] += 1
-        if len(self.problems) < self.settings.max_listed:
+        if self.problem_kinds[problem.kind] <= self.settings.max_listed:
             self.problems.append(problem)
 
     def add(self, examples: Sequence[Example], origin: int, split_values: Sequence[Hashable] | None = None) -> None:
