@@ -31,7 +31,7 @@ from finjust.train.checkpoint import (
 from finjust.train.compile import compiled_forwards, should_compile
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
-from finjust.train.recompute import largest_batch_positions, memory_estimate, recomputing
+from finjust.train.recompute import recomputing, should_recompute
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -86,17 +86,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         num_training_steps=plan.total_steps,
     )
     anchors = _l2sp_anchors(model) if cfg.l2sp else {}  # taken before a resume restores weights
-    state = LoopState()
-    if resume:
-        recover_interrupted_saves(setup.checkpoints)
-    if resume and (folder := latest_checkpoint(setup.checkpoints)) is not None:
-        state = restore_checkpoint(folder, model, optimizer, scheduler)
-        setup.log.truncate_after(state.step)
-        setup.on_event("resumed", {"step": state.step, "total_steps": plan.total_steps})
-    else:
-        torch.manual_seed(cfg.seed)
-        if resume:  # killed before its first checkpoint: it starts over, so does its log
-            setup.log.truncate_after(0)
+    state = _starting_state(model, setup, plan, optimizer, scheduler, resume)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
     if setup.retention_probe is not None and not setup.validation:
         setup.on_event("warning", {"text": "train.forgetting_guard needs validation data, and this run has none: "
@@ -105,7 +95,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     compiled = _compiled_forwards(model, setup, plan)
     model.train()
     with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, bool(compiled)):
-        blocks = _recomputing_forwards(model, compiled) if _recompute(model, setup, plan) else compiled
+        blocks = _recomputing_forwards(model, compiled) if should_recompute(model, setup, plan) else compiled
         while state.step < plan.total_steps and not state.stopped_early:
             with swapped_forwards(blocks, blocks.get):
                 _one_step(model, setup, plan, state, optimizer, scheduler, anchors)
@@ -122,6 +112,22 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
                                        f"using step {state.fallback_step}, the one that forgot least"})
         save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     return state
+
+
+def _starting_state(
+    model: nn.Module, setup: LoopSetup, plan: StepPlan, optimizer: Any, scheduler: Any, resume: bool
+) -> LoopState:
+    """A fresh state, or on resume the last checkpoint's (after tidying what a killed save left)."""
+    if resume:
+        recover_interrupted_saves(setup.checkpoints)
+        if (folder := latest_checkpoint(setup.checkpoints)) is not None:
+            state = restore_checkpoint(folder, model, optimizer, scheduler)
+            setup.log.truncate_after(state.step)
+            setup.on_event("resumed", {"step": state.step, "total_steps": plan.total_steps})
+            return state
+        setup.log.truncate_after(0)  # killed before its first checkpoint: it starts over, so does its log
+    torch.manual_seed(setup.cfg.seed)
+    return LoopState()
 
 
 def _fp32_masters(params: list[nn.Parameter]) -> list[nn.Parameter]:
@@ -147,32 +153,6 @@ def _compiled_forwards(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> di
         return {}
     setup.on_event("phase", {"text": "compiling the model's blocks for training (the first step takes longer)"})
     return compiled_forwards(model)
-
-
-def _recompute(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> bool:
-    """``train.gradient_checkpointing`` as set; null: when the largest step's activations, as one
-    example's forward saves them, would take more than half the free memory."""
-    if not setup.recompute:
-        return False  # a recipe asking for it with such a method is refused (recipe/validate.py)
-    if setup.cfg.gradient_checkpointing is not None:
-        return setup.cfg.gradient_checkpointing
-    first = next((micro for step in plan.steps for micro in step if micro), None)
-    if first is None:
-        return False
-    batch = setup.make_batch([setup.train[first[0]]], setup.packing).to(setup.device)
-
-    def forward_one() -> None:
-        with autocast(setup.device, setup.autocast_dtype):
-            setup.loss_sum(model, batch)
-
-    sizes = [len(example.input_ids) for example in setup.train]
-    estimate = memory_estimate(forward_one, sizes[first[0]], largest_batch_positions(plan.steps, sizes),
-                               model.parameters(), setup.device)  # fmt: skip
-    if not estimate.fits:
-        setup.on_event("phase", {"text": f"gradient checkpointing on: the largest step's activations (~"
-                                 f"{estimate.activation_bytes / 1e9:.1f} GB) would take more than half of the "
-                                 f"{estimate.free_bytes / 1e9:.1f} GB free"})  # fmt: skip
-    return not estimate.fits
 
 
 def _recomputing_forwards(

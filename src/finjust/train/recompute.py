@@ -17,11 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import torch
+from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from finjust.models.load import autocast
+
+if TYPE_CHECKING:  # the loop imports this module
+    from finjust.train.loop import LoopSetup
+    from finjust.train.plan import StepPlan
 
 #: with "auto", recompute when the largest step's saved activations would take more than this
 #: share of the free memory: the rest is for what a step allocates besides them (gradients,
@@ -123,3 +130,29 @@ def memory_estimate(
 def _forked_rng(device: torch.device) -> Any:
     accelerators = [device.index or 0] if device.type == "cuda" else []
     return torch.random.fork_rng(devices=accelerators)
+
+
+def should_recompute(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> bool:
+    """``train.gradient_checkpointing`` as set; null: when the largest step's activations, as one
+    example's forward saves them, would take more than half the free memory."""
+    if not setup.recompute:
+        return False  # a recipe asking for it with such a method is refused (recipe/validate.py)
+    if setup.cfg.gradient_checkpointing is not None:
+        return setup.cfg.gradient_checkpointing
+    first = next((micro for step in plan.steps for micro in step if micro), None)
+    if first is None:
+        return False
+    batch = setup.make_batch([setup.train[first[0]]], setup.packing).to(setup.device)
+
+    def forward_one() -> None:
+        with autocast(setup.device, setup.autocast_dtype):
+            setup.loss_sum(model, batch)
+
+    sizes = [len(example.input_ids) for example in setup.train]
+    estimate = memory_estimate(forward_one, sizes[first[0]], largest_batch_positions(plan.steps, sizes),
+                               model.parameters(), setup.device)  # fmt: skip
+    if not estimate.fits:
+        setup.on_event("phase", {"text": f"gradient checkpointing on: the largest step's activations (~"
+                                 f"{estimate.activation_bytes / 1e9:.1f} GB) would take more than half of the "
+                                 f"{estimate.free_bytes / 1e9:.1f} GB free"})  # fmt: skip
+    return not estimate.fits
