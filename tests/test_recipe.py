@@ -295,6 +295,14 @@ def test_round_trip_through_save_and_load(tmp_path: Path) -> None:
     assert load_recipe(saved).train.epochs == 1.0
 
 
+def test_a_string_that_looks_like_an_exponent_float_reads_back_a_string(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, MINIMAL), ["data.system_prompt='1e3'"])
+    assert recipe.data.system_prompt == "1e3"
+    saved = tmp_path / "run" / "recipe.yaml"
+    save_recipe(recipe, saved)
+    assert load_recipe(saved) == recipe  # --resume and eval re-read it
+
+
 def test_relative_paths_resolve_against_recipe_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

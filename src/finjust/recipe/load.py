@@ -19,15 +19,16 @@ from finjust.recipe.validate import build_recipe, shown, suggest
 _PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("output", "dir"))
 
 
+#: floats written without a dot (``1e-4``), which YAML 1.1 reads as strings; the recipe's
+#: loader reads them as floats, and its dumper quotes strings that look like them
+EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
 class _RecipeLoader(yaml.SafeLoader):
     """``safe_load`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
 
 
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def _parse_yaml(text: str) -> Any:

@@ -13,6 +13,7 @@ import yaml
 
 from finjust.atomic import write_text
 from finjust.methods.registry import METHODS, get_method
+from finjust.recipe.load import EXPONENT_FLOAT
 from finjust.recipe.sections import SECTIONS, Recipe
 from finjust.recipe.validate import describe_type
 
@@ -29,9 +30,17 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return result
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """``safe_dump`` that quotes the strings the recipe loader would read as floats (``'1e3'``),
+    so a saved recipe reads back as it was."""
+
+
+_RecipeDumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
+
+
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the recipe as YAML atomically (a temporary file in the same folder, then rename)."""
-    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+    text = yaml.dump(recipe_to_dict(recipe), Dumper=_RecipeDumper, sort_keys=False, allow_unicode=True)
     write_text(path, text)
 
 
