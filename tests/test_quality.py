@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from conftest import build_tokenizer
@@ -148,3 +149,35 @@ def test_malformed_lines_are_listed_after_many_empty_answers(write_jsonl):
     report, _ = _check(write_jsonl, _records(QUESTIONS[:3]) + empty + ["{bad json"] * 3)
     assert report.findings["invalid"].count == 28
     assert len(report.findings["invalid"].items) == 3 and all("train.jsonl:" in i for i in report.findings["invalid"].items)
+
+
+def test_templated_prompts_are_checked_pair_by_pair(write_jsonl):
+    # one long shared preamble puts every record in the same LSH buckets: comparing each with its
+    # bucket's first record only missed the near-copy of training line 284 in validation
+    rng = random.Random(0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
+    preamble = "Please answer the following customer support question carefully and politely, citing the policy: "
+    train = [{"instruction": preamble + " ".join(rng.choice(words) for _ in range(6)), "output": "ok"}
+             for _ in range(300)]  # fmt: skip
+    leak = [{"instruction": train[283]["instruction"] + " thanks", "output": "ok"}]
+    raw = {"train": str(write_jsonl("train.jsonl", train)), "validation": str(write_jsonl("val.jsonl", leak)),
+           "test_fraction": 0}  # fmt: skip
+    report = check_data(data_section_from_dict(raw), 0, None)
+    leakage = report.findings["leakage"]
+    assert leakage.count == 1 and "train.jsonl:284" in leakage.items[0]
+
+
+def test_candidate_pairs_cover_small_buckets_pair_by_pair_and_large_ones_by_their_first():
+    import numpy as np
+
+    from finjust.data.near_dup import candidate_pairs
+
+    def pairs(limit: int) -> list[tuple[int, int]]:
+        found = []
+        for earlier, later in candidate_pairs(starts, limit):
+            found += zip(earlier.tolist(), later.tolist())
+        return sorted(found)
+
+    starts = np.array([True, False, False, True, True, False])  # buckets [0 1 2] [3] [4 5]
+    assert pairs(64) == [(0, 1), (0, 2), (1, 2), (4, 5)]
+    assert pairs(2) == [(0, 1), (0, 2), (4, 5)]  # the 3-member bucket only against its first

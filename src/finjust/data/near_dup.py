@@ -11,11 +11,19 @@ from which the Jaccard similarity is estimated when a candidate pair is verified
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 NUM_PERM = 64
 NGRAM = 5
+#: buckets up to this many records verify every pair; larger ones (templated data can put
+#: thousands of records in one) each member against the bucket's first only, so the work
+#: stays linear: at most ALL_PAIRS_MAX / 2 verifications per record and band
+ALL_PAIRS_MAX = 64
+#: candidate pairs verified per batch, which bounds the arrays a band's verification builds
+PAIRS_PER_BATCH = 1 << 16
 
 
 def _identity(value: int) -> int:
@@ -95,10 +103,10 @@ class SignatureStore:
         """Verified near pairs (anchor, other, estimated Jaccard) among ``members``, each pair once.
 
         In every band, the records sharing a band value (and, when given, a ``bucket`` value,
-        such as their split) form a bucket; each member is paired with its bucket's anchor, the
-        member of lowest ``rank`` and then lowest index. Pairing with the anchor only keeps the
-        work at one verification per record and band however crowded a bucket is (templated
-        data puts thousands of records in one), where all pairs would grow quadratically.
+        such as their split) form a bucket, ordered by ``rank`` and then index. A bucket of up to
+        :data:`ALL_PAIRS_MAX` records verifies every pair (the earlier member as the anchor);
+        a larger one verifies each member against its first only, so crowded buckets stay
+        linear, at the price of missing two near-copies that both differ from that first member.
 
         Args:
             threshold: the estimated Jaccard similarity a pair must reach.
@@ -119,15 +127,43 @@ class SignatureStore:
             order = np.lexsort((members, ranks, extra, values))
             v, e = values[order], extra[order]
             starts = np.r_[True, (v[1:] != v[:-1]) | (e[1:] != e[:-1])]
-            anchor_at = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-            anchors, others = members[order[anchor_at[~starts]]], members[order[~starts]]
-            similarity = estimate_jaccard(low[anchors], low[others])
-            keep = similarity >= threshold
-            found.append(np.stack([anchors[keep], others[keep], (similarity[keep] * 1e6).astype(np.int64)], axis=1))
+            for first, second in candidate_pairs(starts):
+                anchors, others = members[order[first]], members[order[second]]
+                similarity = estimate_jaccard(low[anchors], low[others])
+                keep = similarity >= threshold
+                found.append(np.stack([anchors[keep], others[keep], (similarity[keep] * 1e6).astype(np.int64)],
+                                      axis=1))  # fmt: skip
         pairs = np.concatenate(found) if found else np.zeros((0, 3), np.int64)
         _, first = np.unique(pairs[:, :2], axis=0, return_index=True)
         pairs = pairs[np.sort(first)]
         return pairs[:, 0], pairs[:, 1], pairs[:, 2] / 1e6
+
+
+def candidate_pairs(starts: np.ndarray, limit: int = ALL_PAIRS_MAX) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of (earlier, later) positions in a sorted band whose ``starts`` mark its buckets:
+    every pair of a bucket of up to ``limit`` members, each later member of a larger bucket
+    with that bucket's first."""
+    n = len(starts)
+    first_of = np.flatnonzero(starts)
+    sizes = np.diff(np.r_[first_of, n])
+    bucket = np.repeat(np.arange(len(sizes)), sizes)
+    position = np.arange(n)
+    small = sizes[bucket] <= limit
+    large = ~small & ~starts
+    if large.any():
+        yield first_of[bucket[large]], position[large]
+    # in small buckets each member pairs with every later member of its bucket
+    partners = np.where(small, first_of[bucket] + sizes[bucket] - position - 1, 0)
+    ends = np.cumsum(partners)
+    done = 0
+    while done < n:  # batches of whole members, about PAIRS_PER_BATCH pairs each
+        stop = max(int(np.searchsorted(ends, ends[done] - partners[done] + PAIRS_PER_BATCH, "right")), done + 1)
+        counts = partners[done:stop]
+        if counts.sum():
+            earlier = np.repeat(position[done:stop], counts)
+            offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            yield earlier, earlier + 1 + offset
+        done = stop
 
 
 def estimate_jaccard(low_a: np.ndarray, low_b: np.ndarray) -> np.ndarray:
