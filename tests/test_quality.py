@@ -148,7 +148,8 @@ def test_malformed_lines_are_listed_after_many_empty_answers(write_jsonl):
     empty = [{"instruction": f"question {i}?", "output": ""} for i in range(25)]
     report, _ = _check(write_jsonl, _records(QUESTIONS[:3]) + empty + ["{bad json"] * 3)
     assert report.findings["invalid"].count == 28
-    assert len(report.findings["invalid"].items) == 3 and all("train.jsonl:" in i for i in report.findings["invalid"].items)
+    listed = report.findings["invalid"].items
+    assert len(listed) == 3 and all("train.jsonl:" in item for item in listed)
 
 
 def test_templated_prompts_are_checked_pair_by_pair(write_jsonl):
