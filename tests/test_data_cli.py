@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from finjust.cli.demo import DEMO_RECIPE
 from finjust.cli.main import main
 
@@ -72,3 +74,12 @@ def test_an_output_path_that_cannot_be_written_is_a_one_line_error(tiny_recipe, 
     assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_overrides_may_follow_options(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(out), "data.max_length=64"]) == 0
+    assert json.loads(out.read_text())["settings"]["max_length"] == 64
+    with pytest.raises(SystemExit):
+        main(["data", "check", str(tiny_recipe()), "--no-tokens", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -7,6 +7,7 @@ dispatches and turns a :class:`FinjustError` into one line on stderr and exit st
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -36,11 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``section.key=value``: a recipe override
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+=")
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, taking overrides written after an option too (``train r.yaml --json s.json
+    train.lr=1e-4``): argparse stops collecting a subcommand's positionals at its first option."""
+    args, extra = parser.parse_known_args(argv)
+    collected = next((name for name in ("overrides", "targets") if isinstance(getattr(args, name, None), list)), None)
+    if extra and collected and all(_OVERRIDE.match(item) for item in extra):
+        getattr(args, collected).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
     # peft 0.21 calls an API that transformers 5.24 deprecated; the warning is noise for users
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    args = build_parser().parse_args(argv)
+    args = _parse_args(build_parser(), argv)
     try:
         return int(SUBCOMMANDS[args.command].run(args))
     except (FinjustError, OSError) as error:  # OSError: an output path that is a folder, a full disk...
