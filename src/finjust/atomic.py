@@ -61,6 +61,19 @@ def folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def recover_folders(parent: Path, pattern: str = "*") -> None:
+    """Tidy what a process killed inside :func:`folder` left among ``parent``'s folders named
+    ``pattern``: a folder moved aside as ``.NAME.old`` while its replacement was being renamed
+    in is the last complete ``NAME``, and comes back where nothing replaced it; half-written
+    temp folders ``.NAME.<random>`` are removed."""
+    for entry in parent.glob(f".{pattern}"):
+        name, _, suffix = entry.name[1:].rpartition(".")
+        if suffix == "old" and not (parent / name).exists():
+            os.replace(entry, parent / name)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _fsync_tree(root: Path) -> None:
     for file in root.rglob("*"):
         if file.is_file():

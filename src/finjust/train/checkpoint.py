@@ -9,7 +9,6 @@ the latest one is the highest step.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,19 +92,10 @@ def _step_of(folder: Path) -> int | None:
 
 
 def recover_interrupted_saves(root: Path) -> None:
-    """Tidy what a run killed while saving left in ``root`` (see :func:`finjust.atomic.folder`).
-
-    A checkpoint moved aside as ``.step-N.old`` while its replacement was being renamed in is
-    the last complete one for that step: it comes back where no ``step-N`` replaced it. The
-    half-written temp folders ``.step-N.<random>`` (a full model and optimizer each, for full
-    fine-tuning) are removed.
-    """
-    for entry in root.glob(f".{_PREFIX}*"):
-        name, _, suffix = entry.name[1:].partition(".")
-        if suffix == "old" and not (root / name).exists():
-            os.replace(entry, root / name)
-        else:
-            shutil.rmtree(entry, ignore_errors=True)
+    """Tidy what a run killed while saving left in ``root``: a checkpoint moved aside as
+    ``.step-N.old`` comes back where no ``step-N`` replaced it, and half-written temp folders
+    (a full model and optimizer each, for full fine-tuning) go (:func:`finjust.atomic.recover_folders`)."""
+    atomic.recover_folders(root, f"{_PREFIX}*")
 
 
 def latest_checkpoint(root: Path) -> Path | None:
