@@ -76,8 +76,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     """Train ``model`` in place, leaving it in eval mode; returns the final loop state (best step included)."""
     cfg = setup.cfg
     plan = plan_steps(len(setup.train), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
-    params = _fp32_masters([p for p in model.parameters() if p.requires_grad])
-    align_layer_norm_dtypes(model)
+    params = _fp32_masters(model)
     optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=cfg.weight_decay, fused=_can_fuse(params))
     scheduler = get_scheduler(
         _SCHEDULERS[cfg.scheduler],
@@ -130,14 +129,17 @@ def _starting_state(
     return LoopState()
 
 
-def _fp32_masters(params: list[nn.Parameter]) -> list[nn.Parameter]:
-    """Trained weights in fp32 whatever the model was loaded in: AdamW's small updates vanish in
-    bf16 (most of a bf16 weight of 0.02 does not move at lr 5e-5). Adapters are created in fp32
-    already; a classification head a method trains (peft's modules_to_save copy, BitFit's
-    unfrozen head) comes in the base's dtype. Autocast computes with the bf16 copies."""
+def _fp32_masters(model: nn.Module) -> list[nn.Parameter]:
+    """The weights that train, in fp32 whatever the model was loaded in: AdamW's small updates
+    vanish in bf16 (most of a bf16 weight of 0.02 does not move at lr 5e-5). Adapters are
+    created in fp32 already; a classification head a method trains (peft's modules_to_save
+    copy, BitFit's unfrozen head) comes in the base's dtype. Autocast computes with the bf16
+    copies; LayerNorms, which it does not cast, get weight and bias in one dtype."""
+    params = [p for p in model.parameters() if p.requires_grad]
     for param in params:
         if param.dtype in (torch.bfloat16, torch.float16):
             param.data = param.data.float()
+    align_layer_norm_dtypes(model)
     return params
 
 
