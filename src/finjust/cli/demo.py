@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
@@ -30,10 +29,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 def demo_recipe(output: str, overrides: list[str]) -> Recipe:
     """The shipped demo recipe writing to ``output`` (replaced if it holds a run)."""
-    recipe = load_recipe(DEMO_RECIPE, overrides)
-    # set on the loaded recipe, not as an override: a path is not YAML (" #" would start a comment)
-    section = dataclasses.replace(recipe.output, dir=str(Path(output).absolute()), overwrite=True)
-    return dataclasses.replace(recipe, output=section)
+    return load_recipe(DEMO_RECIPE, overrides).writing_to(output, overwrite=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS.names(), help="what to write")
     parser.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/export/FORMAT[-QUANT])")
     parser.add_argument("--quant", help="gguf weight type: f32, f16, bf16, q8_0 (default), q4_k_m, q5_k_m, q6_k, q4_0")
-    parser.add_argument("--prompts", type=positive_int, default=8, help="test questions in the parity check (default 8)")
+    parser.add_argument("--prompts", type=positive_int, default=8,
+                        help="test questions in the parity check (default 8)")
     parser.add_argument("--max-new-tokens", type=int, help="answer length in the parity check (default: the "
                         "recipe's, at most 64)")  # fmt: skip
     parser.add_argument("--min-agreement", type=float, help="least token agreement to accept (default: the "

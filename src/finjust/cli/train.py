@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
@@ -32,10 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.recipe or args.overrides:
             raise RecipeError(["--resume takes the run folder only; the run's own recipe.yaml is used"], "train")
-        saved = load_recipe(RunFolder(Path(args.resume)).recipe)
         # the folder given, wherever the run was started: it may have been moved or copied since
-        output = dataclasses.replace(saved.output, dir=str(Path(args.resume).absolute()))
-        recipe = dataclasses.replace(saved, output=output)
+        recipe = load_recipe(RunFolder(Path(args.resume)).recipe).writing_to(args.resume)
     elif args.recipe:
         recipe = load_recipe(args.recipe, args.overrides)
     else:

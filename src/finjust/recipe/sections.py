@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from finjust.data.findings import DEFAULT_FAIL_ON, GATED
@@ -192,6 +194,15 @@ class Recipe:
         if self.train.lr is not None:
             return self.train.lr
         return float(get_method(self.method.name).default_lr)
+
+    def writing_to(self, folder: str | Path, overwrite: bool | None = None) -> Recipe:
+        """This recipe with ``output.dir`` set to ``folder`` (absolute), and ``overwrite`` if given.
+
+        For paths the CLI takes as arguments: an override string would go through YAML, where
+        " #" starts a comment."""
+        output = dataclasses.replace(self.output, dir=str(Path(folder).absolute()),
+                                     overwrite=self.output.overwrite if overwrite is None else overwrite)  # fmt: skip
+        return dataclasses.replace(self, output=output)
 
 
 SECTIONS: dict[str, type] = {
