@@ -61,7 +61,7 @@ def _trained(name, tiny_model_dir, tiny_tokens):
     method = get_method(name)
     torch.manual_seed(0)
     model = method.apply(_base(tiny_model_dir, method), method.options_class())
-    batch = _batch(tiny_tokens, method)
+    batch = _batch(tiny_tokens, method).to(model.device)  # QLoRA's 4-bit base loads on CUDA where there is one
     _train_steps(model, batch)
     return method, model, batch
 
@@ -92,7 +92,7 @@ def test_trainable_weights_change_and_frozen_ones_do_not(name, tiny_model_dir, t
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable, total = count_parameters(model)
     assert 0 < trainable <= total
-    _train_steps(model, _batch(tiny_tokens, method))
+    _train_steps(model, _batch(tiny_tokens, method).to(model.device))
     for n, p in model.named_parameters():
         changed = not torch.equal(before[n], p.detach())
         assert changed == p.requires_grad, f"{name}: {n} changed={changed} requires_grad={p.requires_grad}"
@@ -135,7 +135,7 @@ def test_a_merged_model_saves_and_reloads_with_plain_transformers(name, tiny_mod
     merged = method.merge(model)
     expected = _logits(merged, batch)
     merged.save_pretrained(tmp_path / "merged")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).to(merged.device)
     assert not hasattr(reloaded.config, "quantization_config")
     torch.testing.assert_close(_logits(reloaded, batch), expected, atol=1e-5, rtol=1e-5)
 

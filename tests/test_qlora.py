@@ -60,6 +60,7 @@ def test_inference_before_training_does_not_lose_gradients(wide_model_dir, tiny_
     fresh = QLORA.apply(_four_bit(wide_model_dir), QLORA.options_class())
     torch.manual_seed(0)
     used = QLORA.apply(_four_bit(wide_model_dir), QLORA.options_class())
+    batch = batch.to(used.device)  # bitsandbytes puts the 4-bit base on CUDA where there is one
     used.eval()
     with torch.no_grad():
         batch_loss_sum(used, batch)  # what validation does between training steps
