@@ -313,3 +313,19 @@ def test_recomputed_classifier_steps_train_as_stored_ones(model_fixture, request
     assert stored.keys() == recomputed.keys()
     for name, tensor in stored.items():
         torch.testing.assert_close(recomputed[name], tensor)
+
+
+def test_l2sp_pulls_the_new_head_towards_zero_not_its_random_start(classification_recipe, tmp_path):
+    """L2-SP (Li et al. 2018) anchors pretrained weights where they started and new layers at zero."""
+
+    def head_norm_after_training(l2sp: float) -> float:
+        recipe = classification_recipe(train={"max_steps": 20, "l2sp": l2sp, "scheduler": "constant", "warmup_ratio": 0})
+        run = tmp_path / f"run-{l2sp}"
+        assert main(["train", str(recipe), f"output.dir={run}"]) == 0
+        trained = load_file(str(latest_checkpoint(run / "checkpoints") / "trainable.safetensors"))
+        head = [tensor for name, tensor in trained.items() if ".score." in f".{name}"]
+        assert head
+        return sum(float(tensor.pow(2).sum()) for tensor in head) ** 0.5
+
+    # anchored at its random start, a strongly held head would keep its starting size
+    assert head_norm_after_training(100.0) < 0.5 * head_norm_after_training(0.0)

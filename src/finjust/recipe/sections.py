@@ -144,7 +144,7 @@ class TrainSection:
         "examples (0.1 adds one passage per ten examples).", ge=0))
     l2sp: float = field(default=0.0, metadata=_doc(
         "Mitigation: L2-SP strength, a penalty l2sp/2 * ||w - w_pretrained||^2 on the trained "
-        "weights that keeps them near where they started.", ge=0))
+        "weights that keeps them near where they started (a classifier's new head: near zero).", ge=0))
 
 
 @dataclass

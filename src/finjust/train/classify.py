@@ -70,7 +70,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     base = _base_scores(run, loaded, test_items, batcher, labels, autocast)
     torch.manual_seed(recipe.train.seed)
     model = method.apply(loaded.model, recipe.method.options)
-    unfreeze_head(model)
+    head = unfreeze_head(model)
     trainable, total = count_parameters(model)
     on_event("method", {"name": method.name, "trainable": trainable, "total": total})
     validation = _tokenized(run, loaded, labels, splits.validation, "validation")
@@ -79,7 +79,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
         validation=batcher.batches(validation, EVAL_BATCH),
         cfg=recipe.train, lr=recipe.learning_rate, checkpoints=folder.checkpoints, log=MetricsLog(folder.metrics),
         device=loaded.device, autocast_dtype=autocast, on_event=on_event, packing=False,
-        make_batch=batcher, loss_sum=label_loss_sum,
+        make_batch=batcher, loss_sum=label_loss_sum, new_weights=frozenset(head),
     )  # fmt: skip
     state = train_model(model, setup, resume=run.resume)
     restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))

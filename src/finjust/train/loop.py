@@ -66,6 +66,9 @@ class LoopSetup:
     make_batch: Callable[[Sequence[Any], bool], Any] = make_batch
     #: (model, batch) -> (summed loss, items it is summed over)
     loss_sum: Callable[[nn.Module, Any], tuple[torch.Tensor, int]] = batch_loss_sum
+    #: trained weights with no pretrained value (a classifier's new head): L2-SP pulls them
+    #: towards zero, as Li et al. (2018) do for new layers, not towards their random start
+    new_weights: frozenset[str] = frozenset()
 
 
 def _no_events(kind: str, payload: dict[str, Any]) -> None:
@@ -84,7 +87,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         num_warmup_steps=round(cfg.warmup_ratio * plan.total_steps),
         num_training_steps=plan.total_steps,
     )
-    anchors = _l2sp_anchors(model) if cfg.l2sp else {}  # taken before a resume restores weights
+    anchors = _l2sp_anchors(model, setup.new_weights) if cfg.l2sp else {}  # before a resume restores weights
     state = _starting_state(model, setup, plan, optimizer, scheduler, resume)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
     if setup.retention_probe is not None and not setup.validation:
@@ -192,8 +195,12 @@ def _autocast_owns_adapter_casts(model: nn.Module, autocast_dtype: torch.dtype |
             layer.cast_input_dtype_enabled = value
 
 
-def _l2sp_anchors(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def _l2sp_anchors(model: nn.Module, new_weights: frozenset[str]) -> dict[str, torch.Tensor]:
+    return {
+        name: torch.zeros_like(param) if name in new_weights else param.detach().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
 
 
 def _l2sp_backward(model: nn.Module, anchors: dict[str, torch.Tensor], strength: float) -> None:
