@@ -68,3 +68,29 @@ def test_recomputing_attention_has_the_math_kernels_values_and_gradients():
         results.append([out.detach(), q.grad, k.grad, v.grad])
     for expected, ours in zip(*results, strict=True):
         torch.testing.assert_close(ours, expected)
+
+
+def test_recomputing_attention_in_bf16_is_as_accurate_as_the_math_kernel():
+    """Its bf16 softmax (fp32 inside) must not lose more than torch's fp32-softmax math kernel."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(4, 6, 48, 16), (4, 2, 48, 16), (4, 2, 48, 16)]  # q, k, v: 3 query heads per key head
+    exact = [torch.randn(shape, generator=generator, requires_grad=True) for shape in shapes]
+    upstream = torch.randn(shapes[0], generator=generator)
+
+    def run(attend, tensors, grad):
+        out = attend(*tensors)
+        out.backward(grad)
+        return [out.detach().float(), *(t.grad.float() for t in tensors)]
+
+    def math_kernel(q, k, v):
+        return torch.ops.aten._scaled_dot_product_attention_math(q, k, v, None, 0.0, True, scale=0.25,
+                                                                   enable_gqa=True)[0]  # fmt: skip
+
+    reference = run(math_kernel, exact, upstream)
+    errors = {}
+    for name, attend in (("math", math_kernel), ("ours", lambda q, k, v: seg._RecomputedCausalAttention.apply(q, k, v, 0.25))):
+        tensors = [t.detach().bfloat16().requires_grad_() for t in exact]
+        got = run(attend, tensors, upstream.bfloat16())
+        errors[name] = [float((g - r).norm() / r.norm()) for g, r in zip(got, reference, strict=True)]
+    for ours, math in zip(errors["ours"], errors["math"], strict=True):
+        assert ours < 1.5 * math + 1e-3, errors
