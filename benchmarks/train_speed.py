@@ -11,7 +11,7 @@ to 512 tokens, 8 examples per step, the same steps for every variant:
   finjust  finjust's own loop with its defaults for a run this short (bf16 weights, packing,
      per-example attention, chunked answer-token loss; not compiled), in the allocator the
      ``finjust`` command runs with (A and B run in glibc's malloc, as a Trainer script does)
-  finjust-compiled  the same with ``train.compile: true`` (the default from 150 steps): the
+  finjust-compiled  the same with ``train.compile: true`` (the default from 200 steps): the
      warm-up steps absorb the compiling, whose time is reported
   finjust-recompute  finjust's defaults with ``train.gradient_checkpointing: true`` (what
      "auto" picks when a step's activations would not fit): its memory and its cost

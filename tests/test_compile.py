@@ -51,7 +51,7 @@ def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_
     assert recomputed == pytest.approx(eager, rel=1e-3)
 
 
-@pytest.mark.parametrize(("setting", "steps", "expected"), [(None, 149, False), (None, 150, True), (False, 500, False),
+@pytest.mark.parametrize(("setting", "steps", "expected"), [(None, 199, False), (None, 200, True), (False, 500, False),
                                                            (True, 1, True)])  # fmt: skip
 def test_auto_compiles_only_long_cpu_runs(setting, steps, expected):
     assert compile_mod.should_compile(setting, torch.device("cpu"), steps) is expected

@@ -28,10 +28,10 @@ from torch import nn
 from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps: the training benchmark's
-#: steps (demo data, in tcmalloc) take 0.90 s eager and 0.74 s compiled, and the first compile
-#: costs 20 s with inductor's caches warm and 34 s without, so compiling pays off from ~125
-#: (warm) to ~210 (cold) steps; the 105-step demo stays eager (2 min 58 s)
-AUTO_MIN_STEPS = 150
+#: steps (demo data, in tcmalloc) take 0.84 s eager and 0.71 s compiled, and the first compile
+#: costs 20 s with inductor's caches warm and 34 s without, so compiling pays off from ~155
+#: (warm) to ~260 (cold) steps; the 105-step demo stays eager (2 min 49 s)
+AUTO_MIN_STEPS = 200
 
 
 def should_compile(setting: bool | None, device: torch.device, total_steps: int) -> bool:
