@@ -319,7 +319,8 @@ def test_l2sp_pulls_the_new_head_towards_zero_not_its_random_start(classificatio
     """L2-SP (Li et al. 2018) anchors pretrained weights where they started and new layers at zero."""
 
     def head_norm_after_training(l2sp: float) -> float:
-        recipe = classification_recipe(train={"max_steps": 20, "l2sp": l2sp, "scheduler": "constant", "warmup_ratio": 0})
+        train = {"max_steps": 20, "l2sp": l2sp, "scheduler": "constant", "warmup_ratio": 0}
+        recipe = classification_recipe(train=train)
         run = tmp_path / f"run-{l2sp}"
         assert main(["train", str(recipe), f"output.dir={run}"]) == 0
         trained = load_file(str(latest_checkpoint(run / "checkpoints") / "trainable.safetensors"))

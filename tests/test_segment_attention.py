@@ -88,7 +88,10 @@ def test_recomputing_attention_in_bf16_is_as_accurate_as_the_math_kernel():
 
     reference = run(math_kernel, exact, upstream)
     errors = {}
-    for name, attend in (("math", math_kernel), ("ours", lambda q, k, v: seg._RecomputedCausalAttention.apply(q, k, v, 0.25))):
+    def ours(q, k, v):
+        return seg._RecomputedCausalAttention.apply(q, k, v, 0.25)
+
+    for name, attend in (("math", math_kernel), ("ours", ours)):
         tensors = [t.detach().bfloat16().requires_grad_() for t in exact]
         got = run(attend, tensors, upstream.bfloat16())
         errors[name] = [float((g - r).norm() / r.norm()) for g, r in zip(got, reference, strict=True)]
