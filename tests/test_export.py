@@ -181,6 +181,13 @@ def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no temp folder left behind either
 
 
+def test_an_export_tidies_what_a_killed_export_of_it_left(lora_run, tmp_path):
+    (tmp_path / ".out.old").mkdir()  # moved aside while its replacement was renamed in
+    (tmp_path / ".out.k3j_9xq2").mkdir()  # half-written
+    export_run(lora_run, "adapter", out=tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_an_unknown_quant_lists_the_valid_ones(lora_run):
     with pytest.raises(ExportError, match="q4_k_m"):
         export_run(lora_run, "gguf", quant="q3_x")

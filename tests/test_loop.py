@@ -102,7 +102,7 @@ def test_a_run_resumed_before_its_first_checkpoint_starts_its_log_over(tiny_mode
 def test_what_a_killed_save_left_is_recovered_or_removed(tmp_path):
     from finjust.train.checkpoint import recover_interrupted_saves
 
-    for name in (".step-000004.old", ".step-000006.x1y2z3", "step-000002", ".step-000002.old"):
+    for name in (".step-000004.old", ".step-000006.x1y2z3_q", "step-000002", ".step-000002.old"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "state.json").write_text(name)
     recover_interrupted_saves(tmp_path)
@@ -160,3 +160,22 @@ def test_a_forgetting_guard_without_validation_data_says_it_cannot_check(tiny_mo
     setup.retention_probe = lambda model: 1.0
     train_model(_tiny_lora(tiny_model_dir), setup)
     assert any(kind == "warning" and "needs validation data" in p["text"] for kind, p in events)
+
+
+def test_pruned_checkpoints_leave_no_half_deleted_step(tmp_path, monkeypatch):
+    """Pruning renames a checkpoint away before deleting it: a kill midway leaves a temp."""
+    import shutil
+
+    from finjust import atomic
+    from finjust.train.checkpoint import recover_interrupted_saves
+
+    for step in (1, 2):
+        (tmp_path / f"step-00000{step}").mkdir()
+        (tmp_path / f"step-00000{step}" / "state.json").write_text("{}")
+    monkeypatch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)  # killed before deleting anything
+    atomic.remove_folder(tmp_path / "step-000001")
+    assert latest_checkpoint(tmp_path).name == "step-000002"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("step-")] == ["step-000002"]
+    monkeypatch.undo()
+    recover_interrupted_saves(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ def write_text(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -54,24 +56,60 @@ def folder(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def recover_folders(parent: Path, pattern: str = "*") -> None:
-    """Tidy what a process killed inside :func:`folder` left among ``parent``'s folders named
-    ``pattern``: a folder moved aside as ``.NAME.old`` while its replacement was being renamed
-    in is the last complete ``NAME``, and comes back where nothing replaced it; half-written
-    temp folders ``.NAME.<random>`` are removed."""
-    for entry in parent.glob(f".{pattern}"):
+#: what ``tempfile.mkstemp`` and ``mkdtemp`` append to the prefixes above
+_RANDOM_SUFFIX = re.compile(r"[a-z0-9_]{8}")
+
+
+def is_leftover(entry: Path) -> bool:
+    """True for what a killed :func:`write_text`, :func:`folder` or :func:`remove_folder` leaves:
+    ``.NAME.old`` (a folder moved aside) or ``.NAME.<8 random characters>`` (a temp)."""
+    name, _, suffix = entry.name[1:].rpartition(".")
+    return entry.name.startswith(".") and bool(name) and (suffix == "old" or bool(_RANDOM_SUFFIX.fullmatch(suffix)))
+
+
+def recover(parent: Path, pattern: str = "*") -> None:
+    """Tidy what a process killed while writing left among ``parent``'s entries named ``pattern``:
+    a folder moved aside as ``.NAME.old`` while its replacement was being renamed in is the last
+    complete ``NAME``, and comes back where nothing replaced it; temp files and folders go.
+    Other dot-names (a user's ``.gitignore``) are left alone."""
+    for entry in parent.glob(f".{pattern}.*"):
+        if not is_leftover(entry):
+            continue
         name, _, suffix = entry.name[1:].rpartition(".")
         if suffix == "old" and not (parent / name).exists():
             os.replace(entry, parent / name)
-        else:
+        elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def remove_folder(path: str | Path) -> None:
+    """Delete the folder ``path``; a deletion killed midway leaves a temp beside it (which
+    :func:`recover` removes), never a half-deleted ``path``."""
+    path = Path(path)
+    doomed = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    os.replace(path, doomed)  # a folder may replace an empty one
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable across a power loss, where the platform allows it."""
+    with suppress(OSError):  # some platforms cannot open a folder
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:

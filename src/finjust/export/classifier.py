@@ -63,6 +63,7 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     reference = _trained(recipe, method, folder, labels)
     merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()
     texts = _test_ids(recipe, reference.tokenizer, labels, prompts)
+    atomic.recover(target.parent, target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
         _write_graph(merged, tmp / GRAPH, texts[0])
         merged.config.save_pretrained(tmp)

@@ -72,6 +72,7 @@ def export_run(
     thresholds = fmt.thresholds(quant)
     if min_agreement is not None:
         thresholds = dataclasses.replace(thresholds, min_agreement=min_agreement)
+    atomic.recover(target.parent, target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
         on_event("phase", {"text": f"writing {label}"})
         fmt.write(source, tmp, quant)

@@ -136,6 +136,10 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, folder)
+    except OSError:
+        if not (folder / "config.json").is_file():
+            raise
+        # another process finished converting the same file first: its copy serves
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

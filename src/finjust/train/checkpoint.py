@@ -9,7 +9,6 @@ the latest one is the highest step.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +82,7 @@ def save_checkpoint(
 def _prune(root: Path, keep: set[int | None]) -> None:
     for folder in root.glob(f"{_PREFIX}*"):
         if _step_of(folder) not in keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            atomic.remove_folder(folder)  # killed midway, no half-deleted step-N looks complete
 
 
 def _step_of(folder: Path) -> int | None:
@@ -94,8 +93,8 @@ def _step_of(folder: Path) -> int | None:
 def recover_interrupted_saves(root: Path) -> None:
     """Tidy what a run killed while saving left in ``root``: a checkpoint moved aside as
     ``.step-N.old`` comes back where no ``step-N`` replaced it, and half-written temp folders
-    (a full model and optimizer each, for full fine-tuning) go (:func:`finjust.atomic.recover_folders`)."""
-    atomic.recover_folders(root, f"{_PREFIX}*")
+    (a full model and optimizer each, for full fine-tuning) go (:func:`finjust.atomic.recover`)."""
+    atomic.recover(root, f"{_PREFIX}*")
 
 
 def latest_checkpoint(root: Path) -> Path | None:

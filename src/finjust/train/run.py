@@ -7,7 +7,6 @@ manifest, the metrics log, checkpoints, the trained artifact and the scorecard.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +171,7 @@ def _training_model(recipe: Recipe, method: Method, loaded: LoadedModel, on_even
 
 
 def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
+    _recover_writes(folder)
     if folder.root.exists() and any(folder.root.iterdir()) and not resume:
         if not recipe.output.overwrite:
             raise CheckpointError(
@@ -181,12 +181,23 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
         if not folder.recipe.is_file():  # overwrite replaces runs, never a folder of other files
             raise CheckpointError(f"{folder.root} is not empty and not a finjust run folder (no recipe.yaml); "
                                   "output.overwrite replaces run folders only: choose another output.dir")
-        shutil.rmtree(folder.root)
+        atomic.remove_folder(folder.root)
     if resume and not folder.recipe.is_file():
         raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
     folder.root.mkdir(parents=True, exist_ok=True)
     if not resume:
         save_recipe(recipe, folder.recipe)
+
+
+def _recover_writes(folder: RunFolder) -> None:
+    """Tidy what a run killed while writing left in its folder (temp files and folders, an
+    artifact moved aside while its replacement was renamed in): in a run folder, or in one
+    holding nothing else (a run killed while writing its first file)."""
+    if not folder.root.is_dir():
+        return
+    entries = list(folder.root.iterdir())
+    if folder.recipe.is_file() or all(atomic.is_leftover(entry) for entry in entries):
+        atomic.recover(folder.root)
 
 
 def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler, chat: bool = True) -> None:
