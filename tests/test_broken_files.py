@@ -32,6 +32,8 @@ CORPUS = [
     ("bad_label.jsonl", 2, "label", "wrong_type", "expected a string or an integer"),
     ("not_utf8.jsonl", 2, None, "not_utf8", "not UTF-8"),
     ("extra_field.csv", 3, None, "malformed", "the row has 3 fields but the header has 2"),
+    ("unclosed_quote.csv", 3, None, "malformed", "a quote opened in the record on line 3 is never closed"),
+    ("too_deep.jsonl", 2, None, "malformed", "nested too deeply"),
     ("empty.jsonl", None, None, "empty_file", "no records"),
     ("not_an_array.json", None, None, "malformed", "expected a JSON array"),
     ("not_parquet.parquet", None, None, "malformed", "not a readable Parquet file"),

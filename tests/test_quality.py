@@ -18,7 +18,9 @@ from finjust.errors import DataError
 from finjust.recipe import data_section_from_dict, load_recipe
 
 TOKENIZER = build_tokenizer()
-QUESTIONS = [f"How much does the {c} {t} cost in our shop this season?" for c in ("red", "blue", "green", "black")
+# templated, yet no two closer than 0.71 Jaccard: clear of the 0.8 threshold by more than the
+# MinHash estimate's spread (the longer "How much does the ... in our shop ..." frame reached 0.79)
+QUESTIONS = [f"What does the {c} {t} cost this season?" for c in ("red", "blue", "green", "black")
              for t in ("kayak", "tent", "stove", "lamp", "canoe")]  # fmt: skip
 
 
@@ -55,6 +57,12 @@ def test_leakage_exact_and_near_is_found_and_fails_the_gate(write_jsonl):
     assert "test.jsonl:2 (test) nearly repeats the prompt of" in leakage.items[1] and "train.jsonl:8" in leakage.items[1]
     with pytest.raises(DataError, match="the data quality gate failed:\n  leakage: 2"):
         enforce_gate(report)
+
+
+def test_short_prompts_that_differ_in_their_first_letter_are_not_near_copies(write_jsonl):
+    train = [{"instruction": word, "output": f"About {word}."} for word in ("cat", "dog", "owl", "elk")]
+    report, _ = _check(write_jsonl, train, [{"instruction": "bat", "output": "A flying mammal."}])
+    assert report.findings["leakage"].count == 0 and report.findings["near_duplicates"].count == 0
 
 
 def test_duplicates_near_duplicates_and_conflicts(write_jsonl):

@@ -224,6 +224,15 @@ def test_held_out_fractions_must_leave_training_data() -> None:
     assert recipe.data.test == "u"
 
 
+def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+    path = write(tmp_path, "model: {name: x}\ndata: {train: t}\ntrain: {lr: -5}\noutput: {dir: y}\ntrain: {epochs: 2}\n")
+    with pytest.raises(RecipeError, match=r"line 5, column 1: key 'train' appears twice \(also on line 3\)"):
+        load_recipe(path)
+    nested = write(tmp_path, "model: {name: x, name: z}\ndata: {train: t}\noutput: {dir: y}\n", "nested.yaml")
+    with pytest.raises(RecipeError, match="key 'name' appears twice"):
+        load_recipe(nested)
+
+
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "model: {name: x}\ndata:\n  train: [unclosed\noutput: {dir: y}\n")
     with pytest.raises(RecipeError) as info:

@@ -37,7 +37,9 @@ class MinHasher:
         self.num_perm, self.ngram = num_perm, ngram
         # shingles are hashed to 32 bits below, so datasketch only permutes them (identity hashfunc)
         self._minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity)
-        self._powers = np.array([pow(0x100000001B3, i, 2**64) for i in range(ngram)], dtype=np.uint64)
+        # powers from 1 up: with p^0 = 1 a window's first byte would stay in the low 32 bits,
+        # which the shift below drops (texts differing only there would hash alike)
+        self._powers = np.array([pow(0x100000001B3, i + 1, 2**64) for i in range(ngram)], dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
         """The distinct 32-bit hashes of the text's character n-grams (UTF-8 bytes)."""

@@ -95,6 +95,10 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
                 yield number, None, f"not UTF-8 text (byte {exc.start} of the line); re-save the file as UTF-8"
 
 
+#: the stdlib parser recurses once per nesting level; no record format nests more than a few
+_TOO_DEEP = "malformed JSON: nested too deeply to be a record (lists or objects thousands of levels deep)"
+
+
 @_register("jsonl", ".jsonl", ".ndjson")
 def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
     """One JSON value per non-blank line."""
@@ -107,6 +111,8 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
             except json.JSONDecodeError as exc:
                 yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}); "
                               "each line must be one complete JSON object", str(path), number)  # fmt: skip
+            except RecursionError:
+                yield Problem("malformed", _TOO_DEEP, str(path), number)
 
 
 @_register("json", ".json")
@@ -119,6 +125,9 @@ def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
         return
     except json.JSONDecodeError as exc:
         yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno})", str(path), exc.lineno)
+        return
+    except RecursionError:
+        yield Problem("malformed", _TOO_DEEP, str(path))
         return
     if not isinstance(data, list):
         yield Problem("malformed", f"expected a JSON array of records, got {type(data).__name__}; "
@@ -150,7 +159,10 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
                 text = "\n"  # keep the line count right; the record on it is reported below
             yield text
 
-    reader = csv.reader(lines(), delimiter=delimiter)
+    # strict: a quote never closed is an error at the end of the file, not the rest of the file
+    # read silently as one cell
+    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    start = 1
     try:
         header = next(reader, None)
         if header is None:
@@ -165,8 +177,13 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
             elif any(cell.strip() for cell in row):
                 yield _row_record(row, header, path, number)
     except csv.Error as exc:
-        yield Problem("malformed", f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}",
-                      str(path), reader.line_num)  # fmt: skip
+        kind = "TSV" if delimiter == chr(9) else "CSV"
+        if reader.line_num > start and "unexpected end of data" in str(exc):
+            yield Problem("malformed", f"malformed {kind}: a quote opened in the record on line {start} is never "
+                          f"closed, so lines {start}-{reader.line_num} would read as one cell; close the quote, "
+                          'or write a quote inside a quoted cell as ""', str(path), start)  # fmt: skip
+        else:
+            yield Problem("malformed", f"malformed {kind}: {exc}", str(path), reader.line_num)
 
 
 def _row_record(row: list[str], header: list[str], path: Path, number: int) -> Item:
