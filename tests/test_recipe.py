@@ -125,6 +125,17 @@ def test_two_mistakes_are_reported_together(tmp_path: Path) -> None:
     assert any("train.batch_size" in p and "-1" in p and "> 0" in p for p in error.problems)
 
 
+def test_checks_across_keys_run_beside_a_sections_other_mistakes() -> None:
+    problems = problems_of(minimal_dict(
+        data={"train": "t", "test_fraction": 0, "max_length": 0},
+        eval={"metrics": ["exact_match", "bleu"], "confidence": 2},
+    ))  # fmt: skip
+    assert len(problems) == 4, problems
+    assert any("data.max_length" in p for p in problems) and any("eval.confidence" in p for p in problems)
+    assert any("unknown metric 'bleu'" in p for p in problems)  # needs eval's other keys valid before
+    assert any("needs test examples" in p for p in problems)  # needs data's other keys valid before
+
+
 def test_overrides_apply_and_coerce_types(tmp_path: Path) -> None:
     overrides = [
         "train.lr=1e-4",

@@ -40,17 +40,37 @@ def build_recipe(raw: Any, source: str, problems: list[str]) -> Recipe:
         else:
             built[name] = _build_dataclass(cls, name, value or {}, problems)
     problems.extend(_check_data_raw(raw.get("data")))
-    if built.get("data") is not None:
-        problems.extend(_check_data(built["data"]))
-    if built.get("eval") is not None:
-        _check_metrics(built["eval"], problems)
-    if built.get("data") is not None:
-        problems.extend(_check_test_split(built["data"]))
-    if built.get("train") is not None and built.get("method") is not None:
-        problems.extend(_check_recompute(built["train"], built["method"]))
+    # the checks across keys run on a section's valid keys even where other keys failed, so
+    # that one run of the recipe lists every problem
+    data, evaluation, train = (built.get(name) or _valid_part(SECTIONS[name], raw.get(name))
+                               for name in ("data", "eval", "train"))  # fmt: skip
+    problems.extend(_check_data(data))
+    _check_metrics(evaluation, problems)
+    problems.extend(_check_test_split(data))
+    if built.get("method") is not None:
+        problems.extend(_check_recompute(train, built["method"]))
     if problems:
         raise RecipeError(problems, source=source)
     return Recipe(**built)
+
+
+def _valid_part(cls: type, raw: Any) -> types.SimpleNamespace:
+    """A section's defaults with those of ``raw``'s keys that are valid on their own: what the
+    checks across keys can still read when the section as a whole did not validate."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for info in fields(cls):
+        if info.default is not dataclasses.MISSING:
+            values[info.name] = info.default
+        elif info.default_factory is not dataclasses.MISSING:
+            values[info.name] = info.default_factory()
+        given = raw.get(info.name) if isinstance(raw, Mapping) else None
+        if given is None or dataclasses.is_dataclass(hints[info.name]):
+            continue
+        ok, value = _coerce(given, hints[info.name])
+        if ok and not _check_value(value, info.metadata):
+            values[info.name] = value
+    return types.SimpleNamespace(**values)
 
 
 def _check_test_split(data: DataSection) -> list[str]:
