@@ -190,3 +190,14 @@ def test_candidate_pairs_cover_small_buckets_pair_by_pair_and_large_ones_by_thei
     starts = np.array([True, False, False, True, True, False])  # buckets [0 1 2] [3] [4 5]
     assert pairs(64) == [(0, 1), (0, 2), (1, 2), (4, 5)]
     assert pairs(2) == [(0, 1), (0, 2), (4, 5)]  # the 3-member bucket only against its first
+
+
+def test_a_held_out_label_never_trained_on_fails_the_gate_at_its_record(write_jsonl):
+    train = [{"text": f"review {i} of the red kayak", "label": "good" if i % 2 else "bad"} for i in range(12)]
+    test = [{"text": "the blue tent", "label": "good"}, {"text": "the green lamp", "label": "meh"}]
+    report, _ = _check(write_jsonl, train, test)
+    unseen = report.findings["unseen_labels"]
+    assert unseen.count == 1 and unseen.status == "fail" and not report.passed
+    assert "test.jsonl:2 (test) field 'label': 'meh' never occurs in training" in unseen.items[0]
+    report, _ = _check(write_jsonl, train, test, quality={"ignore": ["label_imbalance"]})
+    assert not report.passed  # the run would refuse the record whatever the recipe says

@@ -17,11 +17,12 @@ FINDINGS: dict[str, str] = {
     "near_duplicates": "records that nearly repeat another record of the same split (MinHash/LSH)",
     "conflicts": "the same prompt with different answers or labels",
     "pii": "e-mail addresses, phone numbers, card numbers, IBANs, Swedish personal identity numbers",
-    "label_imbalance": "classification labels whose counts differ more than tenfold, or that are missing from training",
+    "label_imbalance": "classification labels whose counts differ more than tenfold",
+    "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
 }
 
 #: findings that a recipe may list in ``data.quality.fail_on`` / ``ignore``
-GATED = tuple(name for name in FINDINGS if name not in ("invalid", "empty_answers"))
+GATED = tuple(name for name in FINDINGS if name not in ("invalid", "empty_answers", "unseen_labels"))
 
 #: defaults: stop on what makes a run's numbers wrong or trains on nothing, warn on the rest
 DEFAULT_FAIL_ON = ("leakage", "no_trainable_tokens")

@@ -16,8 +16,9 @@ from typing import Any
 from finjust.data.report import QualityReport
 from finjust.errors import DataError
 
-#: findings that fail whatever the recipe says
-ALWAYS_FAIL = ("invalid", "empty_answers")
+#: findings that fail whatever the recipe says (a label never trained on: the classifier has
+#: no output for it, and training refuses such a record)
+ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels")
 
 
 def apply_gate(report: QualityReport, quality: Any, too_long: str = "truncate") -> QualityReport:
@@ -52,9 +53,11 @@ def gate_error(report: QualityReport, target: str = "RECIPE") -> DataError:
     for finding in report.failed():
         shown = "; ".join(finding.items[:3])
         lines.append(f"  {finding.name}: {finding.count} ({finding.description}); e.g. {shown}")
+    movable = [finding.name for finding in report.failed() if finding.name not in ALWAYS_FAIL]
+    advice = f", or move {', '.join(movable)} out of data.quality.fail_on to only warn" if movable else ""
     return DataError(
         "the data quality gate failed:\n" + "\n".join(lines) + f"\nsee the full report with `finjust data check "
-        f"{target}`; fix the data, or move a finding out of data.quality.fail_on to only warn"
+        f"{target}`; fix the data{advice}"
     )
 
 
