@@ -30,6 +30,8 @@ CORPUS = [
     ("mixed_tasks.jsonl", 2, None, "mixed_formats", "one task per data set"),
     ("same_preference.jsonl", 2, "rejected", "bad_value", "the same as 'chosen'"),
     ("bad_label.jsonl", 2, "label", "wrong_type", "expected a string or an integer"),
+    ("missing_label.jsonl", 2, "label", "missing", "every record needs a 'label'"),  # not "another format"
+    ("null_messages.jsonl", 2, "messages", "missing", "expected a non-empty list"),
     ("not_utf8.jsonl", 2, None, "not_utf8", "not UTF-8"),
     ("extra_field.csv", 3, None, "malformed", "the row has 3 fields but the header has 2"),
     ("unclosed_quote.csv", 3, None, "malformed", "a quote opened in the record on line 3 is never closed"),

@@ -253,7 +253,7 @@ def iter_examples(
         split: the split to read from a ``datasets`` folder holding several.
     """
     columns = dict(columns or {})
-    first: tuple[str, int] | None = None  # (task, line) of the first good record
+    first: tuple[str, int] | None = None  # (format name, line) of the first good record
     seen = 0
     for item in read_records(path, split):
         seen += 1
@@ -261,8 +261,9 @@ def iter_examples(
             yield item
             continue
         result = _read_raw(item, str(path), data_format, system_prompt, columns, first)
-        if isinstance(result, Example) and first is None:
-            first = (result.task, result.line)
+        if isinstance(result, tuple):
+            result, name = result
+            first = first or (name, result.line)
         yield result
     if not seen:
         yield Problem("empty_file", "no records; the file is empty (expected one record per line)", str(path))
@@ -271,7 +272,7 @@ def iter_examples(
 def _read_raw(
     item: RawRecord, path: str, data_format: str, system_prompt: str | None,
     columns: dict[str, str], first: tuple[str, int] | None,
-) -> Example | Problem:  # fmt: skip
+) -> tuple[Example, str] | Problem:  # fmt: skip
     path = item.path or path
     record = item.value
     if not isinstance(record, dict):
@@ -282,20 +283,35 @@ def _read_raw(
         name = data_format if data_format != "auto" else detect_format(record)
     except ValueError as exc:
         return Problem("ambiguous_format", str(exc), path, item.number)
+    if data_format == "auto" and first is not None and _belongs_to(record, FORMATS.get(first[0]), name):
+        name = first[0]  # an incomplete record of the file's format: say which of its fields is wrong
     if name is None:
         return Problem("unknown_format", _UNKNOWN, path, item.number)
     fmt = FORMATS.get(name)
-    if first is not None and first[0] != fmt.task and data_format == "auto":
+    if first is not None and FORMATS.get(first[0]).task != fmt.task and data_format == "auto":
         return Problem("mixed_formats", f"cannot tell the format: this record looks like {name!r} ({fmt.task}) "
-                       f"but line {first[1]} is a {first[0]} record; keep one task per data set or set "
-                       "data.format", path, item.number)  # fmt: skip
+                       f"but line {first[1]} is a {FORMATS.get(first[0]).task} record; keep one task per data "
+                       "set or set data.format", path, item.number)  # fmt: skip
     try:
         example = fmt.read(record, system_prompt)
     except _RecordProblem as problem:
         field_name = _source_field(problem.field_name, columns)
         return Problem(problem.kind, str(problem), path, item.number, field_name)
     meta = {k: v for k, v in record.items() if k not in fmt.fields}
-    return dataclasses.replace(example, source=path, line=item.number, meta=meta)
+    return dataclasses.replace(example, source=path, line=item.number, meta=meta), name
+
+
+def _belongs_to(record: Mapping[str, Any], file_format: RecordFormat, detected: str | None) -> bool:
+    """True when a record is an incomplete one of the file's format (a label or field missing
+    or null) rather than a complete record of another format, so that its problem is that field."""
+    if detected == file_format.name:
+        return False
+    if detected is not None:
+        other = FORMATS.get(detected)
+        complete = other.required <= {key for key, value in record.items() if value is not None}
+        if complete and not other.required < file_format.required:  # text < classification: a label short
+            return False
+    return bool(file_format.fields & set(record))
 
 
 def _renamed(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
