@@ -81,3 +81,11 @@ def test_problems_are_collected_not_stopped_at_the_first(write_jsonl):
     assert message.startswith("45 bad records")
     assert f"{path}:1:" in message and f"{path}:3 field 'output'" in message and f"{path}:4:" in message
     assert "... and 25 more" in message
+
+
+def test_a_missing_field_suggests_the_column_that_may_hold_it(tmp_path):
+    path = tmp_path / "renamed.csv"
+    path.write_text("instruction,answer\nWhat is it?,A bike.\n")
+    (problem,) = [item for item in iter_examples(path) if isinstance(item, Problem)]
+    assert (problem.line, problem.field) == (2, "output")
+    assert "the record also has 'answer'" in problem.message and "data.columns: {output: answer}" in problem.message

@@ -296,9 +296,20 @@ def _read_raw(
         example = fmt.read(record, system_prompt)
     except _RecordProblem as problem:
         field_name = _source_field(problem.field_name, columns)
-        return Problem(problem.kind, str(problem), path, item.number, field_name)
+        return Problem(problem.kind, str(problem) + _unread_fields(problem, record, fmt), path, item.number,
+                       field_name)  # fmt: skip
     meta = {k: v for k, v in record.items() if k not in fmt.fields}
     return dataclasses.replace(example, source=path, line=item.number, meta=meta), name
+
+
+def _unread_fields(problem: _RecordProblem, record: Mapping[str, Any], fmt: RecordFormat) -> str:
+    """For a missing field: the record's fields the format does not read, which may be it under
+    another name (a CSV column 'answer' for 'output')."""
+    unread = [str(key) for key in record if key not in fmt.fields]
+    if problem.kind != "missing" or problem.field_name not in fmt.fields or not unread:
+        return ""
+    return (f" (the record also has {', '.join(map(repr, unread[:5]))}: if one of them is "
+            f"{problem.field_name!r}, map it with data.columns: {{{problem.field_name}: {unread[0]}}})")
 
 
 def _belongs_to(record: Mapping[str, Any], file_format: RecordFormat, detected: str | None) -> bool:
