@@ -70,6 +70,7 @@ def test_cli_reports_broken_files_without_a_traceback(name, capsys):
     assert "Traceback" not in out + err
     assert "quality gate: FAILED on invalid" in out
     assert name in out
+    assert " None records" not in out and " none records" not in out  # no task when nothing was readable
 
 
 def test_problems_are_collected_not_stopped_at_the_first(write_jsonl):

@@ -31,7 +31,8 @@ def format_report(report: QualityReport) -> str:
     """A readable summary: files, splits with token statistics, histogram, findings and the gate."""
     paths = sorted({f["path"] for f in report.files}, key=len, reverse=True)
     total = sum(f["records"] for f in report.files)
-    lines = [f"Data check: {total} {report.task} records in {len(report.files)} file(s), {report.seconds:g} s", ""]
+    kind = f"{report.task} " if report.task not in (None, "none") else ""  # none: no record was readable
+    lines = [f"Data check: {total} {kind}records in {len(report.files)} file(s), {report.seconds:g} s", ""]
     for file in report.files:
         weight = f"  weight {file['weight']:g}" if file.get("weight", 1) != 1 else ""
         lines.append(f"  {file['role']:<11}{short_path(file['path'])}  {file['records']} records, "
