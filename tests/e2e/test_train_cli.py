@@ -141,3 +141,14 @@ def test_a_run_killed_writing_its_first_file_can_start_again(tiny_recipe, tmp_pa
     (run / ".recipe.yaml.q8w_e7r6").write_text("model:")  # all a run killed at once leaves
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", "eval.generate=false", "eval.retention=false"]) == 0
     assert (run / "recipe.yaml").is_file() and not (run / ".recipe.yaml.q8w_e7r6").exists()
+
+
+def test_overwrite_replaces_a_finished_run_whole(tiny_recipe, tmp_path):
+    quick = ["eval.generate=false", "eval.retention=false"]
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", *quick]) == 0
+    (tmp_path / "run" / "notes.txt").write_text("from the old run")
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2", "output.overwrite=true", *quick]) == 0
+    run = tmp_path / "run"
+    assert not (run / "notes.txt").exists()
+    assert [r["step"] for r in _records(run) if r["type"] == "train"] == [1, 2]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # nothing left beside it
