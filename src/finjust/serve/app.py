@@ -184,6 +184,8 @@ def _json(body: bytes) -> Any:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ServeError(f"the request body is not valid JSON: {error}", code="invalid_json") from None
+    except (RecursionError, ValueError) as error:  # nested thousands deep; an integer of thousands of digits
+        raise ServeError(f"the request body is not JSON this server reads: {error}", code="invalid_json") from None
     if not isinstance(value, dict):
         raise ServeError(f"the request body must be a JSON object, got {type(value).__name__}", code="invalid_json")
     return value

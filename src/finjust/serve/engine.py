@@ -113,7 +113,7 @@ class Engine:
             job = self._take_waiting()
             if job is _NOTHING_WAITING:
                 break
-            if job is None or not self._compatible(first, job):
+            if job is None or not self._compatible(batch or [first], job):
                 skipped.append(job)  # answered after this batch, in arrival order (a shutdown marker too)
                 if job is None:
                     break
@@ -130,9 +130,15 @@ class Engine:
         except queue.Empty:
             return _NOTHING_WAITING
 
-    def _compatible(self, first: Job, job: Job) -> bool:
-        same_length = len(job.prompt) == len(first.prompt)
-        return job.batchable and (same_length or not self.served.equal_lengths)
+    def _compatible(self, batch: list[Job], job: Job) -> bool:
+        """``job`` can join ``batch``: it batches, its prompt length suits the model, and the batch
+        still fits the context (every row is padded to the longest prompt and runs for the
+        largest max_tokens; positions past the context fail on learned position embeddings)."""
+        same_length = len(job.prompt) == len(batch[0].prompt)
+        together = [*batch, job]
+        width = max(len(j.prompt) for j in together) + max(j.sampling.max_tokens for j in together)
+        fits = width <= self.served.context
+        return job.batchable and fits and (same_length or not self.served.equal_lengths)
 
     def _answer(self, batch: list[Job]) -> None:
         rows = [job.row() for job in batch]

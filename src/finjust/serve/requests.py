@@ -140,7 +140,10 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, options:
             raise ServeError(f"prompt holds {len(prompt)} strings; send one prompt per request", param="prompt")
         prompt = prompt[0]
     if isinstance(prompt, str):
-        ids = list(served.tokenizer(prompt)["input_ids"])
+        try:
+            ids = list(served.tokenizer(prompt)["input_ids"])
+        except (TypeError, ValueError) as error:  # text the tokenizer cannot encode (a lone surrogate)
+            raise ServeError(f"the prompt cannot be tokenized: {error}", param="prompt") from None
     else:
         ids = [int(t) for t in prompt]
         vocab = len(served.tokenizer)
@@ -149,6 +152,14 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, options:
     if not ids:
         raise ServeError("the prompt is empty", param="prompt")
     return _prepare(request, ids, request.max_tokens, served, options, "prompt")
+
+
+#: temperatures below this decode greedily: dividing logits by less overflows them to inf
+MIN_SAMPLING_TEMPERATURE = 1e-4
+
+
+def _effective_temperature(temperature: float | None) -> float:
+    return 0.0 if temperature is None or temperature < MIN_SAMPLING_TEMPERATURE else temperature
 
 
 def _prepare(
@@ -170,7 +181,7 @@ def _prepare(
                          code="context_length_exceeded")  # fmt: skip
     sampling = Sampling(
         max_tokens=max_tokens or min(options.max_tokens_limit, room),
-        temperature=request.temperature or 0.0,
+        temperature=_effective_temperature(request.temperature),
         top_p=1.0 if request.top_p is None else request.top_p,
         seed=request.seed,
         stop=_stops(request.stop),
