@@ -315,3 +315,25 @@ def test_a_batch_never_outgrows_the_context(served):
     finally:
         engine.close()
         loop.close()
+
+
+def test_a_client_that_gives_up_on_a_plain_request_cancels_its_generation(served, monkeypatch):
+    """Starlette does not cancel a non-streaming endpoint whose client left: the wait asks."""
+    seen: list[bool] = []
+
+    def slow(model, rows):  # a long generation that stops once its row is cancelled
+        deadline = time.monotonic() + 10
+        while not rows[0].is_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(rows[0].is_cancelled())
+        rows[0].finish_reason = "stop"
+
+    monkeypatch.setattr(engine_module, "generate_rows", slow)
+    with Server(create_app(served, ServeOptions())) as running:
+        with pytest.raises(httpx2.TimeoutException):
+            httpx2.post(f"{running.url}/v1/completions", json={"prompt": "x", "max_tokens": 8},
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=0.3)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert seen == [True]

@@ -96,6 +96,10 @@ def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine
         return await _generate(request, "completion", served, options, engine)
 
 
+#: how often a waiting non-streaming request checks that its client is still connected
+DISCONNECT_POLL_SECONDS = 0.25
+
+
 async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine) -> Any:
     _check_key(request, options)
     schema, prepare = _ENDPOINTS[endpoint]
@@ -111,15 +115,22 @@ async def _generate(request: Request, endpoint: str, served: ServedModel, option
     if prepared.stream:
         return StreamingResponse(_stream(job, envelope, prepared), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})  # fmt: skip
-    row = await _wait(job)
+    row = await _wait(job, request)
     return envelope.response(row, len(prepared.prompt))
 
 
-async def _wait(job: Job) -> Row:
-    """The finished row; a client that disconnects meanwhile cancels its job."""
+async def _wait(job: Job, request: Request) -> Row:
+    """The finished row; a client that disconnects meanwhile cancels its job, which then ends
+    at its next token. Starlette does not cancel a plain (non-streaming) endpoint whose client
+    went away, so the wait also asks every DISCONNECT_POLL_SECONDS."""
     try:
         while True:
-            kind, payload = await job.events.get()
+            try:
+                kind, payload = await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_SECONDS)
+            except asyncio.TimeoutError:
+                if not job.cancelled.is_set() and await request.is_disconnected():
+                    job.cancelled.set()
+                continue
             if kind == DONE:
                 return payload
             if kind == FAILED:
