@@ -154,6 +154,9 @@ def test_a_missing_or_wrong_key_gets_401(server):
         ("[1, 2]", 400, None),
         (json.dumps({"messages": [{"role": "robot", "content": "hi"}]}), 400, "messages.0.role"),
         (json.dumps({"messages": [{"role": "user", "content": 5}]}), 400, "messages.0.content"),
+        (json.dumps({"messages": [{"role": "user", "content": [{"type": "text"}]}]}), 400,
+         "messages.0.content.0.text"),  # the part's missing text, not pydantic's "content.str"
+        (json.dumps({"messages": HELLO, "stop": 5}), 400, "stop"),
         (json.dumps({"messages": HELLO, "max_tokens": "5"}), 400, "max_tokens"),
         (json.dumps({"messages": HELLO, "max_tokens": 65}), 400, "max_tokens"),
         (json.dumps({"messages": HELLO, "n": 2}), 400, "n"),

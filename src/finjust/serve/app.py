@@ -203,15 +203,28 @@ def _json(body: bytes) -> Any:
 
 
 def _validation_error(error: ValidationError) -> ServeError:
-    """The first problem, as ``field: what is wrong (got value)``; the count of the others."""
+    """The most specific problem, as ``field: what is wrong (got value)``; the count of the others.
+
+    A value that fits none of a union's types gets a problem per type, located under pydantic's
+    name for the type (``content.str``, ``content.list[TextPart].0.text``): the deepest one says
+    what is wrong, and the type names are not the client's field names.
+    """
     problems = error.errors(include_url=False)
-    first = problems[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
+    first = max(problems, key=lambda problem: len(_client_loc(problem["loc"])))
+    where = ".".join(str(part) for part in _client_loc(first["loc"])) or "body"
     got = json.dumps(first.get("input"), default=str)
     got = got if len(got) <= 80 else got[:77] + "..."
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     message = str(first["msg"]).removeprefix("Value error, ")
     return ServeError(f"{where}: {message} (got {got}){more}", param=where, code="invalid_value")
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _client_loc(loc: tuple[Any, ...]) -> list[Any]:
+    """``loc`` without pydantic's union-member names (``str``, ``list[TextPart]``)."""
+    return [part for part in loc if not (isinstance(part, str) and ("[" in part or part in _TYPE_NAMES))]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
