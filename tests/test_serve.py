@@ -159,6 +159,7 @@ def test_a_missing_or_wrong_key_gets_401(server):
         (json.dumps({"messages": HELLO, "stop": 5}), 400, "stop"),
         (json.dumps({"messages": HELLO, "max_tokens": "5"}), 400, "max_tokens"),
         (json.dumps({"messages": HELLO, "max_tokens": 65}), 400, "max_tokens"),
+        (json.dumps({"messages": HELLO, "max_completion_tokens": 65}), 400, "max_completion_tokens"),
         (json.dumps({"messages": HELLO, "n": 2}), 400, "n"),
         (json.dumps({"messages": HELLO, "temperature": -1}), 400, "temperature"),
         (json.dumps({"messages": HELLO, "temperature": 0.5, "seed": 2**64}), 400, "seed"),

@@ -124,7 +124,8 @@ def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOption
     except Exception as error:  # templates raise their own errors, e.g. "roles must alternate"
         raise ServeError(f"the model's chat template rejected these messages: {error}", param="messages") from error
     max_tokens = request.max_completion_tokens or request.max_tokens
-    return _prepare(request, prompt, max_tokens, served, options, "messages")
+    named = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+    return _prepare(request, prompt, max_tokens, served, options, "messages", named)
 
 
 def prepare_completion(request: CompletionRequest, served: ServedModel, options: ServeOptions) -> Prepared:
@@ -164,7 +165,7 @@ def _effective_temperature(temperature: float | None) -> float:
 
 def _prepare(
     request: _Generation, prompt: list[int], max_tokens: int | None, served: ServedModel, options: ServeOptions,
-    prompt_param: str,
+    prompt_param: str, max_tokens_param: str = "max_tokens",
 ) -> Prepared:  # fmt: skip
     _refuse_unsupported(request, served)
     limit = min(options.max_prompt_tokens or served.context, served.context - 1)
@@ -173,11 +174,11 @@ def _prepare(
                          "shorten it", param=prompt_param, code="context_length_exceeded")  # fmt: skip
     room = served.context - len(prompt)
     if max_tokens is not None and max_tokens > options.max_tokens_limit:
-        raise ServeError(f"max_tokens={max_tokens} is more than this server's limit of {options.max_tokens_limit}",
-                         param="max_tokens", code="max_tokens_too_large")  # fmt: skip
+        raise ServeError(f"{max_tokens_param}={max_tokens} is more than this server's limit of "
+                         f"{options.max_tokens_limit}", param=max_tokens_param, code="max_tokens_too_large")  # fmt: skip
     if max_tokens is not None and max_tokens > room:
         raise ServeError(f"the model's context is {served.context} tokens: the {len(prompt)}-token prompt leaves "
-                         f"room for {room} new tokens, not max_tokens={max_tokens}", param="max_tokens",
+                         f"room for {room} new tokens, not {max_tokens_param}={max_tokens}", param=max_tokens_param,
                          code="context_length_exceeded")  # fmt: skip
     sampling = Sampling(
         max_tokens=max_tokens or min(options.max_tokens_limit, room),
