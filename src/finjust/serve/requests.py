@@ -175,7 +175,8 @@ def _prepare(
     room = served.context - len(prompt)
     if max_tokens is not None and max_tokens > options.max_tokens_limit:
         raise ServeError(f"{max_tokens_param}={max_tokens} is more than this server's limit of "
-                         f"{options.max_tokens_limit}", param=max_tokens_param, code="max_tokens_too_large")  # fmt: skip
+                         f"{options.max_tokens_limit}", param=max_tokens_param,
+                         code="max_tokens_too_large")  # fmt: skip
     if max_tokens is not None and max_tokens > room:
         raise ServeError(f"the model's context is {served.context} tokens: the {len(prompt)}-token prompt leaves "
                          f"room for {room} new tokens, not {max_tokens_param}={max_tokens}", param=max_tokens_param,
