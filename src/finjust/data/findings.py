@@ -21,8 +21,12 @@ FINDINGS: dict[str, str] = {
     "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
 }
 
+#: findings that fail whatever the recipe says (a label never trained on: the classifier has
+#: no output for it, and training refuses such a record)
+ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels")
+
 #: findings that a recipe may list in ``data.quality.fail_on`` / ``ignore``
-GATED = tuple(name for name in FINDINGS if name not in ("invalid", "empty_answers", "unseen_labels"))
+GATED = tuple(name for name in FINDINGS if name not in ALWAYS_FAIL)
 
 #: defaults: stop on what makes a run's numbers wrong or trains on nothing, warn on the rest
 DEFAULT_FAIL_ON = ("leakage", "no_trainable_tokens")

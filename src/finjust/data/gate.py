@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from finjust.data.findings import ALWAYS_FAIL
 from finjust.data.report import QualityReport
 from finjust.errors import DataError
-
-#: findings that fail whatever the recipe says (a label never trained on: the classifier has
-#: no output for it, and training refuses such a record)
-ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels")
 
 
 def apply_gate(report: QualityReport, quality: Any, too_long: str = "truncate") -> QualityReport:
