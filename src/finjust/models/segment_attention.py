@@ -20,7 +20,7 @@ Why ours: transformers' packed-sequence support on the CPU is the block mask; it
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,15 +82,19 @@ def supports_segments(model: nn.Module) -> bool:
     )
 
 
-@contextmanager
-def segment_attention(model: nn.Module) -> Iterator[None]:
+def segment_attention(model: nn.Module) -> AbstractContextManager[None]:
     """Run ``model``'s attention per example while inside; pass ``segment_layout=`` to the call.
 
     Under this implementation transformers builds no attention mask at all.
     """
-    config = model.config
+    return attention_implementation(model.config, NAME)
+
+
+@contextmanager
+def attention_implementation(config: Any, name: str) -> Iterator[None]:
+    """Run the attention that transformers registers as ``name`` for ``config``'s model while inside."""
     saved = config._attn_implementation
-    config._attn_implementation = NAME
+    config._attn_implementation = name
     try:
         yield
     finally:

@@ -14,8 +14,8 @@ the checkpoint wraps whichever forward a block runs with, compiled or not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from finjust.models.load import autocast
+from finjust.models.segment_attention import attention_implementation
 
 if TYPE_CHECKING:  # the loop imports this module
     from finjust.train.loop import LoopSetup
@@ -60,7 +61,7 @@ def recomputing(forward: Callable[..., Any], config: Any) -> Callable[..., Any]:
     the block's keys and values to it a second time."""
 
     def contexts() -> tuple[AbstractContextManager[None], AbstractContextManager[None]]:
-        return nullcontext(), _attention_implementation(config, config._attn_implementation)
+        return nullcontext(), attention_implementation(config, config._attn_implementation)
 
     def run(*args: Any, **kwargs: Any) -> Any:
         kwargs.update({name: None for name in CACHE_ARGUMENTS if name in kwargs})
@@ -69,16 +70,6 @@ def recomputing(forward: Callable[..., Any], config: Any) -> Callable[..., Any]:
         return checkpoint(forward, *args, use_reentrant=False, context_fn=contexts, **kwargs)
 
     return run
-
-
-@contextmanager
-def _attention_implementation(config: Any, name: str) -> Iterator[None]:
-    saved = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = saved
 
 
 def saved_activation_bytes(run_forward: Callable[[], Any], params: Iterable[torch.Tensor]) -> int:
