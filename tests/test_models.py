@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from finjust.errors import ModelLoadError
+from finjust.models import load
 from finjust.models.load import choose_dtype, load_model, resolve_model_folder
 from finjust.models.shipped import ShippedModel
 
@@ -38,3 +41,24 @@ def test_dtype_follows_the_recipe_or_the_hardware():
     assert choose_dtype("float32", cpu) == torch.float32
     assert choose_dtype("bfloat16", cpu) == torch.bfloat16
     assert choose_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
+
+
+def test_a_gguf_conversion_is_cached_by_content_not_by_path(tmp_path, monkeypatch):
+    """A fresh install (another venv: another path and mtime) must reuse the 0.5 GB conversion."""
+    monkeypatch.setenv("FINJUST_CACHE", str(tmp_path / "cache"))
+    conversions = []
+
+    def fake_convert(gguf, folder):
+        conversions.append(gguf)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(load, "_convert_gguf", fake_convert)
+    first, second, other = (tmp_path / d / "m.gguf" for d in ("venv1", "venv2", "venv3"))
+    for path, content in ((first, b"GGUF weights"), (second, b"GGUF weights"), (other, b"GGUF other")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    os.utime(second, ns=(1, 1))
+    assert resolve_model_folder(str(first)) == resolve_model_folder(str(second))
+    assert resolve_model_folder(str(other)) != resolve_model_folder(str(first))
+    assert conversions == [first, other]
