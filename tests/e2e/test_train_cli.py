@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -152,3 +153,49 @@ def test_overwrite_replaces_a_finished_run_whole(tiny_recipe, tmp_path):
     assert not (run / "notes.txt").exists()
     assert [r["step"] for r in _records(run) if r["type"] == "train"] == [1, 2]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # nothing left beside it
+
+
+QUICK = ["eval.generate=false", "eval.retention=false"]
+
+
+def _finished_run(tiny_recipe, tmp_path) -> Path:
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 0
+    run = tmp_path / "run"
+    (run / "notes.txt").write_text("from the old run")
+    return run
+
+
+def test_an_overwrite_that_fails_before_training_keeps_the_old_run(tiny_recipe, tmp_path, capsys):
+    run = _finished_run(tiny_recipe, tmp_path)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n')
+    assert main(["train", str(tiny_recipe()), f"data.train={broken}", "output.overwrite=true", *QUICK]) == 2
+    assert "broken.jsonl:2" in capsys.readouterr().err
+    assert (run / "notes.txt").is_file() and (run / "scorecard.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_interrupted_overwrite_keeps_the_old_run_aside_until_the_new_one_finishes(tiny_recipe, tmp_path):
+    from finjust.recipe import load_recipe
+    from finjust.train.run import run_recipe
+
+    run = _finished_run(tiny_recipe, tmp_path)
+    recipe = load_recipe(tiny_recipe(), ["train.max_steps=3", "train.save_every=1", "output.overwrite=true", *QUICK])
+
+    def interrupt(kind, payload):
+        if kind == "step" and payload["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, on_event=interrupt)
+    assert (tmp_path / ".run.old" / "notes.txt").is_file() and not (run / "notes.txt").exists()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert not (tmp_path / ".run.old").exists() and (run / "scorecard.json").is_file()
+
+
+def test_an_old_run_set_aside_by_a_killed_overwrite_comes_back(tiny_recipe, tmp_path, capsys):
+    run = _finished_run(tiny_recipe, tmp_path)
+    run.rename(tmp_path / ".run.old")  # killed between setting the old run aside and starting the new
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "notes.txt").is_file()

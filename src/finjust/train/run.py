@@ -31,6 +31,7 @@ from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
 from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
 from finjust.train.log import MetricsLog
+from finjust.train import replace_run
 from finjust.train.loop import LoopSetup, train_model
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -99,7 +100,18 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     classification), whose trainer does the rest and returns the scorecard.
     """
     folder = RunFolder(recipe.output.dir)
-    _prepare_folder(folder, recipe, resume)
+    replacing = _prepare_folder(folder, recipe, resume)
+    try:
+        scorecard = _train_and_score(recipe, folder, resume, on_event)
+    except BaseException:
+        if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
+            on_event("warning", {"text": f"the new run failed before training: {folder.root} holds the previous run"})
+        raise
+    replace_run.discard_old(folder.root)
+    return RunResult(folder.root, scorecard)
+
+
+def _train_and_score(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> dict[str, Any]:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     on_event("phase", {"text": allocator.describe()})
@@ -110,7 +122,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     on_event("phase", {"text": f"data: {data.manifest['sizes']}; objective: {objective.name}"})
     scorecard = objective.train_function()(RunContext(recipe, folder, method, data, resume, on_event))
     atomic.write_json(folder.scorecard, scorecard)
-    return RunResult(folder.root, scorecard)
+    return scorecard
 
 
 def train_sft(run: RunContext) -> dict[str, Any]:
@@ -170,8 +182,11 @@ def _training_model(recipe: Recipe, method: Method, loaded: LoadedModel, on_even
     return load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device, extra)
 
 
-def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
+def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
+    """Make the run folder ready; True when an old run was set aside for this one to replace."""
+    replace_run.recover(folder.root)
     _recover_writes(folder)
+    replacing = False
     if folder.root.exists() and any(folder.root.iterdir()) and not resume:
         if not recipe.output.overwrite:
             raise CheckpointError(
@@ -181,12 +196,14 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> None:
         if not folder.recipe.is_file():  # overwrite replaces runs, never a folder of other files
             raise CheckpointError(f"{folder.root} is not empty and not a finjust run folder (no recipe.yaml); "
                                   "output.overwrite replaces run folders only: choose another output.dir")
-        atomic.remove_folder(folder.root)
+        replace_run.set_aside(folder.root, finished=folder.scorecard.is_file())
+        replacing = True
     if resume and not folder.recipe.is_file():
         raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
     folder.root.mkdir(parents=True, exist_ok=True)
     if not resume:
         save_recipe(recipe, folder.recipe)
+    return replacing
 
 
 def _recover_writes(folder: RunFolder) -> None:
