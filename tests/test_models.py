@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -62,3 +63,18 @@ def test_a_gguf_conversion_is_cached_by_content_not_by_path(tmp_path, monkeypatc
     assert resolve_model_folder(str(first)) == resolve_model_folder(str(second))
     assert resolve_model_folder(str(other)) != resolve_model_folder(str(first))
     assert conversions == [first, other]
+
+
+def test_a_conversion_removes_temp_folders_that_killed_conversions_abandoned(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINJUST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(load, "_convert_gguf", lambda gguf, folder: folder.mkdir(parents=True))
+    models = tmp_path / "cache" / "models"
+    abandoned, in_progress = models / ".converting-ab12cd34", models / ".converting-ef56gh78"
+    for tmp in (abandoned, in_progress):
+        tmp.mkdir(parents=True)
+        (tmp / "model.safetensors").write_bytes(b"half")
+    day_ago = time.time() - load.ABANDONED_AFTER_SECONDS - 60
+    os.utime(abandoned, (day_ago, day_ago))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF weights")
+    resolve_model_folder(str(tmp_path / "m.gguf"))
+    assert not abandoned.exists() and in_progress.exists()

@@ -6,11 +6,13 @@ cached as a plain safetensors folder: dequantising takes ~15 s, reloading the ca
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,12 @@ def align_layer_norm_dtypes(model: nn.Module) -> None:
                 module.weight.data, module.bias.data = module.weight.data.float(), module.bias.data.float()
 
 
+#: temp folders of conversions in progress, beside the finished ones in the cache
+CONVERTING_PREFIX = ".converting-"
+#: a conversion's temp folder this old was abandoned (a conversion takes seconds to minutes)
+ABANDONED_AFTER_SECONDS = 24 * 3600
+
+
 def cache_root() -> Path:
     """Where converted models are cached: ``$FINJUST_CACHE`` or ``~/.cache/finjust``."""
     return Path(os.environ.get("FINJUST_CACHE", Path.home() / ".cache" / "finjust"))
@@ -111,6 +119,7 @@ def _cached_gguf_folder(gguf: Path) -> Path:
     key = _content_key(gguf.resolve(), stat.st_size, stat.st_mtime_ns)
     folder = cache_root() / "models" / f"{gguf.stem}-{key}"
     if not (folder / "config.json").is_file():
+        _remove_abandoned_conversions(folder.parent)
         _convert_gguf(gguf, folder)
     return folder
 
@@ -144,7 +153,7 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     plain.generation_config = quantised.generation_config
     _set_stop_token(plain, tokenizer)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=CONVERTING_PREFIX, dir=folder.parent))
     try:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -155,6 +164,16 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
         # another process finished converting the same file first: its copy serves
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned_conversions(models: Path) -> None:
+    """Delete temp folders of conversions killed midway (~0.5 GB each for SmolLM2). Only old
+    ones: a younger one may be another process's conversion in progress."""
+    cutoff = time.time() - ABANDONED_AFTER_SECONDS
+    for tmp in models.glob(f"{CONVERTING_PREFIX}*") if models.is_dir() else ():
+        with contextlib.suppress(OSError):  # another process removed it first
+            if tmp.stat().st_mtime < cutoff:
+                shutil.rmtree(tmp)
 
 
 def _set_stop_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
