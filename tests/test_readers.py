@@ -113,6 +113,17 @@ def test_folder_of_text_files_is_raw_text(tmp_path):
     assert examples[1].source.endswith("b.txt")
 
 
+def test_a_folder_of_data_files_says_to_list_them_as_sources(tmp_path):
+    from finjust.data.readers import read_records
+
+    (tmp_path / "docs").mkdir()
+    for name in ("faq.jsonl", "tickets.csv"):
+        (tmp_path / "docs" / name).write_text("")
+    [problem] = read_records(tmp_path / "docs")
+    assert "no .txt files" in problem.message
+    assert "holds 2 data file(s) (faq.jsonl, tickets.csv): list them as sources" in problem.message
+
+
 def test_column_mapping_renames_and_errors_name_the_users_column(tmp_path):
     path = tmp_path / "qa.csv"
     path.write_text("question,answer,topic\nPrice of the kayak?,13 euros.,prices\nPrice of the tent?,,prices\n")

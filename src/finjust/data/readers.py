@@ -249,13 +249,22 @@ def held_out_split(path: str | Path, role: str) -> str | None:
     return role if len(splits) > 1 else None
 
 
+def _data_files_hint(folder: Path) -> str:
+    """For a folder of data files read as text documents: how to read them instead."""
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and file_type_of(p))
+    if not found:
+        return ""
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    return f"; it holds {len(found)} data file(s) ({shown}): list them as sources, e.g. train: [a.jsonl, b.jsonl]"
+
+
 @_register("txt", ".txt")
 def read_text_files(path: Path, split: str | None = None) -> Iterator[Item]:
     """A ``.txt`` file, or a folder of them (recursively, in sorted order): one record per file."""
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
     if path.is_dir() and not files:
         yield Problem("unreadable", "the folder has no .txt files and is not a datasets folder "
-                      "(no dataset_info.json)", str(path))  # fmt: skip
+                      f"(no dataset_info.json){_data_files_hint(path)}", str(path))  # fmt: skip
     for number, file in enumerate(files, start=1):
         try:
             text = file.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
