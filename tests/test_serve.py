@@ -290,6 +290,10 @@ def test_generation_failure_answers_500_and_the_server_goes_on(served, monkeypat
 def test_a_prompt_the_tokenizer_cannot_encode_is_a_bad_request(server):
     response = server.post("/v1/completions", '{"prompt": "\\ud800abc", "max_tokens": 2}')  # a lone surrogate
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt", response.text
+    chat = server.post("/v1/chat/completions", '{"messages": [{"role": "user", "content": "ab\\udc00"}]}')
+    error = chat.json()["error"]
+    assert chat.status_code == 400 and error["param"] == "messages.0.content", chat.text
+    assert "lone surrogate at character 2" in error["message"] and "template" not in error["message"]
 
 
 def test_a_tiny_temperature_decodes_greedily_instead_of_overflowing(server):
@@ -341,3 +345,22 @@ def test_a_client_that_gives_up_on_a_plain_request_cancels_its_generation(served
         while not seen and time.monotonic() < deadline:
             time.sleep(0.05)
     assert seen == [True]
+
+
+def test_tokenizing_a_long_prompt_holds_up_no_other_request(served, monkeypatch):
+    from finjust.serve import app as app_module
+
+    schema, prepare = app_module._ENDPOINTS["completion"]
+
+    def slow_prepare(*args):
+        time.sleep(1.5)  # as a prompt near the body limit takes to tokenize
+        return prepare(*args)
+
+    monkeypatch.setitem(app_module._ENDPOINTS, "completion", (schema, slow_prepare))
+    with Server(create_app(served)) as running, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(running.post, "/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 2}), None)
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert httpx2.get(f"{running.url}/health", timeout=10).status_code == 200
+        assert time.monotonic() - started < 0.8 and not slow.done()
+        assert slow.result().status_code == 200

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -53,20 +54,26 @@ def create_app(source: str | Path | ServedModel, options: ServeOptions | None = 
     if options.model_name:
         served.name = options.model_name
     engine = Engine(served, options.max_batch, options.max_queue)
+    # Tokenizing a prompt near the body limit takes ~0.5 s: off the event loop, so that other
+    # clients' streams and health checks go on meanwhile. One thread: requests are tokenized
+    # in turn, never two at once on the same tokenizer.
+    preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finjust-prepare")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        preparing.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(engine.close)
 
     app = FastAPI(title="finjust serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.served, app.state.options = engine, served, options
     _add_error_handlers(app)
-    _add_routes(app, served, options, engine)
+    _add_routes(app, served, options, engine, preparing)
     return app
 
 
-def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine: Engine) -> None:
+def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine: Engine,
+                preparing: ThreadPoolExecutor) -> None:  # fmt: skip
     created = int(time.time())
     card = {"id": served.name, "object": "model", "created": created, "owned_by": "finjust"}
 
@@ -89,18 +96,19 @@ def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
-        return await _generate(request, "chat", served, options, engine)
+        return await _generate(request, "chat", served, options, engine, preparing)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        return await _generate(request, "completion", served, options, engine)
+        return await _generate(request, "completion", served, options, engine, preparing)
 
 
 #: how often a waiting non-streaming request checks that its client is still connected
 DISCONNECT_POLL_SECONDS = 0.25
 
 
-async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine) -> Any:
+async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine,
+                    preparing: ThreadPoolExecutor) -> Any:  # fmt: skip
     _check_key(request, options)
     schema, prepare = _ENDPOINTS[endpoint]
     body = await _read_body(request, options.max_body_bytes)
@@ -108,7 +116,7 @@ async def _generate(request: Request, endpoint: str, served: ServedModel, option
         parsed = schema.model_validate(_json(body))
     except ValidationError as error:
         raise _validation_error(error) from None
-    prepared = prepare(parsed, served, options)
+    prepared = await asyncio.get_running_loop().run_in_executor(preparing, prepare, parsed, served, options)
     job = Job(prepared.prompt, prepared.sampling, prepared.stream, asyncio.get_running_loop())
     engine.submit(job)
     envelope = Envelope.new(SHAPES.get(endpoint), served.name)

@@ -119,6 +119,8 @@ def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOption
         raise ServeError(f"{len(request.messages)} messages, more than this server's limit of "
                          f"{options.max_messages}", param="messages", code="too_many_messages")  # fmt: skip
     messages = [Message(_ROLE_NAMES[m.role], m.text()) for m in request.messages]
+    for number, message in enumerate(messages):
+        _require_unicode(message.content, f"messages.{number}.content")
     try:
         prompt = chat_ids(served.tokenizer, messages, generation_prompt=True)
     except Exception as error:  # templates raise their own errors, e.g. "roles must alternate"
@@ -141,9 +143,10 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, options:
             raise ServeError(f"prompt holds {len(prompt)} strings; send one prompt per request", param="prompt")
         prompt = prompt[0]
     if isinstance(prompt, str):
+        _require_unicode(prompt, "prompt")
         try:
             ids = list(served.tokenizer(prompt)["input_ids"])
-        except (TypeError, ValueError) as error:  # text the tokenizer cannot encode (a lone surrogate)
+        except (TypeError, ValueError) as error:  # text this tokenizer refuses
             raise ServeError(f"the prompt cannot be tokenized: {error}", param="prompt") from None
     else:
         ids = [int(t) for t in prompt]
@@ -153,6 +156,15 @@ def prepare_completion(request: CompletionRequest, served: ServedModel, options:
     if not ids:
         raise ServeError("the prompt is empty", param="prompt")
     return _prepare(request, ids, request.max_tokens, served, options, "prompt")
+
+
+def _require_unicode(text: str, param: str) -> None:
+    """JSON can carry a lone UTF-16 surrogate (``"\\ud800"``), which no tokenizer encodes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ServeError(f"{param} is not valid Unicode text: a lone surrogate at character {error.start}",
+                         param=param, code="invalid_value") from None  # fmt: skip
 
 
 #: temperatures below this decode greedily: dividing logits by less overflows them to inf
