@@ -29,9 +29,9 @@ from finjust.models.load import LoadedModel, load_model, load_tokenizer, resolve
 from finjust.objectives.registry import objective_for_task
 from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
+from finjust.train import replace_run
 from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
 from finjust.train.log import MetricsLog
-from finjust.train import replace_run
 from finjust.train.loop import LoopSetup, train_model
 
 EventHandler = Callable[[str, dict[str, Any]], None]
