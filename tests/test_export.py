@@ -62,7 +62,7 @@ def test_cli_merged_export_equals_the_adapter(lora_run, tiny_model_dir, tmp_path
     assert result == read_result(out)
     parity = result["parity"]
     assert parity["passed"] and parity["exact"] == 1.0 and parity["max_logit_diff"] < 1e-4
-    assert parity["stop_token_declared"]
+    assert parity["stop_token_declared"] and parity["prompts_alike"] == 1.0
     # the folder loads with plain transformers, stops at <|im_end|> and keeps the chat template
     tokenizer = AutoTokenizer.from_pretrained(out)
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -106,7 +106,7 @@ def test_an_adapter_whose_tokenizer_declares_another_stop_token_fails(lora_run, 
 def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, quant):
     result = export_run(lora_run, "gguf", out=tmp_path / "gguf", quant=quant)
     parity = result["parity"]
-    assert parity["runtime"] == "llama.cpp" and parity["stop_token_declared"]
+    assert parity["runtime"] == "llama.cpp" and parity["stop_token_declared"] and parity["prompts_alike"] == 1.0
     if quant == "f16":  # f16 rounding keeps every greedy token of the tiny model
         assert parity["exact"] == 1.0 and parity["max_logit_diff"] < 0.01, parity
     else:  # int8 blocks move a near tie now and then
@@ -116,6 +116,43 @@ def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, qu
     assert "<|im_start|>{{ .Role }}" in modelfile
     # a request's system message reaches the template twice (.System and .Messages): rendered once
     assert '{{- if ne .Role "system" }}' in modelfile
+
+
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")
+def test_a_gguf_whose_vocabulary_is_scrambled_fails_though_its_answers_agree(lora_run, tmp_path, monkeypatch):
+    import gguf
+
+    add_token_list = gguf.GGUFWriter.add_token_list
+
+    def rotated(self, tokens):  # every ordinary token's text moved to another id
+        tokens = list(tokens)
+        return add_token_list(self, tokens[:3] + tokens[103:] + tokens[3:103])
+
+    monkeypatch.setattr(gguf.GGUFWriter, "add_token_list", rotated)
+    with pytest.raises(ExportError, match="encode 8 of 8 prompts differently from the trained model"):
+        export_run(lora_run, "gguf", out=tmp_path / "gguf", quant="f16")
+
+
+@pytest.mark.parametrize("damage", ["no tokenizer files", "another chat template"])
+def test_a_merged_export_whose_tokenizer_is_not_the_trained_one_fails(lora_run, tmp_path, monkeypatch, damage):
+    from finjust.export import merged
+
+    save = merged.save_merged
+
+    def damaged(model, tokenizer, folder):
+        save(model, tokenizer, folder)
+        if damage == "no tokenizer files":
+            for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+                (folder / name).unlink(missing_ok=True)
+        else:
+            template = folder / "chat_template.jinja"
+            template.write_text(template.read_text().replace("<|im_start|>", "<|im_start|> "))
+
+    monkeypatch.setattr(merged, "save_merged", damaged)
+    expected = "tokenizer files do not load" if damage == "no tokenizer files" else "prompts differently"
+    with pytest.raises(ExportError, match=expected):
+        export_run(lora_run, "merged", out=tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
 
 
 def test_the_modelfile_keeps_the_system_prompt_training_saw():

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from finjust import atomic
+from finjust.cli.arguments import output_file
 from finjust.cli.progress import ProgressPrinter
 from finjust.eval.augment import FEW_SHOT_INSTRUCTION
 from finjust.eval.compare import DEFAULT_ROWS, STRATEGIES, CompareOptions, compare_run, format_comparison
@@ -37,8 +38,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--max-examples", type=int, help="score at most N test examples (default: the recipe's)")
     parser.add_argument("--headline", metavar="METRIC",
                         help="metric each row is tested against base on (default: the recipe's first eval metric)")
-    parser.add_argument("--json", metavar="PATH", help="also write the comparison as JSON to PATH")
-    parser.add_argument("--html", metavar="PATH", help="also write the comparison as a self-contained HTML page")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="also write the comparison as JSON to PATH")
+    parser.add_argument("--html", metavar="PATH", type=output_file, help="also write the comparison as a self-contained HTML page")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from finjust import atomic
+from finjust.cli.arguments import output_file
 from finjust.cli.progress import ProgressPrinter
 from finjust.data.check import check_data
 from finjust.data.report_html import render_html
@@ -43,8 +44,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     check.add_argument("--model", metavar="NAME", help="tokenizer for token statistics (default: the recipe's model)")
     check.add_argument("--no-tokens", action="store_true", help="skip token statistics (no tokenizer is loaded)")
     check.add_argument("--seed", type=int, help="split seed (default: the recipe's train.seed, else 42)")
-    check.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    check.add_argument("--html", metavar="PATH", help="also write the report as one HTML page")
+    check.add_argument("--json", metavar="PATH", type=output_file, help="also write the report as JSON")
+    check.add_argument("--html", metavar="PATH", type=output_file, help="also write the report as one HTML page")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from finjust import atomic
-from finjust.cli.arguments import positive_int
+from finjust.cli.arguments import fraction, output_file, positive_int
 from finjust.cli.progress import ProgressPrinter
 from finjust.export import FORMATS, export_run, get_format
 
@@ -30,11 +30,11 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--quant", help="gguf weight type: f32, f16, bf16, q8_0 (default), q4_k_m, q5_k_m, q6_k, q4_0")
     parser.add_argument("--prompts", type=positive_int, default=8,
                         help="test questions in the parity check (default 8)")
-    parser.add_argument("--max-new-tokens", type=int, help="answer length in the parity check (default: the "
+    parser.add_argument("--max-new-tokens", type=positive_int, help="answer length in the parity check (default: the "
                         "recipe's, at most 64)")  # fmt: skip
-    parser.add_argument("--min-agreement", type=float, help="least token agreement to accept (default: the "
+    parser.add_argument("--min-agreement", type=fraction, help="least token agreement to accept (default: the "
                         "format's, see the README)")  # fmt: skip
-    parser.add_argument("--json", metavar="PATH", help="also write the result (export.json) to PATH")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="also write the result (export.json) to PATH")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def format_result(result: dict[str, Any]) -> str:
     parity = result["parity"]
     limits = parity["thresholds"]
     label = result["format"] + (f" {result['quant']}" if result["quant"] else "")
-    diff = parity["max_logit_diff"]
+    diff, alike = parity["max_logit_diff"], parity["prompts_alike"]
     speed_ref = parity["reference_tokens"] / max(parity["reference_seconds"], 1e-9)
     speed_exp = parity["export_tokens"] / max(parity["export_seconds"], 1e-9)
     rows = [
@@ -62,6 +62,8 @@ def format_result(result: dict[str, Any]) -> str:
         ("size", f"{result['size_bytes'] / 1e6:.1f} MB"),
         ("runtime", parity["runtime"]),
         ("prompts", str(parity["prompts"])),
+        ("prompts encoded alike", "n/a" if alike is None else f"{alike:.3f}  (need 1.0: the export's own chat "
+                                                               "template and tokenizer)"),
         ("token agreement", f"{parity['agreement']:.3f}  (need >= {limits['min_agreement']})"),
         ("identical answers", f"{parity['exact']:.3f}  (need >= {limits['min_exact']})"),
         ("max logit diff", "n/a" if diff is None else f"{diff:.2e}" + (

@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from finjust import atomic
+from finjust.cli.arguments import output_file
 from finjust.eval.scorecard import format_scorecard
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="PATH", help="also write the scorecard as JSON to PATH")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="also write the scorecard as JSON to PATH")
 
 
 def show_scorecard(scorecard: dict[str, Any], json_path: str | None) -> None:

@@ -13,10 +13,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
-from finjust.export.runtimes import Runtime, TorchRuntime
+from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
 from finjust.export.source import ExportSource
 from finjust.eval.evaluate import load_tuned
 
@@ -35,8 +33,9 @@ class Adapter(ExportFormat):
         exported = dataclasses.replace(source.run, artifact=folder)
         model, _ = load_tuned(exported, source.fresh_base())
         # the stop token the folder's own tokenizer declares, so the parity check can catch a wrong one
-        declared = AutoTokenizer.from_pretrained(folder, local_files_only=True).eos_token_id
-        return TorchRuntime(model, {declared}, source.tokenizer.pad_token_id, name="transformers+peft")
+        tokenizer = folder_tokenizer(folder)
+        return TorchRuntime(model, {tokenizer.eos_token_id}, source.tokenizer.pad_token_id, name="transformers+peft",
+                            tokenizer=tokenizer)  # fmt: skip
 
     def thresholds(self, quant: str | None) -> ParityThresholds:
         return ParityThresholds(min_agreement=1.0, min_exact=1.0, max_logit_diff=1e-4)

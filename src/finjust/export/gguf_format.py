@@ -21,12 +21,13 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from finjust.data.example import Message
 from finjust.errors import ExportError
 from finjust.export.gguf_writer import OUTTYPES, write_gguf
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
@@ -158,6 +159,23 @@ class LlamaCppRuntime(Runtime):
         # logits_all keeps every row's logits, which the parity check compares
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0)
         self.stop_ids = {int(self.llm.token_eos())}
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Rendered with the chat template the file carries and tokenized by llama.cpp, as
+        llama-cpp-python's chat completion does with a template it does not know by name."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if template is None:
+            raise ExportError("the GGUF file carries no chat template (tokenizer.chat_template)")
+        formatter = Jinja2ChatFormatter(template, eos_token=self._text(self.llm.token_eos()),
+                                        bos_token=self._text(self.llm.token_bos()))  # fmt: skip
+        rendered = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        return self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def _text(self, token: int) -> str:
+        """A special token's text ("" for none: llama.cpp's id -1)."""
+        return "" if token < 0 else self.llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
         start = time.perf_counter()

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, Pre
 from finjust.errors import ExportError
 from finjust.export.merged import stop_ids_of
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
-from finjust.export.runtimes import Runtime, TorchRuntime
+from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
 from finjust.export.source import ExportSource
 
 WEIGHTS = "model_int8.pt"
@@ -91,7 +91,8 @@ class Int8(ExportFormat):
 
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         model = load_int8(folder)
-        return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id, name="torch int8")
+        return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id, name="torch int8",
+                            tokenizer=folder_tokenizer(folder))  # fmt: skip
 
     def thresholds(self, quant: str | None) -> ParityThresholds:
         # int8 weights move logits a little; greedy answers may part after some tokens

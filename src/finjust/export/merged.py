@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
-from finjust.export.runtimes import Runtime, TorchRuntime
+from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
 from finjust.export.source import ExportSource
 
 
@@ -40,7 +40,8 @@ class Merged(ExportFormat):
 
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-        return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id)
+        return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id,
+                            tokenizer=folder_tokenizer(folder))  # fmt: skip
 
     def thresholds(self, quant: str | None) -> ParityThresholds:
         # the same arithmetic up to float rounding: every greedy answer must be identical

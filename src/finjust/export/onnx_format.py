@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from finjust.data.example import Message
+from finjust.data.templates import chat_ids
 from finjust.errors import ExportError
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
-from finjust.export.runtimes import Generation, Runtime, greedy_without_cache
+from finjust.export.runtimes import Generation, Runtime, folder_tokenizer, greedy_without_cache
 from finjust.export.source import ExportSource
 
 GRAPH = "model.onnx"
@@ -79,6 +82,10 @@ class OnnxRuntime(Runtime):
         self.session = open_session(folder / GRAPH)
         eos = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
         self.stop_ids = set(eos) if isinstance(eos, list) else {eos}
+        self.tokenizer = folder_tokenizer(folder)
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        return chat_ids(self.tokenizer, messages, generation_prompt=True)
 
     def logits(self, context: list[int]) -> np.ndarray:
         ids = np.asarray([context], dtype=np.int64)

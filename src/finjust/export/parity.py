@@ -2,6 +2,9 @@
 
 Both answer the same prompts (the first questions of the run's test split) greedily. Measured:
 
+- **prompts alike**: the fraction of those questions that the artifact's own chat template
+  and tokenizer turn into exactly the trained model's prompt tokens (both runtimes are then
+  given the trained model's tokens, so a broken vocabulary shows here, not in the answers);
 - **agreement**: per answer, the tokens equal up to the first divergence over the longer
   answer's length, averaged over prompts (1.0: every answer identical);
 - **exact**: the fraction of answers identical token for token;
@@ -11,17 +14,19 @@ Both answer the same prompts (the first questions of the run's test split) greed
   the artifact declares that token as its stop token;
 - **seconds** each runtime took, and the artifact's size on disk.
 
-A check fails when a number misses the format's :class:`ParityThresholds` or the artifact
-does not declare the end-of-turn token as its stop token.
+A check fails when a number misses the format's :class:`ParityThresholds`, the artifact
+encodes a prompt differently, or it does not declare the end-of-turn token as its stop token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from finjust.data.example import Message
 from finjust.export.registry import ParityThresholds
 from finjust.export.runtimes import Generation, Runtime
 
@@ -32,6 +37,10 @@ class ParityReport:
 
     runtime: str
     prompts: int
+    #: the share of prompts the artifact encodes to the trained model's tokens (None: it has no tokenizer)
+    prompts_alike: float | None
+    #: where the first prompt it encodes differently parts from the trained model's
+    prompt_difference: str | None
     agreement: float
     exact: float
     max_logit_diff: float | None
@@ -83,17 +92,41 @@ def logit_diff(reference: Generation, exported: Generation) -> float | None:
     return worst
 
 
+def prompts_alike(exported: Runtime, conversations: Sequence[Sequence[Message]],
+                  prompts: list[list[int]]) -> tuple[float | None, str | None]:  # fmt: skip
+    """The share of ``conversations`` the artifact renders and tokenizes to ``prompts`` (the
+    trained model's), and where the first one that differs parts from it."""
+    alike, difference = 0, None
+    for number, (messages, expected) in enumerate(zip(conversations, prompts, strict=True), start=1):
+        try:
+            own = exported.prompt_ids(messages)
+        except Exception as exc:  # templates and tokenizers raise their own types: a difference like any other
+            own, found = [], f"prompt {number}: {type(exc).__name__}: {exc}"
+        else:
+            if own is None:
+                return None, None
+            at = common_prefix(own, expected)
+            found = f"prompt {number}, token {at}: {own[at:at + 3]} where the trained model has {expected[at:at + 3]}"
+        alike += own == expected
+        difference = difference or (None if own == expected else found)
+    return alike / len(prompts), difference
+
+
 def check_parity(
-    reference: Runtime, exported: Runtime, prompts: list[list[int]], max_new_tokens: int, stop_id: int,
-    thresholds: ParityThresholds,
+    reference: Runtime, exported: Runtime, prompts: list[list[int]], conversations: Sequence[Sequence[Message]],
+    max_new_tokens: int, stop_id: int, thresholds: ParityThresholds,
 ) -> ParityReport:  # fmt: skip
-    """Ask both runtimes ``prompts`` greedily and compare, judging the result by ``thresholds``."""
+    """Ask both runtimes ``prompts`` greedily and compare, judging the result by ``thresholds``;
+    ``conversations`` are what the prompts were rendered from, for the artifact to encode itself."""
     pairs = [(reference.greedy(p, max_new_tokens, stop_id), exported.greedy(p, max_new_tokens, stop_id))
              for p in prompts]  # fmt: skip
     diffs = [d for d in (logit_diff(ref, exp) for ref, exp in pairs) if d is not None]
+    alike, difference = prompts_alike(exported, conversations, prompts)
     report = ParityReport(
         runtime=exported.name,
         prompts=len(prompts),
+        prompts_alike=alike,
+        prompt_difference=difference,
         agreement=float(np.mean([agreement(ref.tokens, exp.tokens) for ref, exp in pairs])),
         exact=float(np.mean([ref.tokens == exp.tokens for ref, exp in pairs])),
         max_logit_diff=max(diffs) if diffs else None,
@@ -112,6 +145,10 @@ def check_parity(
 
 def _failures(report: ParityReport, stop_id: int) -> list[str]:
     limits, found = report.thresholds, []
+    if report.prompts_alike is not None and report.prompts_alike < 1:
+        differ = round((1 - report.prompts_alike) * report.prompts)
+        found.append(f"its own chat template and tokenizer encode {differ} of {report.prompts} prompts differently "
+                     f"from the trained model ({report.prompt_difference})")  # fmt: skip
     if report.agreement < limits.min_agreement:
         found.append(f"token agreement {report.agreement:.3f} < {limits.min_agreement}")
     if report.exact < limits.min_exact:

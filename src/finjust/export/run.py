@@ -110,7 +110,8 @@ def _parity(fmt: ExportFormat, source: ExportSource, folder: Path, thresholds: P
     reference = TorchRuntime(source.reference(), {source.stop_id}, source.tokenizer.pad_token_id)
     exported = fmt.open(folder, source)
     try:
-        return check_parity(reference, exported, source.prompts, source.max_new_tokens, source.stop_id, thresholds)
+        return check_parity(reference, exported, source.prompts, source.conversations, source.max_new_tokens,
+                            source.stop_id, thresholds)  # fmt: skip
     finally:
         del exported  # llama.cpp and onnxruntime hold the files open; release before the rename
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from finjust.data.example import Message
+from finjust.data.templates import chat_ids
+from finjust.errors import ExportError
 
 
 @dataclass
@@ -39,15 +45,25 @@ class Runtime(ABC):
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
         """Answer ``prompt`` greedily, stopping after ``stop_id`` or ``max_new_tokens`` tokens."""
 
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int] | None:
+        """``messages`` as the artifact itself turns them into a prompt: its own chat template
+        and vocabulary (None where the artifact carries neither)."""
+        return None
+
 
 class TorchRuntime(Runtime):
     """A PyTorch model (transformers or peft) answering with ``generate`` and its KV cache."""
 
-    def __init__(self, model: nn.Module, stop_ids: set[int], pad_id: int | None, name: str = "transformers") -> None:
+    def __init__(self, model: nn.Module, stop_ids: set[int], pad_id: int | None, name: str = "transformers",
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:  # fmt: skip
         self.model = model.eval()
         self.stop_ids = stop_ids
         self.pad_id = pad_id
         self.name = name
+        self.tokenizer = tokenizer
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int] | None:
+        return None if self.tokenizer is None else chat_ids(self.tokenizer, messages, generation_prompt=True)
 
     @torch.no_grad()
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
@@ -66,6 +82,18 @@ class TorchRuntime(Runtime):
         tokens = out.sequences[0, len(prompt) :].tolist()
         logits = [row[0].float().numpy() for row in out.logits][: len(tokens)]
         return Generation(tokens, logits, time.perf_counter() - start)
+
+
+def folder_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer an exported folder carries, as a user loads it.
+
+    Raises:
+        ExportError: its files are missing or broken.
+    """
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # transformers raises many types for missing or broken files
+        raise ExportError(f"the export's tokenizer files do not load with AutoTokenizer: {exc}") from exc
 
 
 def greedy_without_cache(

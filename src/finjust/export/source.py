@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from finjust.data.example import TASK_CHAT
+from finjust.data.example import TASK_CHAT, Message
 from finjust.data.templates import prompt_ids
 from finjust.errors import ExportError
 from finjust.eval.evaluate import RunInputs, load_tuned, open_run
@@ -34,6 +34,8 @@ class ExportSource:
     run: RunInputs
     base: LoadedModel
     prompts: list[list[int]]
+    #: the conversations the prompts were rendered from (what the artifact's own chat template renders)
+    conversations: list[list[Message]]
     max_new_tokens: int
     _reference: nn.Module | None = field(default=None, repr=False)
     _merged: PreTrainedModel | None = field(default=None, repr=False)
@@ -109,4 +111,4 @@ def open_source(run_dir: str | Path, prompts: int = 8, max_new_tokens: int | Non
         raise ExportError(f"{run.folder.root}: the test split has no conversation to ask for the parity check")
     ids = [prompt_ids(base.tokenizer, example) for example in questions]
     length = max_new_tokens or min(run.recipe.eval.max_new_tokens, 64)
-    return ExportSource(run, base, ids, length)
+    return ExportSource(run, base, ids, [example.messages[:-1] for example in questions], length)
