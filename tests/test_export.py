@@ -261,3 +261,14 @@ def test_a_qlora_run_merges_dequantised(tiny_model_dir, tmp_path):
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert "quantization_config" not in config  # plain weights: no bitsandbytes needed to load
     assert result["parity"]["passed"] and result["parity"]["exact"] == 1.0
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--min-agreement", "nan", "must be a number from 0 to 1"),
+    ("--max-new-tokens", "-3", "must be at least 1"),
+    ("--json", ".", "is a folder; give a file path"),
+])  # fmt: skip
+def test_bad_export_options_are_refused_before_any_work(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        main(["export", str(tmp_path / "no-such-run"), "--format", "adapter", option, value])
+    assert refused.value.code == 2 and message in capsys.readouterr().err
