@@ -20,7 +20,7 @@ from finjust.eval.retrieval import Retriever, chunk_text, documents_from_example
 from conftest import ASSETS, build_tokenizer
 
 ROW_KEYS = {"name", "description", "model", "metrics", "prompt_tokens", "latency_s", "peak_rss_mb", "peak_gpu_mb",
-            "one_off", "citation_rate", "answers", "vs_base"}  # fmt: skip
+            "one_off", "citation_rate", "answers", "vs_base", "loss_examples"}  # fmt: skip
 METRICS = {"test_loss", "perplexity", "exact_match", "token_f1", "rouge_l"}
 
 
@@ -76,6 +76,19 @@ def test_compare_produces_all_five_rows(trained_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Comparison on 4 held-out test examples" in printed and "hybrid" in printed
     assert "<table" in page.read_text() and "data:image/png;base64," in page.read_text()
+
+
+def test_a_row_whose_prompts_all_outgrow_the_context_reports_no_loss(trained_run):
+    events = []
+    options = CompareOptions(rows=["base", "prompt"], shots=29, max_examples=2)  # 29 shots: ~1,500 of 512 positions
+    result = compare_run(trained_run, options, on_event=lambda kind, payload: events.append((kind, payload)))
+    base, prompt = result["rows"]
+    assert base["loss_examples"] == 2 and base["metrics"]["test_loss"] > 0
+    assert prompt["loss_examples"] == 0
+    assert prompt["metrics"]["test_loss"] is None and prompt["metrics"]["perplexity"] is None
+    assert ("warning", {"text": "row prompt: 2 of 2 prompts are longer than the model's context and left out of "
+                                "its test_loss and perplexity"}) in events  # fmt: skip
+    assert "n/a" in format_comparison(result)
 
 
 def test_compare_retrieves_from_a_docs_folder(trained_run, tmp_path):

@@ -27,7 +27,7 @@ from finjust.eval.evaluate import RunInputs, load_tuned, open_run
 from finjust.eval.retrieval import (
     DEFAULT_ENCODER, Encoder, Retriever, documents_from_examples, documents_from_folder, load_encoder,
 )  # fmt: skip
-from finjust.eval.scorecard import ModelScores, compare_scores, score_model
+from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, score_model
 from finjust.models.load import LoadedModel, load_model
 from finjust.registry import Registry
 from finjust.train.run import compute_dtype, training_dtype
@@ -131,6 +131,10 @@ def compare_run(
             scores[name] = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval,
                                        _max_length(run, answering), loaded.device, autocast, packing)  # fmt: skip
         rows[name] = _row(name, strategy, augmented, scores[name], memory, loaded, run)
+        if rows[name]["loss_examples"] < len(test):
+            on_event("warning", {"text": f"row {name}: {len(test) - rows[name]['loss_examples']} of {len(test)} "
+                                 "prompts are longer than the model's context and left out of its test_loss and "
+                                 "perplexity"})  # fmt: skip
     result = _result(run, options, test, loaded, contexts, rows, scores)
     atomic.write_json(run.folder.compare, result)
     return result
@@ -196,11 +200,15 @@ def _row(
     one_off = [cost for cost in (training_cost(run.folder.metrics) if strategy.tuned else None,
                                  augmented.one_off) if cost]  # fmt: skip
     cited = [cites_a_source(a, len(s)) for a, s in zip(answers, sources, strict=True)]
+    # examples whose prompt outgrew the context are left out of the loss; with none left there is no loss
+    loss_examples = len(scored.items["test_loss"])
+    metrics = {m: None if m in LOSS_METRICS and not loss_examples else v for m, v in scored.metrics.items()}
     return {
         "name": name,
         "description": strategy.description,
         "model": "tuned" if strategy.tuned else "base",
-        "metrics": scored.metrics,
+        "metrics": metrics,
+        "loss_examples": loss_examples,
         "prompt_tokens": round(sum(prompt_tokens) / max(n, 1), 1),
         "latency_s": (scored.generation_seconds + augmented.query_seconds) / n if scored.answers and n else None,
         "peak_rss_mb": round(memory.rss_mb, 1),
@@ -257,6 +265,10 @@ def _versus_base(
     return {m: comparison[m].to_json() for m in order}
 
 
+def _cell(value: float | None, width: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.4g}"
+
+
 def format_comparison(result: dict[str, Any]) -> str:
     """Two readable tables: quality per row, then what each row costs and its verdict against base."""
     rows = result["rows"]
@@ -267,7 +279,7 @@ def format_comparison(result: dict[str, Any]) -> str:
     widths = {m: max(13, len(m) + 2) for m in metrics}
     lines.append(f"{'row':<8}" + "".join(f"{m:>{widths[m]}}" for m in metrics))
     for row in rows:
-        lines.append(f"{row['name']:<8}" + "".join(f"{row['metrics'][m]:>{widths[m]}.4g}" for m in metrics))
+        lines.append(f"{row['name']:<8}" + "".join(_cell(row["metrics"][m], widths[m]) for m in metrics))
     lines += ["", f"{'row':<8}{'prompt tok':>11}{'latency':>10}{'peak RSS':>11}  {'one-off cost':<34} vs base"]
     for row in rows:
         latency = f"{1000 * row['latency_s']:.0f} ms" if row["latency_s"] is not None else "-"
