@@ -79,7 +79,7 @@ def test_report_includes_the_comparison_table(run, tmp_path):
 def test_report_of_a_run_still_training(tiny_recipe, tmp_path):
     folder = tmp_path / "partial"
     folder.mkdir()
-    (folder / "recipe.yaml").write_text("model: {name: m}\nmethod: {name: lora}\n")
+    (folder / "recipe.yaml").write_text(tiny_recipe().read_text())
     records = [{"type": "train", "step": s, "loss": 3.0 / s, "seconds": 0.1, "tokens": 100} for s in (1, 2, 3)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     page = build_report(folder)
@@ -89,6 +89,13 @@ def test_report_of_a_run_still_training(tiny_recipe, tmp_path):
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a finjust run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["model: [\n", "just a string\n", "- a\n- list\n"])
+def test_report_refuses_a_broken_recipe_clearly(tmp_path, capsys, text):
+    (tmp_path / "recipe.yaml").write_text(text)
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'recipe.yaml'}: 1 problem" in capsys.readouterr().err
 
 
 def test_html_table_escapes_cells_but_not_markup():

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from finjust import atomic
 from finjust.errors import CheckpointError
 from finjust.eval import plots
 from finjust.eval.compare import describe_one_off
 from finjust.eval.html import Cell, Markup, image, number, page, paragraph, section, table
+from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
 from finjust.train.run import RunFolder
 
@@ -29,7 +28,7 @@ class RunRecord:
     """What the report reads from a run folder; missing parts are None (or empty)."""
 
     folder: RunFolder
-    recipe: dict[str, Any]
+    recipe: Recipe
     metrics: list[dict[str, Any]]
     scorecard: dict[str, Any] | None
     comparison: dict[str, Any] | None
@@ -40,8 +39,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     folder = RunFolder(run_dir)
     if not folder.recipe.is_file():
         raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
-    recipe = yaml.safe_load(folder.recipe.read_text(encoding="utf-8")) or {}
-    return RunRecord(folder, recipe, MetricsLog(folder.metrics).records(),
+    return RunRecord(folder, load_recipe(folder.recipe), MetricsLog(folder.metrics).records(),
                      _json(folder.scorecard), _json(folder.compare))  # fmt: skip
 
 
@@ -61,10 +59,8 @@ def build_report(run_dir: str | Path, samples: int = 8) -> str:
         _training_section, _scorecard_section, _retention_section, _comparison_part, _samples_section,
     )  # fmt: skip
     sections = [part for build in builders if (part := build(run, samples)) is not None]
-    model = (run.recipe.get("model") or {}).get("name", "?")
-    method = (run.recipe.get("method") or {}).get("name", "?")
-    return page(f"finjust run report: {run.folder.root.name}", f"{run.folder.root} · model {model} · method {method}",
-                sections)  # fmt: skip
+    subtitle = f"{run.folder.root} · model {run.recipe.model.name} · method {run.recipe.method.name}"
+    return page(f"finjust run report: {run.folder.root.name}", subtitle, sections)
 
 
 def write_report(run_dir: str | Path, output: str | Path | None = None, samples: int = 8) -> Path:
