@@ -199,3 +199,16 @@ def test_an_old_run_set_aside_by_a_killed_overwrite_comes_back(tiny_recipe, tmp_
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (run / "notes.txt").is_file()
+
+
+@pytest.mark.parametrize(("command", "resumable"), [("train", True), ("eval", False), ("export", False)])
+def test_ctrl_c_says_how_to_continue_only_where_a_run_can(monkeypatch, capsys, command, resumable):
+    from finjust.cli.main import SUBCOMMANDS
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SUBCOMMANDS[command], "run", interrupted)
+    argv = {"train": ["train", "r.yaml"], "eval": ["eval", "run"], "export": ["export", "run", "--format", "merged"]}
+    assert main(argv[command]) == 130
+    assert ("--resume" in capsys.readouterr().err) == resumable

@@ -11,6 +11,8 @@ from finjust.recipe import Recipe, load_recipe
 from finjust.train.run import run_recipe
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "demo" / "recipe.yaml"
+#: what ``finjust`` prints after "interrupted"
+INTERRUPTED_HINT = "continue with `finjust train --resume runs/demo` (or the --output given)"
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:

@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue with `finjust train --resume RUN_DIR`", file=sys.stderr)
+        # a subcommand whose work can be continued says how (INTERRUPTED_HINT); the others start over
+        hint = getattr(SUBCOMMANDS[args.command], "INTERRUPTED_HINT", None)
+        print("interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
 
 

@@ -11,6 +11,9 @@ from finjust.errors import RecipeError
 from finjust.recipe import load_recipe, section_help
 from finjust.train.run import RunFolder, run_recipe
 
+#: what ``finjust`` prints after "interrupted"
+INTERRUPTED_HINT = "continue with `finjust train --resume RUN_DIR`"
+
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
