@@ -13,7 +13,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
         name,
         help="score a trained run on its held-out test split",
-        description="Rebuild the run's test split, check it against the manifest, score base and tuned.",
+        description="Rebuild the run's test split, check it against the manifest, score base and tuned. "
+        "Writes RUN_DIR/scorecard.json (keeping the best step and stop reason training recorded there).",
         epilog="example:\n  finjust eval runs/my-first --json score.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
