@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,10 @@ def test_bad_export_options_are_refused_before_any_work(tmp_path, capsys, option
     with pytest.raises(SystemExit) as refused:  # argparse's usage error
         main(["export", str(tmp_path / "no-such-run"), "--format", "adapter", option, value])
     assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_export_json_holds_absolute_paths_whatever_was_typed(lora_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = export_run(os.path.relpath(lora_run), "adapter", out="relative")
+    assert result["path"] == str(tmp_path / "relative") and result["run"] == str(lora_run)
+    assert str(tmp_path / "relative") in result["load"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,9 @@ def export_run(
     if RunFolder(run_dir).task() == TASK_CLASSIFICATION:
         if quant is not None:
             raise ExportError("--quant does not apply to a classification run's onnx export")
-        target = Path(out) if out else Path(run_dir) / "export" / format_name
+        target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
         _refuse_foreign_folder(target)
-        return export_classifier_run(run_dir, format_name, target, prompts)
+        return export_classifier_run(os.path.abspath(run_dir), format_name, target, prompts)
     fmt = get_format(format_name)
     quant = _check_quant(fmt, quant)
     on_event("phase", {"text": f"opening {run_dir}"})
@@ -67,7 +68,8 @@ def export_run(
     if fmt.needs_merge:
         source.merged()  # raises early, naming the method, when it cannot merge
     label = fmt.name if quant is None else f"{fmt.name}-{quant}"
-    target = Path(out) if out else source.run.folder.root / "export" / label
+    # absolute: export.json's paths and load commands must hold from any working folder
+    target = Path(os.path.abspath(Path(out) if out else source.run.folder.root / "export" / label))
     _refuse_foreign_folder(target)
     thresholds = fmt.thresholds(quant)
     if min_agreement is not None:
@@ -124,7 +126,7 @@ def _result(fmt: ExportFormat, quant: str | None, source: ExportSource, target: 
     return {
         "format": fmt.name,
         "quant": quant,
-        "run": str(source.run.folder.root),
+        "run": os.path.abspath(source.run.folder.root),
         "method": source.run.method.name,
         "base_model": source.run.recipe.model.name,
         "path": str(target),
