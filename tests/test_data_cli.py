@@ -70,10 +70,12 @@ def test_a_recipe_with_test_or_validation_files_beside_it_is_refused(tiny_recipe
     assert "--test other.jsonl" in capsys.readouterr().err
 
 
-def test_an_output_path_that_cannot_be_written_is_a_one_line_error(tiny_recipe, tmp_path, capsys):
-    assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path)]) == 2
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_check(tiny_recipe, tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error, before any data is read
+        main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path)])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert refused.value.code == 2 and f"--json: {tmp_path} is a folder; give a file path" in err
+    assert "Traceback" not in err
 
 
 def test_overrides_may_follow_options(tiny_recipe, tmp_path, capsys):
