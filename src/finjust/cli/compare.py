@@ -39,7 +39,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--headline", metavar="METRIC",
                         help="metric each row is tested against base on (default: the recipe's first eval metric)")
     parser.add_argument("--json", metavar="PATH", type=output_file, help="also write the comparison as JSON to PATH")
-    parser.add_argument("--html", metavar="PATH", type=output_file, help="also write the comparison as a self-contained HTML page")
+    parser.add_argument("--html", metavar="PATH", type=output_file,
+                        help="also write the comparison as a self-contained HTML page")
 
 
 def run(args: argparse.Namespace) -> int:

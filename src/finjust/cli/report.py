@@ -18,8 +18,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dir", help="a run folder written by finjust train")
-    parser.add_argument("--output", metavar="PATH", type=output_file, help="where to write the page (default RUN_DIR/report.html)")
-    parser.add_argument("--samples", type=non_negative_int, default=8, help="test questions shown with both answers (default 8)")
+    parser.add_argument("--output", metavar="PATH", type=output_file,
+                        help="where to write the page (default RUN_DIR/report.html)")
+    parser.add_argument("--samples", type=non_negative_int, default=8,
+                        help="test questions shown with both answers (default 8)")
 
 
 def run(args: argparse.Namespace) -> int:
