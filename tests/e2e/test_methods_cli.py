@@ -25,12 +25,14 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: methods keeping fp32 masters mix dtypes
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=[needs_bitsandbytes] if n == "qlora" else []) for n in METHODS.names()]
 )
-def test_each_method_trains_from_the_command_line(name, tiny_recipe, tmp_path, capsys):
+def test_each_method_trains_from_the_command_line(name, dtype, tiny_recipe, tmp_path, capsys):
     recipe = str(tiny_recipe())
-    assert main(["train", recipe, f"method.name={name}", "train.max_steps=2", "eval.generate=false"]) == 0
+    argv = ["train", recipe, f"method.name={name}", f"model.dtype={dtype}", "train.max_steps=2", "eval.generate=false"]
+    assert main(argv) == 0
     run = tmp_path / "run"
     method = get_method(name)
     assert (run / method.artifact_dir / SAVED[method.artifact_dir]).is_file()

@@ -19,6 +19,7 @@ Why ours: transformers' packed-sequence support on the CPU is the block mask; it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -110,7 +111,8 @@ def _segment_attention_forward(
         raise ValueError(f"the {NAME!r} attention needs segment_layout= in the model call")
     layout = segment_layout
     rows, heads, length, dim = query.shape
-    q, k, v = (_to_segments(x, layout) for x in (query, key, value))
+    dtype = _attention_dtype(query, key, value)
+    q, k, v = (_to_segments(x.to(dtype), layout) for x in (query, key, value))
     gqa = q.shape[1] != k.shape[1]
     if layout.longest <= MATH_KERNEL_MAX_TOKENS and dropout == 0.0:
         out = _RecomputedCausalAttention.apply(q, k, v, scaling or dim**-0.5)
@@ -181,6 +183,17 @@ def _causal_probs(scaled_q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     scores = torch.baddbmm(future.expand(examples * heads, length, length), scaled_q.reshape(flat),
                            k.reshape(flat).transpose(-1, -2))  # fmt: skip
     return scores.softmax(-1).view(examples, heads, length, length)
+
+
+def _attention_dtype(*states: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: autocast's where it is on, as for torch's own attention (the
+    custom kernel below is not autocast's to cast), else the inputs' common one. They differ when
+    the model trains fp32 master weights under bf16 autocast: rotary position embeddings with
+    fp32 cos/sin return fp32 queries and keys beside bf16 values."""
+    device = states[0].device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return functools.reduce(torch.promote_types, (s.dtype for s in states))
 
 
 def _to_segments(states: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
