@@ -179,3 +179,21 @@ def test_pruned_checkpoints_leave_no_half_deleted_step(tmp_path, monkeypatch):
     monkeypatch.undo()
     recover_interrupted_saves(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002"]
+
+
+@pytest.mark.parametrize("reason", ["patience", "forgetting"])
+def test_a_run_that_ran_every_step_did_not_stop_early(tiny_model_dir, tiny_tokens, tmp_path, monkeypatch, reason):
+    """The last step's evaluation may miss the patience or forgetting budget; nothing was cut short."""
+    import finjust.train.loop as loop
+
+    model, events = _tiny_lora(tiny_model_dir), []
+    setup = _setup(tiny_tokens, tmp_path, events, max_steps=3, eval_every=1, patience=1, forgetting_guard=0.9)
+    setup.validation = [make_batch(tiny_tokens[:4])]
+    losses = iter([1.0, 0.5, 0.9] if reason == "patience" else [1.0, 0.9, 0.8])  # "patience": the last is worse
+    probes = iter([1.0, 1.0, 0.5] if reason == "forgetting" else [1.0, 1.0, 1.0])
+    monkeypatch.setattr(loop, "mean_loss", lambda *args, **kwargs: next(losses))
+    setup.retention_probe = lambda model: next(probes)
+    state = train_model(model, setup)
+    evals = [payload for kind, payload in events if kind == "eval"]
+    assert state.step == 3 and len(evals) == 3
+    assert not state.stopped_early and state.stop_reason is None and not evals[-1]["stopped_early"]

@@ -270,7 +270,8 @@ def _maybe_evaluate(model: nn.Module, setup: LoopSetup, plan: StepPlan, state: L
         state.evals_since_best += 1
     if kept is not None and (state.fallback_retention is None or kept > state.fallback_retention):
         state.fallback_step, state.fallback_retention = state.step, kept
-    _decide_stop(setup.cfg, state, within_budget)
+    if state.step < plan.total_steps:  # at the last step nothing is cut short: not an early stop
+        _decide_stop(setup.cfg, state, within_budget)
     record = {
         "type": "eval", "step": state.step, "epoch": round(plan.epoch_of(state.step), 4),
         "val_loss": loss, "best_loss": state.best_loss, "best_step": state.best_step,
