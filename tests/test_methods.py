@@ -185,3 +185,11 @@ def test_a_fully_fine_tuned_model_loads_onto_its_base_s_device(tiny_model_dir, t
     method.save(model, tmp_path / "model")
     base = _base(tiny_model_dir).to("meta")  # stands in for a GPU: any device but the CPU it loads on
     assert {p.device.type for p in method.load(base, tmp_path / "model").parameters()} == {"meta"}
+
+
+def test_ia3_feed_forward_modules_outside_the_targets_are_a_method_error(tiny_model_dir):
+    ia3 = get_method("ia3")
+    options = ia3.options_class(target_modules=["q_proj"], feedforward_modules=["up_proj"])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with pytest.raises(MethodError, match="cannot apply IA3: `feedforward_modules` should be a subset"):
+        ia3.apply(base, options)

@@ -38,9 +38,9 @@ class PeftMethod(Method):
         """The peft configuration for ``model`` under ``options``."""
 
     def apply(self, model: nn.Module, options: Any) -> nn.Module:
-        config = self.peft_config(model, options)
-        config.task_type = task_type_of(model)
-        try:
+        try:  # peft checks options both in its config classes (IA3's subset rule) and when applying
+            config = self.peft_config(model, options)
+            config.task_type = task_type_of(model)
             return get_peft_model(model, config)
         except (ValueError, TypeError) as exc:
             raise MethodError(f"cannot apply {self.label}: {exc}") from exc
