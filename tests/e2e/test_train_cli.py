@@ -212,3 +212,13 @@ def test_ctrl_c_says_how_to_continue_only_where_a_run_can(monkeypatch, capsys, c
     argv = {"train": ["train", "r.yaml"], "eval": ["eval", "run"], "export": ["export", "run", "--format", "merged"]}
     assert main(argv[command]) == 130
     assert ("--resume" in capsys.readouterr().err) == resumable
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_says_to_start_again(tiny_recipe, tmp_path, capsys):
+    refused = ["method.name=ia3", "method.target_modules=[q_proj]"]  # no feedforward_modules: refused at apply
+    assert main(["train", str(tiny_recipe()), *refused, *QUICK]) == 2
+    capsys.readouterr()
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "stopped before its first checkpoint" in err and "output.overwrite=true" in err
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", "output.overwrite=true", *QUICK]) == 0

@@ -39,11 +39,15 @@ def set_aside(root: Path, finished: bool) -> None:
     os.replace(root, old)
 
 
+def has_checkpoint(checkpoints: Path) -> bool:
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
 def roll_back(root: Path, checkpoints: Path) -> bool:
     """After a new run failed: bring the old run back unless the new one saved a checkpoint
     (it is resumable then). True if the old run is back."""
     old = aside(root)
-    if not old.exists() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+    if not old.exists() or has_checkpoint(checkpoints):
         return False
     if root.exists():
         atomic.remove_folder(root)

@@ -189,10 +189,7 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
     replacing = False
     if folder.root.exists() and any(folder.root.iterdir()) and not resume:
         if not recipe.output.overwrite:
-            raise CheckpointError(
-                f"run folder {folder.root} already exists; continue it with `finjust train --resume "
-                f"{folder.root}`, choose another output.dir, or set output.overwrite=true"
-            )
+            raise CheckpointError(_exists_message(folder))
         if not folder.recipe.is_file():  # overwrite replaces runs, never a folder of other files
             raise CheckpointError(f"{folder.root} is not empty and not a finjust run folder (no recipe.yaml); "
                                   "output.overwrite replaces run folders only: choose another output.dir")
@@ -204,6 +201,17 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
     if not resume:
         save_recipe(recipe, folder.recipe)
     return replacing
+
+
+def _exists_message(folder: RunFolder) -> str:
+    exists = f"run folder {folder.root} already exists"
+    if folder.recipe.is_file() and not folder.scorecard.is_file() and not replace_run.has_checkpoint(folder.checkpoints):
+        # e.g. a method option refused after the base was scored: --resume would repeat its recipe
+        return (f"{exists} and holds a run that stopped before its first checkpoint, so nothing trained is lost "
+                "by starting again: set output.overwrite=true (or choose another output.dir); `finjust train "
+                f"--resume {folder.root}` retries it with the recipe it recorded")  # fmt: skip
+    return (f"{exists}; continue it with `finjust train --resume {folder.root}`, choose another output.dir, "
+            "or set output.overwrite=true")  # fmt: skip
 
 
 def _recover_writes(folder: RunFolder) -> None:
