@@ -18,7 +18,10 @@ class LoraOptions:
     # 0 by default: on the CPU the dropout masks cost ~28% of a step (shared/PERF-NOTES.md)
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input", "ge": 0, "lt": 1})
     target_modules: str | list[str] = field(
-        default="all-linear", metadata={"help": "'all-linear' or a list of module names to adapt"}
+        default="all-linear",
+        metadata={"help": "'all-linear', a list of module names to adapt ([q_proj, v_proj]), or one string "
+                          "that peft reads as a regular expression over whole module paths (q_proj alone "
+                          "matches none: write [q_proj] or '.*q_proj')"},
     )
 
 

@@ -205,7 +205,8 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
 
 def _exists_message(folder: RunFolder) -> str:
     exists = f"run folder {folder.root} already exists"
-    if folder.recipe.is_file() and not folder.scorecard.is_file() and not replace_run.has_checkpoint(folder.checkpoints):
+    finished_or_resumable = folder.scorecard.is_file() or replace_run.has_checkpoint(folder.checkpoints)
+    if folder.recipe.is_file() and not finished_or_resumable:
         # e.g. a method option refused after the base was scored: --resume would repeat its recipe
         return (f"{exists} and holds a run that stopped before its first checkpoint, so nothing trained is lost "
                 "by starting again: set output.overwrite=true (or choose another output.dir); `finjust train "
