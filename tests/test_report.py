@@ -102,3 +102,10 @@ def test_html_table_escapes_cells_but_not_markup():
     html = table(["a<b"], [["<i>", Markup("<em>ok</em>")]]).html
     assert "<th>a&lt;b</th>" in html and "<td>&lt;i&gt;</td>" in html and "<td><em>ok</em></td>" in html
     assert escape('"quoted" & <tag>') == "&quot;quoted&quot; &amp; &lt;tag&gt;"
+
+
+def test_the_report_names_why_a_run_stopped_early(run):
+    card = json.loads((run / "scorecard.json").read_text())
+    (run / "scorecard.json").write_text(json.dumps({**card, "stopped_early": True, "stop_reason": "forgetting"}))
+    page = build_report(run)
+    assert "Stopped early: retention fell under the forgetting guard" in page and "stopped improving" not in page
