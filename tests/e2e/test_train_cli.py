@@ -222,3 +222,11 @@ def test_a_run_that_failed_before_its_first_checkpoint_says_to_start_again(tiny_
     err = capsys.readouterr().err
     assert "stopped before its first checkpoint" in err and "output.overwrite=true" in err
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", "output.overwrite=true", *QUICK]) == 0
+
+
+@pytest.mark.parametrize("options", [["method.name=freeze", "method.layers=99"],
+                                     ["method.name=lora", "method.target_modules=[no_such_layer]"]])  # fmt: skip
+def test_method_options_the_model_refuses_fail_before_the_base_is_scored(tiny_recipe, tmp_path, capsys, options):
+    assert main(["train", str(tiny_recipe()), *options, *QUICK]) == 2
+    assert "scoring the base" not in capsys.readouterr().err
+    assert not (tmp_path / "run" / "base_scores.json").exists()

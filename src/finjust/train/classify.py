@@ -20,6 +20,7 @@ from finjust.data.example import Example
 from finjust.errors import MethodError
 from finjust.eval.classification import classification_scorecard, score_classifier
 from finjust.eval.scorecard import ModelScores
+from finjust.methods.preflight import check_method_fits
 from finjust.methods.registry import count_parameters
 from finjust.models.classifier import load_classifier, unfreeze_head
 from finjust.models.load import LoadedModel
@@ -63,6 +64,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     on_event("phase", {"text": f"loading {recipe.model.name} with a {len(labels.labels)}-way classification head"})
     torch.manual_seed(recipe.train.seed)  # the new head's initial weights are part of the seeded run
     loaded = load_classifier(recipe.model.name, labels.id2label, training_dtype(recipe, method), recipe.model.device)
+    check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
     autocast = compute_dtype(recipe, loaded)
     batcher = LabelBatcher(int(loaded.tokenizer.pad_token_id))
     test = test_examples(recipe, run.data)

@@ -24,6 +24,7 @@ from finjust.data.templates import TokenizedExample, tokenize_examples
 from finjust.errors import CheckpointError
 from finjust.eval.forgetting import probe_model, replay_texts, retention, text_examples
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
+from finjust.methods.preflight import check_method_fits
 from finjust.methods.registry import Method, count_parameters, get_method
 from finjust.models.load import LoadedModel, load_model, load_tokenizer, resolve_model_folder
 from finjust.objectives.registry import objective_for_task
@@ -133,6 +134,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     require_sft(data)
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
+    check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
     autocast = compute_dtype(recipe, loaded)
     test = test_examples(recipe, data)
     base = _base_scores(recipe, loaded, test, folder, autocast, on_event)
