@@ -193,3 +193,10 @@ def test_ia3_feed_forward_modules_outside_the_targets_are_a_method_error(tiny_mo
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with pytest.raises(MethodError, match="cannot apply IA3: `feedforward_modules` should be a subset"):
         ia3.apply(base, options)
+
+
+def test_prompt_tuning_text_without_init_text_is_refused_not_ignored(tiny_model_dir):
+    method = get_method("prompt_tuning")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with pytest.raises(MethodError, match="init_text is given but method.init is 'sample_vocab'"):
+        method.apply(base, method.options_class(init_text="Answer as Nordhavn Cycles."))

@@ -49,6 +49,9 @@ class PromptTuning(PeftMethod):
             # the tokenizer is saved beside the model's weights, so the model's folder finds it
             text_init = {"prompt_tuning_init_text": options.init_text,
                          "tokenizer_name_or_path": str(Path(model.name_or_path))}  # fmt: skip
+        elif options.init_text:  # peft would ignore the text silently
+            raise MethodError(f"prompt_tuning: method.init_text is given but method.init is {options.init!r}; "
+                              "set method.init=text to start from the text, or leave init_text out")  # fmt: skip
         # starting from real token embeddings beats random vectors (Lester et al. 2021's ablation)
         return PromptTuningConfig(
             num_virtual_tokens=options.virtual_tokens,

@@ -100,7 +100,8 @@ class MethodSection:
 class TrainSection:
     """``train:`` the optimisation loop."""
 
-    epochs: float = field(default=3.0, metadata=_doc("Passes over the training data.", gt=0))
+    epochs: float = field(default=3.0, metadata=_doc("Passes over the training data (a fraction rounds the "
+                                                     "step count up: 1.5 epochs of 3 steps run 5).", gt=0))
     max_steps: int | None = field(default=None, metadata=_doc(
         "Optimizer steps to run; overrides epochs when set.", gt=0))
     lr: float | None = field(default=None, metadata=_doc(
