@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from finjust.data.example import Message
-from finjust.data.templates import chat_ids
 from finjust.errors import ExportError
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Generation, Runtime, folder_tokenizer, greedy_without_cache
@@ -83,9 +80,6 @@ class OnnxRuntime(Runtime):
         eos = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
         self.stop_ids = set(eos) if isinstance(eos, list) else {eos}
         self.tokenizer = folder_tokenizer(folder)
-
-    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        return chat_ids(self.tokenizer, messages, generation_prompt=True)
 
     def logits(self, context: list[int]) -> np.ndarray:
         ids = np.asarray([context], dtype=np.int64)

@@ -107,8 +107,10 @@ def prompts_alike(exported: Runtime, conversations: Sequence[Sequence[Message]],
                 return None, None
             at = common_prefix(own, expected)
             found = f"prompt {number}, token {at}: {own[at:at + 3]} where the trained model has {expected[at:at + 3]}"
-        alike += own == expected
-        difference = difference or (None if own == expected else found)
+        if own == expected:
+            alike += 1
+        elif difference is None:
+            difference = found
     return alike / len(prompts), difference
 
 

@@ -40,6 +40,8 @@ class Runtime(ABC):
     name: str
     #: the end-of-turn token ids the artifact itself declares it stops at
     stop_ids: set[int]
+    #: the tokenizer (with its chat template) the artifact carries, where it carries one
+    tokenizer: PreTrainedTokenizerBase | None = None
 
     @abstractmethod
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
@@ -48,7 +50,7 @@ class Runtime(ABC):
     def prompt_ids(self, messages: Sequence[Message]) -> list[int] | None:
         """``messages`` as the artifact itself turns them into a prompt: its own chat template
         and vocabulary (None where the artifact carries neither)."""
-        return None
+        return None if self.tokenizer is None else chat_ids(self.tokenizer, messages, generation_prompt=True)
 
 
 class TorchRuntime(Runtime):
@@ -61,9 +63,6 @@ class TorchRuntime(Runtime):
         self.pad_id = pad_id
         self.name = name
         self.tokenizer = tokenizer
-
-    def prompt_ids(self, messages: Sequence[Message]) -> list[int] | None:
-        return None if self.tokenizer is None else chat_ids(self.tokenizer, messages, generation_prompt=True)
 
     @torch.no_grad()
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
