@@ -200,3 +200,15 @@ def test_prompt_tuning_text_without_init_text_is_refused_not_ignored(tiny_model_
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with pytest.raises(MethodError, match="init_text is given but method.init is 'sample_vocab'"):
         method.apply(base, method.options_class(init_text="Answer as Nordhavn Cycles."))
+
+
+def test_the_method_check_leaves_the_random_stream_where_it_was(tiny_model_dir):
+    from finjust.methods.preflight import check_method_fits
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    lora = get_method("lora")
+    torch.manual_seed(0)
+    check_method_fits(lora, lora.options_class(), model, torch.float32)
+    after_check = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(after_check, torch.rand(4))

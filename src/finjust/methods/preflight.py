@@ -25,7 +25,9 @@ def check_method_fits(method: Method, options: Any, model: nn.Module, dtype: tor
     """
     if method.model_load_kwargs(options, dtype):
         return  # QLoRA applies to its own 4-bit load of the model, which a skeleton cannot stand for
-    with torch.device("meta"):
-        skeleton = type(model)(model.config)
-    skeleton.name_or_path = model.name_or_path  # prompt tuning's text init finds the tokenizer there
-    method.apply(skeleton, options)
+    # the adapters' new weights are drawn on the CPU: the run's random stream must not move
+    with torch.random.fork_rng(devices=[]):
+        with torch.device("meta"):
+            skeleton = type(model)(model.config)
+        skeleton.name_or_path = model.name_or_path  # prompt tuning's text init finds the tokenizer there
+        method.apply(skeleton, options)

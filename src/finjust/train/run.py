@@ -106,7 +106,8 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
         scorecard = _train_and_score(recipe, folder, resume, on_event)
     except BaseException:
         if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
-            on_event("warning", {"text": f"the new run failed before training: {folder.root} holds the previous run"})
+            on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} holds "
+                                 "the previous run again"})  # fmt: skip
         raise
     replace_run.discard_old(folder.root)
     return RunResult(folder.root, scorecard)
