@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 from finjust import atomic
 
@@ -17,3 +18,22 @@ def test_written_files_and_folders_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == 0o755
+
+
+def test_clean_up_takes_only_its_own_temps_and_moved_aside_folders(tmp_path):
+    (tmp_path / ".run.ab12cd34.finjust-tmp").mkdir()  # a killed write's temp folder
+    (tmp_path / ".run.json.x_9y8z7w.finjust-tmp").write_text("half")  # a killed write's temp file
+    (tmp_path / ".run.old").mkdir()  # moved aside; nothing replaced it
+    (tmp_path / ".run.mynotes1").write_text("a user's")  # eight letters and digits, but not ours
+    atomic.recover(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.mynotes1", "run"]
+
+
+def test_the_temps_a_write_makes_are_what_clean_up_recognises(tmp_path, monkeypatch):
+    with atomic.folder(tmp_path / "out") as folder:
+        assert folder.parent == tmp_path and atomic.is_leftover(folder)
+    renamed = []
+    monkeypatch.setattr(os, "replace", lambda source, target: renamed.append(Path(source)))
+    atomic.write_text(tmp_path / "a.json", "{}")
+    assert len(renamed) == 1 and atomic.is_leftover(renamed[0])
+    assert not atomic.is_leftover(tmp_path / ".a.json.x1y2z3w4")

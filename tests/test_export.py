@@ -221,9 +221,10 @@ def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path):
 
 def test_an_export_tidies_what_a_killed_export_of_it_left(lora_run, tmp_path):
     (tmp_path / ".out.old").mkdir()  # moved aside while its replacement was renamed in
-    (tmp_path / ".out.k3j_9xq2").mkdir()  # half-written
+    (tmp_path / ".out.k3j_9xq2.finjust-tmp").mkdir()  # half-written
+    (tmp_path / ".out.mynotes1").write_text("a user's own")  # not ours: it stays
     export_run(lora_run, "adapter", out=tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.mynotes1", "out"]
 
 
 def test_an_unknown_quant_lists_the_valid_ones(lora_run):

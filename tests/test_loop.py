@@ -102,7 +102,7 @@ def test_a_run_resumed_before_its_first_checkpoint_starts_its_log_over(tiny_mode
 def test_what_a_killed_save_left_is_recovered_or_removed(tmp_path):
     from finjust.train.checkpoint import recover_interrupted_saves
 
-    for name in (".step-000004.old", ".step-000006.x1y2z3_q", "step-000002", ".step-000002.old"):
+    for name in (".step-000004.old", ".step-000006.x1y2z3_q.finjust-tmp", "step-000002", ".step-000002.old"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "state.json").write_text(name)
     recover_interrupted_saves(tmp_path)

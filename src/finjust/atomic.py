@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,12 +11,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+#: every temp file and folder's name ends so (``.NAME.<random>.finjust-tmp``): clean-up then
+#: never takes a user's own dot-name beside an artifact (``.adapter.mynotes1``) for a temp
+TEMP_SUFFIX = ".finjust-tmp"
+
 
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -46,7 +49,7 @@ def folder(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder; on success it replaces ``path`` whole, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder should read like any other
     try:
         yield tmp
@@ -66,15 +69,16 @@ def folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-#: what ``tempfile.mkstemp`` and ``mkdtemp`` append to the prefixes above
-_RANDOM_SUFFIX = re.compile(r"[a-z0-9_]{8}")
-
-
 def is_leftover(entry: Path) -> bool:
     """True for what a killed :func:`write_text`, :func:`folder` or :func:`remove_folder` leaves:
-    ``.NAME.old`` (a folder moved aside) or ``.NAME.<8 random characters>`` (a temp)."""
-    name, _, suffix = entry.name[1:].rpartition(".")
-    return entry.name.startswith(".") and bool(name) and (suffix == "old" or bool(_RANDOM_SUFFIX.fullmatch(suffix)))
+    ``.NAME.old`` (a folder moved aside) or ``.NAME.<random>.finjust-tmp`` (a temp)."""
+    return entry.name.startswith(".") and (entry.name.endswith(TEMP_SUFFIX) or _moved_aside(entry) is not None)
+
+
+def _moved_aside(entry: Path) -> str | None:
+    """``NAME`` for a ``.NAME.old`` entry, else None."""
+    name = entry.name
+    return name[1 : -len(".old")] if name.startswith(".") and name.endswith(".old") and len(name) > 5 else None
 
 
 def recover(parent: Path, pattern: str = "*") -> None:
@@ -85,8 +89,8 @@ def recover(parent: Path, pattern: str = "*") -> None:
     for entry in parent.glob(f".{pattern}.*"):
         if not is_leftover(entry):
             continue
-        name, _, suffix = entry.name[1:].rpartition(".")
-        if suffix == "old" and not (parent / name).exists():
+        name = _moved_aside(entry)
+        if name is not None and not (parent / name).exists():
             os.replace(entry, parent / name)
         elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -98,7 +102,7 @@ def remove_folder(path: str | Path) -> None:
     """Delete the folder ``path``; a deletion killed midway leaves a temp beside it (which
     :func:`recover` removes), never a half-deleted ``path``."""
     path = Path(path)
-    doomed = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    doomed = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.replace(path, doomed)  # a folder may replace an empty one
     shutil.rmtree(doomed, ignore_errors=True)
 

@@ -128,8 +128,8 @@ def test_resume_tidies_what_writes_killed_midway_left(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     # killed while replacing the adapter: the finished one moved aside, the new one half-written
     (run / "adapter").rename(run / ".adapter.old")
-    (run / ".adapter.k3j_9xq2").mkdir()
-    (run / ".scorecard.json.a1b2c3d4").write_text("{")
+    (run / ".adapter.k3j_9xq2.finjust-tmp").mkdir()
+    (run / ".scorecard.json.a1b2c3d4.finjust-tmp").write_text("{")
     (run / ".gitignore").write_text("*\n")  # not ours: stays
     assert main(["train", "--resume", str(run)]) == 0
     assert (run / "adapter" / "adapter_config.json").is_file()
@@ -139,9 +139,9 @@ def test_resume_tidies_what_writes_killed_midway_left(tiny_recipe, tmp_path):
 def test_a_run_killed_writing_its_first_file_can_start_again(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".recipe.yaml.q8w_e7r6").write_text("model:")  # all a run killed at once leaves
+    (run / ".recipe.yaml.q8w_e7r6.finjust-tmp").write_text("model:")  # all a run killed at once leaves
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", "eval.generate=false", "eval.retention=false"]) == 0
-    assert (run / "recipe.yaml").is_file() and not (run / ".recipe.yaml.q8w_e7r6").exists()
+    assert (run / "recipe.yaml").is_file() and not (run / ".recipe.yaml.q8w_e7r6.finjust-tmp").exists()
 
 
 def test_overwrite_replaces_a_finished_run_whole(tiny_recipe, tmp_path):
