@@ -197,3 +197,18 @@ def test_a_run_that_ran_every_step_did_not_stop_early(tiny_model_dir, tiny_token
     evals = [payload for kind, payload in events if kind == "eval"]
     assert state.step == 3 and len(evals) == 3
     assert not state.stopped_early and state.stop_reason is None and not evals[-1]["stopped_early"]
+
+
+def test_resuming_a_finished_run_says_so_after_the_plan_and_trains_nothing(tiny_model_dir, tiny_tokens, tmp_path):
+    import io
+
+    from finjust.cli.progress import ProgressPrinter
+
+    train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2, save_every=1))
+    events = []
+    train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, events, max_steps=2), resume=True)
+    assert [kind for kind, _ in events] == ["start", "resumed"]
+    printed = io.StringIO()
+    for kind, payload in events:
+        ProgressPrinter(printed)(kind, payload)
+    assert printed.getvalue().splitlines()[1].endswith("resumed from step 2 of 2: every step had run")

@@ -39,7 +39,8 @@ class ProgressPrinter:
         self._print(f"training: {payload['total_steps']} steps ({payload['steps_per_epoch']} per epoch)")
 
     def _on_resumed(self, payload: dict[str, Any]) -> None:
-        self._print(f"resumed from step {payload['step']} of {payload['total_steps']}")
+        done = ": every step had run" if payload["step"] >= payload["total_steps"] else ""
+        self._print(f"resumed from step {payload['step']} of {payload['total_steps']}{done}")
 
     def _on_step(self, payload: dict[str, Any]) -> None:
         step, total = payload["step"], payload["total_steps"]

@@ -88,8 +88,8 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         num_training_steps=plan.total_steps,
     )
     anchors = _l2sp_anchors(model, setup.new_weights) if cfg.l2sp else {}  # before a resume restores weights
-    state = _starting_state(model, setup, plan, optimizer, scheduler, resume)
     setup.on_event("start", {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch})
+    state = _starting_state(model, setup, plan, optimizer, scheduler, resume)  # after "start": says where it resumes
     if setup.retention_probe is not None and not setup.validation:
         setup.on_event("warning", {"text": "train.forgetting_guard needs validation data, and this run has none: "
                                    "retention is not checked during training (set data.validation_fraction "
