@@ -65,6 +65,12 @@ def test_bad_options_are_one_line_errors(capsys):
     assert "only data.* overrides apply" in capsys.readouterr().err
 
 
+def test_a_missing_file_is_an_error_exit_2_not_a_failed_gate(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "*.jsonl"), "--no-tokens"]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "not expanded: list the files" in err
+
+
 def test_a_recipe_with_test_or_validation_files_beside_it_is_refused(tiny_recipe, capsys):
     assert main(["data", "check", str(tiny_recipe()), "--test", "other.jsonl", "--no-tokens"]) == 2
     assert "--test other.jsonl" in capsys.readouterr().err

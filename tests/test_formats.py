@@ -79,3 +79,34 @@ def test_empty_and_non_utf8_files_are_rejected(tmp_path):
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError, match="nope.jsonl"):
         load_examples(tmp_path / "nope.jsonl")
+
+
+def test_a_null_weight_is_the_default_as_parquet_stores_weights_only_some_messages_have(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0},
+                {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]  # fmt: skip
+    path = tmp_path / "chat.parquet"
+    pq.write_table(pa.Table.from_pylist([{"messages": messages}]), path)  # Arrow fills the missing weights with null
+    (example,) = load_examples(path)
+    assert [m.weight for m in example.messages] == [1, 0, 1, 1]
+
+
+def test_an_integer_class_stored_as_a_float_reads_as_that_integer(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": "good", "label": 1.0}, {"text": "bad", "label": 0.0}]), path)
+    assert [e.label for e in load_examples(path)] == ["1", "0"]
+    pq.write_table(pa.Table.from_pylist([{"text": "good", "label": 0.5}]), path)
+    with pytest.raises(DataError, match="expected a string or an integer, got a number"):
+        load_examples(path)
+
+
+def test_a_classification_file_whose_first_record_lacks_its_label_says_so(write_jsonl):
+    records = [{"text": "no label here"}, *({"text": f"review {i}", "label": "good"} for i in range(3))]
+    with pytest.raises(DataError) as caught:
+        load_examples(write_jsonl("c.jsonl", records))
+    assert "it is line 1 that lacks its 'label'" in str(caught.value)

@@ -19,6 +19,8 @@ from finjust.data.pii import find_pii, redact_pii
         ("personnummer 19811218-9876", "personnummer"),
         ("call +46 31 390 6142 on weekdays", "phone"),
         ("ring 031-390 61 42", "phone"),
+        ("call (555) 123-4567 today", "phone"),
+        ("call 555-123-4567 today", "phone"),
     ],
 )
 def test_valid_identifiers_are_found(text, kind):
@@ -34,6 +36,7 @@ def test_valid_identifiers_are_found(text, kind):
         "personnummer 811318-9876",  # month 13
         "founded in 2016, open 08:00 to 17:00, 2490 EUR, a 10-year warranty, order 12345678",
         "version 1.2.3 on 2024-01-15",
+        "delivered 01.02.2023, returned 05-06-2021, meeting 09.30-10.45",  # dates and times, not phones
     ],
 )
 def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):

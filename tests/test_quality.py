@@ -105,6 +105,25 @@ def test_label_balance_and_stratified_split(write_jsonl):
     assert report.findings["label_imbalance"].count == 2  # 'bad' and 'odd' are rarer than a tenth of 'good'
 
 
+def test_classification_data_of_one_label_fails_the_gate(write_jsonl):
+    train = [{"text": f"review number {i} of the red kayak", "label": "good"} for i in range(8)]
+    report, _ = _check(write_jsonl, train, tokenizer=None)
+    assert report.findings["single_label"].count == 1 and report.findings["single_label"].status == "fail"
+    assert "all 8 records have the label 'good'" in report.findings["single_label"].items[0]
+    train[0]["label"] = "bad"
+    assert _check(write_jsonl, train, tokenizer=None)[0].findings["single_label"].count == 0
+
+
+def test_a_source_that_cannot_be_opened_is_an_error_not_a_finding(write_jsonl, tmp_path):
+    good = write_jsonl("good.jsonl", _records(QUESTIONS[:4]))
+    (tmp_path / "a.gz").write_bytes(b"")
+    section = data_section_from_dict({"train": [str(good), str(tmp_path / "gone.jsonl"), str(tmp_path / "a.gz")]})
+    with pytest.raises(DataError) as caught:
+        check_data(section, 0)
+    assert "2 data sources cannot be read" in str(caught.value)
+    assert "gone.jsonl: cannot open" in str(caught.value) and "unknown file type '.gz'" in str(caught.value)
+
+
 def test_pii_warns_by_default_fails_on_request_and_redaction_lifts_it(write_jsonl):
     train = _records(QUESTIONS[:4]) + [{"instruction": "Contact?", "output": "Mail ingrid@nordhavn.example."}]
     report, _ = _check(write_jsonl, train)

@@ -33,6 +33,11 @@ def test_counts_win_over_fractions_and_too_many_is_an_error():
         held_out_sizes(10, 0.1, 0.1, validation_count=5, test_count=5)
 
 
+@pytest.mark.parametrize(("total", "sizes"), [(1, (0, 0)), (2, (0, 1)), (3, (1, 1)), (20, (2, 2))])
+def test_a_fractions_at_least_one_gives_way_so_that_one_record_trains(total, sizes):
+    assert held_out_sizes(total, 0.1, 0.1) == sizes
+
+
 def test_stratified_split_keeps_each_labels_share():
     pool = _pool(100, labels=4)
     splits = split_examples(pool, 0, 0.2, 0.2, strata=[e.label for e in pool])

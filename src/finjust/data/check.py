@@ -21,6 +21,7 @@ from finjust.data.formats import iter_examples
 from finjust.data.gate import apply_gate
 from finjust.data.prepare import data_files, held_out_source, split_key, split_pool, split_settings
 from finjust.data.problems import Problem
+from finjust.data.readers import source_problem
 from finjust.data.quality import POOL, TEST_FILE, VALIDATION_FILE, QualityScan, ScanSettings
 from finjust.data.report import SPLITS, QualityReport
 from finjust.data.sources import DataSource, parse_sources
@@ -55,6 +56,7 @@ def check_data(
     roles = [(s, POOL, "train") for s in parse_sources(data.train)]
     roles += [(held_out_source(p, name), origin, name) for p, origin, name in
               ((data.validation, VALIDATION_FILE, "validation"), (data.test, TEST_FILE, "test")) if p]  # fmt: skip
+    _require_readable([source for source, _, _ in roles])
     files = [_read_file(scan, data, source, origin, role, by, on_progress) for source, origin, role in roles]
     _check_tasks(scan, files)
     codes, order = _assign_splits(scan, data, seed, bool(data.validation), bool(data.test))
@@ -76,6 +78,19 @@ def check_data(
     )
     report.seconds = round(time.perf_counter() - started, 2)
     return apply_gate(report, data.quality, data.too_long)
+
+
+def _require_readable(sources: list[DataSource]) -> None:
+    """Sources that cannot be opened are the recipe's error, not findings about data: all at once.
+
+    Raises:
+        DataError: naming each missing source or one of no known type.
+    """
+    problems = [problem for source in sources if (problem := source_problem(source.path)) is not None]
+    if len(problems) == 1:
+        raise problems[0].to_error()
+    if problems:
+        raise DataError(f"{len(problems)} data sources cannot be read:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def _read_file(
@@ -141,7 +156,7 @@ def _assign_splits(scan: QualityScan, data: Any, seed: int, has_val: bool, has_t
     try:
         indices = split_pool(data, seed, len(pool), has_val, has_test, keys)
     except DataError as error:
-        scan.add_problem(Problem("bad_value", error.detail, str(parse_sources(data.train)[0].path)))
+        scan.add_problem(Problem("unsplittable", error.detail, str(parse_sources(data.train)[0].path)))
         order["train"] = pool.tolist()
     else:
         for code, (name, part) in enumerate(zip(SPLITS, (indices.train, indices.validation, indices.test))):

@@ -199,6 +199,21 @@ def check_unseen_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
     return finding
 
 
+@CHECKS.register("single_label")
+def check_single_label(scan: QualityScan, codes: np.ndarray) -> Finding:
+    """Training records that all carry one label: a classifier has nothing to tell apart."""
+    finding = Finding("single_label")
+    train = label_counts(scan, codes).get("train", {})
+    if not train:
+        finding.skipped = "" if scan.labels.values else "no labels"
+    elif len(train) == 1:
+        (label, count), = train.items()
+        finding.count = 1
+        _listed(scan, finding, f"train: all {count} records have the label {label!r}; a classifier needs records "
+                "of at least two labels to learn")  # fmt: skip
+    return finding
+
+
 def label_counts(scan: QualityScan, codes: np.ndarray) -> dict[str, dict[str, int]]:
     labels = np.frombuffer(scan.label, dtype=np.int32)
     result: dict[str, dict[str, int]] = {}

@@ -19,11 +19,13 @@ FINDINGS: dict[str, str] = {
     "pii": "e-mail addresses, phone numbers, card numbers, IBANs, Swedish personal identity numbers",
     "label_imbalance": "classification labels whose counts differ more than tenfold",
     "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
+    "single_label": "classification data whose training records all have one label (always stops a run)",
 }
 
 #: findings that fail whatever the recipe says (a label never trained on: the classifier has
-#: no output for it, and training refuses such a record)
-ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels")
+#: no output for it, and training refuses such a record; one label: nothing to tell apart, and
+#: training refuses it)
+ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels", "single_label")
 
 #: findings that a recipe may list in ``data.quality.fail_on`` / ``ignore``
 GATED = tuple(name for name in FINDINGS if name not in ALWAYS_FAIL)

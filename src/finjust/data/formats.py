@@ -31,7 +31,7 @@ from finjust.data.example import (
     Message,
 )
 from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
-from finjust.data.readers import RawRecord, read_records
+from finjust.data.readers import RawRecord, json_type_name, read_records
 from finjust.errors import DataError
 from finjust.registry import Registry
 
@@ -88,7 +88,7 @@ def _text(record: Mapping[str, Any], key: str, required: bool = True, answer: bo
             raise _RecordProblem(key, f"missing; every record needs a non-empty {key!r} string", "missing")
         return None
     if not isinstance(value, str):
-        raise _RecordProblem(key, f"expected a string, got {type(value).__name__}", "wrong_type")
+        raise _RecordProblem(key, f"expected a string, got {json_type_name(value)}", "wrong_type")
     if required and not value.strip():
         kind = "empty_answer" if answer else "empty"
         raise _RecordProblem(key, "is empty; give it text or remove the record", kind)
@@ -123,12 +123,20 @@ def read_completion(record: Mapping[str, Any], system_prompt: str | None) -> Exa
 def read_chat(record: Mapping[str, Any], system_prompt: str | None) -> Example:
     """OpenAI fine-tuning ``messages``: system/user/assistant, optional per-message ``weight``."""
     messages = _messages(record, "messages")
+    _check_prompted("messages", messages)
     if messages[-1].role != "assistant":
         raise _RecordProblem("messages", "the conversation must end with an assistant message", "bad_turns")
     if not any(m.role == "assistant" and m.weight for m in messages):
         raise _RecordProblem("messages", "every assistant message has weight 0, so nothing would be trained; "
                              "give the answer to learn weight 1", "bad_turns")  # fmt: skip
     return Example(_with_system(messages, system_prompt))
+
+
+def _check_prompted(key: str, messages: tuple[Message, ...]) -> None:
+    """An answer needs something before it to answer: a conversation may not open with the assistant."""
+    if messages[0].role == "assistant":
+        raise _RecordProblem(f"{key}[0].role", "the conversation opens with an assistant message, which answers "
+                             "nothing; put the user's message (or a system message) before it", "bad_turns")  # fmt: skip
 
 
 def _messages(record: Mapping[str, Any], key: str) -> tuple[Message, ...]:
@@ -148,15 +156,20 @@ def _messages(record: Mapping[str, Any], key: str) -> tuple[Message, ...]:
 def _chat_message(item: Any, where: str) -> Message:
     if not isinstance(item, dict):
         raise _RecordProblem(where, "expected an object with 'role' and 'content'", "wrong_type")
-    role, content, weight = item.get("role"), item.get("content"), item.get("weight", 1)
+    role, content, weight = item.get("role"), item.get("content"), item.get("weight")
+    if weight is None:  # absent, or null where Arrow (Parquet, datasets) fills a field only some messages have
+        weight = 1
     if role not in ROLES:
         raise _RecordProblem(f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}",
                              "unknown_role")  # fmt: skip
     if not isinstance(content, str) or not content.strip():
         kind = "empty_answer" if role == "assistant" and isinstance(content, str) else "empty"
+        detail = ""
         if content is not None and not isinstance(content, str):
-            kind = "wrong_type"
-        raise _RecordProblem(f"{where}.content", "expected a non-empty string", kind)
+            kind, detail = "wrong_type", f", got {json_type_name(content)}"
+            if isinstance(content, list):
+                detail += " (content parts are not read: join their text into one string)"
+        raise _RecordProblem(f"{where}.content", f"expected a non-empty string{detail}", kind)
     if weight not in (0, 1) or isinstance(weight, bool):
         raise _RecordProblem(f"{where}.weight", f"expected 0 or 1, got {weight!r}", "bad_value")
     return Message(role, content, int(weight))
@@ -175,8 +188,10 @@ def read_classification(record: Mapping[str, Any], system_prompt: str | None) ->
     label = record.get("label")
     if label is None:
         raise _RecordProblem("label", "missing; every record needs a 'label' (a string or an integer)", "missing")
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)  # an integer class stored as a float column (pandas does, around a missing value)
     if isinstance(label, bool) or not isinstance(label, (str, int)):
-        raise _RecordProblem("label", f"expected a string or an integer, got {type(label).__name__}", "wrong_type")
+        raise _RecordProblem("label", f"expected a string or an integer, got {json_type_name(label)}", "wrong_type")
     if not str(label).strip():
         raise _RecordProblem("label", "is empty; give every record its class", "empty")
     return Example((Message("user", text),), task=TASK_CLASSIFICATION, label=str(label).strip())
@@ -186,6 +201,7 @@ def read_classification(record: Mapping[str, Any], system_prompt: str | None) ->
 def read_preference(record: Mapping[str, Any], system_prompt: str | None) -> Example:
     """``prompt`` / ``chosen`` / ``rejected``: strings, or lists of chat messages."""
     prompt = _side(record, "prompt", "user")
+    _check_prompted("prompt", prompt)
     chosen, rejected = _side(record, "chosen", "assistant"), _side(record, "rejected", "assistant")
     for key, answer in (("chosen", chosen), ("rejected", rejected)):
         if answer[-1].role != "assistant":
@@ -276,7 +292,9 @@ def _read_raw(
     path = item.path or path
     record = item.value
     if not isinstance(record, dict):
-        return Problem("not_an_object", f"expected an object of named fields, got {type(record).__name__}",
+        hint = ("; a .jsonl file holds one object per line, not an array (a whole-file JSON array takes the .json "
+                "suffix)" if isinstance(record, list) else "")  # fmt: skip
+        return Problem("not_an_object", f"expected an object of named fields, got {json_type_name(record)}{hint}",
                        path, item.number)  # fmt: skip
     record = _renamed(record, columns)
     try:
@@ -289,9 +307,7 @@ def _read_raw(
         return Problem("unknown_format", _UNKNOWN, path, item.number)
     fmt = FORMATS.get(name)
     if first is not None and FORMATS.get(first[0]).task != fmt.task and data_format == "auto":
-        return Problem("mixed_formats", f"cannot tell the format: this record looks like {name!r} ({fmt.task}) "
-                       f"but line {first[1]} is a {FORMATS.get(first[0]).task} record; keep one task per data "
-                       "set or set data.format", path, item.number)  # fmt: skip
+        return Problem("mixed_formats", _mixed_message(fmt, FORMATS.get(first[0]), first[1]), path, item.number)
     try:
         example = fmt.read(record, system_prompt)
     except _RecordProblem as problem:
@@ -300,6 +316,17 @@ def _read_raw(
                        field_name)  # fmt: skip
     meta = {k: v for k, v in record.items() if k not in fmt.fields}
     return dataclasses.replace(example, source=path, line=item.number, meta=meta), name
+
+
+def _mixed_message(fmt: RecordFormat, first: RecordFormat, first_line: int) -> str:
+    """Why a record of another task than the file's first is refused; where the first has only some
+    of this one's fields (text of text/label), that it may be the first that lacks them."""
+    message = (f"cannot tell the format: this record looks like {fmt.name!r} ({fmt.task}) but line {first_line} is "
+               f"a {first.task} record; keep one task per data set or set data.format")  # fmt: skip
+    if first.required < fmt.required:
+        lacking = ", ".join(repr(key) for key in sorted(fmt.required - first.required))
+        message += f" (if this is {fmt.name} data, it is line {first_line} that lacks its {lacking})"
+    return message
 
 
 def _unread_fields(problem: _RecordProblem, record: Mapping[str, Any], fmt: RecordFormat) -> str:

@@ -4,8 +4,10 @@ Each detector is a regular expression that finds candidates plus, where the iden
 one, a checksum from ``python-stdnum`` that confirms them (Luhn for card numbers, ISO 7064
 mod 97 for IBANs, the Swedish personal identity number's date and Luhn digit). Only the
 candidate patterns are written here: no library finds such numbers inside running text.
-Phone numbers have no checksum; the pattern asks for an international ``+`` prefix or a
-national trunk ``0`` with separators, and 8 to 15 digits, so years, prices and times pass.
+Phone numbers have no checksum; the pattern asks for an international ``+`` prefix, a
+national trunk ``0`` with separators, or the North American (555) 123-4567 / 555-123-4567
+shapes, and 8 to 15 digits, so years, prices and times pass; dates and spans of times that
+the trunk shape also matches (01.02.2023, 09.30-10.45) are left out.
 """
 
 from __future__ import annotations
@@ -55,8 +57,14 @@ def _card(text: str) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn.is_valid(digits)
 
 
+#: what the national-trunk pattern also matches but a phone number is not: a date
+#: (01.02.2023, 05-06-2021) or a span of times (09.30-10.45)
+_DATE = re.compile(r"(0?[1-9]|[12]\d|3[01])([./-])(0?[1-9]|1[0-2])\2(\d{2}|\d{4})")
+_TIME_SPAN = re.compile(r"([01]?\d|2[0-3])[.:][0-5]\d ?[-\u2013] ?([01]?\d|2[0-3])[.:][0-5]\d")
+
+
 def _phone(text: str) -> bool:
-    return 8 <= len(_digits(text)) <= 15
+    return 8 <= len(_digits(text)) <= 15 and not _DATE.fullmatch(text) and not _TIME_SPAN.fullmatch(text)
 
 
 for _detector in (
@@ -67,8 +75,8 @@ for _detector in (
     Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
     Detector("personnummer", re.compile(r"(?<![\d-])(?:\d{2})?\d{6}[-+]?\d{4}(?![\d-])"),
              personnummer.is_valid, "[PERSONNUMMER]", checksum=True),
-    Detector("phone", re.compile(r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4})"
-                                 r"(?![\d])"), _phone, "[PHONE]"),
+    Detector("phone", re.compile(r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4}"
+                                 r"|(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])\d{3}[ .-]\d{4})(?![\d])"), _phone, "[PHONE]"),
 ):  # fmt: skip
     DETECTORS.add(_detector.name, _detector)
 

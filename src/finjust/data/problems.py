@@ -31,6 +31,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "unknown_role": "a chat message with a role other than system, user or assistant",
     "bad_turns": "a conversation that does not end with an assistant turn, or has nothing to train",
     "bad_value": "a field whose value is out of range",
+    "unsplittable": "split settings that ask more held-out records than the data has",
 }
 
 

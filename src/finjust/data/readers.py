@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,14 @@ class RawRecord:
 
 Item = RawRecord | Problem
 Reader = Callable[[Path, str | None], Iterator[Item]]
+
+
+def json_type_name(value: Any) -> str:
+    """A value's type as JSON calls it (``null``, ``object``), as a message to a data author should."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "a boolean"
+    names = ((str, "a string"), ((int, float), "a number"), (dict, "an object"), ((list, tuple), "an array"))
+    return next((name for types, name in names if isinstance(value, types)), type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -65,19 +74,26 @@ def file_type_of(path: Path) -> str | None:
 def read_records(path: str | Path, split: str | None = None) -> Iterator[Item]:
     """Raw records of a file or folder, each a :class:`RawRecord` or a :class:`Problem`."""
     path = Path(path)
-    if not path.exists():
-        yield Problem("unreadable", "cannot open: no such file or folder; check the path", str(path))
-        return
-    name = file_type_of(path)
-    if name is None:
-        known = sorted({s for t in map(FILE_TYPES.get, FILE_TYPES) for s in t.suffixes})
-        yield Problem("unreadable", f"unknown file type {path.suffix!r}; expected one of {', '.join(known)}, "
-                      "a folder of .txt files or a datasets folder saved with save_to_disk", str(path))  # fmt: skip
+    if (problem := source_problem(path)) is not None:
+        yield problem
         return
     try:
-        yield from FILE_TYPES.get(name).read(path, split)
+        yield from FILE_TYPES.get(file_type_of(path)).read(path, split)
     except OSError as exc:
         yield Problem("unreadable", f"cannot read: {exc.strerror or exc}", str(path))
+
+
+def source_problem(path: str | Path) -> Problem | None:
+    """Why a data source cannot be read at all (missing, or of no known type), or None."""
+    path = Path(path)
+    if not path.exists():
+        pattern = " (a pattern such as *.jsonl is not expanded: list the files)" if set("*?[") & set(str(path)) else ""
+        return Problem("unreadable", f"cannot open: no such file or folder; check the path{pattern}", str(path))
+    if file_type_of(path) is None:
+        known = sorted({s for t in map(FILE_TYPES.get, FILE_TYPES) for s in t.suffixes})
+        return Problem("unreadable", f"unknown file type {path.suffix!r}; expected one of {', '.join(known)}, "
+                       "a folder of .txt files or a datasets folder saved with save_to_disk", str(path))  # fmt: skip
+    return None
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
@@ -107,7 +123,7 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
             yield Problem("not_utf8", detail, str(path), number)
         elif text.strip():
             try:
-                yield RawRecord(number, json.loads(text))
+                yield _checked_text(RawRecord(number, json.loads(text.rstrip("\r\n"))), path, text)
             except json.JSONDecodeError as exc:
                 yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}); "
                               "each line must be one complete JSON object", str(path), number)  # fmt: skip
@@ -119,22 +135,56 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
 def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
     """A JSON array of records (read whole: the stdlib parser takes complete documents)."""
     try:
-        data = json.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+        text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+        data = json.loads(text)
     except UnicodeDecodeError as exc:
         yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(path))
         return
     except json.JSONDecodeError as exc:
-        yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno})", str(path), exc.lineno)
+        hint = "; one JSON object per line is JSON Lines: give the file the .jsonl suffix" if exc.msg == "Extra data" else ""
+        yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}){hint}", str(path), exc.lineno)
         return
     except RecursionError:
         yield Problem("malformed", _TOO_DEEP, str(path))
         return
     if not isinstance(data, list):
-        yield Problem("malformed", f"expected a JSON array of records, got {type(data).__name__}; "
+        yield Problem("malformed", f"expected a JSON array of records, got {json_type_name(data)}; "
                       "for one object per line use the .jsonl suffix", str(path))  # fmt: skip
         return
     for number, value in enumerate(data, start=1):
-        yield RawRecord(number, value)
+        yield _checked_text(RawRecord(number, value), path, text)
+
+
+#: a JSON string escape of a UTF-16 surrogate: the one way JSON text can hold what is not Unicode
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _checked_text(record: RawRecord, path: Path, source: str) -> Item:
+    """The record, or a problem where a string in it holds a lone surrogate (``"\\ud800"``, which
+    JSON's escapes allow): it is not text, and nothing downstream can encode it. ``source`` is
+    the JSON text it was parsed from: only one with such an escape needs the walk."""
+    where = _lone_surrogate(record.value) if _SURROGATE_ESCAPE.search(source) else None
+    if where is None:
+        return record
+    return Problem("not_utf8", "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is "
+                   "not text; remove it or write the character itself", str(path), record.number, where or None)
+
+
+def _lone_surrogate(value: Any, where: str = "") -> str | None:
+    """The field path of the first string holding a lone surrogate ("" for the value itself), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        found = _lone_surrogate(item, inner)
+        if found is not None:
+            return found
+    return None
 
 
 @_register("csv", ".csv")
@@ -167,6 +217,9 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
         header = next(reader, None)
         if header is None:
             return
+        if (problem := _header_problem(header, delimiter, path, reader.line_num)) is not None:
+            yield problem
+            return
         start = reader.line_num + 1
         for row in reader:
             end, number = reader.line_num, start
@@ -184,6 +237,23 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
                           'or write a quote inside a quoted cell as ""', str(path), start)  # fmt: skip
         else:
             yield Problem("malformed", f"malformed {kind}: {exc}", str(path), reader.line_num)
+
+
+def _header_problem(header: list[str], delimiter: str, path: Path, line: int) -> Problem | None:
+    """What makes a header unusable: a column named twice (one would silently replace the other in
+    every record), or one column that holds another delimiter's separators."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            return Problem("malformed", f"the header names column {name!r} twice (columns {seen[name]} and "
+                           f"{number}); rename one so that no column hides another", str(path), line)  # fmt: skip
+        seen[name] = number
+    other = next((sep for sep in (";", "\t", "|", ",") if sep != delimiter and sep in header[0]), None)
+    if len(header) == 1 and other is not None:
+        return Problem("malformed", f"the header is one column, {header[0]!r}: the file seems to separate its "
+                       f"columns with {other!r}, not {delimiter!r}; save it with {delimiter!r} between columns "
+                       f"(or as .tsv for tabs)", str(path), line)  # fmt: skip
+    return None
 
 
 def _row_record(row: list[str], header: list[str], path: Path, number: int) -> Item:

@@ -57,6 +57,12 @@ def held_out_sizes(
     """
     n_val = validation_count if validation_count is not None else _take(validation_fraction, total)
     n_test = test_count if test_count is not None else _take(test_fraction, total)
+    # a fraction's "at least one" gives way (validation's first) so that a record is left to
+    # train on: 2 records split 1 train / 1 test, as 3 split 1 / 1 / 1; counts are kept as asked
+    if n_val + n_test >= total and total and validation_count is None and n_val:
+        n_val = max(0, total - 1 - n_test)
+    if n_val + n_test >= total and total and test_count is None and n_test:
+        n_test = max(0, total - 1 - n_val)
     if n_val + n_test >= total and total:
         raise DataError(f"no training records left: {n_val} validation + {n_test} test records were asked "
                         f"of a pool of {total}; lower the counts or fractions, or give more data")  # fmt: skip
