@@ -110,3 +110,22 @@ def test_a_classification_file_whose_first_record_lacks_its_label_says_so(write_
     with pytest.raises(DataError) as caught:
         load_examples(write_jsonl("c.jsonl", records))
     assert "it is line 1 that lacks its 'label'" in str(caught.value)
+
+
+def test_answers_that_differ_only_in_surrounding_whitespace_are_not_a_preference_pair(write_jsonl):
+    with pytest.raises(DataError, match="is the same as 'chosen'"):
+        load_examples(write_jsonl("p.jsonl", [{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Hello. "}]))
+
+
+def test_a_chat_format_forced_on_other_records_suggests_the_format_not_a_column(write_jsonl):
+    with pytest.raises(DataError) as caught:
+        load_examples(write_jsonl("i.jsonl", [{"instruction": "a", "output": "b"}]), data_format="chat")
+    assert "set data.format to it" in str(caught.value) and "data.columns" not in str(caught.value)
+
+
+def test_a_utf16_file_is_one_problem_not_one_per_line(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_bytes('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n'.encode("utf-16"))
+    with pytest.raises(DataError, match="the file is UTF-16 text") as caught:
+        load_examples(path)
+    assert "malformed" not in str(caught.value)

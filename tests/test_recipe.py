@@ -235,6 +235,12 @@ def test_held_out_fractions_must_leave_training_data() -> None:
     assert recipe.data.test == "u"
 
 
+def test_one_column_mapped_to_two_fields_is_refused() -> None:
+    columns = {"instruction": "question", "output": "question", "input": "context"}
+    problems = problems_of(minimal_dict(data={"train": "t", "columns": columns}))
+    assert len(problems) == 1 and "the column 'question' is mapped to instruction and output" in problems[0]
+
+
 def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path: Path) -> None:
     path = write(tmp_path, "model: {name: x}\ndata: {train: t}\ntrain: {lr: -5}\noutput: {dir: y}\ntrain: {epochs: 2}\n")
     with pytest.raises(RecipeError, match=r"line 5, column 1: key 'train' appears twice \(also on line 3\)"):

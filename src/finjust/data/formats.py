@@ -206,11 +206,16 @@ def read_preference(record: Mapping[str, Any], system_prompt: str | None) -> Exa
     for key, answer in (("chosen", chosen), ("rejected", rejected)):
         if answer[-1].role != "assistant":
             raise _RecordProblem(key, "must end with an assistant message", "bad_turns")
-    if chosen == rejected:
+    if _stripped(chosen) == _stripped(rejected):
         raise _RecordProblem("rejected", "is the same as 'chosen'; a preference pair needs two different answers",
                              "bad_value")  # fmt: skip
     prompt = _with_system(prompt, system_prompt)
     return Example((*prompt, *chosen), task=TASK_PREFERENCE, chosen=chosen, rejected=rejected)
+
+
+def _stripped(messages: tuple[Message, ...]) -> tuple[tuple[str, str], ...]:
+    """The turns as compared for sameness: whitespace around a text does not make another answer."""
+    return tuple((m.role, m.content.strip()) for m in messages)
 
 
 def _side(record: Mapping[str, Any], key: str, role: str) -> tuple[Message, ...]:
@@ -335,6 +340,9 @@ def _unread_fields(problem: _RecordProblem, record: Mapping[str, Any], fmt: Reco
     unread = [str(key) for key in record if key not in fmt.fields]
     if problem.kind != "missing" or problem.field_name not in fmt.fields or not unread:
         return ""
+    if problem.field_name == "messages":  # a list of turns; no text column can stand in for it
+        return (f" (the record has {', '.join(map(repr, unread[:5]))}: if the file is of another format, set "
+                "data.format to it, or leave it auto)")  # fmt: skip
     return (f" (the record also has {', '.join(map(repr, unread[:5]))}: if one of them is "
             f"{problem.field_name!r}, map it with data.columns: {{{problem.field_name}: {unread[0]}}})")
 

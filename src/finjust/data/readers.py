@@ -93,7 +93,20 @@ def source_problem(path: str | Path) -> Problem | None:
         known = sorted({s for t in map(FILE_TYPES.get, FILE_TYPES) for s in t.suffixes})
         return Problem("unreadable", f"unknown file type {path.suffix!r}; expected one of {', '.join(known)}, "
                        "a folder of .txt files or a datasets folder saved with save_to_disk", str(path))  # fmt: skip
+    if _is_utf16(path):  # else every line would be reported as not UTF-8 or malformed
+        return Problem("not_utf8", "the file is UTF-16 text (its byte-order mark says so); re-save it as UTF-8",
+                       str(path))  # fmt: skip
     return None
+
+
+def _is_utf16(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            return handle.read(2) in (b"\xff\xfe", b"\xfe\xff")
+    except OSError:
+        return False  # the reader reports what stops it
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:

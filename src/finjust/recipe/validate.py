@@ -190,6 +190,11 @@ def _check_data_raw(raw: Any) -> list[str]:
                             f"fields: {', '.join(fields_known)}")
         elif not isinstance(column, str) or not column:
             problems.append(f"data.columns.{target}: expected the column name in your files, got {shown(column)}")
+    mapped = [c for c in (columns.values() if isinstance(columns, Mapping) else ()) if isinstance(c, str)]
+    for column in sorted({c for c in mapped if mapped.count(c) > 1}):
+        targets = [str(t) for t, c in columns.items() if c == column]
+        problems.append(f"data.columns: the column {column!r} is mapped to {' and '.join(targets)}; each field "
+                        "needs a column of its own (a prompt mapped as its own answer would train an echo)")
     quality = raw.get("quality")
     for key in ("fail_on", "ignore"):
         names = quality.get(key) if isinstance(quality, Mapping) else None
