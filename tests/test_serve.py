@@ -138,6 +138,21 @@ def test_seeded_sampling_repeats(server):
     assert client.completions.create(**ask).choices[0].text == client.completions.create(**ask).choices[0].text
 
 
+def test_top_p_zero_decodes_greedily(server):
+    client = server.client()
+    ask = {"model": "tiny", "prompt": "The red", "max_tokens": 6}
+    nucleus_of_one = client.completions.create(**ask, temperature=1.0, top_p=0).choices[0].text
+    assert nucleus_of_one == client.completions.create(**ask, temperature=0).choices[0].text
+
+
+def test_a_seeded_request_leaves_torchs_random_state_as_it_was(server):
+    """Else every unseeded request after a seeded one would sample predictably (the server runs in this process)."""
+    torch.manual_seed(12345)  # not the state an earlier seeded request may have left
+    before = torch.random.get_rng_state()
+    server.client().completions.create(model="tiny", prompt="The red", max_tokens=8, temperature=1.0, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_a_missing_or_wrong_key_gets_401(server):
     for key in (None, "wrong"):
         response = server.post("/v1/chat/completions", json.dumps({"messages": HELLO}), key=key)
@@ -163,6 +178,7 @@ def test_a_missing_or_wrong_key_gets_401(server):
         (json.dumps({"messages": HELLO, "n": 2}), 400, "n"),
         (json.dumps({"messages": HELLO, "temperature": -1}), 400, "temperature"),
         (json.dumps({"messages": HELLO, "temperature": 0.5, "seed": 2**64}), 400, "seed"),
+        (json.dumps({"messages": HELLO, "stream_options": {"include_usage": True}}), 400, "stream_options"),
         (json.dumps({"messages": HELLO, "model": "gpt-4"}), 404, "model"),
         (json.dumps({"messages": []}), 400, "messages"),
         (json.dumps({"messages": HELLO * 300}), 413, None),
@@ -279,6 +295,27 @@ def test_cli_reports_an_unservable_folder_in_one_line(tmp_path, capsys):
     assert "neither an exported model folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("fmt", ["int8", "adapter", "gguf"])
+def test_an_export_this_server_cannot_load_says_what_to_serve_instead(tmp_path, fmt):
+    (tmp_path / "export.json").write_text(json.dumps({"format": fmt, "run": "/runs/first"}))
+    (tmp_path / "config.json").write_text("{}")  # int8 exports carry one; it must not be taken for a model folder
+    with pytest.raises(ModelLoadError, match=f"an export in the '{fmt}' format") as caught:
+        load_served_model(tmp_path)
+    assert "serve the run folder it came from (/runs/first) or a merged export" in str(caught.value)
+
+
+def test_a_bad_or_taken_port_is_refused_before_the_model_loads(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", str(tmp_path), "--port", "99999"])
+    assert "must be a port number from 0 to 65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", str(tmp_path), "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1:" in err and "loading" not in err
+
+
 def test_generation_failure_answers_500_and_the_server_goes_on(served, monkeypatch):
     real = engine_module.generate_rows
     calls: list[int] = []
@@ -356,6 +393,44 @@ def test_a_client_that_gives_up_on_a_plain_request_cancels_its_generation(served
     assert seen == [True]
 
 
+def test_closing_the_engine_stops_the_running_generation_and_refuses_the_waiting_ones(served, monkeypatch):
+    """Ctrl-C must not wait for every queued generation to run out."""
+    import asyncio
+
+    from finjust.serve.decode import Sampling
+    from finjust.serve.engine import FAILED, Engine, Job
+
+    started = threading.Event()
+
+    def endless(model, rows):  # a generation that runs until its row is cancelled
+        started.set()
+        while not rows[0].is_cancelled():
+            time.sleep(0.01)
+        rows[0].finish_reason = "stop"
+
+    monkeypatch.setattr(engine_module, "generate_rows", endless)
+    loop = asyncio.new_event_loop()
+    engine = Engine(served, max_batch=1, max_queue=8)
+    running, waiting = (Job([5, 6], Sampling(max_tokens=2), True, loop) for _ in range(2))
+    try:
+        engine.submit(running)
+        engine.submit(waiting)
+        assert started.wait(10)
+        engine.stop_accepting()  # the first Ctrl-C: the waiting request is answered at once
+        loop.run_until_complete(asyncio.sleep(0.05))  # deliver the posts
+        kind, error = waiting.events.get_nowait()
+        assert kind == FAILED and error.code == "server_shutting_down"
+        assert running.events.empty() and not running.cancelled.is_set() and engine._thread.is_alive()
+        closed_at = time.monotonic()
+        engine.close(timeout=10)  # the grace is over: the running generation stops
+        assert time.monotonic() - closed_at < 2 and not engine._thread.is_alive()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        kind, error = running.events.get_nowait()
+        assert kind == FAILED and error.code == "server_shutting_down"
+    finally:
+        loop.close()
+
+
 def test_tokenizing_a_long_prompt_holds_up_no_other_request(served, monkeypatch):
     from finjust.serve import app as app_module
 
@@ -373,3 +448,26 @@ def test_tokenizing_a_long_prompt_holds_up_no_other_request(served, monkeypatch)
         assert httpx2.get(f"{running.url}/health", timeout=10).status_code == 200
         assert time.monotonic() - started < 0.8 and not slow.done()
         assert slow.result().status_code == 200
+
+
+def test_ctrl_c_refuses_the_waiting_requests_at_once_and_stops_generating_after_the_grace(monkeypatch):
+    import signal
+
+    from finjust.serve import server as server_module
+
+    calls: list[str] = []
+
+    class Recording:
+        def stop_accepting(self) -> None:
+            calls.append("stop_accepting")
+
+        def close(self) -> None:
+            calls.append("close")
+
+    monkeypatch.setattr(server_module, "GRACE_SECONDS", 0.05)
+    stopping = server_module.StoppingServer(uvicorn.Config(FastAPI()), Recording())
+    stopping.handle_exit(signal.SIGINT, None)
+    assert calls == ["stop_accepting"] and stopping.should_exit
+    stopping.handle_exit(signal.SIGINT, None)  # a second Ctrl-C forces the exit; the engine hears once
+    time.sleep(0.3)
+    assert calls == ["stop_accepting", "close"] and stopping.force_exit

@@ -15,6 +15,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: the system picks one)."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An integer of at least 0 (how many samples to show, 0 for none)."""
     value = int(text)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
 
-from finjust.cli.arguments import positive_int
+from finjust.cli.arguments import port_number, positive_int
+from finjust.errors import ServeError
 
 API_KEY_ENV = "FINJUST_API_KEY"
 
@@ -28,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
                         help="a run folder written by finjust train, or a model folder (config.json)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no key)")
     parser.add_argument("--model-name", help="the model name clients send (default: the folder's name)")
@@ -43,9 +45,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn  # the web stack loads only for this command
-
-    from finjust.serve import ServeOptions, create_app
+    from finjust.serve import ServeOptions, create_app  # the web stack loads only for this command
+    from finjust.serve.server import run_server
 
     options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,
                            max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
@@ -53,13 +54,30 @@ def run(args: argparse.Namespace) -> int:
     if not options.api_key and not _is_loopback(args.host):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it; "
               f"set --api-key or ${API_KEY_ENV}", file=sys.stderr)  # fmt: skip
+    _require_free_port(args.host, args.port)  # before the model loads, not after
     print(f"loading {args.source} ...", file=sys.stderr)
     app = create_app(args.source, options)
     served = app.state.served
     print(f"serving {served.name!r} at http://{args.host}:{args.port}/v1 (context {served.context} tokens, "
           f"batches of up to {options.max_batch}); Ctrl-C stops", file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    run_server(app, args.host, args.port)
     return 0
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Refuse a port another process holds now, before minutes of model loading.
+
+    Raises:
+        ServeError: the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port "
+                             "or stop what holds it") from None  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:

@@ -135,8 +135,9 @@ def read_chat(record: Mapping[str, Any], system_prompt: str | None) -> Example:
 def _check_prompted(key: str, messages: tuple[Message, ...]) -> None:
     """An answer needs something before it to answer: a conversation may not open with the assistant."""
     if messages[0].role == "assistant":
-        raise _RecordProblem(f"{key}[0].role", "the conversation opens with an assistant message, which answers "
-                             "nothing; put the user's message (or a system message) before it", "bad_turns")  # fmt: skip
+        raise _RecordProblem(f"{key}[0].role", "the conversation opens with an assistant message, which "
+                             "answers nothing; put the user's message (or a system message) before it",
+                             "bad_turns")  # fmt: skip
 
 
 def _messages(record: Mapping[str, Any], key: str) -> tuple[Message, ...]:

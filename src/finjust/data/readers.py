@@ -154,7 +154,8 @@ def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
         yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(path))
         return
     except json.JSONDecodeError as exc:
-        hint = "; one JSON object per line is JSON Lines: give the file the .jsonl suffix" if exc.msg == "Extra data" else ""
+        lines = exc.msg == "Extra data"  # a second value after the first: one object per line
+        hint = "; one JSON object per line is JSON Lines: give the file the .jsonl suffix" if lines else ""
         yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}){hint}", str(path), exc.lineno)
         return
     except RecursionError:

@@ -8,7 +8,8 @@ the answer ``finjust eval`` scores.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +34,8 @@ class Sampling:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """Temperature 0, or top_p 0: a nucleus that holds only the likeliest token."""
+        return self.temperature == 0.0 or self.top_p == 0.0
 
 
 @dataclass
@@ -71,9 +73,8 @@ def generate_rows(served: ServedModel, rows: Sequence[Row]) -> None:
     if not first.greedy:
         # top_k=0: OpenAI's sampling has no top-k; transformers would otherwise apply its default 50
         sampling_args = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p, "top_k": 0}
-        if first.seed is not None:
-            torch.manual_seed(first.seed)  # the worker is the only user of torch's RNG here
-    with torch.inference_mode(), autocast(served.device, served.autocast_dtype):
+    with _seeded(first.seed if not first.greedy else None, served.device), torch.inference_mode(), \
+            autocast(served.device, served.autocast_dtype):  # fmt: skip
         served.model.generate(
             input_ids=ids.to(served.device),
             attention_mask=mask.to(served.device),
@@ -85,6 +86,18 @@ def generate_rows(served: ServedModel, rows: Sequence[Row]) -> None:
         )
     for row in rows:
         watcher.finish(row)
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Sample from ``seed`` inside, then put torch's random state back: a seeded request must not
+    make the unseeded ones after it predictable. Without a seed: the running state, untouched."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # [] : the CPU's state only
+        torch.manual_seed(seed)
+        yield
 
 
 class _Watcher(StoppingCriteria):

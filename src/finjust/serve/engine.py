@@ -65,6 +65,7 @@ class Engine:
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._held: deque[Job | None] = deque()  # taken while gathering a batch, but not compatible with it
         self._stopping = threading.Event()
+        self._running: list[Job] = []  # the batch the worker is answering
         self._thread = threading.Thread(target=self._work, name="finjust-serve-worker", daemon=True)
         self._thread.start()
 
@@ -75,8 +76,7 @@ class Engine:
             ServeError: the queue is full or the server is shutting down.
         """
         if self._stopping.is_set() or not self._thread.is_alive():
-            raise ServeError("the server is shutting down", status=503, code="server_shutting_down",
-                             kind="server_error")  # fmt: skip
+            raise _shutting_down()
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -85,14 +85,32 @@ class Engine:
                 "(the operator can raise --max-queue)", status=503, code="server_busy", kind="server_error",
             ) from None  # fmt: skip
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the worker after the batch it is answering; requests still waiting are not answered."""
+    def stop_accepting(self) -> None:
+        """Refuse new requests and answer the waiting ones 503; the batch being answered goes on."""
         self._stopping.set()
+        for job in self._drain():
+            job.post(FAILED, _shutting_down())
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker: the batch it is answering stops at its next token, and requests still
+        waiting get a 503 (a shutdown should not wait for every queued generation to run out)."""
+        self.stop_accepting()
+        for job in list(self._running):
+            job.cancelled.set()
         try:
             self._queue.put_nowait(None)  # wakes a worker waiting for work
         except queue.Full:
             pass  # a busy worker sees _stopping when its batch ends
+        # the worker must be out of torch before the interpreter exits, or the process aborts
         self._thread.join(timeout)
+
+    def _drain(self) -> list[Job]:
+        """Every job still waiting, taken off the queue."""
+        waiting: list[Job] = []
+        while (job := self._take_waiting()) is not _NOTHING_WAITING:
+            if isinstance(job, Job):
+                waiting.append(job)
+        return waiting
 
     def _work(self) -> None:
         while not self._stopping.is_set():
@@ -142,6 +160,7 @@ class Engine:
 
     def _answer(self, batch: list[Job]) -> None:
         rows = [job.row() for job in batch]
+        self._running = batch
         try:
             generate_rows(self.served, rows)
         except Exception as error:  # a failure answers these requests; the worker keeps serving the rest
@@ -149,5 +168,14 @@ class Engine:
             for job in batch:
                 job.post(FAILED, error)
             return
+        finally:
+            self._running = []
         for job, row in zip(batch, rows, strict=True):
-            job.post(DONE, row)
+            if job.cancelled.is_set() and self._stopping.is_set():  # cut short by close(): not an answer
+                job.post(FAILED, _shutting_down())
+            else:
+                job.post(DONE, row)
+
+
+def _shutting_down() -> ServeError:
+    return ServeError("the server is shutting down", status=503, code="server_shutting_down", kind="server_error")

@@ -65,7 +65,7 @@ class _Generation(_Strict):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)  # 0: a nucleus of the top token alone, greedy
     n: int | None = None
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)  # what torch.manual_seed takes
@@ -223,6 +223,9 @@ def _refuse_unsupported(request: _Generation, served: ServedModel) -> None:
         if refused:
             raise ServeError(f"{name} is not supported by finjust serve; leave it out", param=name,
                              code="unsupported")  # fmt: skip
+    if request.stream_options is not None and not request.stream:  # as OpenAI answers it
+        raise ServeError("stream_options applies only to streamed answers: set stream: true, or leave "
+                         "stream_options out", param="stream_options")  # fmt: skip
 
 
 def _stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:

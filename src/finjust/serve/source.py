@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
         CheckpointError: a run folder without a trained artifact.
     """
     folder = Path(path).expanduser()
+    _refuse_unservable_export(folder)
     # an exported folder may carry its recipe too; its config.json makes it a plain model
     if (folder / "config.json").is_file():
         loaded = load_model(str(folder))
@@ -59,6 +61,40 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
     served.context = _context_length(served.model)
     served.model.eval()
     return served
+
+
+#: export formats a transformers model folder comes out of, which this server loads
+SERVABLE_EXPORTS = ("merged",)
+#: where the other formats are served
+_SERVED_ELSEWHERE = {
+    "gguf": "a GGUF file serves with llama.cpp (`llama-server -m FILE.gguf`) or Ollama (the Modelfile beside it)",
+    "onnx": "an ONNX export runs with onnxruntime",
+}
+
+
+def _refuse_unservable_export(path: Path) -> None:
+    """An export this server cannot load (adapter, int8, gguf, onnx) gets a message naming what it can.
+
+    Raises:
+        ModelLoadError: ``path`` is such an export.
+    """
+    manifest = path / "export.json"
+    if path.suffix == ".gguf":
+        fmt, run = "gguf", None
+    elif manifest.is_file():
+        try:
+            written = json.loads(manifest.read_text(encoding="utf-8"))
+            fmt, run = written.get("format"), written.get("run")
+        except (OSError, ValueError, AttributeError):
+            return  # not ours to judge: the load below says what is wrong
+    else:
+        return
+    if fmt in SERVABLE_EXPORTS:
+        return
+    source = f"the run folder it came from ({run})" if run else "the run folder it came from"
+    elsewhere = f"; {_SERVED_ELSEWHERE[fmt]}" if fmt in _SERVED_ELSEWHERE else ""
+    raise ModelLoadError(f"{path} is an export in the {fmt!r} format, which finjust serve does not load: serve "
+                         f"{source} or a merged export (`finjust export RUN --format merged`){elsewhere}")  # fmt: skip
 
 
 def _from_run(folder: Path) -> ServedModel:

@@ -1,0 +1,40 @@
+"""The app under uvicorn, with a Ctrl-C that does not wait for every queued generation."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from finjust.serve.engine import Engine
+
+#: seconds the requests running at Ctrl-C get to finish before their generation stops
+GRACE_SECONDS = 5
+
+
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, telling the engine at the first Ctrl-C: waiting requests get 503 at once,
+    running ones :data:`GRACE_SECONDS` to finish before their generation stops. uvicorn alone
+    waits for every running and queued generation to end (minutes with a full queue), and with a
+    shutdown timeout cancels requests mid-answer, each with a traceback."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+        super().__init__(config)
+        self.engine = engine
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit:  # the first signal; a second one forces the exit as usual
+            self.engine.stop_accepting()
+            stop = threading.Timer(GRACE_SECONDS, self.engine.close)
+            stop.daemon = True  # a server that finished sooner exits without waiting for it
+            stop.start()
+        super().handle_exit(sig, frame)
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` (from :func:`finjust.serve.create_app`) until Ctrl-C or SIGTERM."""
+    # uvicorn's own shutdown timeout is a backstop: the engine has stopped generating by then
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACE_SECONDS + 5)
+    StoppingServer(config, app.state.engine).run()
