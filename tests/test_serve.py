@@ -468,6 +468,26 @@ def test_ctrl_c_refuses_the_waiting_requests_at_once_and_stops_generating_after_
     stopping = server_module.StoppingServer(uvicorn.Config(FastAPI()), Recording())
     stopping.handle_exit(signal.SIGINT, None)
     assert calls == ["stop_accepting"] and stopping.should_exit
-    stopping.handle_exit(signal.SIGINT, None)  # a second Ctrl-C forces the exit; the engine hears once
     time.sleep(0.3)
-    assert calls == ["stop_accepting", "close"] and stopping.force_exit
+    assert calls == ["stop_accepting", "close"]  # the grace is over
+
+
+def test_a_second_ctrl_c_stops_generating_at_once(monkeypatch):
+    import signal
+
+    from finjust.serve import server as server_module
+
+    calls: list[tuple[str, float | None]] = []
+
+    class Recording:
+        def stop_accepting(self) -> None:
+            calls.append(("stop_accepting", None))
+
+        def close(self, timeout: float | None = None) -> None:
+            calls.append(("close", timeout))
+
+    stopping = server_module.StoppingServer(uvicorn.Config(FastAPI()), Recording())
+    stopping.handle_exit(signal.SIGINT, None)
+    stopping.handle_exit(signal.SIGINT, None)
+    assert calls == [("stop_accepting", None), ("close", 2)] and stopping.force_exit
+    assert not stopping._grace.is_alive() or stopping._grace.finished.is_set()

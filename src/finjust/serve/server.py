@@ -23,13 +23,16 @@ class StoppingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
         super().__init__(config)
         self.engine = engine
+        self._grace = threading.Timer(GRACE_SECONDS, engine.close)
+        self._grace.daemon = True  # a server that finished sooner exits without waiting for it
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if not self.should_exit:  # the first signal; a second one forces the exit as usual
+        if not self.should_exit:
             self.engine.stop_accepting()
-            stop = threading.Timer(GRACE_SECONDS, self.engine.close)
-            stop.daemon = True  # a server that finished sooner exits without waiting for it
-            stop.start()
+            self._grace.start()
+        else:  # a second signal forces the exit: stop generating now, so no thread is inside torch as it ends
+            self._grace.cancel()
+            self.engine.close(timeout=2)
         super().handle_exit(sig, frame)
 
 
