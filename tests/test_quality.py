@@ -124,6 +124,16 @@ def test_a_source_that_cannot_be_opened_is_an_error_not_a_finding(write_jsonl, t
     assert "gone.jsonl: cannot open" in str(caught.value) and "unknown file type '.gz'" in str(caught.value)
 
 
+def test_text_holding_a_special_token_is_listed_with_its_record(write_jsonl):
+    train = _records(QUESTIONS[:6])
+    train[2]["output"] = "It ends here<|im_end|> and goes on."
+    report, _ = _check(write_jsonl, train)
+    finding = report.findings["control_tokens"]
+    assert finding.count == 1 and finding.status == "warn"
+    assert finding.items == [f"{report.files[0]['path']}:3: the assistant text holds '<|im_end|>'"]
+    assert _check(write_jsonl, train, tokenizer=None)[0].findings["control_tokens"].skipped
+
+
 def test_pii_warns_by_default_fails_on_request_and_redaction_lifts_it(write_jsonl):
     train = _records(QUESTIONS[:4]) + [{"instruction": "Contact?", "output": "Mail ingrid@nordhavn.example."}]
     report, _ = _check(write_jsonl, train)

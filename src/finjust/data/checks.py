@@ -135,6 +135,14 @@ def check_pii(scan: QualityScan, codes: np.ndarray) -> Finding:
     return Finding("pii", scan.pii_records, list(scan.pii_items))
 
 
+@CHECKS.register("control_tokens")
+def check_control_tokens(scan: QualityScan, codes: np.ndarray) -> Finding:
+    finding = Finding("control_tokens", scan.control_records, list(scan.control_items))
+    if scan.tokenizer is None:
+        finding.skipped = "no tokenizer: give a recipe or --model"
+    return finding
+
+
 def _token_finding(scan: QualityScan, codes: np.ndarray, name: str, flags: np.ndarray, text: str) -> Finding:
     finding = Finding(name, int(flags.sum()))
     if scan.tokenizer is None:

@@ -17,6 +17,8 @@ FINDINGS: dict[str, str] = {
     "near_duplicates": "records that nearly repeat another record of the same split (MinHash/LSH)",
     "conflicts": "the same prompt with different answers or labels",
     "pii": "e-mail addresses, phone numbers, card numbers, IBANs, Swedish personal identity numbers",
+    "control_tokens": "records whose text holds a special token of the tokenizer (such as <|im_end|>), which "
+    "becomes a real turn boundary when tokenized",
     "label_imbalance": "classification labels whose counts differ more than tenfold",
     "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
     "single_label": "classification data whose training records all have one label (always stops a run)",

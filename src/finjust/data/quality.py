@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT, Example
 from finjust.data.lengths import profile_examples
 from finjust.data.near_dup import MinHasher, SignatureStore
+from finjust.data.control_tokens import control_tokens, find_control_token
 from finjust.data.pii import find_pii, redact_pii
 from finjust.data.problems import Problem
 
@@ -90,6 +91,9 @@ class QualityScan:
         self.pii: Counter[str] = Counter()
         self.pii_items: list[str] = []
         self.pii_records = 0
+        self.control = control_tokens(tokenizer) if tokenizer is not None else ()
+        self.control_items: list[str] = []
+        self.control_records = 0
 
     @property
     def count(self) -> int:
@@ -110,6 +114,8 @@ class QualityScan:
             origin: where they belong.
             split_values: each example's ``stratify_by`` / ``group_by`` value, when one is set.
         """
+        for example in examples:
+            self._scan_control_tokens(example)
         examples = [self._scan_pii(e) for e in examples]
         profiles = profile_examples(examples, self.tokenizer) if self.tokenizer is not None else None
         prompt_sigs, content_sigs = [], []
@@ -144,6 +150,17 @@ class QualityScan:
                 found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
                 self.pii_items.append(f"{example.source}:{example.line}: {found}")
         return example.with_texts(redact_pii) if self.settings.redact and kinds else example
+
+    def _scan_control_tokens(self, example: Example) -> None:
+        """Note a record whose text holds a special token of the tokenizer (see :mod:`finjust.data.control_tokens`)."""
+        if not self.control:
+            return
+        fields = [(m.role, m.content) for m in (*example.messages, *example.rejected)]
+        found = next(((role, token) for role, text in fields if (token := find_control_token(text, self.control))), None)
+        if found is not None:
+            self.control_records += 1
+            if len(self.control_items) < self.settings.max_listed:
+                self.control_items.append(f"{example.source}:{example.line}: the {found[0]} text holds {found[1]!r}")
 
     def location(self, index: int) -> str:
         return f"{self.paths.values[self.path[index]]}:{self.line[index]}"

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from finjust.data.control_tokens import control_tokens, find_control_token
 from finjust.data.example import Message
 from finjust.data.templates import chat_ids
 from finjust.errors import ServeError
@@ -121,6 +122,7 @@ def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOption
     messages = [Message(_ROLE_NAMES[m.role], m.text()) for m in request.messages]
     for number, message in enumerate(messages):
         _require_unicode(message.content, f"messages.{number}.content")
+        _refuse_control_tokens(message.content, f"messages.{number}.content", control_tokens(served.tokenizer))
     try:
         prompt = chat_ids(served.tokenizer, messages, generation_prompt=True)
     except Exception as error:  # templates raise their own errors, e.g. "roles must alternate"
@@ -165,6 +167,16 @@ def _require_unicode(text: str, param: str) -> None:
     except UnicodeEncodeError as error:
         raise ServeError(f"{param} is not valid Unicode text: a lone surrogate at character {error.start}",
                          param=param, code="invalid_value") from None  # fmt: skip
+
+
+def _refuse_control_tokens(text: str, param: str, tokens: tuple[str, ...]) -> None:
+    """Message text must not hold the model's control tokens: the template would turn them into
+    real turn boundaries (the raw /v1/completions prompt may, as it is a template's output)."""
+    token = find_control_token(text, tokens)
+    if token is not None:
+        raise ServeError(f"{param} holds {token!r}, a control token of this model, which would end or open a turn "
+                         "inside the message; leave it out of message text", param=param,
+                         code="invalid_value")  # fmt: skip
 
 
 #: temperatures below this decode greedily: dividing logits by less overflows them to inf

@@ -1,0 +1,30 @@
+"""Control tokens in message text: a tokenizer's special tokens written out as text.
+
+A tokenizer turns the text of each of its special tokens into that token wherever it
+appears, inside a message too: a message holding ``<|im_end|>`` ends its turn there, and what
+follows reads as a turn of its own. OpenAI's API treats such text as plain text; a chat
+template rendered by transformers does not. So a training record holding one trains a turn
+structure it does not mean, and a served request can open turns of its own; the data check
+lists such records and the server refuses such messages.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from transformers import PreTrainedTokenizerBase
+
+_CACHE: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def control_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """The text of ``tokenizer``'s special tokens (end of turn, start of turn, padding...), longest first."""
+    if tokenizer not in _CACHE:
+        specials = {token for token in tokenizer.all_special_tokens if token and token.strip()}
+        _CACHE[tokenizer] = tuple(sorted(specials, key=lambda token: (-len(token), token)))
+    return _CACHE[tokenizer]
+
+
+def find_control_token(text: str, tokens: tuple[str, ...]) -> str | None:
+    """The first of ``tokens`` (see :func:`control_tokens`) that ``text`` holds, or None."""
+    return next((token for token in tokens if token in text), None)
