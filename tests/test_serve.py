@@ -194,6 +194,19 @@ def test_bad_requests_are_refused_clearly_and_the_server_goes_on(server, body, s
     assert server.client().chat.completions.create(model="tiny", messages=HELLO, max_tokens=2).choices
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"messages": ["hi"]}, "messages.0: expected a JSON object (got \"hi\")"),  # not pydantic's class name
+        ({"messages": HELLO, "temperature": float("nan")}, "temperature: expected a number, not NaN"),
+    ],
+)
+def test_refusals_speak_json_not_this_servers_classes(server, body, words):
+    response = server.post("/v1/chat/completions", json.dumps(body))
+    assert response.status_code == 400 and response.json()["error"]["message"].startswith(words), response.text
+    assert "ChatMessage" not in response.text
+
+
 def test_json_nested_past_the_parsers_recursion_limit_is_a_bad_request(served):
     # 100,000 deep: past any recursion limit (inductor raises Python's from 1000 to 2000 in a
     # process that compiled, as the test suite's does); 200 kB, under the default body limit

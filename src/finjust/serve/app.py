@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -222,9 +223,19 @@ def _validation_error(error: ValidationError) -> ServeError:
     where = ".".join(str(part) for part in _client_loc(first["loc"])) or "body"
     got = json.dumps(first.get("input"), default=str)
     got = got if len(got) <= 80 else got[:77] + "..."
-    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return ServeError(f"{where}: {message} (got {got}){more}", param=where, code="invalid_value")
+    others = len(problems) - 1
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+    return ServeError(f"{where}: {_plain_message(first)} (got {got}){more}", param=where, code="invalid_value")
+
+
+def _plain_message(problem: Any) -> str:
+    """pydantic's message in the client's terms: JSON's type names, not this server's classes."""
+    value = problem.get("input")
+    if isinstance(value, float) and math.isnan(value):
+        return "expected a number, not NaN"
+    if problem["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return "expected a JSON object"
+    return str(problem["msg"]).removeprefix("Value error, ")
 
 
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
