@@ -319,6 +319,16 @@ def test_an_export_this_server_cannot_load_says_what_to_serve_instead(tmp_path, 
     assert "serve the run folder it came from (/runs/first) or a merged export" in str(caught.value)
 
 
+def test_an_export_in_its_default_place_is_served_under_its_runs_name(tmp_path):
+    from finjust.serve.source import _default_name
+
+    run = tmp_path / "support-bot"
+    (run / "export" / "merged").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("model: {name: x}\n")
+    assert _default_name(run / "export" / "merged") == "support-bot"
+    assert _default_name(tmp_path / "exported" / "my-first") == "my-first"
+
+
 def test_a_bad_or_taken_port_is_refused_before_the_model_loads(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["serve", str(tmp_path), "--port", "99999"])

@@ -57,7 +57,7 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
             f"{folder} is neither an exported model folder (no config.json) nor a finjust run folder "
             "(no recipe.yaml); pass a folder written by `finjust train` or `finjust export`"
         )
-    served.name = name or folder.resolve().name
+    served.name = name or _default_name(folder.resolve())
     served.context = _context_length(served.model)
     served.model.eval()
     return served
@@ -95,6 +95,13 @@ def _refuse_unservable_export(path: Path) -> None:
     elsewhere = f"; {_SERVED_ELSEWHERE[fmt]}" if fmt in _SERVED_ELSEWHERE else ""
     raise ModelLoadError(f"{path} is an export in the {fmt!r} format, which finjust serve does not load: serve "
                          f"{source} or a merged export (`finjust export RUN --format merged`){elsewhere}")  # fmt: skip
+
+
+def _default_name(folder: Path) -> str:
+    """The folder's name; for an export in its default place (``RUN/export/merged``), the run's."""
+    if folder.parent.name == "export" and (folder.parent.parent / "recipe.yaml").is_file():
+        return folder.parent.parent.name
+    return folder.name
 
 
 def _from_run(folder: Path) -> ServedModel:
