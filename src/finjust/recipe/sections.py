@@ -128,7 +128,7 @@ class TrainSection:
         "CPU threads for torch; null keeps torch's default.", gt=0))
     compile: bool | None = field(default=None, metadata=_doc(
         "torch.compile the model's repeated blocks for the training steps; null compiles runs of "
-        "200+ steps on a CPU with a C++ compiler (compiling costs 11-51 s, then steps run ~1.2x "
+        "200+ steps on a CPU with a C++ compiler (compiling costs 20-35 s, then steps run ~1.2x "
         "faster)."))
     gradient_checkpointing: bool | None = field(default=None, metadata=_doc(
         "Recompute each block's activations in backward instead of keeping them (less memory, "
