@@ -114,7 +114,10 @@ class Engine:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
-            first = self._held.popleft() if self._held else self._queue.get()
+            try:  # not "if self._held": a shutdown may drain it between the test and the pop
+                first = self._held.popleft()
+            except IndexError:
+                first = self._queue.get()
             if first is None:
                 return
             batch = self._gather(first)
