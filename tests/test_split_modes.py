@@ -99,3 +99,9 @@ def test_missing_split_field_names_the_record(tmp_path):
     data = data_section_from_dict({"train": _write(tmp_path, "t.jsonl", 10), "stratify_by": "topic"})
     with pytest.raises(DataError, match=r"t.jsonl:1: data.stratify_by: this record has no field 'topic'"):
         prepare_data(data, 0)
+
+
+def test_a_group_by_field_no_record_has_is_named_with_the_fields_they_have(tmp_path):
+    data = data_section_from_dict({"train": _write(tmp_path, "t.jsonl", 8), "group_by": "doc_id"})
+    with pytest.raises(DataError, match=r"no field 'doc_id' to split by \(its other fields: 'doc'\)"):
+        prepare_data(data, 0)

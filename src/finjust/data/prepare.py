@@ -123,7 +123,9 @@ def split_key(example: Example, by: str, setting: str) -> Hashable:
     if by == "label" and example.label is not None:
         return example.label
     if by not in example.meta:
-        raise DataError(f"data.{setting}: this record has no field {by!r} to split by; give every record "
+        fields = ", ".join(repr(key) for key in list(example.meta)[:5])
+        has = f" (its other fields: {fields})" if fields else ""
+        raise DataError(f"data.{setting}: this record has no field {by!r} to split by{has}; give every record "
                         "one, or choose another field", example.source, example.line)  # fmt: skip
     value = example.meta[by]
     if isinstance(value, (str, int, float, bool)) or value is None:
