@@ -188,14 +188,22 @@ def test_an_interrupted_overwrite_keeps_the_old_run_aside_until_the_new_one_fini
 
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, on_event=interrupt)
-    assert (tmp_path / ".run.old" / "notes.txt").is_file() and not (run / "notes.txt").exists()
+    assert (tmp_path / ".run.replaced" / "notes.txt").is_file() and not (run / "notes.txt").exists()
+
+    def interrupt_at_start(kind, payload):
+        if kind == "start":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a resume interrupted too: the old run still waits
+        run_recipe(load_recipe(run / "recipe.yaml"), resume=True, on_event=interrupt_at_start)
+    assert (tmp_path / ".run.replaced" / "notes.txt").is_file()
     assert main(["train", "--resume", str(run)]) == 0
-    assert not (tmp_path / ".run.old").exists() and (run / "scorecard.json").is_file()
+    assert not (tmp_path / ".run.replaced").exists() and (run / "scorecard.json").is_file()
 
 
 def test_an_old_run_set_aside_by_a_killed_overwrite_comes_back(tiny_recipe, tmp_path, capsys):
     run = _finished_run(tiny_recipe, tmp_path)
-    run.rename(tmp_path / ".run.old")  # killed between setting the old run aside and starting the new
+    run.rename(tmp_path / ".run.replaced")  # killed between setting the old run aside and starting the new
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (run / "notes.txt").is_file()

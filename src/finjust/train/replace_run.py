@@ -1,7 +1,8 @@
 """Replacing a run folder (``output.overwrite``) without losing the old run to a new one that fails.
 
-The old run is moved aside as ``.NAME.old`` (:mod:`finjust.atomic`'s name for the last
-complete ``NAME``) and deleted when a run in ``NAME`` finishes. A new run that fails before it
+The old run is moved aside as ``.NAME.replaced`` and deleted when a run in ``NAME`` finishes.
+(Not :mod:`finjust.atomic`'s ``.NAME.old``: clean-up deletes that one wherever ``NAME`` exists,
+which here is while the new run is still in progress.) A new run that fails before it
 saved a checkpoint (a data file the gate refuses, a model that does not load) is removed and
 the old run comes back; one interrupted later stays, resumable, and the old run waits aside
 until it finishes.
@@ -17,14 +18,17 @@ from finjust import atomic
 
 
 def aside(root: Path) -> Path:
-    return root.with_name(f".{root.name}.old")
+    return root.with_name(f".{root.name}.replaced")
 
 
 def recover(root: Path) -> None:
     """Bring back an old run set aside by a process killed before it made ``root`` again,
     and remove temps a killed deletion left beside ``root``."""
-    if root.parent.is_dir():
-        atomic.recover(root.parent, glob.escape(root.name))
+    if not root.parent.is_dir():
+        return
+    atomic.recover(root.parent, glob.escape(root.name))
+    if aside(root).exists() and not root.exists():
+        os.replace(aside(root), root)
 
 
 def set_aside(root: Path, finished: bool) -> None:
