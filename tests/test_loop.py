@@ -212,3 +212,20 @@ def test_resuming_a_finished_run_says_so_after_the_plan_and_trains_nothing(tiny_
     for kind, payload in events:
         ProgressPrinter(printed)(kind, payload)
     assert printed.getvalue().splitlines()[1].endswith("resumed from step 2 of 2: every step had run")
+
+
+@pytest.mark.parametrize(("name", "content"), [("trainable.safetensors", b"garbage"), ("optimizer.pt", b""),
+                                               ("optimizer.pt", None)])  # fmt: skip
+def test_a_damaged_checkpoint_is_named_with_how_to_go_on(tiny_model_dir, tiny_tokens, tmp_path, name, content):
+    from finjust.errors import CheckpointError
+
+    train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2, save_every=1))
+    damaged = latest_checkpoint(tmp_path / "ck") / name
+    if content is None:
+        damaged.unlink()
+    else:
+        damaged.write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=3), resume=True)
+    message = str(caught.value)
+    assert f"{damaged} is missing or damaged" in message and "resume from the checkpoint before it" in message

@@ -118,13 +118,34 @@ def load_loop_state(folder: Path) -> LoopState:
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "trainable.safetensors"))
+    """The trained weights a checkpoint holds.
+
+    Raises:
+        CheckpointError: the file is missing or damaged.
+    """
+    path = folder / "trainable.safetensors"
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises SafetensorError, OSError and others for a damaged file
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is missing or damaged ({type(error).__name__}: {error}); delete its folder "
+                           f"{path.parent} to resume from the checkpoint before it")  # fmt: skip
 
 
 def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> LoopState:
-    """Put model, optimizer, scheduler and RNG back to where ``folder`` was written."""
+    """Put model, optimizer, scheduler and RNG back to where ``folder`` was written.
+
+    Raises:
+        CheckpointError: a file of the checkpoint is missing or damaged.
+    """
     restore_trainable(model, load_weights(folder))
-    saved = torch.load(folder / "optimizer.pt", weights_only=False)
+    try:
+        saved = torch.load(folder / "optimizer.pt", weights_only=False)
+    except Exception as exc:  # unpickling a damaged file raises UnpicklingError, EOFError, OSError...
+        raise _damaged(folder / "optimizer.pt", exc) from exc
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["rng"])
