@@ -136,7 +136,8 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
             yield Problem("not_utf8", detail, str(path), number)
         elif text.strip():
             try:
-                yield _checked_text(RawRecord(number, json.loads(text.rstrip("\r\n"))), path, text)
+                record = RawRecord(number, json.loads(text.rstrip("\r\n")))
+                yield _checked_text(record, path, _SURROGATE_ESCAPE.search(text) is not None)
             except json.JSONDecodeError as exc:
                 yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}); "
                               "each line must be one complete JSON object", str(path), number)  # fmt: skip
@@ -165,19 +166,20 @@ def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
         yield Problem("malformed", f"expected a JSON array of records, got {json_type_name(data)}; "
                       "for one object per line use the .jsonl suffix", str(path))  # fmt: skip
         return
+    escaped = _SURROGATE_ESCAPE.search(text) is not None  # once for the file, not per record
     for number, value in enumerate(data, start=1):
-        yield _checked_text(RawRecord(number, value), path, text)
+        yield _checked_text(RawRecord(number, value), path, escaped)
 
 
 #: a JSON string escape of a UTF-16 surrogate: the one way JSON text can hold what is not Unicode
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _checked_text(record: RawRecord, path: Path, source: str) -> Item:
+def _checked_text(record: RawRecord, path: Path, escaped: bool) -> Item:
     """The record, or a problem where a string in it holds a lone surrogate (``"\\ud800"``, which
-    JSON's escapes allow): it is not text, and nothing downstream can encode it. ``source`` is
-    the JSON text it was parsed from: only one with such an escape needs the walk."""
-    where = _lone_surrogate(record.value) if _SURROGATE_ESCAPE.search(source) else None
+    JSON's escapes allow): it is not text, and nothing downstream can encode it. ``escaped``: the
+    JSON text it was parsed from has a surrogate escape (only then is the record walked)."""
+    where = _lone_surrogate(record.value) if escaped else None
     if where is None:
         return record
     return Problem("not_utf8", "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is "
