@@ -9,25 +9,23 @@ from pathlib import Path
 
 def positive_int(text: str) -> int:
     """An integer of at least 1 (a count of prompts, a batch size)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _int_within(text, 1, None, "at least 1")
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0 to 65535 (0: the system picks one)."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value}")
-    return value
+    return _int_within(text, 0, 65535, "a port number from 0 to 65535")
 
 
 def non_negative_int(text: str) -> int:
     """An integer of at least 0 (how many samples to show, 0 for none)."""
+    return _int_within(text, 0, None, "at least 0")
+
+
+def _int_within(text: str, low: int, high: int | None, wanted: str) -> int:
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
     return value
 
 
