@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,8 @@ from transformers import PreTrainedTokenizerBase
 
 from finjust.errors import ModelLoadError
 from finjust.eval.evaluate import load_tuned, open_trained
+from finjust.export.registry import RESULT_FILE
+from finjust.export.run import read_result
 from finjust.models.load import load_model
 from finjust.train.run import compute_dtype, training_dtype
 
@@ -78,12 +79,11 @@ def _refuse_unservable_export(path: Path) -> None:
     Raises:
         ModelLoadError: ``path`` is such an export.
     """
-    manifest = path / "export.json"
     if path.suffix == ".gguf":
         fmt, run = "gguf", None
-    elif manifest.is_file():
+    elif (path / RESULT_FILE).is_file():
         try:
-            written = json.loads(manifest.read_text(encoding="utf-8"))
+            written = read_result(path)
             fmt, run = written.get("format"), written.get("run")
         except (OSError, ValueError, AttributeError):
             return  # not ours to judge: the load below says what is wrong
