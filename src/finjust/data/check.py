@@ -21,8 +21,8 @@ from finjust.data.formats import iter_examples
 from finjust.data.gate import apply_gate
 from finjust.data.prepare import data_files, held_out_source, split_key, split_pool, split_settings
 from finjust.data.problems import Problem
-from finjust.data.readers import source_problem
 from finjust.data.quality import POOL, TEST_FILE, VALIDATION_FILE, QualityScan, ScanSettings
+from finjust.data.readers import source_problem
 from finjust.data.report import SPLITS, QualityReport
 from finjust.data.sources import DataSource, parse_sources
 from finjust.data.split import hash_of_hashes
