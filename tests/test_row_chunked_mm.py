@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -33,10 +35,22 @@ def test_bf16_chunks_round_like_one_call(chunks_of_5):
     assert (chunked - exact).abs().max() <= 1.5 * (one_call - exact).abs().max() + 1e-2
 
 
-def test_each_problem_shape_is_timed_once(monkeypatch):
-    timed = []
+@pytest.fixture
+def fresh_plans(monkeypatch, tmp_path):
+    """No plan in this process, and a plans file of the test's own."""
     monkeypatch.setattr(chunking, "_PLANS", {})
-    monkeypatch.setattr(chunking, "_faster_plan", lambda a, b: timed.append(tuple(b.shape)) or 8)
+    monkeypatch.setattr(chunking, "plans_file", lambda: tmp_path / "cache" / "matmul-plans.json")
+    return tmp_path / "cache" / "matmul-plans.json"
+
+
+def _record_timings(monkeypatch, plan=8) -> list[tuple[int, ...]]:
+    timed: list[tuple[int, ...]] = []
+    monkeypatch.setattr(chunking, "_faster_plan", lambda a, b: timed.append(tuple(b.shape)) or plan)
+    return timed
+
+
+def test_each_problem_shape_is_timed_once(monkeypatch, fresh_plans):
+    timed = _record_timings(monkeypatch)
     weight = torch.randn(3, 6)
     for rows in (10, 30, 50):  # the row count is not part of the shape's key
         assert chunking.chunk_rows_for(torch.randn(rows, 6), weight.T) == 8
@@ -44,19 +58,59 @@ def test_each_problem_shape_is_timed_once(monkeypatch):
     assert timed == [(6, 3), (3, 6)]
 
 
-@pytest.mark.parametrize(("halves_seconds", "plan"), [(1.0, 4), (1.9, None), (3.0, None)])
+def test_plans_are_kept_for_the_next_process_on_the_machine(monkeypatch, fresh_plans):
+    timed = _record_timings(monkeypatch)
+    weight = torch.randn(3, 6)
+    chunking.chunk_rows_for(torch.randn(10, 6), weight.T)
+    monkeypatch.setattr(chunking, "_PLANS", {})  # as in a new process
+    monkeypatch.setattr(chunking, "_faster_plan", lambda a, b: pytest.fail("timed again"))
+    assert chunking.chunk_rows_for(torch.randn(10, 6), weight.T) == 8
+    assert timed == [(6, 3)] and len(json.loads(fresh_plans.read_text())) == 1
+
+
+def test_another_thread_count_is_measured_again(monkeypatch, fresh_plans):
+    timed = _record_timings(monkeypatch)
+    weight = torch.randn(3, 6)
+    chunking.chunk_rows_for(torch.randn(10, 6), weight.T)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        chunking.chunk_rows_for(torch.randn(10, 6), weight.T)
+    finally:
+        torch.set_num_threads(threads)
+    assert timed == [(6, 3), (6, 3)] and len(json.loads(fresh_plans.read_text())) == 2
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"x": "eight"}'])
+def test_a_damaged_plans_file_is_measured_again_and_replaced(monkeypatch, fresh_plans, damage):
+    fresh_plans.parent.mkdir()
+    fresh_plans.write_text(damage)
+    timed = _record_timings(monkeypatch, plan=None)
+    assert chunking.chunk_rows_for(torch.randn(10, 6), torch.randn(6, 3)) is None
+    assert timed == [(6, 3)] and list(json.loads(fresh_plans.read_text()).values()) == [None]
+
+
+def test_an_unwritable_cache_keeps_the_plan_in_the_process(monkeypatch, fresh_plans):
+    fresh_plans.parent.write_text("a file where the cache folder should be")
+    timed = _record_timings(monkeypatch)
+    for _ in range(2):
+        assert chunking.chunk_rows_for(torch.randn(10, 6), torch.randn(6, 3)) == 8
+    assert timed == [(6, 3)]
+
+
+@pytest.mark.parametrize(("halves_seconds", "plan"), [(1.0, 4), (1.7, None), (3.0, None)])
 def test_timing_keeps_the_faster_way(monkeypatch, halves_seconds, plan):
     monkeypatch.setattr(chunking, "CHUNK_ROWS", 4)
 
-    def timer(run):
-        run()  # both ways really run on the sample
-        return halves_seconds if run.__name__ == "halves" else 2.0
+    def timer(runs):
+        for run in runs.values():
+            run()  # both ways really run on the sample
+        return {"whole": 2.0, "halves": halves_seconds}
 
     assert chunking._faster_plan(torch.randn(3, 8), torch.randn(8, 5), timer) == plan
 
 
-def test_timing_leaves_the_random_stream_as_it_was(monkeypatch):
-    monkeypatch.setattr(chunking, "_PLANS", {})
+def test_timing_leaves_the_random_stream_as_it_was(fresh_plans):
     a, weight = torch.randn(10, 6), torch.randn(6, 3)
     before = torch.get_rng_state()
     chunking.chunk_rows_for(a, weight)
