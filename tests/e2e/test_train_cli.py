@@ -209,17 +209,39 @@ def test_an_old_run_set_aside_by_a_killed_overwrite_comes_back(tiny_recipe, tmp_
     assert (run / "notes.txt").is_file()
 
 
-@pytest.mark.parametrize(("command", "resumable"), [("train", True), ("eval", False), ("export", False)])
-def test_ctrl_c_says_how_to_continue_only_where_a_run_can(monkeypatch, capsys, command, resumable):
+def _interrupt(monkeypatch, command: str) -> None:
     from finjust.cli.main import SUBCOMMANDS
 
     def interrupted(args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(SUBCOMMANDS[command], "run", interrupted)
-    argv = {"train": ["train", "r.yaml"], "eval": ["eval", "run"], "export": ["export", "run", "--format", "merged"]}
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_ctrl_c_says_nothing_of_resuming_where_nothing_resumes(monkeypatch, capsys, command):
+    _interrupt(monkeypatch, command)
+    argv = {"eval": ["eval", "run"], "export": ["export", "run", "--format", "merged"]}
     assert main(argv[command]) == 130
-    assert ("--resume" in capsys.readouterr().err) == resumable
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_ctrl_c_names_the_folder_to_resume(monkeypatch, capsys, tiny_recipe, tmp_path):
+    _interrupt(monkeypatch, "train")
+    elsewhere = tmp_path / "my runs" / "first"
+    assert main(["train", str(tiny_recipe()), f"output.dir={elsewhere}"]) == 130
+    assert f"finjust train --resume '{elsewhere}'" in capsys.readouterr().err
+    assert main(["train", "--resume", str(elsewhere)]) == 130
+    assert f"finjust train --resume '{elsewhere}'" in capsys.readouterr().err
+    _interrupt(monkeypatch, "demo")
+    assert main(["demo", "--output", "runs/demo2"]) == 130
+    assert "finjust train --resume runs/demo2" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_a_recipe_loaded_says_to_start_again(monkeypatch, capsys, tmp_path):
+    _interrupt(monkeypatch, "train")
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 130
+    assert capsys.readouterr().err == "interrupted; start again with the same command\n"
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_says_to_start_again(tiny_recipe, tmp_path, capsys):

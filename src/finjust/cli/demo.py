@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
@@ -11,8 +12,6 @@ from finjust.recipe import Recipe, load_recipe
 from finjust.train.run import run_recipe
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "demo" / "recipe.yaml"
-#: what ``finjust`` prints after "interrupted"
-INTERRUPTED_HINT = "continue with `finjust train --resume runs/demo` (or the --output given)"
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -32,6 +31,11 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 def demo_recipe(output: str, overrides: list[str]) -> Recipe:
     """The shipped demo recipe writing to ``output`` (replaced if it holds a run)."""
     return load_recipe(DEMO_RECIPE, overrides).writing_to(output, overwrite=True)
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """What ``finjust`` prints after "interrupted": the resume command for the demo's folder."""
+    return f"continue with `finjust train --resume {shlex.quote(args.output)}`"
 
 
 def run(args: argparse.Namespace) -> int:

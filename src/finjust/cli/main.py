@@ -66,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # a subcommand whose work can be continued says how (INTERRUPTED_HINT); the others start over
-        hint = getattr(SUBCOMMANDS[args.command], "INTERRUPTED_HINT", None)
-        print("interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        # a subcommand whose work can be continued says how (interrupted_hint); the others start over
+        hint = getattr(SUBCOMMANDS[args.command], "interrupted_hint", None)
+        print("interrupted" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
         return 130
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
-from finjust.errors import RecipeError
+from finjust.errors import FinjustError, RecipeError
 from finjust.recipe import load_recipe, section_help
 from finjust.train.run import RunFolder, run_recipe
-
-#: what ``finjust`` prints after "interrupted"
-INTERRUPTED_HINT = "continue with `finjust train --resume RUN_DIR`"
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -28,6 +26,17 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value changes to the recipe")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_json_option(parser)
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """What ``finjust`` prints after "interrupted": the resume command for this run's folder."""
+    folder = args.resume
+    if folder is None:
+        try:
+            folder = load_recipe(args.recipe, args.overrides).output.dir
+        except (FinjustError, OSError):  # a recipe that never loaded: no run folder was made
+            return "start again with the same command"
+    return f"continue with `finjust train --resume {shlex.quote(str(folder))}`"
 
 
 def run(args: argparse.Namespace) -> int:
