@@ -9,6 +9,7 @@ the latest one is the highest step.
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,34 @@ def checkpoint_for_step(root: Path, step: int) -> Path:
 
 
 def load_loop_state(folder: Path) -> LoopState:
+    """The loop's state a checkpoint holds.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, or holds a field of the wrong type.
+    """
+    path = folder / "state.json"
     try:
-        return LoopState(**json.loads((folder / "state.json").read_text()))
+        state = LoopState(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{folder}/state.json is unreadable: {exc}") from exc
+        raise _damaged(path, exc) from exc
+    for field, expected in typing.get_type_hints(LoopState).items():
+        value = getattr(state, field)
+        if type(value) not in _accepted(expected) or (type(value) is int and value < 0):
+            raise _damaged(path, ValueError(f"{field} is {json.dumps(value)}, expected {_described(expected)}"))
+    return state
+
+
+def _accepted(annotation: Any) -> tuple[type, ...]:
+    """The classes a JSON value of this annotation may have (an int where a float goes; no bool for an int)."""
+    types = typing.get_args(annotation) or (annotation,)
+    return types + ((int,) if float in types else ())
+
+
+_JSON_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _described(annotation: Any) -> str:
+    return " or ".join(_JSON_NAMES[t] for t in (typing.get_args(annotation) or (annotation,)))
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:

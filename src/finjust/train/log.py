@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from finjust import atomic
+from finjust.errors import CheckpointError
 
 
 class MetricsLog:
@@ -24,7 +25,18 @@ class MetricsLog:
             return []
         lines = self.path.read_text(encoding="utf-8").splitlines()
         # a run killed mid-write can leave a partial last line: it is dropped
-        return [json.loads(line) for line in lines if line.strip() and line.rstrip().endswith("}")]
+        return [self._parsed(line, number) for number, line in enumerate(lines, 1)
+                if line.strip() and (line.rstrip().endswith("}") or number < len(lines))]  # fmt: skip
+
+    def _parsed(self, line: str, number: int) -> dict[str, Any]:
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            record = exc
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{self.path} line {number} is not a metrics record ({record}): repair or delete "
+                                  "that line (a resume writes the lines after its checkpoint again)")  # fmt: skip
+        return record
 
     def truncate_after(self, step: int) -> None:
         """Keep only records up to ``step`` (those the resumed checkpoint had already seen)."""

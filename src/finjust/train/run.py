@@ -6,6 +6,7 @@ manifest, the metrics log, checkpoints, the trained artifact and the scorecard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from finjust.train import replace_run
 from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
+from finjust.train.resume_checks import RECIPE_KEY, check_same_start, started_with
+from finjust.train.run_lock import run_lock
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
@@ -101,15 +104,19 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     classification), whose trainer does the rest and returns the scorecard.
     """
     folder = RunFolder(recipe.output.dir)
-    replacing = _prepare_folder(folder, recipe, resume)
-    try:
-        scorecard = _train_and_score(recipe, folder, resume, on_event)
-    except BaseException:
-        if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
-            on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} holds "
-                                 "the previous run again"})  # fmt: skip
-        raise
-    replace_run.discard_old(folder.root)
+    replace_run.recover(folder.root)  # before the lock, which makes the folder: it may bring the old run back
+    with run_lock(folder.root):
+        replacing = _prepare_folder(folder, recipe, resume)
+        # an overwrite moved the locked folder aside with the old run: the new run's is locked too
+        with run_lock(folder.root) if replacing else contextlib.nullcontext():
+            try:
+                scorecard = _train_and_score(recipe, folder, resume, on_event)
+            except BaseException:
+                if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
+                    on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} "
+                                         "holds the previous run again"})  # fmt: skip
+                raise
+            replace_run.discard_old(folder.root)
     return RunResult(folder.root, scorecard)
 
 
@@ -187,7 +194,6 @@ def _training_model(recipe: Recipe, method: Method, loaded: LoadedModel, on_even
 
 def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
     """Make the run folder ready; True when an old run was set aside for this one to replace."""
-    replace_run.recover(folder.root)
     _recover_writes(folder)
     replacing = False
     if folder.root.exists() and any(folder.root.iterdir()) and not resume:
@@ -243,12 +249,11 @@ def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler, cha
 def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool) -> PreparedData:
     """Split the data; a resumed run must see exactly the data the interrupted one saw."""
     data = prepare_data(recipe.data, recipe.train.seed)
-    if resume and folder.manifest.is_file():
-        saved = json.loads(folder.manifest.read_text())
-        if saved["sha256"] != data.manifest["sha256"]:
-            raise CheckpointError(f"the data changed since {folder.root} started; its splits no longer match")
+    # a run killed before its manifest was written had no checkpoint either: it starts over
+    if resume and (folder.manifest.is_file() or replace_run.has_checkpoint(folder.checkpoints)):
+        check_same_start(folder.manifest, recipe, data.manifest)
     else:
-        atomic.write_json(folder.manifest, data.manifest)
+        atomic.write_json(folder.manifest, {**data.manifest, RECIPE_KEY: started_with(recipe)})
     return data
 
 
@@ -263,7 +268,11 @@ def _base_scores(
 ) -> ModelScores:  # fmt: skip
     """Score the pretrained model once; a resumed run reads the saved result."""
     if folder.base_scores.is_file():
-        return ModelScores.from_json(json.loads(folder.base_scores.read_text()))
+        try:
+            return ModelScores.from_json(json.loads(folder.base_scores.read_text()))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); delete it and "
+                                  "resume: the base model is scored again") from exc  # fmt: skip
     scores = score_base(recipe, loaded, test, autocast, on_event)
     atomic.write_json(folder.base_scores, scores.to_json())
     return scores

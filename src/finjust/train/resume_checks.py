@@ -1,0 +1,84 @@
+"""What a resumed run must find as the interrupted one left it: its recipe, its data, its files.
+
+A resume continues weights, optimizer and data order from a checkpoint. If ``recipe.yaml``
+was edited in between (another learning rate, more epochs, another LoRA rank), the result
+would match neither recipe, and the base model's scores (kept in ``base_scores.json``) were
+taken under the old evaluation settings. So the run's manifest records the recipe it started
+with, beside the data's hashes, and a resume that finds either changed is refused, naming
+what changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from finjust.errors import CheckpointError
+from finjust.recipe import Recipe
+from finjust.recipe.save import recipe_to_dict
+
+#: the manifest's entry holding the recipe a run started with
+RECIPE_KEY = "recipe"
+#: recipe sections a resume may change: ``output`` says where the run is, not what it does
+#: (``--resume`` points it at the folder given, wherever the run was started)
+FREE_SECTIONS = ("output",)
+
+
+def started_with(recipe: Recipe) -> dict[str, Any]:
+    """The part of ``recipe`` a resumed run must share, as JSON data."""
+    plain = {name: section for name, section in recipe_to_dict(recipe).items() if name not in FREE_SECTIONS}
+    return json.loads(json.dumps(plain))
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A run's manifest.json, or a CheckpointError naming it and what to do."""
+    why = "it records the data and recipe the run started with, so a resume cannot check them"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} is missing: {why}; restore it or start a new run") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}): {why}; restore it or start a new run") from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), dict):
+        raise CheckpointError(f"{path} is not a run manifest (no sha256 of the splits): {why}; restore it or start "
+                              "a new run")  # fmt: skip
+    return saved
+
+
+def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping[str, Any]) -> None:
+    """Refuse a resume whose recipe or data differ from what the run started with."""
+    saved = read_manifest(manifest_path)
+    recipe_file = manifest_path.parent / "recipe.yaml"
+    if RECIPE_KEY in saved:  # runs started before the recipe was recorded are checked on their data only
+        changes = changed_fields(saved[RECIPE_KEY], started_with(recipe))
+        if changes:
+            raise CheckpointError(
+                f"{recipe_file} changed since the run started ({'; '.join(changes)}): a resumed run continues "
+                "with the recipe it started with; undo the edit, or start a new run with the new recipe"
+            )
+    if saved["sha256"] != data_manifest["sha256"]:
+        now = data_manifest["sha256"]
+        changed = sorted(name for name in now if saved["sha256"].get(name) != now[name])
+        raise CheckpointError(f"the data changed since {manifest_path.parent} started (the {', '.join(changed)} "
+                              "split(s) no longer match its manifest); restore the data or start a new run")  # fmt: skip
+
+
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``section.key: old -> new`` for every dotted field whose value differs."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        before, after = old.get(key, _UNSET), new.get(key, _UNSET)
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            changes += changed_fields(before, after, f"{prefix}{key}.")
+        elif before != after:
+            changes.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
+    return changes
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else json.dumps(value)

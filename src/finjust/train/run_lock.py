@@ -1,0 +1,38 @@
+"""One process at a time in a run folder.
+
+A second ``finjust train --resume`` of a run that is still training (or a resume started
+beside a live run) would tidy away the live run's temp files as a killed run's leftovers,
+append a second copy of each metrics line and race it for every checkpoint. The run folder
+is locked with ``flock`` on the folder itself, so the lock leaves no file behind and goes
+with the process, however it ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from finjust.errors import CheckpointError
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold ``root`` (made if missing) for this process while inside.
+
+    Raises:
+        CheckpointError: another process holds it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    handle = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(f"another finjust process is running in {root}; wait for it to end (or stop it), "
+                                  "then resume or start again") from None  # fmt: skip
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock

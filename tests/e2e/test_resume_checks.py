@@ -1,0 +1,140 @@
+"""``--resume`` refuses a run folder changed since the run started, naming what changed and what to do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ASSETS
+
+from finjust.cli.main import main
+from finjust.train.checkpoint import latest_checkpoint
+from finjust.train.resume_checks import changed_fields
+
+QUICK = ["train.max_steps=2", "train.save_every=1", "eval.generate=false", "eval.retention=false"]
+
+
+@pytest.fixture
+def run(tiny_recipe, tmp_path) -> Path:
+    assert main(["train", str(tiny_recipe()), *QUICK]) == 0
+    return tmp_path / "run"
+
+
+def _edit_recipe(run: Path, section: str, key: str, value) -> None:
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe[section][key] = value
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+
+
+def _resume_error(run: Path, capsys) -> str:
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("section", "key", "value", "named"), [
+    ("train", "lr", 0.5, "train.lr: 0.01 -> 0.5"),
+    ("method", "r", 4, "method.r: 16 -> 4"),
+    ("eval", "max_new_tokens", 3, "eval.max_new_tokens: 6 -> 3"),  # the base was scored with 6
+])  # fmt: skip
+def test_an_edited_recipe_is_refused_naming_the_change(run, capsys, section, key, value, named):
+    _edit_recipe(run, section, key, value)
+    error = _resume_error(run, capsys)
+    assert f"{run / 'recipe.yaml'} changed since the run started ({named})" in error
+    assert "undo the edit, or start a new run" in error
+
+
+def test_a_moved_run_resumes_with_its_recipe_unchanged(run, tmp_path):
+    moved = tmp_path / "moved"
+    run.rename(moved)  # output.dir now differs from where the run started: allowed
+    (moved / "scorecard.json").unlink()
+    assert main(["train", "--resume", str(moved)]) == 0
+
+
+def test_changed_data_is_refused(tiny_recipe, tmp_path, capsys):
+    train = tmp_path / "train.jsonl"
+    train.write_text((ASSETS / "tiny_train.jsonl").read_text())
+    assert main(["train", str(tiny_recipe(data={"train": str(train), "test": str(ASSETS / "tiny_test.jsonl")})),
+                 *QUICK]) == 0  # fmt: skip
+    records = [json.loads(line) for line in train.read_text().splitlines()]
+    records[0]["output"] = "an answer edited after the run started"
+    train.write_text("".join(json.dumps(r) + "\n" for r in records))
+    error = _resume_error(tmp_path / "run", capsys)
+    assert "the data changed since" in error and "restore the data or start a new run" in error
+
+
+def test_a_missing_manifest_is_refused_where_checkpoints_exist(run, capsys):
+    (run / "manifest.json").unlink()
+    error = _resume_error(run, capsys)
+    assert f"{run / 'manifest.json'} is missing" in error and "restore it or start a new run" in error
+
+
+@pytest.mark.parametrize("text", ['{"sha256": {"train": ', "[]", '{"sizes": {}}'])
+def test_a_damaged_manifest_is_refused_naming_it(run, capsys, text):
+    (run / "manifest.json").write_text(text)
+    assert str(run / "manifest.json") in _resume_error(run, capsys)
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("step", "2", "step is \"2\", expected an integer"),
+    ("step", -1, "step is -1, expected an integer"),
+    ("best_loss", "low", "best_loss is \"low\", expected a number or null"),
+    ("stopped_early", 0, "stopped_early is 0, expected true or false"),
+])  # fmt: skip
+def test_a_damaged_loop_state_is_refused_naming_the_field(run, capsys, field, value, expected):
+    path = latest_checkpoint(run / "checkpoints") / "state.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, field: value}))
+    error = _resume_error(run, capsys)
+    assert str(path) in error and expected in error and "delete its folder" in error
+
+
+def test_a_damaged_metrics_line_is_refused_naming_it(run, capsys):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:-5] + "#####"
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert f"{run / 'metrics.jsonl'} line 2 is not a metrics record" in _resume_error(run, capsys)
+
+
+def test_a_damaged_base_score_file_is_refused_then_scored_again(run, capsys):
+    (run / "base_scores.json").write_text('{"metrics": ')
+    assert f"{run / 'base_scores.json'} is damaged" in _resume_error(run, capsys)
+    (run / "base_scores.json").unlink()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert (run / "base_scores.json").is_file()
+
+
+def test_changed_fields_are_named_dotted_with_json_values():
+    old = {"train": {"lr": 0.01, "epochs": 2}, "method": {"name": "lora"}}
+    new = {"train": {"lr": 0.01, "epochs": 3, "seed": 1}, "method": {"name": "dora"}}
+    assert changed_fields(old, new) == ['method.name: "lora" -> "dora"', "train.epochs: 2 -> 3",
+                                        "train.seed: unset -> 1"]  # fmt: skip
+
+
+def test_a_run_folder_in_use_by_another_process_is_refused(run, capsys):
+    (run / "scorecard.json").unlink()
+    held = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline() == "locked\n"
+        error = _resume_error(run, capsys)
+        assert f"another finjust process is running in {run}" in error
+        assert not (run / "scorecard.json").exists()
+    finally:
+        held.kill()
+        held.wait()
+    assert main(["train", "--resume", str(run)]) == 0  # the lock went with the process
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from finjust.train.run_lock import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
