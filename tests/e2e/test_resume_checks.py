@@ -90,8 +90,26 @@ def test_a_damaged_loop_state_is_refused_naming_the_field(run, capsys, field, va
     path = latest_checkpoint(run / "checkpoints") / "state.json"
     state = json.loads(path.read_text())
     path.write_text(json.dumps({**state, field: value}))
+    (path.parent / "sha256.json").unlink()  # unchecked, as in a checkpoint from before digests
     error = _resume_error(run, capsys)
     assert str(path) in error and expected in error and "delete its folder" in error
+
+
+@pytest.mark.parametrize("name", ["trainable.safetensors", "optimizer.pt", "state.json"])
+def test_a_checkpoint_file_changed_after_writing_is_refused(run, capsys, name):
+    path = latest_checkpoint(run / "checkpoints") / name
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 1  # one flipped bit near the end of the file
+    path.write_bytes(bytes(data))
+    error = _resume_error(run, capsys)
+    assert f"{path} is missing or damaged (ValueError: its SHA-256 is not the one recorded" in error
+
+
+def test_a_checkpoint_without_digests_is_read_as_before(run):
+    folder = latest_checkpoint(run / "checkpoints")
+    (folder / "sha256.json").unlink()  # as checkpoints written before digests were recorded
+    (run / "scorecard.json").unlink()
+    assert main(["train", "--resume", str(run)]) == 0
 
 
 def test_a_damaged_metrics_line_is_refused_naming_it(run, capsys):
