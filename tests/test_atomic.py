@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from finjust import atomic
 
 
@@ -37,3 +39,20 @@ def test_the_temps_a_write_makes_are_what_clean_up_recognises(tmp_path, monkeypa
     atomic.write_text(tmp_path / "a.json", "{}")
     assert len(renamed) == 1 and atomic.is_leftover(renamed[0])
     assert not atomic.is_leftover(tmp_path / ".a.json.x1y2z3w4")
+
+
+def test_a_folder_that_refuses_the_temp_is_reported_naming_the_target(tmp_path, monkeypatch):
+    import tempfile
+
+    def refused(prefix, suffix, dir):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}k3j9xq2{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    (tmp_path / "old").mkdir()
+    for write in (lambda: atomic.write_text(tmp_path / "a.json", "{}"), lambda: atomic.remove_folder(tmp_path / "old"),
+                  lambda: atomic.write_folder(tmp_path / "adapter", lambda tmp: None)):  # fmt: skip
+        with pytest.raises(PermissionError) as refusal:
+            write()
+        assert str(refusal.value).startswith("[Errno 13] Permission denied: ")
+        assert refusal.value.filename in {str(tmp_path / n) for n in ("a.json", "old", "adapter")}

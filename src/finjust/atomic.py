@@ -20,7 +20,7 @@ def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = _beside(path, tempfile.mkstemp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -32,6 +32,15 @@ def write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _beside(path: Path, make: Callable[..., Any]) -> Any:
+    """A temp file or folder (``make``: mkstemp or mkdtemp) beside ``path``. A folder that refuses
+    it (read-only, full) is reported naming ``path``: the temp's random name means nothing to a user."""
+    try:
+        return make(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
 
 
 def _umask() -> int:
@@ -49,7 +58,7 @@ def folder(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder; on success it replaces ``path`` whole, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
+    tmp = Path(_beside(path, tempfile.mkdtemp))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder should read like any other
     try:
         yield tmp
@@ -102,7 +111,7 @@ def remove_folder(path: str | Path) -> None:
     """Delete the folder ``path``; a deletion killed midway leaves a temp beside it (which
     :func:`recover` removes), never a half-deleted ``path``."""
     path = Path(path)
-    doomed = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    doomed = _beside(path, tempfile.mkdtemp)
     os.replace(path, doomed)  # a folder may replace an empty one
     shutil.rmtree(doomed, ignore_errors=True)
 
