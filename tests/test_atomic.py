@@ -15,11 +15,22 @@ def test_written_files_and_folders_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         atomic.write_text(tmp_path / "a.json", "{}")
-        atomic.write_folder(tmp_path / "export", lambda folder: (folder / "b.txt").write_text("b"))
+        atomic.write_folder(tmp_path / "export", _fill_like_safetensors)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "export" / "b.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "export" / "weights.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "export" / "private").stat().st_mode) == 0o755
+
+
+def _fill_like_safetensors(folder: Path) -> None:
+    """A file as most writers make it, one as safetensors does (0600), a folder made 0700."""
+    (folder / "b.txt").write_text("b")
+    (folder / "weights.safetensors").write_text("w")
+    (folder / "weights.safetensors").chmod(0o600)
+    (folder / "private").mkdir(mode=0o700)
 
 
 def test_clean_up_takes_only_its_own_temps_and_moved_aside_folders(tmp_path):

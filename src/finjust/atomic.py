@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -127,9 +128,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _fsync_tree(root: Path) -> None:
-    for file in root.rglob("*"):
-        if file.is_file():
-            with file.open("rb") as handle:
+    """fsync every file under ``root``, readable as the umask allows: some writers make private
+    files (safetensors writes 0600), which another account serving the artifact could not read."""
+    umask = _umask()
+    for entry in root.rglob("*"):
+        if entry.is_symlink():
+            continue
+        mode = entry.stat().st_mode
+        wanted = (0o555 if entry.is_dir() else 0o444) & ~umask  # folders: read and search
+        if mode & wanted != wanted:
+            os.chmod(entry, stat.S_IMODE(mode) | wanted)
+        if entry.is_file():
+            with entry.open("rb") as handle:
                 os.fsync(handle.fileno())
 
 
