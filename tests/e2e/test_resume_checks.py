@@ -46,6 +46,7 @@ def test_an_edited_recipe_is_refused_naming_the_change(run, capsys, section, key
     _edit_recipe(run, section, key, value)
     error = _resume_error(run, capsys)
     assert f"{run / 'recipe.yaml'} changed since the run started ({named})" in error
+    assert "only train.compile, train.epochs, train.max_steps, train.threads may change" in error
     assert "undo the edit, or start a new run" in error
 
 
@@ -130,8 +131,21 @@ def test_a_damaged_base_score_file_is_refused_then_scored_again(run, capsys):
 def test_changed_fields_are_named_dotted_with_json_values():
     old = {"train": {"lr": 0.01, "epochs": 2}, "method": {"name": "lora"}}
     new = {"train": {"lr": 0.01, "epochs": 3, "seed": 1}, "method": {"name": "dora"}}
-    assert changed_fields(old, new) == ['method.name: "lora" -> "dora"', "train.epochs: 2 -> 3",
-                                        "train.seed: unset -> 1"]  # fmt: skip
+    assert changed_fields(old, new) == {"method.name": '"lora" -> "dora"', "train.epochs": "2 -> 3",
+                                        "train.seed": "unset -> 1"}  # fmt: skip
+
+
+def test_a_run_extended_to_more_steps_continues_and_says_so(run, capsys):
+    _edit_recipe(run, "train", "max_steps", 3)
+    (run / "scorecard.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "warning: resuming with train.max_steps: 2 -> 3 (recipe.yaml changed since the run started)" in (
+        capsys.readouterr().err
+    )
+    assert latest_checkpoint(run / "checkpoints").name == "step-000003"
+    _edit_recipe(run, "train", "lr", 0.5)  # the manifest now holds the extended recipe: only lr is named
+    assert "(train.lr: 0.01 -> 0.5)" in _resume_error(run, capsys)
 
 
 def test_a_run_folder_in_use_by_another_process_is_refused(run, capsys):

@@ -5,7 +5,8 @@ was edited in between (another learning rate, more epochs, another LoRA rank), t
 would match neither recipe, and the base model's scores (kept in ``base_scores.json``) were
 taken under the old evaluation settings. So the run's manifest records the recipe it started
 with, beside the data's hashes, and a resume that finds either changed is refused, naming
-what changed.
+what changed. Only how long to train and how to run (threads, compiling) may change: a run
+extended from 4 to 6 steps continues (as the Trainer's resume does), and says so.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ RECIPE_KEY = "recipe"
 #: recipe sections a resume may change: ``output`` says where the run is, not what it does
 #: (``--resume`` points it at the folder given, wherever the run was started)
 FREE_SECTIONS = ("output",)
+#: fields a resume may change (reported): how long to train, and how to run. A longer run's
+#: learning-rate schedule is planned over its new length from the checkpoint on
+CONTINUABLE = frozenset({"train.max_steps", "train.epochs", "train.threads", "train.compile"})
 
 
 def started_with(recipe: Recipe) -> dict[str, Any]:
@@ -47,33 +51,37 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return saved
 
 
-def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping[str, Any]) -> None:
-    """Refuse a resume whose recipe or data differ from what the run started with."""
+def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping[str, Any]) -> list[str]:
+    """Refuse a resume whose recipe or data differ from what the run started with, but for
+    :data:`CONTINUABLE` fields, whose changes it returns (``train.max_steps: 4 -> 6``)."""
     saved = read_manifest(manifest_path)
     recipe_file = manifest_path.parent / "recipe.yaml"
-    if RECIPE_KEY in saved:  # runs started before the recipe was recorded are checked on their data only
-        changes = changed_fields(saved[RECIPE_KEY], started_with(recipe))
-        if changes:
-            raise CheckpointError(
-                f"{recipe_file} changed since the run started ({'; '.join(changes)}): a resumed run continues "
-                "with the recipe it started with; undo the edit, or start a new run with the new recipe"
-            )
+    # runs started before the recipe was recorded are checked on their data only
+    changes = changed_fields(saved[RECIPE_KEY], started_with(recipe)) if RECIPE_KEY in saved else {}
+    refused = [f"{field}: {change}" for field, change in changes.items() if field not in CONTINUABLE]
+    if refused:
+        raise CheckpointError(
+            f"{recipe_file} changed since the run started ({'; '.join(refused)}): a resumed run continues with "
+            f"the recipe it started with (only {', '.join(sorted(CONTINUABLE))} may change); undo the edit, or "
+            "start a new run with the new recipe"
+        )
     if saved["sha256"] != data_manifest["sha256"]:
         now = data_manifest["sha256"]
         changed = sorted(name for name in now if saved["sha256"].get(name) != now[name])
         raise CheckpointError(f"the data changed since {manifest_path.parent} started (the {', '.join(changed)} "
-                              "split(s) no longer match its manifest); restore the data or start a new run")  # fmt: skip
+                              "split(s) no longer match its manifest); restore the data or start a new run")
+    return [f"{field}: {change}" for field, change in changes.items()]
 
 
-def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``section.key: old -> new`` for every dotted field whose value differs."""
-    changes = []
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"section.key": "old -> new"}`` for every dotted field whose value differs."""
+    changes = {}
     for key in sorted(set(old) | set(new), key=str):
         before, after = old.get(key, _UNSET), new.get(key, _UNSET)
         if isinstance(before, Mapping) and isinstance(after, Mapping):
-            changes += changed_fields(before, after, f"{prefix}{key}.")
+            changes.update(changed_fields(before, after, f"{prefix}{key}."))
         elif before != after:
-            changes.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
+            changes[f"{prefix}{key}"] = f"{_shown(before)} -> {_shown(after)}"
     return changes
 
 

@@ -35,7 +35,7 @@ from finjust.train import replace_run
 from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
-from finjust.train.resume_checks import RECIPE_KEY, check_same_start, started_with
+from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
 from finjust.train.run_lock import run_lock
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -125,7 +125,7 @@ def _train_and_score(recipe: Recipe, folder: RunFolder, resume: bool, on_event: 
         torch.set_num_threads(recipe.train.threads)
     on_event("phase", {"text": allocator.describe()})
     method = get_method(recipe.method.name)
-    data = _prepare_checked_data(recipe, folder, resume)
+    data = _prepare_checked_data(recipe, folder, resume, on_event)
     objective = objective_for_task(data.task)
     _quality_gate(recipe, folder, on_event, chat=objective.needs_chat_template)
     on_event("phase", {"text": f"data: {data.manifest['sizes']}; objective: {objective.name}"})
@@ -246,12 +246,15 @@ def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler, cha
                  f"(all in {folder.root / 'data_report.json'})"})  # fmt: skip
 
 
-def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool) -> PreparedData:
+def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> PreparedData:
     """Split the data; a resumed run must see exactly the data the interrupted one saw."""
     data = prepare_data(recipe.data, recipe.train.seed)
     # a run killed before its manifest was written had no checkpoint either: it starts over
     if resume and (folder.manifest.is_file() or replace_run.has_checkpoint(folder.checkpoints)):
-        check_same_start(folder.manifest, recipe, data.manifest)
+        if changes := check_same_start(folder.manifest, recipe, data.manifest):
+            on_event("warning", {"text": f"resuming with {'; '.join(changes)} (recipe.yaml changed since the run "
+                                 "started)"})  # fmt: skip
+            atomic.write_json(folder.manifest, {**read_manifest(folder.manifest), RECIPE_KEY: started_with(recipe)})
     else:
         atomic.write_json(folder.manifest, {**data.manifest, RECIPE_KEY: started_with(recipe)})
     return data
