@@ -115,3 +115,15 @@ def test_timing_leaves_the_random_stream_as_it_was(fresh_plans):
     before = torch.get_rng_state()
     chunking.chunk_rows_for(a, weight)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_known_shape_costs_no_file_read(monkeypatch, fresh_plans):
+    """Looked up at every matmul: the plans file and the CPU's name are read once per shape."""
+    _record_timings(monkeypatch)
+    reads = []
+    real_read = chunking._read_plans
+    monkeypatch.setattr(chunking, "_read_plans", lambda: reads.append(1) or real_read())
+    weight = torch.randn(3, 6)
+    for _ in range(5):
+        chunking.chunk_rows_for(torch.randn(10, 6), weight.T)
+    assert len(reads) == 2  # looked up, then merged with on saving

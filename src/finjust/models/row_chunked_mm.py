@@ -21,6 +21,7 @@ it started with. Delete the file to measure again (after moving the machine, say
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -38,8 +39,8 @@ CHUNK_ROWS = 512
 #: chunked must take under this share of one call's time: the shapes that gain ran 1.5-1.7x
 #: faster, those that lose 1.0-1.8x slower, so noise in a timing cannot cross it
 MARGIN = 0.8
-#: the plans of this process, by :func:`_plan_key`: read from the plans file or timed
-_PLANS: dict[str, int | None] = {}
+#: the plans of this process, by problem shape and thread count: read from the plans file or timed
+_PLANS: dict[tuple[int, int, bool, torch.dtype, int], int | None] = {}
 
 
 def chunked_mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,18 +62,27 @@ def chunk_rows_for(a: torch.Tensor, b: torch.Tensor) -> int | None:
     """:data:`CHUNK_ROWS` where this machine ran the problem shape faster chunked, else None."""
     if a.device.type != "cpu":
         return None
-    key = _plan_key(a, b)
-    if key not in _PLANS:
-        _PLANS.update(_read_plans())
-    if key not in _PLANS:
-        _PLANS[key] = _faster_plan(a, b)
-        _save_plan(key, _PLANS[key])
-    return _PLANS[key]
+    # looked up at every matmul (~600 a step): a tuple here, the file's key only on a miss
+    shape = (b.shape[0], b.shape[1], b.stride(0) == 1, a.dtype, torch.get_num_threads())
+    if shape not in _PLANS:
+        _PLANS[shape] = _machine_plan(a, b)
+    return _PLANS[shape]
 
 
 def plans_file() -> Path:
     """Where this machine's plans are kept: beside the converted models."""
     return cache_root() / "matmul-plans.json"
+
+
+def _machine_plan(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    """The plans file's plan for this problem, timed and added to the file if it has none."""
+    key = _plan_key(a, b)
+    saved = _read_plans()
+    if key in saved:
+        return saved[key]
+    plan = _faster_plan(a, b)
+    _save_plan(key, plan)
+    return plan
 
 
 def _plan_key(a: torch.Tensor, b: torch.Tensor) -> str:
@@ -83,6 +93,7 @@ def _plan_key(a: torch.Tensor, b: torch.Tensor) -> str:
             f"{str(a.dtype).removeprefix('torch.')} {inputs}->{outputs} {layout}")  # fmt: skip
 
 
+@functools.cache
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
