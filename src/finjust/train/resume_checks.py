@@ -74,19 +74,16 @@ def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"section.key": "old -> new"}`` for every dotted field whose value differs."""
+    """``{"section.key": "old -> new"}`` for every dotted field whose value differs.
+
+    Fields only one side has are not compared: a recipe always holds every field (defaults
+    filled in), so those are fields a finjust upgrade added or removed since the run started.
+    """
     changes = {}
-    for key in sorted(set(old) | set(new), key=str):
-        before, after = old.get(key, _UNSET), new.get(key, _UNSET)
+    for key in sorted(set(old) & set(new), key=str):
+        before, after = old[key], new[key]
         if isinstance(before, Mapping) and isinstance(after, Mapping):
             changes.update(changed_fields(before, after, f"{prefix}{key}."))
         elif before != after:
-            changes[f"{prefix}{key}"] = f"{_shown(before)} -> {_shown(after)}"
+            changes[f"{prefix}{key}"] = f"{json.dumps(before)} -> {json.dumps(after)}"
     return changes
-
-
-_UNSET = object()
-
-
-def _shown(value: Any) -> str:
-    return "unset" if value is _UNSET else json.dumps(value)
