@@ -224,7 +224,9 @@ def test_n_above_one_is_a_bad_request_for_the_client(server):
 
 def test_unknown_paths_answer_in_openais_error_shape(server):
     response = httpx2.get(f"{server.url}/v1/nothing")
-    assert response.status_code == 404 and "error" in response.json()
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    response = httpx2.get(f"{server.url}/v1/chat/completions")
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_a_prompt_longer_than_the_context_is_refused(served):

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         message = f"{request.method} {request.url.path}: {error.detail}"
-        return answer(error.status_code, error_body(message, "invalid_request_error", code=str(error.status_code)))
+        code = HTTPStatus(error.status_code).phrase.lower().replace(" ", "_")  # "not_found", as OpenAI's codes read
+        return answer(error.status_code, error_body(message, "invalid_request_error", code=code))
 
     async def crashed(request: Request, error: Exception) -> JSONResponse:
         log.exception("request failed", exc_info=error)
