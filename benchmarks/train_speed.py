@@ -22,7 +22,10 @@ curves are comparable step by step. Each variant runs in its own process (so its
 is its own); the machine's bf16 matmul peak is measured in the same run for model FLOPs
 utilisation. Never run this beside another heavy process: the figures are meaningless then.
 
-    python benchmarks/train_speed.py [--steps 12] [--warmup 2] [--json out.json]
+    python benchmarks/train_speed.py [--steps 12] [--warmup 2] [--rounds 1] [--json out.json]
+
+``--rounds N`` runs all variants N times in turn and reports each variant's median run (and
+the median of N peak measurements): on a shared machine whose speed wanders, use 3.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -221,19 +225,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each variant's median is reported")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
         print(json.dumps(_run_variant(args.variant, args.steps, args.warmup)))
         return 0
-    results = {v: r for v in VARIANTS if (r := _child(v, args.steps, args.warmup)) is not None}
-    peak = bf16_matmul_peak()
+    results, peak = _measure(args.rounds, args.steps, args.warmup)
     report = _report(results, peak)
     print(_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _measure(rounds: int, steps: int, warmup: int) -> tuple[dict[str, dict[str, Any]], float]:
+    """Each variant's median run over ``rounds`` rounds of all variants in turn, and the median
+    bf16 peak (measured after each round): on a shared machine a burst of load elsewhere slows
+    one round of one variant, which a median leaves out and a single run would not."""
+    runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+    peaks = []
+    for _ in range(rounds):
+        for variant in VARIANTS:
+            if (result := _child(variant, steps, warmup)) is not None:
+                runs[variant].append(result)
+        peaks.append(bf16_matmul_peak())
+    return {variant: _median_run(found) for variant, found in runs.items() if found}, statistics.median(peaks)
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median speed (the slower middle one of an even count), with every round's speed."""
+    ordered = sorted(runs, key=lambda run: run["real_tokens_per_second"])
+    speeds = [run["real_tokens_per_second"] for run in runs]
+    return {**ordered[(len(ordered) - 1) // 2], "round_tokens_per_second": speeds}
 
 
 def _run_variant(variant: str, steps: int, warmup: int) -> dict[str, Any]:
@@ -298,6 +323,10 @@ def _table(report: dict[str, Any]) -> str:
     lines.append(f"peak memory of B's: finjust {shares['finjust']:.0%}, compiled {shares['finjust-compiled']:.0%}"
                  + (f", recompute {shares['finjust-recompute']:.0%}" if "finjust-recompute" in shares else ""))
     lines.append("(loss: mean of the last 3 steps; gap to B: mean |loss - loss of B| over all steps)")
+    rounds = {name: r.get("round_tokens_per_second", []) for name, r in report["variants"].items()}
+    if any(len(speeds) > 1 for speeds in rounds.values()):
+        lines.append("each variant's median of its rounds, which ran at (tokens/s): " + "; ".join(
+            f"{name} {'/'.join(f'{s:.0f}' for s in speeds)}" for name, speeds in rounds.items()))  # fmt: skip
     return "\n".join(lines)
 
 

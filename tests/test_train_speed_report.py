@@ -79,3 +79,24 @@ def test_summary_counts_only_the_timed_steps(train_speed):
     assert summary["model_flops_per_second"] == pytest.approx(expected)
     attention = train_speed.attention_flops(2) + train_speed.attention_flops(3)
     assert train_speed.step_flops([2, 3]) == 5 * train_speed.flops_per_token() + attention
+
+
+def test_rounds_report_each_variant_s_median_run(train_speed, monkeypatch):
+    speeds = iter([100.0, 200.0, 300.0, 90.0, 250.0, 310.0, 110.0, 150.0, 900.0])  # a, b, finjust per round
+    monkeypatch.setattr(train_speed, "VARIANTS", ("a", "b", "finjust"))
+    monkeypatch.setattr(train_speed, "_child", lambda variant, steps, warmup: {
+        **_result(next(speeds), 1.0, [3.0]), "variant": variant})  # fmt: skip
+    peaks = iter([1000.0, 800.0, 1200.0])
+    monkeypatch.setattr(train_speed, "bf16_matmul_peak", lambda: next(peaks))
+    results, peak = train_speed._measure(3, steps=1, warmup=0)
+    assert peak == 1000.0
+    assert {name: r["real_tokens_per_second"] for name, r in results.items()} == {"a": 100.0, "b": 200.0, "finjust": 310.0}
+    assert results["finjust"]["round_tokens_per_second"] == [300.0, 310.0, 900.0]
+    results["a"]["losses"] = results["b"]["losses"] = results["finjust"]["losses"] = [3.0]
+    table = train_speed._table({**train_speed._report({**results, "finjust-compiled": results["finjust"]}, peak)})
+    assert "which ran at (tokens/s): a 100/90/110; b 200/250/150; finjust 300/310/900" in table
+
+
+def test_an_even_count_of_rounds_reports_the_slower_middle_run(train_speed):
+    runs = [_result(speed, 1.0, [3.0]) for speed in (400.0, 100.0, 300.0, 200.0)]
+    assert train_speed._median_run(runs)["real_tokens_per_second"] == 200.0
