@@ -127,3 +127,12 @@ def test_a_known_shape_costs_no_file_read(monkeypatch, fresh_plans):
     for _ in range(5):
         chunking.chunk_rows_for(torch.randn(10, 6), weight.T)
     assert len(reads) == 2  # looked up, then merged with on saving
+
+
+@pytest.mark.parametrize("saved", [0, -512, "512", 512.0, True])
+def test_a_plan_that_is_no_row_count_is_measured_again(monkeypatch, fresh_plans, saved):
+    a, weight = torch.randn(10, 6), torch.randn(6, 3)
+    fresh_plans.parent.mkdir()
+    fresh_plans.write_text(json.dumps({chunking._plan_key(a, weight): saved}))
+    timed = _record_timings(monkeypatch, plan=8)
+    assert chunking.chunk_rows_for(a, weight) == 8 and timed == [(6, 3)]

@@ -112,7 +112,7 @@ def _read_plans() -> dict[str, int | None]:
         return {}
     if not isinstance(saved, dict):
         return {}
-    return {key: plan for key, plan in saved.items() if plan is None or type(plan) is int}
+    return {key: plan for key, plan in saved.items() if plan is None or (type(plan) is int and plan > 0)}
 
 
 def _save_plan(key: str, plan: int | None) -> None:
