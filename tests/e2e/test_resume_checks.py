@@ -31,6 +31,11 @@ def _edit_recipe(run: Path, section: str, key: str, value) -> None:
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
 
 
+def _train_lines(run: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [line for line in lines if line["type"] == "train"]
+
+
 def _resume_error(run: Path, capsys) -> str:
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 2
@@ -46,7 +51,7 @@ def test_an_edited_recipe_is_refused_naming_the_change(run, capsys, section, key
     _edit_recipe(run, section, key, value)
     error = _resume_error(run, capsys)
     assert f"{run / 'recipe.yaml'} changed since the run started ({named})" in error
-    assert "only train.compile, train.epochs, train.max_steps, train.threads may change" in error
+    assert "only train.compile, train.epochs, train.max_steps, train.patience, train.threads may change" in error
     assert "undo the edit, or start a new run" in error
 
 
@@ -129,13 +134,38 @@ def test_a_damaged_base_score_file_is_refused_then_scored_again(run, capsys):
 
 
 def test_changed_fields_are_named_dotted_with_json_values():
-    old = {"train": {"lr": 0.01, "epochs": 2}, "method": {"name": "lora"}}
-    new = {"train": {"lr": 0.01, "epochs": 3, "seed": 1}, "method": {"name": "dora"}}
-    # train.seed only in the new: a field a finjust upgrade added, not an edit
-    assert changed_fields(old, new) == {"method.name": '"lora" -> "dora"', "train.epochs": "2 -> 3"}
+    old = {"train": {"lr": 0.01, "epochs": 2}, "method": {"name": "lora"}, "eval": {"metric_options": {}}}
+    new = {"train": {"lr": 0.01, "epochs": 3, "seed": 1}, "method": {"name": "dora"},
+           "eval": {"metric_options": {"brand_voice": {"required": ["costs"]}}}}  # fmt: skip
+    # train.seed only in the new: a field a finjust upgrade added, not an edit; an entry added
+    # to a mapping the user fills is an edit
+    assert changed_fields(old, new) == {
+        "eval.metric_options": '{} -> {"brand_voice": {"required": ["costs"]}}',
+        "method.name": '"lora" -> "dora"', "train.epochs": "2 -> 3",
+    }  # fmt: skip
 
 
-def test_a_run_extended_to_more_steps_continues_and_says_so(run, capsys):
+def test_a_project_moved_elsewhere_resumes_with_its_data_paths_changed(tiny_recipe, tmp_path):
+    data = tmp_path / "project" / "train.jsonl"
+    data.parent.mkdir()
+    data.write_text((ASSETS / "tiny_train.jsonl").read_text())
+    recipe = tiny_recipe(data={"train": str(data), "test": str(ASSETS / "tiny_test.jsonl")})
+    assert main(["train", str(recipe), *QUICK]) == 0
+    run = tmp_path / "run"
+    moved = data.parent.rename(tmp_path / "moved") / "train.jsonl"
+    _edit_recipe(run, "data", "train", str(moved))  # the content, checked by hash, is the same
+    (run / "scorecard.json").unlink()
+    assert main(["train", "--resume", str(run)]) == 0
+
+
+@pytest.mark.parametrize("recorded", [5, None, "x", [1], {"train": 3}])
+def test_a_recorded_recipe_that_is_no_recipe_is_refused(run, capsys, recorded):
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "recipe": recorded}))
+    assert f"{run / 'manifest.json'}: its 'recipe' is not a recipe" in _resume_error(run, capsys)
+
+
+def test_a_run_extended_to_more_steps_continues_and_says_so(run, capsys, tiny_recipe, tmp_path):
     _edit_recipe(run, "train", "max_steps", 3)
     (run / "scorecard.json").unlink()
     capsys.readouterr()
@@ -144,6 +174,10 @@ def test_a_run_extended_to_more_steps_continues_and_says_so(run, capsys):
         capsys.readouterr().err
     )
     assert latest_checkpoint(run / "checkpoints").name == "step-000003"
+    uninterrupted = tmp_path / "three"
+    assert main(["train", str(tiny_recipe()), *QUICK, "train.max_steps=3", f"output.dir={uninterrupted}"]) == 0
+    # step 3 at the 3-step schedule's rate, not at the end of the 2-step one's (0 for a cosine)
+    assert _train_lines(run)[2]["lr"] == _train_lines(uninterrupted)[2]["lr"] > 0
     _edit_recipe(run, "train", "lr", 0.5)  # the manifest now holds the extended recipe: only lr is named
     assert "(train.lr: 0.01 -> 0.5)" in _resume_error(run, capsys)
 
@@ -170,3 +204,29 @@ with run_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(60)
 """
+
+
+def test_a_damaged_best_checkpoint_says_it_cannot_be_made_again(run):
+    from finjust.errors import CheckpointError
+    from finjust.train.checkpoint import best_weights
+
+    folder = latest_checkpoint(run / "checkpoints")
+    (folder / "trainable.safetensors").write_bytes(b"damaged")
+    with pytest.raises(CheckpointError, match=r"best checkpoint \(step 2\).*restore it from a backup, or start a new run"):
+        best_weights(run / "checkpoints", 2)
+    with pytest.raises(CheckpointError, match=r"step 9 is missing.*best checkpoint \(step 9\)"):
+        best_weights(run / "checkpoints", 9)
+
+
+def test_a_filesystem_without_locks_runs_unlocked(monkeypatch, tmp_path):
+    import errno
+    import fcntl
+
+    from finjust.train.run_lock import run_lock
+
+    def unsupported(handle, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    with run_lock(tmp_path / "run"):
+        assert (tmp_path / "run").is_dir()

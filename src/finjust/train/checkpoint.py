@@ -142,6 +142,34 @@ def checkpoint_for_step(root: Path, step: int) -> Path:
     return folder
 
 
+def _rates_from_schedule(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Set the learning rates the schedule gives at its restored step. The checkpoint's rates
+    came from the schedule the run was planned with: a run resumed with more (or fewer) steps
+    would take its next step at the old plan's rate (0 at the end of a cosine). Unchanged
+    plans give the saved rates exactly."""
+    lambdas = getattr(scheduler, "lr_lambdas", None)  # transformers' schedules are LambdaLRs
+    if lambdas is None:
+        return
+    for group, base, rate in zip(optimizer.param_groups, scheduler.base_lrs, lambdas, strict=True):
+        group["lr"] = base * rate(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def best_weights(root: Path, step: int) -> dict[str, torch.Tensor]:
+    """The weights of the run's best checkpoint, which a finished run is saved and scored from.
+
+    Raises:
+        CheckpointError: it is missing or damaged; unlike a latest checkpoint, no earlier one
+            stands in for it.
+    """
+    try:
+        return load_weights(checkpoint_for_step(root, step))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}. It is the run's best checkpoint (step {step}), which the run is saved and "
+                              "scored from and which training cannot make again: restore it from a backup, or "
+                              "start a new run") from exc  # fmt: skip
+
+
 def load_loop_state(folder: Path) -> LoopState:
     """The loop's state a checkpoint holds.
 
@@ -207,6 +235,7 @@ def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Op
         raise _damaged(folder / "optimizer.pt", exc) from exc
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    _rates_from_schedule(optimizer, scheduler)
     torch.set_rng_state(saved["rng"])
     if saved.get("cuda_rng") is not None and torch.cuda.is_available():  # GPU dropout draws from these
         torch.cuda.set_rng_state_all(saved["cuda_rng"])

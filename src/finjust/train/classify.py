@@ -32,7 +32,7 @@ from finjust.objectives.classification import (
     label_loss_sum,
     tokenize_labelled,
 )
-from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
+from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.run import RunContext, compute_dtype, test_examples, training_dtype
@@ -84,7 +84,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
         make_batch=batcher, loss_sum=label_loss_sum, new_weights=frozenset(head),
     )  # fmt: skip
     state = train_model(model, setup, resume=run.resume)
-    restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
+    restore_trainable(model, best_weights(folder.checkpoints, state.best_step))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save(run, model, loaded, labels, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
     tuned = score_classifier(model, test_items, batcher, labels, loaded.device, autocast, EVAL_BATCH)

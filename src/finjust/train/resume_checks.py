@@ -6,7 +6,8 @@ would match neither recipe, and the base model's scores (kept in ``base_scores.j
 taken under the old evaluation settings. So the run's manifest records the recipe it started
 with, beside the data's hashes, and a resume that finds either changed is refused, naming
 what changed. Only how long to train and how to run (threads, compiling) may change: a run
-extended from 4 to 6 steps continues (as the Trainer's resume does), and says so.
+extended from 4 to 6 steps continues (as the Trainer's resume does), and says so; and where
+the data files lie, as their content is checked by hash.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ RECIPE_KEY = "recipe"
 FREE_SECTIONS = ("output",)
 #: fields a resume may change (reported): how long to train, and how to run. A longer run's
 #: learning-rate schedule is planned over its new length from the checkpoint on
-CONTINUABLE = frozenset({"train.max_steps", "train.epochs", "train.threads", "train.compile"})
+CONTINUABLE = frozenset({"train.max_steps", "train.epochs", "train.patience", "train.threads", "train.compile"})
+#: fields a resume may change silently: where the data lies (a project moved or copied), its
+#: content checked by the manifest's hashes instead
+LOCATIONS = frozenset({"data.train", "data.validation", "data.test"})
 
 
 def started_with(recipe: Recipe) -> dict[str, Any]:
@@ -48,6 +52,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), dict):
         raise CheckpointError(f"{path} is not a run manifest (no sha256 of the splits): {why}; restore it or start "
                               "a new run")  # fmt: skip
+    recorded = saved.get(RECIPE_KEY, {})
+    if not isinstance(recorded, dict) or not all(isinstance(section, dict) for section in recorded.values()):
+        raise CheckpointError(f"{path}: its {RECIPE_KEY!r} is not a recipe: {why}; restore it or start a new run")
     return saved
 
 
@@ -58,6 +65,7 @@ def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping
     recipe_file = manifest_path.parent / "recipe.yaml"
     # runs started before the recipe was recorded are checked on their data only
     changes = changed_fields(saved[RECIPE_KEY], started_with(recipe)) if RECIPE_KEY in saved else {}
+    changes = {field: change for field, change in changes.items() if field not in LOCATIONS}
     refused = [f"{field}: {change}" for field, change in changes.items() if field not in CONTINUABLE]
     if refused:
         raise CheckpointError(
@@ -73,17 +81,17 @@ def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping
     return [f"{field}: {change}" for field, change in changes.items()]
 
 
-def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"section.key": "old -> new"}`` for every dotted field whose value differs.
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, str]:
+    """``{"section.key": "old -> new"}`` for every recipe field whose value differs.
 
     Fields only one side has are not compared: a recipe always holds every field (defaults
     filled in), so those are fields a finjust upgrade added or removed since the run started.
+    A field's value is compared whole, mappings too (``eval.metric_options``: an entry added
+    is a change).
     """
     changes = {}
-    for key in sorted(set(old) & set(new), key=str):
-        before, after = old[key], new[key]
-        if isinstance(before, Mapping) and isinstance(after, Mapping):
-            changes.update(changed_fields(before, after, f"{prefix}{key}."))
-        elif before != after:
-            changes[f"{prefix}{key}"] = f"{json.dumps(before)} -> {json.dumps(after)}"
+    for section in sorted(set(old) & set(new)):
+        for key in sorted(set(old[section]) & set(new[section])):
+            if old[section][key] != new[section][key]:
+                changes[f"{section}.{key}"] = f"{json.dumps(old[section][key])} -> {json.dumps(new[section][key])}"
     return changes

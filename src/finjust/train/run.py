@@ -32,7 +32,7 @@ from finjust.objectives.registry import objective_for_task
 from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
 from finjust.train import replace_run
-from finjust.train.checkpoint import checkpoint_for_step, load_weights, restore_trainable
+from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
@@ -155,7 +155,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     setup.retention_probe = _guard_probe(recipe, loaded, base, autocast, method.supports_packing)
     setup.recompute = method.supports_recompute
     state = train_model(model, setup, resume=resume)
-    restore_trainable(model, load_weights(checkpoint_for_step(folder.checkpoints, state.best_step)))
+    restore_trainable(model, best_weights(folder.checkpoints, state.best_step))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save_artifact(method, model, loaded, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
     scorecard = score_tuned(recipe, model, loaded, test, base, autocast, method.supports_packing, on_event)

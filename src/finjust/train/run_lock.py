@@ -4,7 +4,8 @@ A second ``finjust train --resume`` of a run that is still training (or a resume
 beside a live run) would tidy away the live run's temp files as a killed run's leftovers,
 append a second copy of each metrics line and race it for every checkpoint. The run folder
 is locked with ``flock`` on the folder itself, so the lock leaves no file behind and goes
-with the process, however it ends.
+with the process, however it ends. Where the filesystem cannot lock at all, runs go on
+unlocked, as they did before there was a lock.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def run_lock(root: Path) -> Iterator[None]:
         except BlockingIOError:
             raise CheckpointError(f"another finjust process is running in {root}; wait for it to end (or stop it), "
                                   "then resume or start again") from None  # fmt: skip
+        except OSError:
+            pass  # a filesystem without locks (Lustre without -o flock, some NFS): the run goes on unlocked
         yield
     finally:
         os.close(handle)  # closing releases the lock
