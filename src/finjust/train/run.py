@@ -272,13 +272,23 @@ def _base_scores(
     """Score the pretrained model once; a resumed run reads the saved result."""
     if folder.base_scores.is_file():
         try:
-            return ModelScores.from_json(json.loads(folder.base_scores.read_text()))
+            saved = ModelScores.from_json(json.loads(folder.base_scores.read_text()))
+            _require_scores_of(saved, len(test))
+            return saved
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); delete it and "
                                   "resume: the base model is scored again") from exc  # fmt: skip
     scores = score_base(recipe, loaded, test, autocast, on_event)
     atomic.write_json(folder.base_scores, scores.to_json())
     return scores
+
+
+def _require_scores_of(scores: ModelScores, examples: int) -> None:
+    """Saved base scores must hold every metric's item for each test example (else the scorecard
+    would compare the tuned model with nothing)."""
+    if not scores.items or any(len(items) != examples for items in scores.items.values()):
+        counts = {name: len(items) for name, items in scores.items.items()}
+        raise ValueError(f"it holds items {counts or 'for no metric'}, where each metric needs {examples}")
 
 
 def score_base(
