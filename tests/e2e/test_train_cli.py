@@ -238,6 +238,18 @@ def test_ctrl_c_names_the_folder_to_resume(monkeypatch, capsys, tiny_recipe, tmp
     assert "finjust train --resume runs/demo2" in capsys.readouterr().err
 
 
+def test_ctrl_c_after_an_overwrite_rolled_back_says_to_start_again(monkeypatch, capsys, tiny_recipe, tmp_path):
+    run = _finished_run(tiny_recipe, tmp_path)  # an overwrite stopped before its first checkpoint leaves it so
+    _interrupt(monkeypatch, "train")
+    capsys.readouterr()
+    assert main(["train", str(tiny_recipe()), "output.overwrite=true"]) == 130
+    assert capsys.readouterr().err == (f"interrupted; {run} holds the finished run it was to replace; "
+                                       "start again with the same command\n")  # fmt: skip
+    _interrupt(monkeypatch, "demo")
+    assert main(["demo", "--output", str(run)]) == 130
+    assert capsys.readouterr().err.endswith("to replace; run `finjust demo` again\n")
+
+
 def test_ctrl_c_before_a_recipe_loaded_says_to_start_again(monkeypatch, capsys, tmp_path):
     _interrupt(monkeypatch, "train")
     assert main(["train", str(tmp_path / "missing.yaml")]) == 130

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
+from finjust.cli.train import resume_hint
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.run import run_recipe
 
@@ -35,7 +35,7 @@ def demo_recipe(output: str, overrides: list[str]) -> Recipe:
 
 def interrupted_hint(args: argparse.Namespace) -> str:
     """What ``finjust`` prints after "interrupted": the resume command for the demo's folder."""
-    return f"continue with `finjust train --resume {shlex.quote(args.output)}`"
+    return resume_hint(Path(args.output), "run `finjust demo` again")
 
 
 def run(args: argparse.Namespace) -> int:

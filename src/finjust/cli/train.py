@@ -30,12 +30,21 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 def interrupted_hint(args: argparse.Namespace) -> str:
     """What ``finjust`` prints after "interrupted": the resume command for this run's folder."""
-    folder = args.resume
-    if folder is None:
-        try:
-            folder = load_recipe(args.recipe, args.overrides).output.dir
-        except (FinjustError, OSError):  # a recipe that never loaded: no run folder was made
-            return "start again with the same command"
+    if args.resume is not None:
+        return f"continue with `finjust train --resume {shlex.quote(args.resume)}`"
+    try:
+        folder = load_recipe(args.recipe, args.overrides).output.dir
+    except (FinjustError, OSError):  # a recipe that never loaded: no run folder was made
+        return "start again with the same command"
+    return resume_hint(Path(folder), "start again with the same command")
+
+
+def resume_hint(folder: Path, again: str) -> str:
+    """How to go on after Ctrl-C stopped a new run in ``folder``: resume it, or, where an
+    overwrite stopped before its first checkpoint put the finished run it was to replace
+    back, ``again``."""
+    if RunFolder(folder).scorecard.is_file():
+        return f"{folder} holds the finished run it was to replace; {again}"
     return f"continue with `finjust train --resume {shlex.quote(str(folder))}`"
 
 
