@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -25,6 +26,7 @@ from finjust.errors import CheckpointError
 _PREFIX = "step-"
 #: each checkpoint file's SHA-256, written last
 DIGESTS = "sha256.json"
+T = TypeVar("T")
 
 
 @dataclass
@@ -177,11 +179,7 @@ def load_loop_state(folder: Path) -> LoopState:
         CheckpointError: the file is missing, damaged, or holds a field of the wrong type.
     """
     path = folder / "state.json"
-    _check_digest(path)
-    try:
-        state = LoopState(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise _damaged(path, exc) from exc
+    state = _read_checked(path, lambda file: LoopState(**json.loads(file.read_text())))
     for field, expected in typing.get_type_hints(LoopState).items():
         value = getattr(state, field)
         if type(value) not in _accepted(expected) or (type(value) is int and value < 0):
@@ -208,11 +206,16 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: the file is missing or damaged.
     """
-    path = folder / "trainable.safetensors"
+    return _read_checked(folder / "trainable.safetensors", lambda file: load_file(str(file)))
+
+
+def _read_checked(path: Path, read: Callable[[Path], T]) -> T:
+    """``read(path)`` after checking the file's recorded digest; a missing or damaged file is a
+    CheckpointError naming it (readers raise SafetensorError, UnpicklingError, EOFError, OSError...)."""
     _check_digest(path)
     try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises SafetensorError, OSError and others for a damaged file
+        return read(path)
+    except Exception as exc:
         raise _damaged(path, exc) from exc
 
 
@@ -228,11 +231,7 @@ def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Op
         CheckpointError: a file of the checkpoint is missing or damaged.
     """
     restore_trainable(model, load_weights(folder))
-    _check_digest(folder / "optimizer.pt")
-    try:
-        saved = torch.load(folder / "optimizer.pt", weights_only=False)
-    except Exception as exc:  # unpickling a damaged file raises UnpicklingError, EOFError, OSError...
-        raise _damaged(folder / "optimizer.pt", exc) from exc
+    saved = _read_checked(folder / "optimizer.pt", lambda file: torch.load(file, weights_only=False))
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     _rates_from_schedule(optimizer, scheduler)
