@@ -58,10 +58,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return saved
 
 
-def check_same_start(manifest_path: Path, recipe: Recipe, data_manifest: Mapping[str, Any]) -> list[str]:
-    """Refuse a resume whose recipe or data differ from what the run started with, but for
-    :data:`CONTINUABLE` fields, whose changes it returns (``train.max_steps: 4 -> 6``)."""
-    saved = read_manifest(manifest_path)
+def check_same_start(
+    manifest_path: Path, saved: Mapping[str, Any], recipe: Recipe, data_manifest: Mapping[str, Any]
+) -> list[str]:
+    """Refuse a resume whose recipe or data differ from what the run started with (``saved``:
+    its manifest, :func:`read_manifest`), but for :data:`CONTINUABLE` fields, whose changes it
+    returns (``train.max_steps: 4 -> 6``)."""
     recipe_file = manifest_path.parent / "recipe.yaml"
     # runs started before the recipe was recorded are checked on their data only
     changes = changed_fields(saved[RECIPE_KEY], started_with(recipe)) if RECIPE_KEY in saved else {}

@@ -251,10 +251,11 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_ev
     data = prepare_data(recipe.data, recipe.train.seed)
     # a run killed before its manifest was written had no checkpoint either: it starts over
     if resume and (folder.manifest.is_file() or replace_run.has_checkpoint(folder.checkpoints)):
-        if changes := check_same_start(folder.manifest, recipe, data.manifest):
+        saved = read_manifest(folder.manifest)
+        if changes := check_same_start(folder.manifest, saved, recipe, data.manifest):
             on_event("warning", {"text": f"resuming with {'; '.join(changes)} (recipe.yaml changed since the run "
                                  "started)"})  # fmt: skip
-            atomic.write_json(folder.manifest, {**read_manifest(folder.manifest), RECIPE_KEY: started_with(recipe)})
+            atomic.write_json(folder.manifest, {**saved, RECIPE_KEY: started_with(recipe)})
     else:
         atomic.write_json(folder.manifest, {**data.manifest, RECIPE_KEY: started_with(recipe)})
     return data
