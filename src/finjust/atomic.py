@@ -63,7 +63,7 @@ def folder(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder should read like any other
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _readable_and_synced(tmp)
         if path.exists():
             # rename cannot replace a non-empty folder: move the old one aside first
             old = path.with_name(f".{path.name}.old")
@@ -127,7 +127,7 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
+def _readable_and_synced(root: Path) -> None:
     """fsync every file under ``root``, readable as the umask allows: some writers make private
     files (safetensors writes 0600), which another account serving the artifact could not read."""
     umask = _umask()
