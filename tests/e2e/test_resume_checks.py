@@ -1,4 +1,5 @@
-"""``--resume`` refuses a run folder changed since the run started, naming what changed and what to do."""
+"""``--resume`` (and ``eval``, ``export``) refuse a run folder changed since the run started, naming what
+changed and what to do."""
 
 from __future__ import annotations
 
@@ -232,3 +233,27 @@ def test_a_filesystem_without_locks_runs_unlocked(monkeypatch, tmp_path):
     monkeypatch.setattr(fcntl, "flock", unsupported)
     with run_lock(tmp_path / "run"):
         assert (tmp_path / "run").is_dir()
+
+
+def test_a_run_cannot_be_shortened_below_its_checkpoint(run, capsys):
+    (run / "scorecard.json").unlink()  # as if interrupted after its last checkpoint
+    _edit_recipe(run, "train", "max_steps", 1)
+    error = _resume_error(run, capsys)
+    assert "is at step 2, past the 1 steps the recipe now plans" in error
+    assert "plan at least 2 steps, or start a new run" in error
+
+
+@pytest.mark.parametrize("command", [["eval"], ["export", "--format", "merged"]])
+def test_scoring_and_exporting_refuse_a_damaged_manifest_naming_it(run, capsys, command):
+    (run / "manifest.json").write_text('{"sha256": ')
+    capsys.readouterr()
+    assert main([command[0], str(run), *command[1:]]) == 2
+    error = capsys.readouterr().err
+    assert f"{run / 'manifest.json'} is unreadable" in error and "restore it or start a new run" in error
+
+
+def test_scoring_again_refuses_a_damaged_scorecard_naming_it(run, capsys):
+    (run / "scorecard.json").write_text("[1, 2")
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    assert f"{run / 'scorecard.json'} is unreadable" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from finjust.errors import CheckpointError
 from finjust.methods.registry import Method, get_method
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
+from finjust.train.resume_checks import read_manifest
 from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned, test_examples, training_dtype
 
 
@@ -72,7 +73,8 @@ def open_run(run_dir: str | Path) -> RunInputs:
     trained = open_trained(run_dir)
     folder, recipe, method, artifact = trained.folder, trained.recipe, trained.method, trained.artifact
     data = prepare_data(recipe.data, recipe.train.seed)
-    saved = json.loads(folder.manifest.read_text())
+    saved = read_manifest(folder.manifest, why="it records the splits the run was trained and tested on, so "
+                                                "scoring cannot check that they still match")
     # the training split matters too: compare's few-shot examples and RAG index come from it, so a
     # training file edited since (say, the test questions appended) would leak answers into them
     changed = [split for split in ("train", "test") if saved["sha256"][split] != data.manifest["sha256"][split]]
@@ -114,5 +116,11 @@ def _training_facts(path: Path) -> dict[str, Any]:
     """What only training knows (best step, why it stopped), kept from the run's scorecard."""
     if not path.is_file():
         return {}
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"expected a JSON object, got {type(saved).__name__}")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}): scoring again keeps its best step and stop reason; "
+                              "restore it, or delete it to score without them") from exc  # fmt: skip
     return {k: saved[k] for k in ("best_step", "stopped_early", "stop_reason") if k in saved}

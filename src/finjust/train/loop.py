@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
+from finjust.errors import CheckpointError
 from finjust.models.forward_swap import repeated_blocks, swapped_forwards
 from finjust.models.lean_activations import lean_activations
 from finjust.models.load import align_layer_norm_dtypes, autocast
@@ -124,6 +125,11 @@ def _starting_state(
         recover_interrupted_saves(setup.checkpoints)
         if (folder := latest_checkpoint(setup.checkpoints)) is not None:
             state = restore_checkpoint(folder, model, optimizer, scheduler)
+            if state.step > plan.total_steps:
+                raise CheckpointError(
+                    f"{folder} is at step {state.step}, past the {plan.total_steps} steps the recipe now plans "
+                    "(train.max_steps or train.epochs lowered since the run started): a run cannot be shortened "
+                    f"after the fact; plan at least {state.step} steps, or start a new run")  # fmt: skip
             setup.log.truncate_after(state.step)
             setup.on_event("resumed", {"step": state.step, "total_steps": plan.total_steps})
             return state

@@ -40,9 +40,12 @@ def started_with(recipe: Recipe) -> dict[str, Any]:
     return json.loads(json.dumps(plain))
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """A run's manifest.json, or a CheckpointError naming it and what to do."""
-    why = "it records the data and recipe the run started with, so a resume cannot check them"
+#: why a resume needs the manifest, for :func:`read_manifest`'s refusals
+RESUME_NEEDS = "it records the data and recipe the run started with, so a resume cannot check them"
+
+
+def read_manifest(path: Path, why: str = RESUME_NEEDS) -> dict[str, Any]:
+    """A run's manifest.json, or a CheckpointError naming it, ``why`` the reader needs it, and what to do."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

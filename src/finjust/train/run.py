@@ -70,7 +70,9 @@ class RunFolder:
 
     def task(self) -> str | None:
         """The task its data held (``chat``, ``classification``, ...), from the manifest; None before one."""
-        return json.loads(self.manifest.read_text()).get("task") if self.manifest.is_file() else None
+        if not self.manifest.is_file():
+            return None
+        return read_manifest(self.manifest, why="it records what task the run's data held").get("task")
 
 
 def training_dtype(recipe: Recipe, method: Method) -> str:
