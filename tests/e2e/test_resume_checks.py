@@ -209,6 +209,28 @@ with run_lock(Path(sys.argv[1])):
 """
 
 
+def test_a_run_set_aside_by_another_process_stays_there_while_it_runs(run, tiny_recipe, capsys):
+    (run / "scorecard.json").unlink()
+    aside = run.with_name(f".{run.name}.replaced")
+    run.rename(aside)  # where an overwrite in progress keeps the old run until the new one finishes
+    recipe = str(tiny_recipe())
+    held = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline() == "locked\n"
+        capsys.readouterr()
+        assert main(["train", recipe, *QUICK]) == 2
+        assert f"another finjust process is running in {run}" in capsys.readouterr().err
+        assert aside.is_dir() and not run.exists()  # its clean-up runs under the lock, so not at all
+    finally:
+        held.kill()
+        held.wait()
+    # the holder gone (an overwrite killed midway), the old run comes back, to resume
+    assert main(["train", recipe, *QUICK]) == 2
+    assert f"continue it with `finjust train --resume {run}`" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run)]) == 0
+    assert (run / "scorecard.json").is_file() and not aside.exists()
+
+
 def test_a_damaged_best_checkpoint_says_it_cannot_be_made_again(run):
     from finjust.errors import CheckpointError
     from finjust.train.checkpoint import best_weights
@@ -231,8 +253,10 @@ def test_a_filesystem_without_locks_runs_unlocked(monkeypatch, tmp_path):
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", unsupported)
-    with run_lock(tmp_path / "run"):
-        assert (tmp_path / "run").is_dir()
+    entered = False
+    with run_lock(tmp_path / "runs" / "run"):  # its parent folder made
+        entered = True
+    assert entered and (tmp_path / "runs" / ".run.lock").is_file()
 
 
 def test_a_run_cannot_be_shortened_below_its_checkpoint(run, capsys):

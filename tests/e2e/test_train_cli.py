@@ -152,7 +152,8 @@ def test_overwrite_replaces_a_finished_run_whole(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     assert not (run / "notes.txt").exists()
     assert [r["step"] for r in _records(run) if r["type"] == "train"] == [1, 2]
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # nothing left beside it
+    # nothing left beside it but the run's lock file
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")] == [".run.lock"]
 
 
 QUICK = ["eval.generate=false", "eval.retention=false"]
@@ -172,7 +173,7 @@ def test_an_overwrite_that_fails_before_training_keeps_the_old_run(tiny_recipe, 
     assert main(["train", str(tiny_recipe()), f"data.train={broken}", "output.overwrite=true", *QUICK]) == 2
     assert "broken.jsonl:2" in capsys.readouterr().err
     assert (run / "notes.txt").is_file() and (run / "scorecard.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".run.lock"]
 
 
 def test_an_interrupted_overwrite_keeps_the_old_run_aside_until_the_new_one_finishes(tiny_recipe, tmp_path):

@@ -6,7 +6,6 @@ manifest, the metrics log, checkpoints, the trained artifact and the scorecard.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,19 +105,17 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     classification), whose trainer does the rest and returns the scorecard.
     """
     folder = RunFolder(recipe.output.dir)
-    replace_run.recover(folder.root)  # before the lock, which makes the folder: it may bring the old run back
     with run_lock(folder.root):
+        replace_run.recover(folder.root)  # under the lock: the run aside may be another process's to bring back
         replacing = _prepare_folder(folder, recipe, resume)
-        # an overwrite moved the locked folder aside with the old run: the new run's is locked too
-        with run_lock(folder.root) if replacing else contextlib.nullcontext():
-            try:
-                scorecard = _train_and_score(recipe, folder, resume, on_event)
-            except BaseException:
-                if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
-                    on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} "
-                                         "holds the previous run again"})  # fmt: skip
-                raise
-            replace_run.discard_old(folder.root)
+        try:
+            scorecard = _train_and_score(recipe, folder, resume, on_event)
+        except BaseException:
+            if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
+                on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} "
+                                     "holds the previous run again"})  # fmt: skip
+            raise
+        replace_run.discard_old(folder.root)
     return RunResult(folder.root, scorecard)
 
 

@@ -2,10 +2,12 @@
 
 A second ``finjust train --resume`` of a run that is still training (or a resume started
 beside a live run) would tidy away the live run's temp files as a killed run's leftovers,
-append a second copy of each metrics line and race it for every checkpoint. The run folder
-is locked with ``flock`` on the folder itself, so the lock leaves no file behind and goes
-with the process, however it ends. Where the filesystem cannot lock at all, runs go on
-unlocked, as they did before there was a lock.
+append a second copy of each metrics line and race it for every checkpoint. So a run is
+locked with ``flock``, which goes with the process however it ends, on a file beside the run
+folder (``.NAME.lock``, empty, left in place): not on the folder itself, which an overwrite
+moves aside and a clean-up may bring back, so a lock on it would move too and let a second
+process's clean-up restore an old run while the first was replacing it. Where the
+filesystem cannot lock at all, runs go on unlocked, as they did before there was a lock.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from pathlib import Path
 from finjust.errors import CheckpointError
 
 
+def lock_file(root: Path) -> Path:
+    """The file whose lock holds the run at ``root``."""
+    return root.with_name(f".{root.name}.lock")
+
+
 @contextmanager
 def run_lock(root: Path) -> Iterator[None]:
-    """Hold ``root`` (made if missing) for this process while inside.
+    """Hold the run at ``root`` (its parent made if missing) for this process while inside.
 
     Raises:
         CheckpointError: another process holds it.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    handle = os.open(root, os.O_RDONLY)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(lock_file(root), os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
