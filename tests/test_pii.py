@@ -11,6 +11,7 @@ from finjust.data.pii import find_pii, redact_pii
     ("text", "kind"),
     [
         ("write to ingrid.halvorsen@nordhavn.example today", "email"),
+        ("mail ops@nordhavn.example: urgent", "email"),
         ("card 4111 1111 1111 1111 on file", "card"),
         ("card 5555-5555-5555-4444", "card"),
         ("pay to SE45 5000 0000 0583 9825 7466 please", "iban"),
@@ -37,6 +38,7 @@ def test_valid_identifiers_are_found(text, kind):
         "founded in 2016, open 08:00 to 17:00, 2490 EUR, a 10-year warranty, order 12345678",
         "version 1.2.3 on 2024-01-15",
         "delivered 01.02.2023, returned 05-06-2021, meeting 09.30-10.45",  # dates and times, not phones
+        "git clone git@github.com:acme/repo.git",  # an SSH remote, not a person's address
     ],
 )
 def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):

@@ -67,9 +67,12 @@ def _phone(text: str) -> bool:
     return 8 <= len(_digits(text)) <= 15 and not _DATE.fullmatch(text) and not _TIME_SPAN.fullmatch(text)
 
 
+#: an address, but not an SSH remote (``git@github.com:acme/repo.git``), whose user is the
+#: service's (the domain must end there, not go on into ``:path``)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])(?!:[\w~/])")
+
 for _detector in (
-    Detector("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-             None, "[EMAIL]"),
+    Detector("email", _EMAIL, None, "[EMAIL]"),
     Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid, "[IBAN]",
              checksum=True),
     Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
