@@ -23,6 +23,7 @@ from finjust.errors import CheckpointError
 
 def lock_file(root: Path) -> Path:
     """The file whose lock holds the run at ``root``."""
+    root = root.absolute()  # ``.`` has no name of its own
     return root.with_name(f".{root.name}.lock")
 
 
@@ -33,8 +34,9 @@ def run_lock(root: Path) -> Iterator[None]:
     Raises:
         CheckpointError: another process holds it.
     """
-    root.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(lock_file(root), os.O_RDONLY | os.O_CREAT, 0o666)
+    lock = lock_file(root)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
