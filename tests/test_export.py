@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finjust.cli.main import main
-from finjust.errors import ExportError
+from finjust.errors import ExportError, FolderBusyError
 from finjust.export import FORMATS, export_run, read_result
 from finjust.export.parity import agreement, common_prefix
 
@@ -216,7 +218,7 @@ def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path):
     assert "nothing was written" in str(caught.value)
     assert "lossless" in str(caught.value) and "--min-agreement" not in str(caught.value)  # it cannot help here
     assert not (tmp_path / "out").exists()
-    assert list(tmp_path.iterdir()) == []  # no temp folder left behind either
+    assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]  # no temp folder left behind either
 
 
 def test_an_export_tidies_what_a_killed_export_of_it_left(lora_run, tmp_path):
@@ -224,7 +226,41 @@ def test_an_export_tidies_what_a_killed_export_of_it_left(lora_run, tmp_path):
     (tmp_path / ".out.k3j_9xq2.finjust-tmp").mkdir()  # half-written
     (tmp_path / ".out.mynotes1").write_text("a user's own")  # not ours: it stays
     export_run(lora_run, "adapter", out=tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.mynotes1", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", ".out.mynotes1", "out"]
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from finjust.folder_lock import folder_lock
+with folder_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_an_export_to_a_folder_another_export_is_writing_is_refused(lora_run, tmp_path):
+    # the other export's temp folder: a second export used to delete it as a killed one's, and
+    # the first then moved a folder holding only its export.json into place as a passed export
+    live = tmp_path / ".out.k3j_9xq2.finjust-tmp"
+    live.mkdir()
+    held = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        assert held.stdout.readline() == "locked\n"
+        with pytest.raises(FolderBusyError, match=f"another finjust process is running in {tmp_path / 'out'}"):
+            export_run(lora_run, "adapter", out=tmp_path / "out")
+        assert live.is_dir() and not (tmp_path / "out").exists()
+    finally:
+        held.kill()
+        held.wait()
+
+
+@pytest.mark.parametrize("inside", ["adapter", "adapter/exp", "."])
+def test_an_export_into_or_around_the_trained_artifact_is_refused(lora_run, inside):
+    with pytest.raises(ExportError, match="the run's trained artifact"):
+        export_run(lora_run, "adapter", out=lora_run / inside)
+    assert not (lora_run / "adapter" / "exp").exists()
 
 
 def test_an_unknown_quant_lists_the_valid_ones(lora_run):

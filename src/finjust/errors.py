@@ -9,6 +9,7 @@
     ├── CheckpointError          a run folder or checkpoint that cannot be resumed or read
     ├── EvaluationError          a scorecard that cannot be computed
     ├── ExportError              an export that cannot be written or fails its parity check
+    ├── FolderBusyError          an output folder another finjust process is working in
     └── ServeError               a request finjust serve refuses (carries its HTTP status)
 
 Library code raises these and never prints or exits; the message says what was given,
@@ -77,6 +78,10 @@ class EvaluationError(FinjustError):
 
 class ExportError(FinjustError):
     """An export that cannot be written, or whose artifact fails its parity check against the trained model."""
+
+
+class FolderBusyError(FinjustError):
+    """An output folder (a run, an export) another finjust process is working in."""
 
 
 class SettingError(FinjustError):

@@ -202,8 +202,8 @@ def test_a_run_folder_in_use_by_another_process_is_refused(run, capsys):
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from finjust.train.run_lock import run_lock
-with run_lock(Path(sys.argv[1])):
+from finjust.folder_lock import folder_lock
+with folder_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(60)
 """
@@ -247,14 +247,14 @@ def test_a_filesystem_without_locks_runs_unlocked(monkeypatch, tmp_path):
     import errno
     import fcntl
 
-    from finjust.train.run_lock import run_lock
+    from finjust.folder_lock import folder_lock
 
     def unsupported(handle, operation):
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", unsupported)
     entered = False
-    with run_lock(tmp_path / "runs" / "run"):  # its parent folder made
+    with folder_lock(tmp_path / "runs" / "run"):  # its parent folder made
         entered = True
     assert entered and (tmp_path / "runs" / ".run.lock").is_file()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finjust import atomic
+from finjust.folder_lock import folder_lock
 from finjust.errors import ExportError
 from finjust.data.example import TASK_CLASSIFICATION
 from finjust.export.classifier import export_classifier_run
@@ -59,21 +60,30 @@ def export_run(
         if quant is not None:
             raise ExportError("--quant does not apply to a classification run's onnx export")
         target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
-        _refuse_foreign_folder(target)
-        return export_classifier_run(os.path.abspath(run_dir), format_name, target, prompts)
+        with folder_lock(target):
+            _refuse_foreign_folder(target)
+            return export_classifier_run(os.path.abspath(run_dir), format_name, target, prompts)
     fmt = get_format(format_name)
     quant = _check_quant(fmt, quant)
     on_event("phase", {"text": f"opening {run_dir}"})
     source = open_source(run_dir, prompts, max_new_tokens)
     if fmt.needs_merge:
         source.merged()  # raises early, naming the method, when it cannot merge
-    label = fmt.name if quant is None else f"{fmt.name}-{quant}"
     # absolute: export.json's paths and load commands must hold from any working folder
-    target = Path(os.path.abspath(Path(out) if out else source.run.folder.root / "export" / label))
-    _refuse_foreign_folder(target)
+    target = Path(os.path.abspath(Path(out) if out else source.run.folder.root / "export" / _label(fmt, quant)))
+    _refuse_artifact_folder(target, source.run.artifact)
     thresholds = fmt.thresholds(quant)
     if min_agreement is not None:
         thresholds = dataclasses.replace(thresholds, min_agreement=min_agreement)
+    with folder_lock(target):
+        _refuse_foreign_folder(target)
+        return _write_checked(fmt, quant, source, target, thresholds, on_event)
+
+
+def _write_checked(fmt: ExportFormat, quant: str | None, source: ExportSource, target: Path,
+                   thresholds: ParityThresholds, on_event: EventHandler) -> dict[str, Any]:  # fmt: skip
+    """Write the artifact into a temp folder, check its parity, and move it to ``target`` if it passes."""
+    label = _label(fmt, quant)
     atomic.recover(target.parent, target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
         on_event("phase", {"text": f"writing {label}"})
@@ -91,6 +101,10 @@ def export_run(
     return result
 
 
+def _label(fmt: ExportFormat, quant: str | None) -> str:
+    return fmt.name if quant is None else f"{fmt.name}-{quant}"
+
+
 def _check_quant(fmt: ExportFormat, quant: str | None) -> str | None:
     if not fmt.quant_choices:
         if quant is not None:
@@ -106,6 +120,15 @@ def _refuse_foreign_folder(target: Path) -> None:
     """An export replaces its own earlier output, never a folder that holds something else."""
     if target.exists() and any(target.iterdir()) and not (target / RESULT_FILE).is_file():
         raise ExportError(f"{target} exists and is not a finjust export (no {RESULT_FILE}); choose another --out")
+
+
+def _refuse_artifact_folder(target: Path, artifact: Path) -> None:
+    """An export never goes into the trained artifact it is made from (an adapter export there
+    copied its own temp folder into itself), nor around it."""
+    target, artifact = Path(os.path.abspath(target)), Path(os.path.abspath(artifact))
+    if target == artifact or artifact in target.parents or target in artifact.parents:
+        raise ExportError(f"--out {target} would hold or sit inside the run's trained artifact {artifact}; "
+                          "choose a folder outside it")
 
 
 def _parity(fmt: ExportFormat, source: ExportSource, folder: Path, thresholds: ParityThresholds) -> ParityReport:

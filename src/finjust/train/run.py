@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from finjust import allocator, atomic
+from finjust.folder_lock import folder_lock
 from finjust.data.formats import Example
 from finjust.data.check import check_data
 from finjust.data.gate import enforce_gate
@@ -35,7 +36,6 @@ from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
-from finjust.train.run_lock import run_lock
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
@@ -105,7 +105,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     classification), whose trainer does the rest and returns the scorecard.
     """
     folder = RunFolder(recipe.output.dir)
-    with run_lock(folder.root):
+    with folder_lock(folder.root):
         replace_run.recover(folder.root)  # under the lock: the run aside may be another process's to bring back
         replacing = _prepare_folder(folder, recipe, resume)
         try:
