@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -24,7 +26,8 @@ from finjust.objectives.classification import (
 )
 from finjust.objectives.registry import objective_for_task
 from finjust.train.checkpoint import latest_checkpoint
-from finjust.export.classifier import _LabelLogits
+from finjust.export.classifier import _LabelLogits, _trace_sample, _write_graph
+from finjust.export.onnx_format import open_session
 from finjust.train.classify import UNSUPPORTED_METHODS
 
 ID2LABEL = {0: "negative", 1: "positive"}
@@ -299,6 +302,30 @@ def test_a_classifier_export_that_misses_its_parity_bar_writes_nothing(classific
     assert main(["export", str(run), "--format", "onnx"]) == 2
     assert "failed its parity check" in capsys.readouterr().err
     assert not (run / "export" / "onnx").exists()
+
+
+def test_a_classifier_graph_traced_where_every_text_is_one_token_answers_them(tiny_model_dir, tmp_path):
+    model = load_classifier(str(tiny_model_dir), ID2LABEL, "float32", "cpu").model.eval()
+    sample = _trace_sample([[7], [9]])
+    assert sample == [7, 7] and _trace_sample([[7], [9, 8, 6]]) == [9, 8, 6]
+    _write_graph(model, tmp_path / "model.onnx", sample)  # torch.export refused a 1-token sample
+    one = np.array([[9]], dtype=np.int64)
+    got = open_session(tmp_path / "model.onnx").run(None, {"input_ids": one, "attention_mask": np.ones_like(one)})[0]
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor(one), attention_mask=torch.ones(1, 1, dtype=torch.long)).logits
+    assert np.allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_a_classifier_export_without_its_trained_files_says_which(classification_recipe, capsys):
+    recipe = classification_recipe(train={"max_steps": 1})
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    (run / "labels.json").write_text('{"labels": ')
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert f"{run / 'labels.json'} is damaged" in capsys.readouterr().err
+    shutil.rmtree(run / "adapter")  # as a run the quality gate stopped leaves its folder
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert f"{run} has no trained adapter/ yet; finish or resume the run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])

@@ -59,13 +59,15 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     method = get_method(recipe.method.name)
     if not method.can_merge:
         raise ExportError(f"method {method.name!r} cannot be merged into the base weights")
-    labels = LabelMap(tuple(json.loads((folder.root / LABELS_FILE).read_text())["labels"]))
+    if not folder.artifact(method).is_dir():
+        raise ExportError(f"{folder.root} has no trained {method.artifact_dir}/ yet; finish or resume the run")
+    labels = _saved_labels(folder.root / LABELS_FILE)
     reference = _trained(recipe, method, folder, labels)
     merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()
     texts = _test_ids(recipe, reference.tokenizer, labels, prompts)
     atomic.recover(target.parent, target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
-        _write_graph(merged, tmp / GRAPH, texts[0])
+        _write_graph(merged, tmp / GRAPH, _trace_sample(texts))
         merged.config.save_pretrained(tmp)
         reference.tokenizer.save_pretrained(tmp)
         atomic.write_json(tmp / LABELS_FILE, labels.to_json())
@@ -82,6 +84,18 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     return result
 
 
+def _saved_labels(path: Path) -> LabelMap:
+    """The run's labels in id order, as training saved them."""
+    try:
+        return LabelMap(tuple(json.loads(path.read_text(encoding="utf-8"))["labels"]))
+    except FileNotFoundError as exc:
+        raise ExportError(f"{path} is missing: it maps the classifier's outputs to labels; restore it or train "
+                          "again") from exc  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{path} is damaged ({type(exc).__name__}: {exc}): it maps the classifier's outputs to "
+                          "labels; restore it or train again") from exc  # fmt: skip
+
+
 def _trained(recipe: Any, method: Any, folder: RunFolder, labels: LabelMap) -> Any:
     """The trained classifier in fp32 on the CPU (a fresh base, its head and trained weights restored)."""
     loaded = load_classifier(recipe.model.name, labels.id2label, "float32", "cpu")
@@ -96,6 +110,13 @@ def _test_ids(recipe: Any, tokenizer: Any, labels: LabelMap, count: int) -> list
     if not items:
         raise ExportError("the run's test split has no text to check the export with")
     return [item.input_ids for item in items]
+
+
+def _trace_sample(texts: list[list[int]]) -> list[int]:
+    """The longest text, doubled if a single token: the graph's length is dynamic from 2 tokens
+    (torch.export specialises a length of 1), and a graph so traced answers 1-token texts too."""
+    longest = max(texts, key=len)
+    return longest if len(longest) > 1 else longest * 2
 
 
 def _write_graph(model: nn.Module, path: Path, sample: list[int]) -> None:
