@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -254,6 +255,21 @@ def test_an_export_to_a_folder_another_export_is_writing_is_refused(lora_run, tm
     finally:
         held.kill()
         held.wait()
+
+
+@pytest.mark.parametrize(("damage", "named"), [
+    (lambda adapter: (adapter / "adapter_model.safetensors").unlink(), "holds no LoRA adapter weights"),
+    (lambda adapter: os.truncate(adapter / "adapter_model.safetensors", 1000), "cannot be loaded (SafetensorError"),
+    (lambda adapter: (adapter / "adapter_config.json").write_text('{"peft_type": '), "cannot be loaded (JSONDecodeError"),
+])  # fmt: skip
+def test_a_damaged_trained_adapter_is_named_not_a_traceback(lora_run, tmp_path, capsys, damage, named):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    damage(run / "adapter")
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "merged"]) == 2
+    error = capsys.readouterr().err
+    assert str(run / "adapter") in error and named in error
 
 
 @pytest.mark.parametrize("inside", ["adapter", "adapter/exp", "."])

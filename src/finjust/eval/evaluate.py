@@ -14,7 +14,7 @@ from finjust import atomic
 from finjust.data.example import TASK_CLASSIFICATION, Example
 from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError
-from finjust.methods.registry import Method, get_method
+from finjust.methods.registry import Method, get_method, load_trained
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.resume_checks import read_manifest
@@ -92,7 +92,7 @@ def load_tuned(run: TrainedRun, loaded: LoadedModel) -> tuple[nn.Module, LoadedM
     if extra:  # the adapter was trained on a base loaded the method's way (QLoRA: 4-bit)
         # on the device ``loaded`` is on: export loads its base on the CPU, whatever the recipe says
         loaded = load_model(recipe.model.name, training_dtype(recipe, method), loaded.device.type, extra)
-    return method.load(loaded.model, run.artifact), loaded
+    return load_trained(method, loaded.model, run.artifact), loaded
 
 
 def evaluate_run(

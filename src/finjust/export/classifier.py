@@ -23,7 +23,7 @@ from finjust.data.prepare import prepare_data
 from finjust.errors import ExportError
 from finjust.export.onnx_format import GRAPH, open_session, trace_to_onnx
 from finjust.export.registry import RESULT_FILE
-from finjust.methods.registry import get_method
+from finjust.methods.registry import get_method, load_trained
 from finjust.models.classifier import load_classifier
 from finjust.objectives.classification import LABELS_FILE, LabelMap, tokenize_labelled
 from finjust.recipe import load_recipe
@@ -99,7 +99,7 @@ def _saved_labels(path: Path) -> LabelMap:
 def _trained(recipe: Any, method: Any, folder: RunFolder, labels: LabelMap) -> Any:
     """The trained classifier in fp32 on the CPU (a fresh base, its head and trained weights restored)."""
     loaded = load_classifier(recipe.model.name, labels.id2label, "float32", "cpu")
-    loaded.model = method.load(loaded.model, folder.artifact(method)).eval()
+    loaded.model = load_trained(method, loaded.model, folder.artifact(method)).eval()
     return loaded
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from peft import PeftConfig, PeftModel, get_peft_model
+from peft.utils.constants import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 from torch import nn
 
 from finjust.errors import MethodError
@@ -54,6 +55,9 @@ class PeftMethod(Method):
         config_file = folder / "adapter_config.json"
         if not config_file.is_file():
             raise MethodError(f"{folder} holds no {self.label} adapter (adapter_config.json missing)")
+        if not any((folder / name).is_file() for name in (SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME)):
+            # else peft takes the folder for a Hub repository and fails on its name
+            raise MethodError(f"{folder} holds no {self.label} adapter weights ({SAFETENSORS_WEIGHTS_NAME} missing)")
         found = json.loads(config_file.read_text()).get("peft_type")
         if found != self.peft_type:
             raise MethodError(f"{folder} holds a {found} adapter, not a {self.label} one ({self.peft_type})")

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
+from finjust.errors import MethodError
 from finjust.registry import Registry
 
 
@@ -79,6 +81,16 @@ def get_method(name: str) -> Method:
     import finjust.methods  # noqa: F401  (registers the built-in methods)
 
     return METHODS.get(name)
+
+
+def load_trained(method: Method, base: nn.Module, folder: Path) -> nn.Module:
+    """``method.load``, with a damaged or incomplete trained folder (truncated JSON or
+    safetensors, a file gone) reported as a MethodError naming it instead of the reader's traceback."""
+    try:
+        return method.load(base, folder)
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise MethodError(f"{folder} cannot be loaded ({type(exc).__name__}: {exc}): the run's trained files are "
+                          "damaged or incomplete; restore them or train again") from exc  # fmt: skip
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
