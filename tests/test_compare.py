@@ -12,7 +12,7 @@ import torch
 from finjust.cli.main import main
 from finjust.data.formats import load_examples
 from finjust.data.templates import tokenize_example
-from finjust.errors import EvaluationError
+from finjust.errors import EvaluationError, FinjustError
 from finjust.eval.augment import CONTEXTS, ContextInputs, cites_a_source
 from finjust.eval.compare import CompareOptions, compare_run, format_comparison
 from finjust.eval.retrieval import Retriever, chunk_text, documents_from_examples, documents_from_folder, load_encoder
@@ -87,7 +87,8 @@ def test_a_row_whose_prompts_all_outgrow_the_context_reports_no_loss(trained_run
     assert prompt["loss_examples"] == 0
     assert prompt["metrics"]["test_loss"] is None and prompt["metrics"]["perplexity"] is None
     assert ("warning", {"text": "row prompt: 2 of 2 prompts are longer than the model's context and left out of "
-                                "its test_loss and perplexity"}) in events  # fmt: skip
+                                "its test_loss and perplexity; their answers, generated past the context, still "
+                                "count in its answer metrics (lower --top-k or --shots to fit)"}) in events  # fmt: skip
     assert "n/a" in format_comparison(result)
 
 
@@ -107,6 +108,15 @@ def test_compare_retrieves_from_a_docs_folder(trained_run, tmp_path):
     assert "rag" in format_comparison(result)
     with pytest.raises(EvaluationError, match="--headline 'bleu' is not scored by this run's recipe"):
         compare_run(trained_run, CompareOptions(headline="bleu"))
+
+
+@pytest.mark.parametrize(("field", "message"), [("docs", "is not a folder"), ("encoder", "neither a shipped encoder")])
+def test_what_retrieval_reads_is_checked_before_any_row_runs(trained_run, tmp_path, field, message):
+    events = []
+    options = CompareOptions(rows=["base", "rag"], **{field: str(tmp_path / "missing")})
+    with pytest.raises(FinjustError, match=message):
+        compare_run(trained_run, options, on_event=lambda kind, payload: events.append(payload))
+    assert events == []  # the base row was generated first, a minute or two on the shipped model
 
 
 def test_a_training_file_edited_since_the_run_is_refused(tiny_recipe, tmp_path, write_jsonl):
@@ -159,6 +169,22 @@ def test_documents_are_chunked_by_paragraph(tmp_path):
     assert all(len(c) <= 40 for c in chunks) and " ".join(chunks[1:]).split() == ["word"] * 50
     with pytest.raises(Exception, match="no text in .txt or .md"):
         documents_from_folder(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "named"), [
+    (b"Caf\xe9 prices\nsecond line", "not UTF-8 (byte 0xe9 at line 1, byte 3)"),
+    (b"header\n\x00\x01\x02binary", "not text (a NUL byte at line 2, byte 7)"),
+])  # fmt: skip
+def test_a_document_that_is_not_utf8_text_is_refused_naming_where(tmp_path, content, named):
+    (tmp_path / "good.md").write_text("Prices are listed in SEK.", encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(content)
+    with pytest.raises(EvaluationError, match=re.escape(f"{tmp_path / 'bad.txt'}: {named}")):
+        documents_from_folder(tmp_path)
+
+
+def test_a_document_with_a_byte_order_mark_reads_without_it(tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeffCafé".encode("utf-8"))
+    assert [d.text for d in documents_from_folder(tmp_path)] == ["Café"]
 
 
 def test_few_shot_examples_are_context_not_answers():

@@ -25,7 +25,8 @@ from finjust.eval.augment import CONTEXTS, FEW_SHOT_INSTRUCTION, Augmented, Cont
 from finjust.eval.costs import PeakMemory, training_cost
 from finjust.eval.evaluate import RunInputs, load_tuned, open_run
 from finjust.eval.retrieval import (
-    DEFAULT_ENCODER, Encoder, Retriever, documents_from_examples, documents_from_folder, load_encoder,
+    DEFAULT_ENCODER, Document, Encoder, Retriever, documents_from_examples, documents_from_folder, encoder_folder,
+    load_encoder,
 )  # fmt: skip
 from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, score_model
 from finjust.models.load import LoadedModel, load_model
@@ -105,10 +106,15 @@ def compare_run(
     if any(example.task == TASK_TEXT for example in test):
         raise EvaluationError(f"{run_dir}: compare puts questions to each strategy; this run's test split holds "
                               "raw text (continued pretraining), which its scorecard scores by perplexity")
+    # what retrieval reads, checked before any model is loaded and any row is generated
+    retrieves = any(STRATEGIES.get(name).context == "rag" for name in options.rows)
+    documents = documents_from_folder(options.docs) if retrieves and options.docs else None
+    if retrieves and encoder is None:
+        encoder_folder(options.encoder)
     recipe = run.recipe
     loaded = load_model(recipe.model.name, training_dtype(recipe, run.method), recipe.model.device)
     autocast = compute_dtype(recipe, loaded)
-    retriever = _retriever_factory(run, options, loaded, encoder, on_event)
+    retriever = _retriever_factory(run, options, documents, loaded, encoder, on_event)
     inputs = ContextInputs(test, distinct_training(run), options.shots, options.top_k, recipe.train.seed,
                            options.instruction, retriever)  # fmt: skip
     contexts: dict[str, Augmented] = {}
@@ -134,7 +140,8 @@ def compare_run(
         if rows[name]["loss_examples"] < len(test):
             on_event("warning", {"text": f"row {name}: {len(test) - rows[name]['loss_examples']} of {len(test)} "
                                  "prompts are longer than the model's context and left out of its test_loss and "
-                                 "perplexity"})  # fmt: skip
+                                 "perplexity; their answers, generated past the context, still count in its answer "
+                                 "metrics (lower --top-k or --shots to fit)"})  # fmt: skip
     result = _result(run, options, test, loaded, contexts, rows, scores)
     atomic.write_json(run.folder.compare, result)
     return result
@@ -170,15 +177,15 @@ def distinct_training(run: RunInputs) -> list[Example]:
 
 
 def _retriever_factory(
-    run: RunInputs, options: CompareOptions, loaded: LoadedModel, encoder: Encoder | None, on_event: EventHandler
-) -> Callable[[], Retriever]:
+    run: RunInputs, options: CompareOptions, documents: list[Document] | None, loaded: LoadedModel,
+    encoder: Encoder | None, on_event: EventHandler,
+) -> Callable[[], Retriever]:  # fmt: skip
+    """Retrieval over ``documents`` (``--docs``), or over the distinct training records, built at first use."""
+
     def build() -> Retriever:
-        if options.docs:
-            documents = documents_from_folder(options.docs)
-        else:
-            documents = documents_from_examples(distinct_training(run))
-        on_event("phase", {"text": f"embedding {len(documents)} documents with {options.encoder}"})
-        return Retriever(documents, encoder or load_encoder(options.encoder, loaded.device))
+        chosen = documents or documents_from_examples(distinct_training(run))
+        on_event("phase", {"text": f"embedding {len(chosen)} documents with {options.encoder}"})
+        return Retriever(chosen, encoder or load_encoder(options.encoder, loaded.device))
 
     return build
 

@@ -70,15 +70,20 @@ class TransformerEncoder:
 
 def load_encoder(name: str = DEFAULT_ENCODER, device: torch.device | None = None) -> TransformerEncoder:
     """A shipped encoder by short name (``all-minilm-l6-v2``) or a Hugging Face encoder folder."""
+    return TransformerEncoder(encoder_folder(name), device)
+
+
+def encoder_folder(name: str) -> Path:
+    """Where the encoder ``name`` lies (a shipped one located), or a ModelLoadError saying what it may be."""
     if name in SHIPPED_ENCODERS:
-        return TransformerEncoder(SHIPPED_ENCODERS.get(name).locate(), device)
+        return Path(SHIPPED_ENCODERS.get(name).locate())
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
             f"encoder {name!r} is neither a shipped encoder ({', '.join(SHIPPED_ENCODERS.names())}) "
             "nor a Hugging Face model folder with a config.json"
         )
-    return TransformerEncoder(folder, device)
+    return folder
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,29 @@ def documents_from_folder(folder: str | Path, chunk_chars: int = CHUNK_CHARS) ->
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES)
     documents = []
     for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = _read_doc(path)
         for n, chunk in enumerate(chunk_text(text, chunk_chars)):
             documents.append(Document(f"{path.relative_to(root).as_posix()}#{n + 1}", chunk, chunk))
     if not documents:
         raise EvaluationError(f"{root} holds no text in .txt or .md files; nothing to retrieve from")
     return documents
+
+
+def _read_doc(path: Path) -> str:
+    """A document's text; a file that is not UTF-8 text is refused naming where (decoded with
+    replacement characters, a Latin-1 file lost its accents and a binary one filled prompts with noise)."""
+    raw = path.read_bytes()
+    fix = "save it as UTF-8 text or move it out of the --docs folder"
+    newline = b"\n"
+    if (nul := raw.find(b"\0")) >= 0:
+        line = raw.count(newline, 0, nul) + 1
+        raise EvaluationError(f"{path}: not text (a NUL byte at line {line}, byte {nul}); {fix}")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(newline, 0, exc.start) + 1
+        raise EvaluationError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at line {line}, byte {exc.start}); "
+                              f"{fix}") from None  # fmt: skip
 
 
 def chunk_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
