@@ -46,3 +46,9 @@ def test_point_values_and_delta():
     assert (result.base, result.tuned, result.delta) == (0.5, 1.0, 0.5)
     with pytest.raises(ValueError):
         paired_bootstrap([1.0], [], mean)
+
+
+def test_a_nan_score_has_no_verdict_rather_than_no_change():
+    # a diverged run's test loss is NaN: every comparison with NaN is False, which read as "no change"
+    result = paired_bootstrap([1.0, 2.0, 3.0], [1.0, float("nan"), 3.0], mean, higher_is_better=False, samples=50)
+    assert result.verdict == "undefined (a score is NaN)"

@@ -82,6 +82,9 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_check(tiny_
     err = capsys.readouterr().err
     assert refused.value.code == 2 and f"--json: {tmp_path} is a folder; give a file path" in err
     assert "Traceback" not in err
+    with pytest.raises(SystemExit) as refused:  # a name longer than the filesystem allows
+        main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path / ("a" * 300))])
+    assert refused.value.code == 2 and "File name too long" in capsys.readouterr().err
 
 
 def test_overrides_may_follow_options(tiny_recipe, tmp_path, capsys):

@@ -392,3 +392,59 @@ def test_a_recipe_that_holds_out_no_test_examples_is_refused(data) -> None:
     problems = problems_of(minimal_dict(data={"train": "t.jsonl", **data}))
     assert any("scorecard needs test examples" in p for p in problems)
     assert recipe_from_dict(minimal_dict(data={"train": "t.jsonl", "test": "held.jsonl", **data}))
+
+
+def test_numbers_no_run_could_use_are_refused_with_the_recipe() -> None:
+    nan, inf = float("nan"), float("inf")
+    problems = problems_of(minimal_dict(
+        train={"lr": inf, "weight_decay": nan, "epochs": inf, "seed": 10**20, "threads": 10**11, "replay": 1e9},
+        method={"name": FAKE, "alpha": nan},
+        data={"train": [{"path": "t.jsonl", "weight": inf}, {"path": "u.jsonl", "weight": 1e300}]},
+    ))  # fmt: skip
+    assert "train.lr: expected a finite number, got inf" in problems
+    assert "train.weight_decay: expected a finite number, got nan" in problems
+    assert "train.epochs: expected a finite number, got inf" in problems
+    assert f"train.seed: expected >= 0 and <= {2**32 - 1}, got {10**20}" in problems
+    assert f"train.threads: expected > 0 and <= 4096, got {10**11}" in problems
+    assert "train.replay: expected >= 0 and <= 10, got 1000000000.0" in problems
+    assert "method.alpha: expected a finite number, got nan" in problems
+    assert "data.train[0].weight: expected a number > 0 and <= 100, got inf" in problems
+    assert "data.train[1].weight: expected a number > 0 and <= 100, got 1e+300" in problems
+
+
+def test_an_empty_held_out_path_is_refused_not_read_as_none() -> None:
+    problems = problems_of(minimal_dict(data={"train": "t", "test": "", "validation": ""}))
+    assert problems == ["data.validation: expected a non-empty value, got ''",
+                        "data.test: expected a non-empty value, got ''"]  # fmt: skip
+
+
+def test_a_source_with_keys_of_mixed_types_is_refused_not_a_traceback() -> None:
+    problems = problems_of(minimal_dict(data={"train": [{"path": "t.jsonl", 1: "a", "b": "c", None: 2}]}))
+    assert problems == ["data.train[0]: unknown keys 1, None, 'b'; valid keys: path, weight, split"]
+
+
+def test_metric_options_a_metric_needs_are_checked_with_the_recipe() -> None:
+    problems = problems_of(minimal_dict(eval={"metrics": ["format", "brand_mention"]}))
+    assert problems == ["the format metric needs eval.metric_options.format.regex or .json_schema",
+                        "brand_mention needs eval.metric_options.brand_mention.names"]  # fmt: skip
+    options = {"format": {"regex": "(", "json_schema": {"type": 5}}}
+    problems = problems_of(minimal_dict(eval={"metrics": ["format"], "metric_options": options}))
+    assert problems[0].startswith("eval.metric_options.format.regex: '(' is not a regular expression")
+    assert problems[1].startswith("eval.metric_options.format.json_schema: not a JSON schema")
+
+
+def test_yaml_merge_keys_work(tmp_path: Path) -> None:
+    text = MINIMAL + "eval_defaults: &quick {max_new_tokens: 4}\neval:\n  <<: *quick\n  generate: false\n"
+    with pytest.raises(RecipeError, match="unknown section 'eval_defaults'"):  # merged, then judged as a recipe
+        load_recipe(write(tmp_path, text))
+    merged = MINIMAL + "eval:\n  <<: {max_new_tokens: 4}\n  generate: false\n"
+    recipe = load_recipe(write(tmp_path, merged, "merged.yaml"))
+    assert recipe.eval.max_new_tokens == 4 and recipe.eval.generate is False
+
+
+def test_an_override_whose_value_yaml_would_cut_at_a_comment_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(RecipeError, match=r"YAML reads what follows ' #' as a comment.*output.dir='\"run #2\"'"):
+        load_recipe(path, ["output.dir=run #2"])
+    assert load_recipe(path, ["output.dir='run #2'"]).output.dir.endswith("run #2")
+    assert load_recipe(path, ["data.system_prompt=Use C# and F#"]).data.system_prompt == "Use C# and F#"

@@ -91,6 +91,23 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a finjust run folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("name", "content", "named"), [
+    ("scorecard.json", b"[]", "holds list, not the JSON object"),
+    ("scorecard.json", b'{"base": \xe9}', "is not valid JSON"),
+    ("compare.json", b"[1]", "holds list, not the JSON object"),
+    ("scorecard.json", b'{"answers": [{"tuned": "x"}]}', "does not hold what finjust writes there (KeyError"),
+    ("metrics.jsonl", b'{"type": "train", "loss": 1.0}\n', "does not hold what finjust writes there (KeyError"),
+    ("metrics.jsonl", b'{"type": "train", "step": 1, "loss": 1.0, "tokens": null}\n', "(TypeError"),
+    ("metrics.jsonl", b'{"type": "train", "step": 1, "note": "\xe9"}\n', "is not UTF-8"),
+])  # fmt: skip
+def test_report_names_a_damaged_file_instead_of_a_traceback(run, capsys, name, content, named):
+    (run / name).write_bytes(content)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert str(run / name) in error and named in error
+
+
 @pytest.mark.parametrize("text", ["model: [\n", "just a string\n", "- a\n- list\n"])
 def test_report_refuses_a_broken_recipe_clearly(tmp_path, capsys, text):
     (tmp_path / "recipe.yaml").write_text(text)

@@ -273,3 +273,13 @@ def test_method_options_the_model_refuses_fail_before_the_base_is_scored(tiny_re
     assert main(["train", str(tiny_recipe()), *options, *QUICK]) == 2
     assert "scoring the base" not in capsys.readouterr().err
     assert not (tmp_path / "run" / "base_scores.json").exists()
+
+
+def test_a_missing_model_or_data_file_is_refused_before_the_run_folder_is_made(tiny_recipe, tmp_path, capsys):
+    recipe = str(tiny_recipe())
+    assert main(["train", recipe, f"model.name={tmp_path / 'nowhere'}"]) == 2
+    assert "neither a shipped model" in capsys.readouterr().err
+    assert main(["train", recipe, f"data.train={tmp_path / 'missing.jsonl'}"]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # so the fixed command needs no output.overwrite
+    assert main(["train", recipe, "train.max_steps=1", *QUICK]) == 0

@@ -40,7 +40,12 @@ def fraction(text: str) -> float:
 def output_file(text: str) -> str:
     """A file to write, checked before the work that fills it: not a folder, and not under a file."""
     path = Path(text)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # a name longer than the filesystem allows
+        shortened = text if len(text) <= 80 else f"{text[:80]}..."
+        raise argparse.ArgumentTypeError(f"{shortened}: {exc.strerror}") from None
+    if is_dir:
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path")
     parent = next(p for p in path.absolute().parents if p.exists())
     if not parent.is_dir():

@@ -53,9 +53,7 @@ def check_data(
                             data.quality.max_listed, data.quality.redact_pii)  # fmt: skip
     scan = QualityScan(settings, tokenizer)
     by = data.stratify_by or data.group_by
-    roles = [(s, POOL, "train") for s in parse_sources(data.train)]
-    roles += [(held_out_source(p, name), origin, name) for p, origin, name in
-              ((data.validation, VALIDATION_FILE, "validation"), (data.test, TEST_FILE, "test")) if p]  # fmt: skip
+    roles = _roles(data)
     _require_readable([source for source, _, _ in roles])
     files = [_read_file(scan, data, source, origin, role, by, on_progress) for source, origin, role in roles]
     _check_tasks(scan, files)
@@ -78,6 +76,18 @@ def check_data(
     )
     report.seconds = round(time.perf_counter() - started, 2)
     return apply_gate(report, data.quality, data.too_long)
+
+
+def _roles(data: Any) -> list[tuple[DataSource, int, str]]:
+    """Each source of the data section with its origin and split role."""
+    roles = [(s, POOL, "train") for s in parse_sources(data.train)]
+    return roles + [(held_out_source(p, name), origin, name) for p, origin, name in
+                    ((data.validation, VALIDATION_FILE, "validation"), (data.test, TEST_FILE, "test")) if p]  # fmt: skip
+
+
+def require_readable(data: Any) -> None:
+    """Every source of the data section exists and is of a known type, or one DataError naming each that is not."""
+    _require_readable([source for source, _, _ in _roles(data)])
 
 
 def _require_readable(sources: list[DataSource]) -> None:

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 _KEYS = ("path", "weight", "split")
+#: the largest source weight: records repeat that many times (an infinite or astronomic one
+#: overflowed the repetition instead of being refused with the recipe)
+MAX_WEIGHT = 100
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,14 @@ def source_problems(value: Any, key: str = "data.train") -> list[str]:
         if not isinstance(entry, dict):
             problems.append(f"{where}: expected a path or a mapping {{path, weight, split}}, got {entry!r}")
             continue
-        unknown = sorted(set(entry) - set(_KEYS))
+        unknown = sorted(set(entry) - set(_KEYS), key=str)  # keys of mixed types (1, 'b', None) sort too
         if unknown:
             problems.append(f"{where}: unknown keys {', '.join(map(repr, unknown))}; valid keys: {', '.join(_KEYS)}")
         if not isinstance(entry.get("path"), str) or not entry.get("path"):
             problems.append(f"{where}.path: expected a non-empty path")
         weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-            problems.append(f"{where}.weight: expected a number > 0, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= MAX_WEIGHT:
+            problems.append(f"{where}.weight: expected a number > 0 and <= {MAX_WEIGHT}, got {weight!r}")
         if entry.get("split") is not None and not isinstance(entry.get("split"), str):
             problems.append(f"{where}.split: expected a split name, got {entry.get('split')!r}")
     return problems

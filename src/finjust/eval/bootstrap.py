@@ -9,6 +9,7 @@ items such as the label pairs of macro-F1.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ class Comparison:
     tuned_ci: tuple[float, float]
     delta: float
     delta_ci: tuple[float, float]
-    verdict: str  # "better", "worse" or "no significant change"
+    verdict: str  # "better", "worse", "no significant change" or "undefined (a score is NaN)"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +73,8 @@ def paired_bootstrap(
 
 def _verdict(delta_ci: tuple[float, float], higher_is_better: bool) -> str:
     low, high = delta_ci
+    if math.isnan(low) or math.isnan(high):  # a diverged model's NaN loss is not "no change"
+        return "undefined (a score is NaN)"
     if low > 0 or high < 0:
         improved = (low > 0) == higher_is_better
         return "better" if improved else "worse"

@@ -56,6 +56,10 @@ class Metric:
     def item(self, prediction: str, reference: str, options: Any) -> Any:
         raise NotImplementedError
 
+    def option_problems(self, options: Any) -> list[str]:
+        """What is wrong with ``options`` for this metric (checked with the recipe, before any run)."""
+        return []
+
     def aggregate(self, items: Sequence[Any]) -> float:
         return sum(items) / len(items) if items else 0.0
 
@@ -203,9 +207,28 @@ class FormatAdherence(Metric):
     name = "format"
     options_class = FormatOptions
 
-    def item(self, prediction: str, reference: str, options: FormatOptions) -> float:
+    def option_problems(self, options: FormatOptions) -> list[str]:
         if options.regex is None and options.json_schema is None:
-            raise EvaluationError("the format metric needs eval.metric_options.format.regex or .json_schema")
+            return ["the format metric needs eval.metric_options.format.regex or .json_schema"]
+        problems = []
+        if options.regex is not None:
+            try:
+                re.compile(options.regex)
+            except re.error as exc:
+                problems.append(f"eval.metric_options.format.regex: {options.regex!r} is not a regular expression "
+                                f"({exc})")  # fmt: skip
+        if options.json_schema is not None:
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(options.json_schema).check_schema(options.json_schema)
+            except jsonschema.SchemaError as exc:
+                problems.append(f"eval.metric_options.format.json_schema: not a JSON schema ({exc.message})")
+        return problems
+
+    def item(self, prediction: str, reference: str, options: FormatOptions) -> float:
+        if problems := self.option_problems(options):
+            raise EvaluationError("; ".join(problems))
         if options.regex is not None and not re.search(options.regex, prediction):
             return 0.0
         return float(options.json_schema is None or _satisfies_schema(prediction, options.json_schema))
@@ -235,9 +258,12 @@ class BrandMention(Metric):
     name = "brand_mention"
     options_class = BrandMentionOptions
 
+    def option_problems(self, options: BrandMentionOptions) -> list[str]:
+        return [] if options.names else ["brand_mention needs eval.metric_options.brand_mention.names"]
+
     def item(self, prediction: str, reference: str, options: BrandMentionOptions) -> float:
-        if not options.names:
-            raise EvaluationError("brand_mention needs eval.metric_options.brand_mention.names")
+        if problems := self.option_problems(options):
+            raise EvaluationError("; ".join(problems))
         text = prediction.lower()
         return float(any(name.lower() in text for name in options.names))
 

@@ -47,20 +47,39 @@ def _json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise CheckpointError(f"{path} is not valid JSON ({exc}); run the step that writes it again") from exc
+    if saved is not None and not isinstance(saved, dict):
+        raise CheckpointError(f"{path} holds {type(saved).__name__}, not the JSON object finjust writes there; "
+                              "run the step that writes it again")  # fmt: skip
+    return saved
+
+
+Builder = Callable[[RunRecord, int], Markup | None]
 
 
 def build_report(run_dir: str | Path, samples: int = 8) -> str:
     """The HTML page for a run folder, as a string."""
     run = read_run(run_dir)
-    builders: Sequence[Callable[[RunRecord, int], Markup | None]] = (
-        _training_section, _scorecard_section, _retention_section, _comparison_part, _samples_section,
+    folder = run.folder
+    # each section with the file it reads: a field missing or of another type there is named
+    builders: Sequence[tuple[Builder, Path]] = (
+        (_training_section, folder.metrics), (_scorecard_section, folder.scorecard),
+        (_retention_section, folder.scorecard), (_comparison_part, folder.compare),
+        (_samples_section, folder.scorecard),
     )  # fmt: skip
-    sections = [part for build in builders if (part := build(run, samples)) is not None]
+    sections = [part for build, source in builders if (part := _built(build, run, samples, source)) is not None]
     subtitle = f"{run.folder.root} · model {run.recipe.model.name} · method {run.recipe.method.name}"
     return page(f"finjust run report: {run.folder.root.name}", subtitle, sections)
+
+
+def _built(build: Builder, run: RunRecord, samples: int, source: Path) -> Markup | None:
+    try:
+        return build(run, samples)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{source} does not hold what finjust writes there ({type(exc).__name__}: {exc}); "
+                              "run the step that writes it again") from exc  # fmt: skip
 
 
 def write_report(run_dir: str | Path, output: str | Path | None = None, samples: int = 8) -> Path:
@@ -202,8 +221,9 @@ def _interval(bounds: Sequence[float], signed: bool = False) -> str:
 
 
 def _css(verdict: str) -> str:
-    """A verdict as one CSS class name (``no significant change`` -> ``no-significant-change``)."""
-    return verdict.replace(" ", "-")
+    """A verdict as one CSS class name (``no significant change`` -> ``no-significant-change``,
+    ``undefined (a score is NaN)`` -> ``undefined``)."""
+    return verdict.split(" (")[0].replace(" ", "-")
 
 
 def _change(versus: dict[str, Any]) -> str:

@@ -96,13 +96,23 @@ def cache_root() -> Path:
 
 def resolve_model_folder(name: str) -> Path:
     """A transformers folder for ``name``: the folder itself, or a cached conversion of a GGUF."""
+    source = locate_model(name)
+    return _cached_gguf_folder(source) if source.is_file() else source
+
+
+def locate_model(name: str) -> Path:
+    """Where the model ``name`` lies (a Hugging Face folder or a .gguf file), converting nothing.
+
+    Raises:
+        ModelLoadError: no such shipped model, folder or file.
+    """
     if name in SHIPPED_MODELS:
-        return _cached_gguf_folder(SHIPPED_MODELS.get(name).locate())
+        return SHIPPED_MODELS.get(name).locate()
     if name in SHIPPED_ENCODERS:  # a plain folder already (a base for classification)
         return SHIPPED_ENCODERS.get(name).locate()
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return _cached_gguf_folder(path)
+        return path
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} has no config.json; expected a Hugging Face model folder")

@@ -31,9 +31,11 @@ class _RecipeLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<``: the base loader merges it (constructing it here failed: no constructor)
             key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # unhashable keys and merge keys are the base loader's to judge
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys are the base loader's to judge
             if key in first_line:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice (also on line {first_line[key] + 1}); "
@@ -121,6 +123,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+#: a YAML comment: ``#`` at the start of a value or after a space
+_COMMENT = re.compile(r"(^|\s)#")
+
+
 def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     result: dict[str, Any] = copy.deepcopy(dict(raw))
     problems: list[str] = []
@@ -133,7 +139,12 @@ def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> tuple[
             problems.append(f"override {text!r}: unknown section {parts[0]!r}{suggest(parts[0], SECTIONS)}")
         else:
             try:
-                _set_dotted(result, parts, _parse_yaml(value_text))
+                value = _parse_yaml(value_text)
+                if _COMMENT.search(value_text) and "#" not in repr(value):
+                    problems.append(f"override {text!r}: YAML reads what follows ' #' as a comment and drops it; "
+                                    f"quote the value to keep it, e.g. {key.strip()}='\"{value_text.strip()}\"'")
+                    continue
+                _set_dotted(result, parts, value)
             except yaml.YAMLError as err:
                 detail = getattr(err, "problem", err)
                 problems.append(f"override {text!r}: the value is not valid YAML ({detail})")

@@ -13,7 +13,7 @@ from finjust.methods.registry import get_method
 
 
 def _doc(help_text: str, **checks: Any) -> dict[str, Any]:
-    """Field metadata: the ``--help`` text plus checks (choices, gt, ge, lt, nonempty)."""
+    """Field metadata: the ``--help`` text plus checks (choices, gt, ge, lt, le, nonempty)."""
     return {"help": help_text, **checks}
 
 
@@ -57,9 +57,9 @@ class DataSection:
         "Training data: a file or folder, or a list of them, each a path or "
         "{path, weight, split} (weight 2 repeats a source's training records twice).", nonempty=True))
     validation: str | None = field(default=None, metadata=_doc(
-        "Path of the validation file; null splits validation_fraction off train."))
+        "Path of the validation file; null splits validation_fraction off train.", nonempty=True))
     test: str | None = field(default=None, metadata=_doc(
-        "Path of the test file; null splits test_fraction off train."))
+        "Path of the test file; null splits test_fraction off train.", nonempty=True))
     format: str = field(default="auto", metadata=_doc(
         "Record format; auto detects it from each record's fields.", choices=("auto", *FORMATS.names())))
     columns: dict[str, str] = field(default_factory=dict, metadata=_doc(
@@ -123,9 +123,9 @@ class TrainSection:
     patience: int | None = field(default=2, metadata=_doc(
         "Evaluations without validation-loss improvement before stopping early; "
         "null disables early stopping.", gt=0))
-    seed: int = field(default=42, metadata=_doc("Random seed for data order and init.", ge=0))
+    seed: int = field(default=42, metadata=_doc("Random seed for data order and init.", ge=0, le=2**32 - 1))
     threads: int | None = field(default=None, metadata=_doc(
-        "CPU threads for torch; null keeps torch's default.", gt=0))
+        "CPU threads for torch; null keeps torch's default.", gt=0, le=4096))
     compile: bool | None = field(default=None, metadata=_doc(
         "torch.compile the model's repeated blocks for the training steps; null compiles runs of "
         "200+ steps on a CPU with a C++ compiler (compiling costs 20-35 s, then steps run ~1.2x "
@@ -142,7 +142,7 @@ class TrainSection:
         "pick the best checkpoint among those within the budget.", choices=("stop", "best")))
     replay: float = field(default=0.0, metadata=_doc(
         "Mitigation: general-text passages mixed into training, as a share of the training "
-        "examples (0.1 adds one passage per ten examples).", ge=0))
+        "examples (0.1 adds one passage per ten examples).", ge=0, le=10))
     l2sp: float = field(default=0.0, metadata=_doc(
         "Mitigation: L2-SP strength, a penalty l2sp/2 * ||w - w_pretrained||^2 on the trained "
         "weights that keeps them near where they started (a classifier's new head: near zero).", ge=0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import operator
 import types
 import typing
@@ -154,6 +155,10 @@ def _check_metrics(section: EvalSection, problems: list[str]) -> None:
             problems.append(f"{key}: expected a mapping of options, got {shown(raw)}")
         else:
             section.metric_options[name] = _build_dataclass(METRICS.get(name).options_class, key, raw, problems)
+    for name in section.metrics:  # options the metric needs, whether given or not
+        if name in METRICS and (name not in section.metric_options or section.metric_options[name] is not None):
+            metric = METRICS.get(name)
+            problems.extend(metric.option_problems(section.metric_options.get(name) or metric.options_class()))
 
 
 def _build_nested(cls: type, key: str, value: Any, problems: list[str]) -> Any:
@@ -296,6 +301,8 @@ def _check_value(value: Any, meta: Mapping[str, Any]) -> str:
     """What ``value`` should have been under the checks in ``meta``; empty when it is fine."""
     if value is None:
         return ""
+    if isinstance(value, float) and not math.isfinite(value):  # a NaN learning rate trains a NaN model
+        return "a finite number"
     choices = meta.get("choices")
     if choices and value not in choices:
         return "one of " + ", ".join(choices)

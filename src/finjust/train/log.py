@@ -23,7 +23,11 @@ class MetricsLog:
     def records(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{self.path} is not UTF-8 ({exc}): it is damaged; restore it, or delete it "
+                                  "(the run's training history goes with it)") from exc  # fmt: skip
         # a run killed mid-write can leave a partial last line: it is dropped
         return [self._parsed(line, number) for number, line in enumerate(lines, 1)
                 if line.strip() and (line.rstrip().endswith("}") or number < len(lines))]  # fmt: skip

@@ -18,7 +18,7 @@ from torch import nn
 from finjust import allocator, atomic
 from finjust.folder_lock import folder_lock
 from finjust.data.formats import Example
-from finjust.data.check import check_data
+from finjust.data.check import check_data, require_readable
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data, require_sft
 from finjust.data.templates import TokenizedExample, tokenize_examples
@@ -27,7 +27,7 @@ from finjust.eval.forgetting import probe_model, replay_texts, retention, text_e
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
 from finjust.methods.preflight import check_method_fits
 from finjust.methods.registry import Method, count_parameters, get_method
-from finjust.models.load import LoadedModel, load_model, load_tokenizer, resolve_model_folder
+from finjust.models.load import LoadedModel, load_model, load_tokenizer, locate_model, resolve_model_folder
 from finjust.objectives.registry import objective_for_task
 from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
@@ -105,6 +105,9 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
     classification), whose trainer does the rest and returns the scorecard.
     """
     folder = RunFolder(recipe.output.dir)
+    # what the run reads must exist before its folder is made, or the fixed rerun meets a folder to overwrite
+    locate_model(recipe.model.name)
+    require_readable(recipe.data)
     with folder_lock(folder.root):
         replace_run.recover(folder.root)  # under the lock: the run aside may be another process's to bring back
         replacing = _prepare_folder(folder, recipe, resume)
