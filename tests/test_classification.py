@@ -110,6 +110,15 @@ def test_one_label_is_not_a_classification_task():
         LabelMap.from_examples(_examples([{"text": "a", "label": "x"}, {"text": "b", "label": "x"}]))
 
 
+def test_labels_that_differ_only_in_case_are_refused_naming_where():
+    # they trained as separate classes while accuracy counted them as one (0.45 against 0.275)
+    examples = [Example((Message("user", f"text {i}"),), source="train.jsonl", line=i + 1, task="classification",
+                        label=label) for i, label in enumerate(["pos", "neg", "Pos", "POS", "neg"])]  # fmt: skip
+    with pytest.raises(DataError, match=r"labels differ only in case: 'POS' \(train.jsonl:4\), 'Pos' "
+                                        r"\(train.jsonl:3\), 'pos' \(train.jsonl:1\)"):  # fmt: skip
+        LabelMap.from_examples(examples)
+
+
 def test_the_data_task_picks_the_objective():
     assert objective_for_task("classification").name == "classification"
     assert objective_for_task("chat").name == "sft" and objective_for_task("text").name == "sft"
@@ -359,3 +368,17 @@ def test_l2sp_pulls_the_new_head_towards_zero_not_its_random_start(classificatio
 
     # anchored at its random start, a strongly held head would keep its starting size
     assert head_norm_after_training(100.0) < 0.5 * head_norm_after_training(0.0)
+
+
+def test_texts_longer_than_an_encoder_takes_are_cut_at_its_positions(classification_recipe, tiny_bert_dir, tmp_path,
+                                                                       write_jsonl, capsys):  # fmt: skip
+    # tiny BERT has 128 learned positions; the default data.max_length is 1,024: a longer text
+    # failed inside the model ("The expanded size of the tensor ... must match")
+    records = [{**r, "text": " ".join([r["text"]] * 40)} for r in _records(40)]
+    recipe = classification_recipe(model={"name": str(tiny_bert_dir), "dtype": "float32"},
+                                   data={"train": str(write_jsonl("long.jsonl", records))},
+                                   train={"max_steps": 2})  # fmt: skip
+    assert main(["train", str(recipe), "data.quality.fail_on=[]"]) == 0
+    assert "data.max_length 1024 is more than the model takes (128 positions): examples are cut at 128 tokens" in (
+        capsys.readouterr().err
+    )

@@ -448,3 +448,12 @@ def test_an_override_whose_value_yaml_would_cut_at_a_comment_is_refused(tmp_path
         load_recipe(path, ["output.dir=run #2"])
     assert load_recipe(path, ["output.dir='run #2'"]).output.dir.endswith("run #2")
     assert load_recipe(path, ["data.system_prompt=Use C# and F#"]).data.system_prompt == "Use C# and F#"
+
+
+def test_a_lora_alpha_that_would_train_nothing_is_refused() -> None:
+    from finjust.methods.registry import get_method
+
+    get_method("lora")  # registers the built-in methods
+    for alpha in (0, -5):  # alpha / r scales the update: 0 trains nothing, a negative one flips it
+        problems = problems_of(minimal_dict(method={"name": "lora", "alpha": alpha}))
+        assert problems == [f"method.alpha: expected > 0, got {float(alpha)}"]

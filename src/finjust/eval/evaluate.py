@@ -17,6 +17,7 @@ from finjust.errors import CheckpointError
 from finjust.methods.registry import Method, get_method, load_trained
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
+from finjust.train.context import fitted_to_model
 from finjust.train.resume_checks import read_manifest
 from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned, test_examples, training_dtype
 
@@ -102,6 +103,7 @@ def evaluate_run(
     run = open_run(run_dir)
     folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
+    recipe = fitted_to_model(recipe, loaded.model, on_event)
     autocast = compute_dtype(recipe, loaded)
     base = score_base(recipe, loaded, test, autocast, on_event)
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})

@@ -14,7 +14,7 @@ from finjust.methods.registry import METHODS
 @dataclass
 class LoraOptions:
     r: int = field(default=16, metadata={"help": "rank of the adapter matrices", "gt": 0})
-    alpha: float = field(default=32.0, metadata={"help": "scaling numerator: updates scale by alpha / r"})
+    alpha: float = field(default=32.0, metadata={"help": "scaling numerator: updates scale by alpha / r", "gt": 0})
     # 0 by default: on the CPU the dropout masks cost ~28% of a step (shared/PERF-NOTES.md)
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input", "ge": 0, "lt": 1})
     target_modules: str | list[str] = field(

@@ -46,6 +46,7 @@ class LabelMap:
         if len(found) < 2:
             raise DataError(f"classification needs at least two labels in the training split; found "
                             f"{sorted(found) or 'none'}")  # fmt: skip
+        _refuse_case_variants(examples)
         numeric = all(label.lstrip("-").isdigit() for label in found)
         return cls(tuple(sorted(found, key=int if numeric else str)))
 
@@ -86,6 +87,28 @@ class LabelledTokens:
 
     input_ids: list[int]
     label: int
+
+
+def _refuse_case_variants(examples: Sequence[Example]) -> None:
+    """Labels that differ only in case (``pos``, ``Pos``) would train as separate classes, while
+    accuracy, which compares labels case-blind, counted them as one: write each label one way.
+
+    Raises:
+        DataError: naming the variants and where each is first used.
+    """
+    first: dict[str, Example] = {}
+    for example in examples:
+        if example.label is not None:
+            first.setdefault(example.label, example)
+    by_case: dict[str, list[str]] = {}
+    for label in first:
+        by_case.setdefault(label.casefold(), []).append(label)
+    clashes = [sorted(labels) for labels in by_case.values() if len(labels) > 1]
+    if clashes:
+        where = "; ".join(", ".join(f"{label!r} ({first[label].source}:{first[label].line})" for label in labels)
+                          for labels in clashes)  # fmt: skip
+        raise DataError(f"labels differ only in case: {where}; a classifier learns each spelling as its own class: "
+                        "write each label one way in the data")  # fmt: skip
 
 
 def tokenize_labelled(

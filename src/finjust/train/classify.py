@@ -8,6 +8,7 @@ applies: peft methods train and save the head through ``modules_to_save`` (task 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from finjust.objectives.classification import (
 from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
+from finjust.train.context import fitted_to_model
 from finjust.train.run import RunContext, compute_dtype, test_examples, training_dtype
 
 #: examples per forward pass when scoring and validating
@@ -65,6 +67,8 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     torch.manual_seed(recipe.train.seed)  # the new head's initial weights are part of the seeded run
     loaded = load_classifier(recipe.model.name, labels.id2label, training_dtype(recipe, method), recipe.model.device)
     check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
+    recipe = fitted_to_model(recipe, loaded.model, on_event)
+    run = dataclasses.replace(run, recipe=recipe)
     autocast = compute_dtype(recipe, loaded)
     batcher = LabelBatcher(int(loaded.tokenizer.pad_token_id))
     test = test_examples(recipe, run.data)

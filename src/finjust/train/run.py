@@ -33,6 +33,7 @@ from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
 from finjust.train import replace_run
 from finjust.train.checkpoint import best_weights, restore_trainable
+from finjust.train.context import fitted_to_model
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
@@ -145,6 +146,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
+    recipe = fitted_to_model(recipe, loaded.model, on_event)
     autocast = compute_dtype(recipe, loaded)
     test = test_examples(recipe, data)
     base = _base_scores(recipe, loaded, test, folder, autocast, on_event)

@@ -1,0 +1,53 @@
+"""``data.max_length`` fitted to the model: no example longer than the positions it has.
+
+The recipe's default (1,024 tokens) is more than some bases take: the shipped MiniLM encoder
+has 512 learned positions, GPT-2-style models ``n_positions``, and prompt and prefix tuning
+put their virtual tokens in front of every example. A longer example failed deep inside the
+model (``The expanded size of the tensor (600) must match ... (512)``, ``index out of range``)
+after the base had been scored; rotary models ran past their trained context unwarned. So
+examples are cut at what the model takes, as ``data.max_length`` would cut them, with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from finjust.errors import MethodError
+from finjust.recipe import Recipe
+
+
+def model_positions(model: nn.Module) -> int | None:
+    """How many positions ``model`` takes, where its config says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fitted_to_model(recipe: Recipe, model: nn.Module, on_event: Callable[[str, dict[str, Any]], None]) -> Recipe:
+    """``recipe`` with ``data.max_length`` lowered to what ``model`` takes (less the method's
+    virtual tokens), with a warning where it was more.
+
+    Raises:
+        MethodError: the virtual tokens alone fill the model's positions.
+    """
+    positions = model_positions(model)
+    if positions is None:
+        return recipe
+    virtual = getattr(recipe.method.options, "virtual_tokens", 0) or 0
+    room = positions - virtual
+    if room < 2:
+        raise MethodError(f"method.virtual_tokens: {virtual} leaves no room for an example in the model's "
+                          f"{positions} positions; use at most {positions - 2}")  # fmt: skip
+    if recipe.data.max_length <= room:
+        return recipe
+    less = f" less method.virtual_tokens {virtual}" if virtual else ""
+    on_event("warning", {"text": f"data.max_length {recipe.data.max_length} is more than the model takes "
+                         f"({positions} positions{less}): examples are cut at {room} tokens"})  # fmt: skip
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, max_length=room))

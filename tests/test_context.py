@@ -1,0 +1,36 @@
+"""``data.max_length`` fitted to the positions a model takes (and to prompt tuning's virtual tokens)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from finjust.errors import MethodError
+from finjust.methods.registry import get_method
+from finjust.recipe import recipe_from_dict
+from finjust.train.context import fitted_to_model
+
+
+def _recipe(method: dict) -> object:
+    return recipe_from_dict({"model": {"name": "m"}, "data": {"train": "t.jsonl"}, "method": method,
+                             "output": {"dir": "out"}})  # fmt: skip
+
+
+def _model(positions: int) -> object:
+    return SimpleNamespace(config=SimpleNamespace(max_position_embeddings=positions))
+
+
+def test_max_length_is_cut_to_the_positions_left_beside_virtual_tokens():
+    warnings = []
+    on_event = lambda kind, payload: warnings.append(payload["text"])  # noqa: E731
+    assert fitted_to_model(_recipe({"name": "lora"}), _model(4096), on_event).data.max_length == 1024
+    assert warnings == []
+    assert fitted_to_model(_recipe({"name": "lora"}), _model(512), on_event).data.max_length == 512
+    get_method("prompt_tuning")
+    tuned = fitted_to_model(_recipe({"name": "prompt_tuning", "virtual_tokens": 20}), _model(512), on_event)
+    assert tuned.data.max_length == 492
+    assert warnings[-1] == ("data.max_length 1024 is more than the model takes (512 positions less "
+                            "method.virtual_tokens 20): examples are cut at 492 tokens")  # fmt: skip
+    with pytest.raises(MethodError, match="method.virtual_tokens: 511 leaves no room"):
+        fitted_to_model(_recipe({"name": "prompt_tuning", "virtual_tokens": 511}), _model(512), on_event)
