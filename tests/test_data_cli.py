@@ -94,3 +94,9 @@ def test_overrides_may_follow_options(tiny_recipe, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["data", "check", str(tiny_recipe()), "--no-tokens", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_whole_section_override_after_an_option_gets_the_recipe_s_message(tiny_recipe, tmp_path, capsys):
+    assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path / "r.json"),
+                 "data=5"]) == 2  # fmt: skip
+    assert "section 'data' must be a mapping" in capsys.readouterr().err  # was argparse's "unrecognized arguments"

@@ -457,3 +457,12 @@ def test_a_lora_alpha_that_would_train_nothing_is_refused() -> None:
     for alpha in (0, -5):  # alpha / r scales the update: 0 trains nothing, a negative one flips it
         problems = problems_of(minimal_dict(method={"name": "lora", "alpha": alpha}))
         assert problems == [f"method.alpha: expected > 0, got {float(alpha)}"]
+
+
+def test_an_override_given_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(RecipeError, match=r"override 'train.lr=0.1': sets what 'train.lr=-1' set already"):
+        load_recipe(path, ["train.lr=-1", "train.lr=0.1"])
+    with pytest.raises(RecipeError, match=r"override 'train=\{epochs: 1\}': sets what 'train.lr=0.5' set already"):
+        load_recipe(path, ["train.lr=0.5", "train={epochs: 1}"])
+    assert load_recipe(path, ["train.lr=0.5", "train.epochs=1"]).train.epochs == 1.0

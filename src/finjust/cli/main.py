@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: ``section.key=value``: a recipe override
-_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+=")
+#: ``section.key=value`` (or anything ``name=value`` that is no option): a recipe override,
+#: whose mistakes the recipe's override parser names (``train=5``: a section must be a mapping)
+_OVERRIDE = re.compile(r"^[^-=\s][^=\s]*=")
 
 
 def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

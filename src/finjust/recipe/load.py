@@ -123,6 +123,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether one dotted key is the other or inside it (``train`` and ``train.lr``)."""
+    return a[: len(b)] == b or b[: len(a)] == a
+
+
 #: a YAML comment: ``#`` at the start of a value or after a space
 _COMMENT = re.compile(r"(^|\s)#")
 
@@ -130,11 +135,16 @@ _COMMENT = re.compile(r"(^|\s)#")
 def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     result: dict[str, Any] = copy.deepcopy(dict(raw))
     problems: list[str] = []
+    given: dict[tuple[str, ...], str] = {}
     for text in overrides:
         key, sep, value_text = text.partition("=")
         parts = key.strip().split(".")
+        overlap = next((earlier for path, earlier in given.items() if _nested(path, tuple(parts))), None)
+        given[tuple(parts)] = text
         if not sep or not all(parts):
             problems.append(f"override {text!r}: expected section.key=value, e.g. train.lr=1e-4")
+        elif overlap is not None:  # the last would win silently, hiding the first (and its mistakes)
+            problems.append(f"override {text!r}: sets what {overlap!r} set already; give each key once")
         elif parts[0] not in SECTIONS:
             problems.append(f"override {text!r}: unknown section {parts[0]!r}{suggest(parts[0], SECTIONS)}")
         else:
