@@ -178,7 +178,8 @@ def test_a_run_extended_to_more_steps_continues_and_says_so(run, capsys, tiny_re
     )
     assert latest_checkpoint(run / "checkpoints").name == "step-000003"
     uninterrupted = tmp_path / "three"
-    assert main(["train", str(tiny_recipe()), *QUICK, "train.max_steps=3", f"output.dir={uninterrupted}"]) == 0
+    three_steps = [o for o in QUICK if not o.startswith("train.max_steps=")] + ["train.max_steps=3"]
+    assert main(["train", str(tiny_recipe()), *three_steps, f"output.dir={uninterrupted}"]) == 0
     # step 3 at the 3-step schedule's rate, not at the end of the 2-step one's (0 for a cosine)
     assert _train_lines(run)[2]["lr"] == _train_lines(uninterrupted)[2]["lr"] > 0
     _edit_recipe(run, "train", "lr", 0.5)  # the manifest now holds the extended recipe: only lr is named
