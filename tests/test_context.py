@@ -17,8 +17,9 @@ def _recipe(method: dict) -> object:
                              "output": {"dir": "out"}})  # fmt: skip
 
 
-def _model(positions: int) -> object:
-    return SimpleNamespace(config=SimpleNamespace(max_position_embeddings=positions))
+def _model(positions: int, tokenizer_limit: int = int(1e30)) -> object:
+    config = SimpleNamespace(max_position_embeddings=positions)
+    return SimpleNamespace(model=SimpleNamespace(config=config), tokenizer=SimpleNamespace(model_max_length=tokenizer_limit))
 
 
 def test_max_length_is_cut_to_the_positions_left_beside_virtual_tokens():
@@ -34,3 +35,9 @@ def test_max_length_is_cut_to_the_positions_left_beside_virtual_tokens():
                             "method.virtual_tokens 20): examples are cut at 492 tokens")  # fmt: skip
     with pytest.raises(MethodError, match="method.virtual_tokens: 511 leaves no room"):
         fitted_to_model(_recipe({"name": "prompt_tuning", "virtual_tokens": 511}), _model(512), on_event)
+
+
+def test_a_tokenizer_s_own_limit_counts_where_it_is_lower():
+    # RoBERTa's config has 514 positions, two of them reserved; its tokenizer says 512
+    fitted = fitted_to_model(_recipe({"name": "lora"}), _model(514, tokenizer_limit=512), lambda kind, payload: None)
+    assert fitted.data.max_length == 512

@@ -208,7 +208,7 @@ def test_type_and_value_errors_name_key_value_and_expectation() -> None:
         output={"dir": "", "overwrite": "yes"},
     ))
     expected = [
-        "model.name: expected str, got 7 (int)",
+        "model.name: expected str, got 7 (int); YAML read it as that: quote it to keep it as text",
         "model.dtype: expected one of auto, bfloat16, float32, got 'fp16'",
         "train.epochs: expected float, got 'three' (str)",
         "train.batch_size: expected int, got True (bool)",
@@ -466,3 +466,15 @@ def test_an_override_given_twice_is_refused_not_silently_replaced(tmp_path: Path
     with pytest.raises(RecipeError, match=r"override 'train=\{epochs: 1\}': sets what 'train.lr=0.5' set already"):
         load_recipe(path, ["train.lr=0.5", "train={epochs: 1}"])
     assert load_recipe(path, ["train.lr=0.5", "train.epochs=1"]).train.epochs == 1.0
+
+
+def test_text_that_yaml_reads_as_another_type_gets_a_quoting_hint(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, ["data.system_prompt=Note: be brief", "output.dir=2024-01-01", "train.lr=yes"])
+    problems = info.value.problems
+    assert "data.system_prompt: expected str or null, got {'Note': 'be brief'} (dict); YAML read it as that: " \
+           "quote it to keep it as text" in problems
+    assert any(p.startswith("output.dir: expected str, got datetime.date(2024, 1, 1)") and "quote it" in p
+               for p in problems)  # fmt: skip
+    assert "train.lr: expected float or null, got True (bool)" in problems  # a number field: no quoting hint

@@ -103,7 +103,7 @@ def evaluate_run(
     run = open_run(run_dir)
     folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
-    recipe = fitted_to_model(recipe, loaded.model, on_event)
+    recipe = fitted_to_model(recipe, loaded, on_event)
     autocast = compute_dtype(recipe, loaded)
     base = score_base(recipe, loaded, test, autocast, on_event)
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})

@@ -126,7 +126,8 @@ def _build_dataclass(cls: type, prefix: str, raw: Mapping[str, Any], problems: l
             continue
         ok, value = _coerce(raw[name], hints[name])
         if not ok:
-            problems.append(f"{key}: expected {describe_type(hints[name])}, got {shown(raw[name])}")
+            problems.append(f"{key}: expected {describe_type(hints[name])}, got {shown(raw[name])}"
+                            f"{_quote_hint(raw[name], hints[name])}")  # fmt: skip
             continue
         expected = _check_value(value, info.metadata)
         if expected:
@@ -238,6 +239,14 @@ def _report_unknown(prefix: str, raw: Mapping[Any, Any], valid: Sequence[str], p
 def suggest(name: str, valid: Sequence[str] | Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _quote_hint(value: Any, hint: Any) -> str:
+    """Where text was expected and YAML read the value as something else (``Note: be brief`` as a
+    mapping, ``yes`` as true, ``2024-01-01`` as a date): how to keep it text."""
+    if value is None or isinstance(value, (str, list)) or not _coerce("text", hint)[0]:
+        return ""
+    return "; YAML read it as that: quote it to keep it as text"
 
 
 def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:

@@ -67,7 +67,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     torch.manual_seed(recipe.train.seed)  # the new head's initial weights are part of the seeded run
     loaded = load_classifier(recipe.model.name, labels.id2label, training_dtype(recipe, method), recipe.model.device)
     check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
-    recipe = fitted_to_model(recipe, loaded.model, on_event)
+    recipe = fitted_to_model(recipe, loaded, on_event)
     run = dataclasses.replace(run, recipe=recipe)
     autocast = compute_dtype(recipe, loaded)
     batcher = LabelBatcher(int(loaded.tokenizer.pad_token_id))

@@ -20,24 +20,30 @@ from finjust.errors import MethodError
 from finjust.recipe import Recipe
 
 
-def model_positions(model: nn.Module) -> int | None:
-    """How many positions ``model`` takes, where its config says."""
+#: tokenizers without a limit of their own report a huge ``model_max_length`` (1e30)
+_NO_LIMIT = 10**7
+
+
+def model_positions(model: nn.Module, tokenizer: Any = None) -> int | None:
+    """How many positions ``model`` takes, where its config (or its tokenizer: RoBERTa's config
+    says 514, two of them reserved) says; the smaller where both do."""
     config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    found = [value for name in ("max_position_embeddings", "n_positions")
+             if isinstance(value := getattr(config, name, None), int) and value > 0][:1]  # fmt: skip
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
+        found.append(limit)
+    return min(found) if found else None
 
 
-def fitted_to_model(recipe: Recipe, model: nn.Module, on_event: Callable[[str, dict[str, Any]], None]) -> Recipe:
-    """``recipe`` with ``data.max_length`` lowered to what ``model`` takes (less the method's
-    virtual tokens), with a warning where it was more.
+def fitted_to_model(recipe: Recipe, loaded: Any, on_event: Callable[[str, dict[str, Any]], None]) -> Recipe:
+    """``recipe`` with ``data.max_length`` lowered to what the loaded model (``.model`` and
+    ``.tokenizer``) takes, less the method's virtual tokens, with a warning where it was more.
 
     Raises:
         MethodError: the virtual tokens alone fill the model's positions.
     """
-    positions = model_positions(model)
+    positions = model_positions(loaded.model, getattr(loaded, "tokenizer", None))
     if positions is None:
         return recipe
     virtual = getattr(recipe.method.options, "virtual_tokens", 0) or 0

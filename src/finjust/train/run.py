@@ -146,7 +146,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
-    recipe = fitted_to_model(recipe, loaded.model, on_event)
+    recipe = fitted_to_model(recipe, loaded, on_event)
     autocast = compute_dtype(recipe, loaded)
     test = test_examples(recipe, data)
     base = _base_scores(recipe, loaded, test, folder, autocast, on_event)
