@@ -238,6 +238,18 @@ def test_full_fine_tuning_saves_a_classifier_with_its_labels(classification_reci
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 
 
+def test_a_resume_refuses_damaged_base_scores_naming_them(classification_recipe, capsys):
+    # the generative trainer's check, which the classifier's read without (a traceback, or an empty scorecard)
+    recipe = classification_recipe(train={"max_steps": 1})
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    (run / "scorecard.json").unlink()
+    (run / "base_scores.json").write_text('{"metrics": {}, "answers": [], "items": {}}')
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"{run / 'base_scores.json'} is damaged" in capsys.readouterr().err
+
+
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(classification_recipe, tmp_path):
     settings = ["train.scheduler=constant", "train.warmup_ratio=0", "train.save_every=1", "train.eval_every=2"]
     recipe = classification_recipe(train={"max_steps": 6})

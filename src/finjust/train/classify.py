@@ -9,7 +9,6 @@ applies: peft methods train and save the head through ``modules_to_save`` (task 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.context import fitted_to_model
-from finjust.train.run import RunContext, compute_dtype, test_examples, training_dtype
+from finjust.train.run import RunContext, compute_dtype, saved_base_scores, test_examples, training_dtype
 
 #: examples per forward pass when scoring and validating
 EVAL_BATCH = 32
@@ -112,13 +111,12 @@ def _base_scores(
     autocast: torch.dtype | None,
 ) -> ModelScores:  # fmt: skip
     """The untrained head's scores (chance level), once; a resumed run reads the saved ones."""
-    path = run.folder.base_scores
-    if path.is_file():
-        return ModelScores.from_json(json.loads(path.read_text()))
+    if (saved := saved_base_scores(run.folder, len(items))) is not None:
+        return saved
     run.on_event("phase", {"text": f"scoring the base model (untrained head) on {len(items)} test examples"})
     loaded.model.eval()
     scores = score_classifier(loaded.model, items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
-    atomic.write_json(path, scores.to_json())
+    atomic.write_json(run.folder.base_scores, scores.to_json())
     return scores
 
 

@@ -275,17 +275,28 @@ def _base_scores(
     autocast: torch.dtype | None, on_event: EventHandler,
 ) -> ModelScores:  # fmt: skip
     """Score the pretrained model once; a resumed run reads the saved result."""
-    if folder.base_scores.is_file():
-        try:
-            saved = ModelScores.from_json(json.loads(folder.base_scores.read_text()))
-            _require_scores_of(saved, len(test))
-            return saved
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); delete it and "
-                                  "resume: the base model is scored again") from exc  # fmt: skip
+    if (saved := saved_base_scores(folder, len(test))) is not None:
+        return saved
     scores = score_base(recipe, loaded, test, autocast, on_event)
     atomic.write_json(folder.base_scores, scores.to_json())
     return scores
+
+
+def saved_base_scores(folder: RunFolder, examples: int) -> ModelScores | None:
+    """The base scores an interrupted run saved (None before it saved them), for ``examples`` test examples.
+
+    Raises:
+        CheckpointError: the file is damaged or holds scores of another test split.
+    """
+    if not folder.base_scores.is_file():
+        return None
+    try:
+        saved = ModelScores.from_json(json.loads(folder.base_scores.read_text()))
+        _require_scores_of(saved, examples)
+        return saved
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); delete it and "
+                              "resume: the base model is scored again") from exc  # fmt: skip
 
 
 def _require_scores_of(scores: ModelScores, examples: int) -> None:
