@@ -93,7 +93,7 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 @pytest.mark.parametrize(("name", "content", "named"), [
     ("scorecard.json", b"[]", "holds list, not the JSON object"),
-    ("scorecard.json", b'{"base": \xe9}', "is not valid JSON"),
+    ("scorecard.json", b'{"base": \xe9}', "is unreadable ("),
     ("compare.json", b"[1]", "holds list, not the JSON object"),
     ("scorecard.json", b'{"answers": [{"tuned": "x"}]}', "does not hold what finjust writes there (KeyError"),
     ("metrics.jsonl", b'{"type": "train", "loss": 1.0}\n', "does not hold what finjust writes there (KeyError"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.context import fitted_to_model
 from finjust.train.resume_checks import read_manifest
-from finjust.train.run import RunFolder, compute_dtype, score_base, score_tuned, test_examples, training_dtype
+from finjust.train.run import RunFolder, compute_dtype, read_saved_object, score_base, score_tuned, test_examples, training_dtype
 
 
 @dataclass
@@ -116,13 +115,6 @@ def evaluate_run(
 
 def _training_facts(path: Path) -> dict[str, Any]:
     """What only training knows (best step, why it stopped), kept from the run's scorecard."""
-    if not path.is_file():
-        return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(saved, dict):
-            raise ValueError(f"expected a JSON object, got {type(saved).__name__}")
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable ({exc}): scoring again keeps its best step and stop reason; "
-                              "restore it, or delete it to score without them") from exc  # fmt: skip
+    saved = read_saved_object(path, "scoring again keeps its best step and stop reason; restore it, or delete it "
+                                    "to score without them") or {}  # fmt: skip
     return {k: saved[k] for k in ("best_step", "stopped_early", "stop_reason") if k in saved}

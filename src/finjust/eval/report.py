@@ -8,7 +8,6 @@ of base and tuned side by side. Figures are embedded PNGs; all text is HTML-esca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from finjust.eval.compare import describe_one_off
 from finjust.eval.html import Cell, Markup, image, number, page, paragraph, section, table
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
-from finjust.train.run import RunFolder
+from finjust.train.run import RunFolder, read_saved_object
 
 @dataclass
 class RunRecord:
@@ -44,16 +43,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # not JSON, or not UTF-8
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); run the step that writes it again") from exc
-    if saved is not None and not isinstance(saved, dict):
-        raise CheckpointError(f"{path} holds {type(saved).__name__}, not the JSON object finjust writes there; "
-                              "run the step that writes it again")  # fmt: skip
-    return saved
+    return read_saved_object(path, "run the step that writes it again")
 
 
 Builder = Callable[[RunRecord, int], Markup | None]
