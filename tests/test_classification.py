@@ -349,6 +349,15 @@ def test_a_classifier_export_without_its_trained_files_says_which(classification
     assert f"{run} has no trained adapter/ yet; finish or resume the run" in capsys.readouterr().err
 
 
+def test_a_classifier_export_into_its_trained_adapter_is_refused(classification_recipe, capsys):
+    recipe = classification_recipe(train={"max_steps": 1})
+    assert main(["train", str(recipe)]) == 0
+    run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    assert main(["export", str(run), "--format", "onnx", "--out", str(run / "adapter" / "onnx")]) == 2
+    assert "would hold or sit inside the run's trained artifact" in capsys.readouterr().err
+    assert not (run / "adapter" / "onnx").exists()
+
+
 @pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
 def test_recomputed_classifier_steps_train_as_stored_ones(model_fixture, request, classification_recipe, tmp_path):
     model = {"name": str(request.getfixturevalue(model_fixture)), "dtype": "float32"}

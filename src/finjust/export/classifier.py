@@ -23,6 +23,7 @@ from finjust.data.prepare import prepare_data
 from finjust.errors import ExportError
 from finjust.export.onnx_format import GRAPH, open_session, trace_to_onnx
 from finjust.export.registry import RESULT_FILE
+from finjust.export.target import refuse_artifact_folder
 from finjust.methods.registry import get_method, load_trained
 from finjust.models.classifier import load_classifier
 from finjust.objectives.classification import LABELS_FILE, LabelMap, tokenize_labelled
@@ -61,6 +62,7 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
         raise ExportError(f"method {method.name!r} cannot be merged into the base weights")
     if not folder.artifact(method).is_dir():
         raise ExportError(f"{folder.root} has no trained {method.artifact_dir}/ yet; finish or resume the run")
+    refuse_artifact_folder(target, folder.artifact(method))
     labels = _saved_labels(folder.root / LABELS_FILE)
     reference = _trained(recipe, method, folder, labels)
     merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()

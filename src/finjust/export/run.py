@@ -24,6 +24,7 @@ from finjust.export.parity import ParityReport, check_parity
 from finjust.export.registry import RESULT_FILE, ExportFormat, ParityThresholds, get_format
 from finjust.export.runtimes import TorchRuntime
 from finjust.export.source import ExportSource, open_source
+from finjust.export.target import refuse_artifact_folder, refuse_foreign_folder
 from finjust.train.run import RunFolder
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -61,7 +62,7 @@ def export_run(
             raise ExportError("--quant does not apply to a classification run's onnx export")
         target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
         with folder_lock(target):
-            _refuse_foreign_folder(target)
+            refuse_foreign_folder(target)
             return export_classifier_run(os.path.abspath(run_dir), format_name, target, prompts)
     fmt = get_format(format_name)
     quant = _check_quant(fmt, quant)
@@ -71,12 +72,12 @@ def export_run(
         source.merged()  # raises early, naming the method, when it cannot merge
     # absolute: export.json's paths and load commands must hold from any working folder
     target = Path(os.path.abspath(Path(out) if out else source.run.folder.root / "export" / _label(fmt, quant)))
-    _refuse_artifact_folder(target, source.run.artifact)
+    refuse_artifact_folder(target, source.run.artifact)
     thresholds = fmt.thresholds(quant)
     if min_agreement is not None:
         thresholds = dataclasses.replace(thresholds, min_agreement=min_agreement)
     with folder_lock(target):
-        _refuse_foreign_folder(target)
+        refuse_foreign_folder(target)
         return _write_checked(fmt, quant, source, target, thresholds, on_event)
 
 
@@ -114,21 +115,6 @@ def _check_quant(fmt: ExportFormat, quant: str | None) -> str | None:
     if quant not in fmt.quant_choices:
         raise ExportError(f"--quant {quant!r} is not a {fmt.name} type; choose one of {', '.join(fmt.quant_choices)}")
     return quant
-
-
-def _refuse_foreign_folder(target: Path) -> None:
-    """An export replaces its own earlier output, never a folder that holds something else."""
-    if target.exists() and any(target.iterdir()) and not (target / RESULT_FILE).is_file():
-        raise ExportError(f"{target} exists and is not a finjust export (no {RESULT_FILE}); choose another --out")
-
-
-def _refuse_artifact_folder(target: Path, artifact: Path) -> None:
-    """An export never goes into the trained artifact it is made from (an adapter export there
-    copied its own temp folder into itself), nor around it."""
-    target, artifact = Path(os.path.abspath(target)), Path(os.path.abspath(artifact))
-    if target == artifact or artifact in target.parents or target in artifact.parents:
-        raise ExportError(f"--out {target} would hold or sit inside the run's trained artifact {artifact}; "
-                          "choose a folder outside it")
 
 
 def _parity(fmt: ExportFormat, source: ExportSource, folder: Path, thresholds: ParityThresholds) -> ParityReport:

@@ -1,0 +1,24 @@
+"""Where an export may write: its own earlier output, or a new folder outside the trained artifact."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from finjust.errors import ExportError
+from finjust.export.registry import RESULT_FILE
+
+
+def refuse_foreign_folder(target: Path) -> None:
+    """An export replaces its own earlier output, never a folder that holds something else."""
+    if target.exists() and any(target.iterdir()) and not (target / RESULT_FILE).is_file():
+        raise ExportError(f"{target} exists and is not a finjust export (no {RESULT_FILE}); choose another --out")
+
+
+def refuse_artifact_folder(target: Path, artifact: Path) -> None:
+    """An export never goes into the trained artifact it is made from (an adapter export there
+    copied its own temp folder into itself), nor around it."""
+    target, artifact = Path(os.path.abspath(target)), Path(os.path.abspath(artifact))
+    if target == artifact or artifact in target.parents or target in artifact.parents:
+        raise ExportError(f"--out {target} would hold or sit inside the run's trained artifact {artifact}; "
+                          "choose a folder outside it")
