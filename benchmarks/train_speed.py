@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -173,12 +174,12 @@ def _summary(seconds: list[float], lengths: list[list[int]], losses: list[float]
     }
 
 
-def bf16_matmul_peak(size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
-    """GFLOP/s of a square bf16 matmul, the best of ``trials``: the ceiling model FLOPs
-    utilisation is measured against (one trial alone moved by +-5% between runs)."""
+def bf16_matmul_peak(size: int = 2048, repeats: int = 10, trials: int = 5, dtype: str = "bfloat16") -> float:
+    """GFLOP/s of a square bf16 (or ``dtype``) matmul, the best of ``trials``: the ceiling model
+    FLOPs utilisation is measured against (one trial alone moved by +-5% between runs)."""
     import torch
 
-    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
     for _ in range(3):
         a @ b
     best = float("inf")
@@ -188,6 +189,17 @@ def bf16_matmul_peak(size: int = 2048, repeats: int = 10, trials: int = 5) -> fl
             a @ b
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 * repeats / best / 1e9
+
+
+def describe_machine() -> dict[str, Any]:
+    """What the figures depend on: the CPU, the threads, what multiplies bf16 (AMX tiles make
+    bf16 ~10x fp32, AVX512-BF16 ~2x), and the fp32 matmul peak (baseline A's ceiling)."""
+    import torch
+
+    unit = ("AMX" if torch.cpu._is_amx_tile_supported()
+            else "AVX512-BF16" if torch.cpu._is_avx512_bf16_supported() else "no native bf16")  # fmt: skip
+    return {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "bf16_unit": unit,
+            "fp32_matmul_peak_gflops": bf16_matmul_peak(dtype="float32")}  # fmt: skip
 
 
 HIDDEN, LAYERS, INTERMEDIATE, KV_DIM, VOCAB, RANK = 576, 30, 1536, 192, 49152, 16
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_run_variant(args.variant, args.steps, args.warmup)))
         return 0
     results, peak = _measure(args.rounds, args.steps, args.warmup)
-    report = _report(results, peak)
+    report = {**_report(results, peak), "machine": describe_machine()}
     print(_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -308,7 +320,8 @@ def _report(results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
 
 
 def _table(report: dict[str, Any]) -> str:
-    lines = [f"{'variant':<18}{'tok/s':>7}{'s/step':>8}{'1st step s':>11}{'peak GB':>9}{'loss':>7}"
+    lines = [_machine_line(report["machine"])] if "machine" in report else []
+    lines += [f"{'variant':<18}{'tok/s':>7}{'s/step':>8}{'1st step s':>11}{'peak GB':>9}{'loss':>7}"
              f"{'gap to B':>9}{'MFU':>7}  malloc"]  # fmt: skip
     for name, r in report["variants"].items():
         lines.append(f"{name:<18}{r['real_tokens_per_second']:>7.0f}{r['seconds_per_step']:>8.2f}"
@@ -328,6 +341,18 @@ def _table(report: dict[str, Any]) -> str:
         lines.append("each variant's median of its rounds, which ran at (tokens/s): " + "; ".join(
             f"{name} {'/'.join(f'{s:.0f}' for s in speeds)}" for name, speeds in rounds.items()))  # fmt: skip
     return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []  # fmt: skip
+    return names[0] if names else platform.processor() or "unknown"
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    return (f"machine: {machine['cpu']}, {machine['threads']} threads, bf16 by {machine['bf16_unit']}, "
+            f"fp32 matmul peak {machine['fp32_matmul_peak_gflops']:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

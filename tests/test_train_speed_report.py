@@ -100,3 +100,12 @@ def test_rounds_report_each_variant_s_median_run(train_speed, monkeypatch):
 def test_an_even_count_of_rounds_reports_the_slower_middle_run(train_speed):
     runs = [_result(speed, 1.0, [3.0]) for speed in (400.0, 100.0, 300.0, 200.0)]
     assert train_speed._median_run(runs)["real_tokens_per_second"] == 200.0
+
+
+def test_the_table_names_the_machine_it_ran_on(train_speed):
+    results = {name: _result(100.0, 1.0, [3.0]) for name in ("a", "b", "finjust", "finjust-compiled")}
+    machine = {"cpu": "AMD EPYC", "threads": 2, "bf16_unit": "AVX512-BF16", "fp32_matmul_peak_gflops": 185.4}
+    table = train_speed._table({**train_speed._report(results, 1000.0), "machine": machine})
+    assert table.splitlines()[0] == "machine: AMD EPYC, 2 threads, bf16 by AVX512-BF16, fp32 matmul peak 185 GFLOP/s"
+    described = train_speed.describe_machine()
+    assert described["threads"] >= 1 and described["fp32_matmul_peak_gflops"] > 0 and described["cpu"]
