@@ -106,3 +106,44 @@ def test_rows_with_filler_give_the_padded_gradients(model, tiny_tokens):
     got_grads, expected_grads = loss_and_grads(model, rows)[2], loss_and_grads(model, pad(examples))[2]
     for got, expected in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _tiny_alibi_model(family: str):
+    """A tiny Bloom or MPT: attention code of their own (ALiBi) that ignores position ids."""
+    from transformers import AutoConfig
+
+    sizes = {"bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
+             "mpt": {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 512}}[family]  # fmt: skip
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, vocab_size=300, **sizes)).eval()
+
+
+@pytest.mark.parametrize("family", ["bloom", "mpt"])
+def test_models_that_ignore_position_ids_get_their_packed_examples_apart(family):
+    from finjust.models.segment_attention import separates_packed_examples
+    from finjust.objectives.sft import example_losses
+
+    model = _tiny_alibi_model(family)
+    assert not separates_packed_examples(model)
+    first, changed, second = ([(7 * i + k) % 290 + 3 for i in range(20)] for k in range(3))
+    batches = [[pack([TokenizedExample(head, head), TokenizedExample(second, second)])]
+               for head in (first, changed)]  # fmt: skip
+    items = [example_losses(model, b, torch.device("cpu"), None) for b in batches]
+    assert items[0][1] == pytest.approx(items[1][1], abs=1e-6)  # the second example's loss, whatever the first
+    alone = example_losses(model, [pack([TokenizedExample(second, second)])], torch.device("cpu"), None)
+    assert items[0][1] == pytest.approx(alone[0], rel=1e-5)
+
+
+def test_unpacked_rows_keep_each_segment_s_index_and_targets(tiny_tokens):
+    from finjust.objectives.sft import pad, unpacked
+
+    examples = tiny_tokens[:7]
+    rows = pack(examples, row_tokens=60)
+    padded = unpacked(rows)
+    assert padded.input_ids.shape[0] == int((rows.position_ids == 0).sum())  # fillers are rows too
+    assert padded.trained_tokens == rows.trained_tokens and padded.real_tokens == rows.input_ids.numel()
+    by_ids = {tuple(r[m.bool()].tolist()): l[m.bool()][1:].tolist() for r, m, l in zip(
+        padded.input_ids, padded.attention_mask, padded.labels)}  # fmt: skip
+    reference = pad(examples)
+    for ids, mask, labels in zip(reference.input_ids, reference.attention_mask, reference.labels):
+        assert by_ids[tuple(ids[mask.bool()].tolist())] == labels[mask.bool()][1:].tolist()

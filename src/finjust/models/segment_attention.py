@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface
+from transformers import AttentionInterface, PreTrainedModel
 
 from finjust.models.shapes import round_up
 
@@ -72,6 +72,19 @@ def segment_layout(position_ids: torch.Tensor, filler: torch.Tensor | None = Non
     scatter = torch.zeros(flat.numel(), dtype=torch.long, device=flat.device)
     scatter[tokens] = slots
     return SegmentLayout(gather, scatter, len(starts), longest)
+
+
+def separates_packed_examples(model: nn.Module) -> bool:
+    """True when examples packed into one row cannot attend to each other in ``model``.
+
+    Models whose attention goes through transformers' attention interface mask (or, here,
+    split) a packed row where its position ids restart. Models with attention code of their
+    own, such as Bloom and MPT (ALiBi), ignore position ids: a packed row would be one long
+    sequence, each example seeing the ones before it (measured: another example's loss moved
+    by 0.04 on a tiny MPT). Their batches are padded instead.
+    """
+    found = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    return found is not None and bool(type(found)._supports_attention_backend)
 
 
 def supports_segments(model: nn.Module) -> bool:

@@ -26,7 +26,12 @@ from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
 from finjust.models.load import autocast
-from finjust.models.segment_attention import segment_attention, segment_layout, supports_segments
+from finjust.models.segment_attention import (
+    segment_attention,
+    segment_layout,
+    separates_packed_examples,
+    supports_segments,
+)
 from finjust.models.shapes import round_up
 from finjust.objectives.linear_ce import linear_cross_entropy
 
@@ -169,6 +174,22 @@ def _pack_row(row: Sequence[TokenizedExample], width: int) -> tuple[list[int], l
     return ids + [0] * filler, positions + list(range(filler)), targets + [IGNORE_INDEX] * filler
 
 
+def unpacked(batch: PackedBatch) -> PaddedBatch:
+    """The packed segments one per row, right-padded, in segment order (the filler segments
+    too, trained on nothing): row i is segment i, so per-example indices stay the same."""
+    ids, targets = batch.input_ids.flatten(), batch.targets.flatten()
+    starts = [*torch.nonzero(batch.position_ids.flatten() == 0).flatten().tolist(), ids.numel()]
+    spans = list(zip(starts, starts[1:]))
+    width = max(end - start for start, end in spans)
+    padded = PaddedBatch(ids.new_zeros((len(spans), width)), ids.new_zeros((len(spans), width)),
+                         ids.new_full((len(spans), width), IGNORE_INDEX))  # fmt: skip
+    for row, (start, end) in enumerate(spans):
+        padded.input_ids[row, : end - start] = ids[start:end]
+        padded.attention_mask[row, : end - start] = 1
+        padded.labels[row, 1 : end - start] = targets[start : end - 1]  # targets are labels shifted left
+    return padded
+
+
 def batch_loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the batch's trained tokens, and their count."""
     losses, _ = token_losses(model, batch)
@@ -177,6 +198,8 @@ def batch_loss_sum(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
 
 def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of every trained token, and the index of the example it belongs to."""
+    if isinstance(batch, PackedBatch) and not separates_packed_examples(model):
+        batch = unpacked(batch)
     if isinstance(batch, PaddedBatch):
         return _padded_token_losses(model, batch)
     keep = batch.targets != IGNORE_INDEX
