@@ -56,3 +56,29 @@ def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_
 def test_auto_compiles_only_long_cpu_runs(setting, steps, expected):
     assert compile_mod.should_compile(setting, torch.device("cpu"), steps) is expected
     assert compile_mod.should_compile(None, torch.device("cuda"), 10_000) is False
+
+
+def test_auto_does_not_compile_without_the_python_headers(monkeypatch, tmp_path):
+    monkeypatch.setattr(compile_mod.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})  # no Python.h there
+    assert compile_mod.has_cpp_compiler() is False
+    assert compile_mod.should_compile(None, torch.device("cpu"), 10_000) is False
+
+
+@pytest.mark.parametrize("setting", [True, None])
+def test_a_kernel_build_failure_is_one_error_that_says_how_to_train(monkeypatch, tiny_model_dir, tiny_tokens,
+                                                                    tmp_path, setting):  # fmt: skip
+    from torch._inductor.exc import CppCompileError, InductorError
+
+    from finjust.errors import CompileError
+
+    def failing_build(*args, **kwargs):
+        raise InductorError(CppCompileError(["g++"], "k.cpp:1:10: fatal error: Python.h: No such file"), None)
+
+    monkeypatch.setattr("finjust.train.loop.compiled_forwards", lambda model: dict.fromkeys(
+        repeated_blocks(model), failing_build))  # fmt: skip
+    monkeypatch.setattr("finjust.train.loop.should_compile", lambda *args: True)
+    with pytest.raises(CompileError) as raised:
+        _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=setting)
+    message = str(raised.value)
+    assert message.startswith("train.compile: true" if setting else 'train.compile "auto"')
+    assert "fatal error: Python.h" in message and "train.compile: false" in message and "\n" not in message

@@ -84,6 +84,10 @@ class FolderBusyError(FinjustError):
     """An output folder (a run, an export) another finjust process is working in."""
 
 
+class CompileError(FinjustError):
+    """``train.compile`` asked for compiled steps and torch.compile cannot build them on this machine."""
+
+
 class SettingError(FinjustError):
     """An environment variable finjust reads, set to a value it cannot use."""
 

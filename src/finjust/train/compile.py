@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import sysconfig
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch._dynamo.exc import BackendCompilerFailed
+
+from finjust.errors import CompileError
 
 from finjust.models.forward_swap import repeated_blocks
 
@@ -42,11 +48,36 @@ def should_compile(setting: bool | None, device: torch.device, total_steps: int)
 
 
 def has_cpp_compiler() -> bool:
-    """Inductor's CPU backend builds C++: without a compiler, compiling fails at the first step."""
-    return shutil.which(os.environ.get("CXX", "g++")) is not None
+    """Inductor's CPU backend builds C++ that includes Python.h: without a compiler, or without
+    the Python headers (a system Python lacking python3-dev), compiling fails at the first step."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return shutil.which(os.environ.get("CXX", "g++")) is not None and headers.is_file()
+
+
+@contextmanager
+def explained_build_failures(compiling: bool, setting: bool | None) -> Iterator[None]:
+    """Turn inductor failing to build its kernels (a traceback of 100+ lines) into one CompileError."""
+    try:
+        yield
+    except BackendCompilerFailed as exc:  # InductorError among them
+        if not compiling:
+            raise
+        asked = "train.compile: true" if setting else f"train.compile \"auto\" (runs of {AUTO_MIN_STEPS}+ steps)"
+        raise CompileError(f"{asked}: torch.compile could not build its kernels here ({_cause(exc)}); set "
+                           "train.compile: false to train eagerly, or install a C++ compiler and the Python "
+                           "headers (Debian: g++ python3-dev)") from exc  # fmt: skip
 
 
 def compiled_forwards(model: nn.Module) -> dict[nn.Module, Callable[..., Any]]:
     """A compiled forward for each of the model's repeated blocks (all one graph: dynamic shapes),
     for the loop to swap in around each training step."""
     return {block: torch.compile(block.forward, dynamic=True) for block in repeated_blocks(model)}
+
+
+def _cause(failure: BackendCompilerFailed) -> str:
+    """The failure's first line, and the compiler's first error line where it is a C++ build."""
+    head = next((line.strip() for line in str(failure).splitlines() if line.strip()), type(failure).__name__)
+    output = str(getattr(getattr(failure, "inner_exception", None), "output", ""))
+    detail = next((line.strip() for line in output.splitlines() if "error" in line.lower()), "")
+    return (f"{head}: {detail}" if detail else head)[:300]
+

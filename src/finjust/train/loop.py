@@ -29,7 +29,7 @@ from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import (
     LoopState, latest_checkpoint, recover_interrupted_saves, restore_checkpoint, save_checkpoint,
 )
-from finjust.train.compile import compiled_forwards, should_compile
+from finjust.train.compile import compiled_forwards, explained_build_failures, should_compile
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
 from finjust.train.recompute import recomputing, should_recompute
@@ -97,7 +97,8 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
                                    "or data.validation)"})  # fmt: skip
     compiled = _compiled_forwards(model, setup, plan)
     model.train()
-    with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, bool(compiled)):
+    with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, bool(compiled)), \
+            explained_build_failures(bool(compiled), setup.cfg.compile):
         blocks = _recomputing_forwards(model, compiled) if should_recompute(model, setup, plan) else compiled
         while state.step < plan.total_steps and not state.stopped_early:
             with swapped_forwards(blocks, blocks.get):
