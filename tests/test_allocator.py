@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,9 +44,41 @@ def test_a_path_that_is_not_a_file_is_refused_with_the_variable_named(tmp_path):
         allocator.find({"FINJUST_ALLOCATOR": str(tmp_path / "missing.so")})
 
 
+def test_a_file_that_is_no_library_or_holds_a_separator_is_refused(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(SettingError, match="notes.txt: not a shared library"):
+        allocator.find({"FINJUST_ALLOCATOR": str(text)})
+    spaced = tmp_path / "my libs" / "libtcmalloc.so.4"
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"\x7fELF")
+    with pytest.raises(SettingError, match="LD_PRELOAD splits paths at spaces and colons"):
+        allocator.find({"FINJUST_ALLOCATOR": str(spaced)})
+
+
+def test_a_venv_library_ld_preload_cannot_hold_is_passed_over_and_the_log_says_why(monkeypatch, tmp_path):
+    venv = tmp_path / "my venv"
+    venv.mkdir()
+    (venv / "libtcmalloc_minimal.so.4").write_bytes(b"\x7fELF")
+    monkeypatch.setattr(allocator, "BUNDLED", venv)
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", {"jemalloc": "libjemalloc.so.2"}.get)
+    assert str(allocator.find({})) == "libjemalloc.so.2"  # the system's, by its soname
+    monkeypatch.setattr(allocator, "active", lambda: None)
+    assert "libtcmalloc_minimal.so.4 cannot be preloaded from a path with a space" in allocator.describe({})
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("", "libtcmalloc_minimal.so.4"), (" Auto ", "libtcmalloc_minimal.so.4"),
+                                                   ("jemalloc", "libjemalloc.so.2"), ("GLIBC", None)])  # fmt: skip
+def test_the_setting_s_words_are_read_as_written_by_people(monkeypatch, setting, expected):
+    monkeypatch.setattr(allocator, "BUNDLED", Path("/nonexistent"))
+    monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: f"lib{name}.so.{4 if 'tc' in name else 2}")
+    found = allocator.find({"FINJUST_ALLOCATOR": setting})
+    assert (found and str(found)) == expected
+
+
 def test_the_relaunch_environment_preloads_the_library_once(tmp_path):
     library = tmp_path / "libtcmalloc.so.4"
-    library.write_bytes(b"")
+    library.write_bytes(b"\x7fELF")
     environment = allocator.relaunch_environment({"FINJUST_ALLOCATOR": str(library), "LD_PRELOAD": "libother.so"})
     if allocator.active() is not None:
         pytest.skip("this test process already runs a fast allocator")

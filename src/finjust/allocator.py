@@ -10,7 +10,7 @@ compiled steps 731 -> 837 tokens/s, the Trainer's bf16 baseline 288 -> 341.
 An allocator can only be chosen before a process starts (``LD_PRELOAD``), so the CLI starts
 itself once more with the library preloaded (:func:`relaunch_environment`, called before
 torch is imported). ``FINJUST_ALLOCATOR`` chooses: ``auto`` (default) the first library
-found, ``glibc`` none, or a library's path.
+found, ``tcmalloc`` or ``jemalloc`` the first of that kind, ``glibc`` none, or a library's path.
 
 Where the library comes from: ``make`` puts Debian's ``libtcmalloc-minimal4`` into the
 virtual environment (``scripts/fetch-tcmalloc.sh``) where apt can download it; otherwise the
@@ -47,23 +47,43 @@ def active() -> str | None:
 
 
 def find(environ: Mapping[str, str] = os.environ) -> Path | None:
-    """The library ``FINJUST_ALLOCATOR`` asks for: a path, none ("glibc"), or ("auto") the
-    first of :data:`LIBRARIES` in the virtual environment or the system."""
-    setting = environ.get(SETTING, "auto")
-    if setting == "glibc":
+    """The library ``FINJUST_ALLOCATOR`` asks for: a path, none ("glibc"), or ("auto", the
+    default; or "tcmalloc", "jemalloc") the first of :data:`LIBRARIES` of that kind in the
+    virtual environment or the system that ``LD_PRELOAD`` can hold."""
+    setting = environ.get(SETTING, "").strip() or "auto"
+    word = setting.lower()
+    if word == "glibc":
         return None
-    if setting != "auto":
-        path = Path(setting)
-        if not path.is_file():
-            raise SettingError(f"{SETTING}={setting}: no such file; give a tcmalloc or jemalloc library's "
-                              "path, 'auto' or 'glibc'")  # fmt: skip
-        return path
-    for name in LIBRARIES:
+    if word in ("auto", "tcmalloc", "jemalloc"):
+        return _first_library([name for name in LIBRARIES if word == "auto" or name.startswith(word)])
+    path = Path(setting)
+    problem = "no such file" if not path.is_file() else None if _is_elf(path) else "not a shared library"
+    if problem:
+        raise SettingError(f"{SETTING}={setting}: {problem}; give a tcmalloc or jemalloc library's path, 'auto', "
+                           "'tcmalloc', 'jemalloc' or 'glibc'")  # fmt: skip
+    if not preloadable(path):
+        raise SettingError(f"{SETTING}={setting}: LD_PRELOAD splits paths at spaces and colons, so this one "
+                           "cannot be preloaded; link the library from a path without them")  # fmt: skip
+    return path
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(4) == b"\x7fELF"
+
+
+def preloadable(path: Path) -> bool:
+    """``LD_PRELOAD`` separates its libraries by spaces and colons: a path holding one is cut apart."""
+    return not any(separator in str(path) for separator in " :")
+
+
+def _first_library(names: list[str]) -> Path | None:
+    for name in names:
         bundled = sorted(BUNDLED.glob(f"lib{name}.so*"))
-        if bundled:
+        if bundled and preloadable(bundled[0]):
             return bundled[0]
-    for name in LIBRARIES:
-        if found := ctypes.util.find_library(name):
+    for name in names:
+        if found := ctypes.util.find_library(name):  # a bare soname the dynamic linker finds itself
             return Path(found)
     return None
 
@@ -93,7 +113,12 @@ def describe(environ: Mapping[str, str] = os.environ) -> str:
     name = active()
     if name is not None:
         return f"memory allocator: {name}"
-    if environ.get(SETTING) == "glibc":
+    if environ.get(SETTING, "").strip().lower() == "glibc":
         return f"memory allocator: glibc malloc ({SETTING}=glibc)"
+    unusable = [path for path in sorted(BUNDLED.glob("lib*malloc*.so*")) if not preloadable(path)]
+    if unusable:
+        return (f"memory allocator: glibc malloc (the virtual environment's {unusable[0].name} cannot be preloaded "
+                "from a path with a space or colon: move the environment, or apt install libtcmalloc-minimal4; "
+                f"{SETTING}=glibc silences this)")  # fmt: skip
     return ("memory allocator: glibc malloc (tcmalloc trained ~15% faster here: `make` installs it, "
             f"or apt install libtcmalloc-minimal4; {SETTING}=glibc silences this)")  # fmt: skip
