@@ -94,6 +94,19 @@ def test_switched_off_adapters_take_peft_s_path(tiny_model_dir):
         torch.testing.assert_close(model(input_ids=ids).logits, expected)
 
 
+def test_a_scaling_changed_while_swapped_in_is_the_one_used(tiny_model_dir):
+    from peft.tuners.lora.layer import LoraLayer
+
+    model = _lora_model(tiny_model_dir)
+    ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), lora_addmm_forwards(model):
+        for layer in (m for m in model.modules() if isinstance(m, LoraLayer)):
+            layer.set_scale("default", 3.0)
+        got = model(input_ids=ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(("method", "options"), [("lora", {"dropout": 0.1}), ("dora", {})])
 def test_layers_that_are_not_plain_lora_keep_peft_s_forward(tiny_model_dir, method, options):
     model = _lora_model(tiny_model_dir, method=method, **options)

@@ -78,3 +78,9 @@ def test_a_conversion_removes_temp_folders_that_killed_conversions_abandoned(tmp
     (tmp_path / "m.gguf").write_bytes(b"GGUF weights")
     resolve_model_folder(str(tmp_path / "m.gguf"))
     assert not abandoned.exists() and in_progress.exists()
+
+
+def test_an_empty_finjust_cache_means_the_default_not_the_working_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("FINJUST_CACHE", "")
+    assert load.cache_root() == tmp_path / ".cache" / "finjust"

@@ -90,8 +90,9 @@ ABANDONED_AFTER_SECONDS = 24 * 3600
 
 
 def cache_root() -> Path:
-    """Where converted models are cached: ``$FINJUST_CACHE`` or ``~/.cache/finjust``."""
-    return Path(os.environ.get("FINJUST_CACHE", Path.home() / ".cache" / "finjust"))
+    """Where converted models are cached: ``$FINJUST_CACHE`` or (unset or empty, which would
+    otherwise mean the working folder) ``~/.cache/finjust``."""
+    return Path(os.environ.get("FINJUST_CACHE") or Path.home() / ".cache" / "finjust")
 
 
 def resolve_model_folder(name: str) -> Path:

@@ -53,7 +53,6 @@ def _addmm_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:
     if not plain:
         return None
     a, b, base = module.lora_A[name].weight, module.lora_B[name].weight, module.base_layer
-    scaling = module.scaling[name]
 
     def one_node(x: torch.Tensor, dtype: torch.dtype, autocast: bool) -> bool:
         """Adapter on and unmerged, the base frozen and in the computation's dtype."""
@@ -67,7 +66,8 @@ def _addmm_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:
         if args or kwargs or not one_node(x, dtype, autocast):
             return LoraLinear.forward(module, x, *args, **kwargs)
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
-        out = _FrozenBaseLora.apply(flat, base.weight, base.bias, a, b, scaling)
+        # the scaling read at each call: peft's set_scale / scale_layer change it in place
+        out = _FrozenBaseLora.apply(flat, base.weight, base.bias, a, b, module.scaling[name])
         return out.view(*x.shape[:-1], out.shape[-1])
 
     return forward
