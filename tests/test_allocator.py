@@ -67,8 +67,9 @@ def test_a_venv_library_ld_preload_cannot_hold_is_passed_over_and_the_log_says_w
     assert "libtcmalloc_minimal.so.4 cannot be preloaded from a path with a space" in allocator.describe({})
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("", "libtcmalloc_minimal.so.4"), (" Auto ", "libtcmalloc_minimal.so.4"),
-                                                   ("jemalloc", "libjemalloc.so.2"), ("GLIBC", None)])  # fmt: skip
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("", "libtcmalloc_minimal.so.4"), (" Auto ", "libtcmalloc_minimal.so.4"), ("jemalloc", "libjemalloc.so.2"),
+    ("GLIBC", None)])  # fmt: skip
 def test_the_setting_s_words_are_read_as_written_by_people(monkeypatch, setting, expected):
     monkeypatch.setattr(allocator, "BUNDLED", Path("/nonexistent"))
     monkeypatch.setattr(allocator.ctypes.util, "find_library", lambda name: f"lib{name}.so.{4 if 'tc' in name else 2}")
