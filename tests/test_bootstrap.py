@@ -52,3 +52,41 @@ def test_a_nan_score_has_no_verdict_rather_than_no_change():
     # a diverged run's test loss is NaN: every comparison with NaN is False, which read as "no change"
     result = paired_bootstrap([1.0, 2.0, 3.0], [1.0, float("nan"), 3.0], mean, higher_is_better=False, samples=50)
     assert result.verdict == "undefined (a score is NaN)"
+
+
+def test_a_nan_anywhere_in_the_resamples_leaves_the_verdict_undefined():
+    # sorted() puts NaN anywhere, so the interval's ends could be finite and say "better"
+    from finjust.eval.scorecard import LOSS_METRICS
+
+    base = [(1.0, 10)] * 20
+    for position in range(0, 20, 5):
+        tuned = list(base)
+        tuned[position] = (float("nan"), 10)
+        for seed in range(10):
+            result = paired_bootstrap(base, tuned, LOSS_METRICS["test_loss"], higher_is_better=False, samples=200,
+                                      seed=seed)  # fmt: skip
+            assert result.verdict == "undefined (a score is NaN)"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_a_handful_of_improved_examples_is_not_called_better(n):
+    result = paired_bootstrap([0.0] * n, [1.0] * n, mean)
+    assert result.delta_ci == (1.0, 1.0)  # the bootstrap alone would say "better"
+    assert result.verdict == "no significant change" and result.sign_test_p == pytest.approx(2 / 2**n if n > 1 else 1.0)
+
+
+def test_the_sign_test_is_exact_and_two_sided():
+    from finjust.eval.bootstrap import sign_test
+
+    assert sign_test(0, 0) == 1.0 and sign_test(6, 0) == sign_test(0, 6) == 2 / 64
+    assert sign_test(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert paired_bootstrap([0.0] * 6, [1.0] * 6, mean).verdict == "better"  # p = 0.031
+
+
+def test_a_mean_carried_by_a_few_examples_against_most_is_no_change():
+    # four examples gain a lot, sixteen lose a little: the interval excludes zero upwards, while
+    # the sign test finds a significant majority going down
+    base, tuned = [0.0] * 4 + [0.5] * 16, [1.0] * 4 + [0.49] * 16
+    result = paired_bootstrap(base, tuned, mean)
+    assert result.delta_ci[0] > 0 and result.sign_test_p < 0.05
+    assert result.verdict == "no significant change"

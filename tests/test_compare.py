@@ -92,6 +92,18 @@ def test_a_row_whose_prompts_all_outgrow_the_context_reports_no_loss(trained_run
     assert "n/a" in format_comparison(result)
 
 
+def test_base_and_tuned_rows_score_the_loss_as_the_scorecard_does(tiny_recipe, tmp_path):
+    # data.max_length 36 cuts some test answers off: the scorecard and compare must cut alike
+    settings = ["train.max_steps=2", "eval.retention=false", "data.max_length=36", "data.quality.fail_on=[]"]
+    assert main(["train", str(tiny_recipe()), *settings]) == 0
+    card = json.loads((tmp_path / "run" / "scorecard.json").read_text())
+    assert card["loss_examples"] < card["n_test"]
+    result = compare_run(tmp_path / "run", CompareOptions(rows=["base", "tuned"]))
+    for row in result["rows"]:
+        assert row["metrics"]["test_loss"] == pytest.approx(card[row["name"]]["test_loss"], rel=1e-6)
+        assert row["loss_examples"] == card["loss_examples"]
+
+
 def test_compare_retrieves_from_a_docs_folder(trained_run, tmp_path):
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)

@@ -28,9 +28,11 @@ from finjust.eval.retrieval import (
     DEFAULT_ENCODER, Document, Encoder, Retriever, documents_from_examples, documents_from_folder, encoder_folder,
     load_encoder,
 )  # fmt: skip
-from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, score_model
+from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, loss_examples, score_model
 from finjust.models.load import LoadedModel, load_model
 from finjust.registry import Registry
+from finjust.recipe import Recipe
+from finjust.train.context import fitted_to_model
 from finjust.train.run import compute_dtype, training_dtype
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -113,6 +115,7 @@ def compare_run(
         encoder_folder(options.encoder)
     recipe = run.recipe
     loaded = load_model(recipe.model.name, training_dtype(recipe, run.method), recipe.model.device)
+    recipe = fitted_to_model(recipe, loaded, on_event)
     autocast = compute_dtype(recipe, loaded)
     retriever = _retriever_factory(run, options, documents, loaded, encoder, on_event)
     inputs = ContextInputs(test, distinct_training(run), options.shots, options.top_k, recipe.train.seed,
@@ -135,7 +138,8 @@ def compare_run(
         packing = run.method.supports_packing if strategy.tuned else True
         with PeakMemory(loaded.device) as memory:
             scores[name] = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval,
-                                       _max_length(run, answering), loaded.device, autocast, packing)  # fmt: skip
+                                       _max_length(recipe, answering, strategy.context), loaded.device, autocast,
+                                       packing)  # fmt: skip
         rows[name] = _row(name, strategy, augmented, scores[name], memory, loaded, run)
         if rows[name]["loss_examples"] < len(test):
             on_event("warning", {"text": f"row {name}: {len(test) - rows[name]['loss_examples']} of {len(test)} "
@@ -190,10 +194,13 @@ def _retriever_factory(
     return build
 
 
-def _max_length(run: RunInputs, model: nn.Module) -> int:
-    """Augmented prompts are longer than training examples: allow the model's whole context."""
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return max(run.recipe.data.max_length, int(context or 0))
+def _max_length(recipe: Recipe, model: nn.Module, context: str) -> int:
+    """Plain test prompts are cut where the scorecard cuts them (``data.max_length`` fitted to
+    the model); augmented prompts are longer than training examples: the model's whole context."""
+    if context == "none":
+        return recipe.data.max_length
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return max(recipe.data.max_length, int(positions or 0))
 
 
 def _row(
@@ -208,14 +215,14 @@ def _row(
                                  augmented.one_off) if cost]  # fmt: skip
     cited = [cites_a_source(a, len(s)) for a, s in zip(answers, sources, strict=True)]
     # examples whose prompt outgrew the context are left out of the loss; with none left there is no loss
-    loss_examples = len(scored.items["test_loss"])
-    metrics = {m: None if m in LOSS_METRICS and not loss_examples else v for m, v in scored.metrics.items()}
+    covered = loss_examples(scored)
+    metrics = {m: None if m in LOSS_METRICS and not covered else v for m, v in scored.metrics.items()}
     return {
         "name": name,
         "description": strategy.description,
         "model": "tuned" if strategy.tuned else "base",
         "metrics": metrics,
-        "loss_examples": loss_examples,
+        "loss_examples": covered,
         "prompt_tokens": round(sum(prompt_tokens) / max(n, 1), 1),
         "latency_s": (scored.generation_seconds + augmented.query_seconds) / n if scored.answers and n else None,
         "peak_rss_mb": round(memory.rss_mb, 1),

@@ -67,7 +67,9 @@ def _document_losses(
     device: torch.device, autocast_dtype: torch.dtype | None, packing: bool,
 ) -> list[tuple[float, int]]:  # fmt: skip
     """(summed loss, tokens) of each test example over all its windows (raw text longer than
-    ``max_length`` is cut into several); examples truncated to no answer token are left out."""
+    ``max_length`` is cut into several); (0.0, 0) for an example truncated to no answer token,
+    which the loss, a token-weighted mean, then leaves out while every metric keeps an item
+    for each example (saved base scores are checked for that on resume)."""
     owners, windows = [], []
     for index, example in enumerate(test):
         pieces = tokenize_examples([example], tokenizer, max_length)[0]
@@ -78,7 +80,7 @@ def _document_losses(
                                                             autocast_dtype), strict=True):  # fmt: skip
         before = totals.get(owner, (0.0, 0))
         totals[owner] = (before[0] + loss, before[1] + count)
-    return [totals[owner] for owner in sorted(totals)]
+    return [totals.get(index, (0.0, 0)) for index in range(len(test))]
 
 
 def score_model(
@@ -157,10 +159,16 @@ def build_scorecard(
         "base": base.metrics,
         "tuned": tuned.metrics,
         "n_test": len(test),
+        "loss_examples": loss_examples(tuned),
         "confidence": getattr(eval_cfg, "confidence", 0.95),
         "comparison": {name: comparison[name].to_json() for name in order},
         "answers": answers,
     }
+
+
+def loss_examples(scores: ModelScores) -> int:
+    """How many test examples have answer tokens within ``data.max_length`` (what the loss covers)."""
+    return sum(1 for _, count in scores.items.get("test_loss", []) if count)
 
 
 def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
@@ -173,6 +181,10 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
         interval = f"[{low:+.3g}, {high:+.3g}]"
         lines.append(f"{name:<14}{row['base']:>9.4g}{row['tuned']:>9.4g}{row['delta']:>+9.3g}  {interval:<20} "
                      f"{row['verdict']}")  # fmt: skip
+    covered = scorecard.get("loss_examples", scorecard["n_test"])
+    if covered < scorecard["n_test"]:
+        lines.append(f"(test_loss and perplexity over {covered} of {scorecard['n_test']} examples: the others' "
+                     "answers begin beyond data.max_length)")  # fmt: skip
     lines += _format_baselines(scorecard)
     if "retention" in scorecard:
         lines += ["", _format_retention(scorecard["retention"])]

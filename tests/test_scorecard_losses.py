@@ -1,0 +1,30 @@
+"""The scorecard's teacher-forced loss: an item for every test example, and the count it covers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from conftest import ASSETS
+
+from finjust.data.formats import load_examples
+from finjust.data.templates import prompt_ids
+from finjust.eval.scorecard import build_scorecard, format_scorecard, loss_examples, score_model
+from finjust.models.load import load_model
+from finjust.train.run import _require_scores_of
+
+
+def test_examples_whose_answer_is_cut_off_keep_an_empty_loss_item_and_are_counted(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), "float32", "cpu")
+    test = load_examples(ASSETS / "tiny_test.jsonl")
+    cut = 36  # some prompts are longer: their answers begin beyond it
+    beyond = sum(len(prompt_ids(loaded.tokenizer, example)) >= cut for example in test)
+    assert 0 < beyond < len(test)
+    cfg = SimpleNamespace(generate=True, metrics=["token_f1"], max_new_tokens=2, batch_size=16, metric_options={})
+    scores = score_model(loaded.model, loaded.tokenizer, test, cfg, cut, torch.device("cpu"), None)
+    assert all(len(items) == len(test) for items in scores.items.values())
+    _require_scores_of(scores, len(test))  # what a resume checks saved base scores against
+    assert loss_examples(scores) == len(test) - beyond
+    card = build_scorecard(test, scores, scores, cfg)
+    assert card["loss_examples"] == len(test) - beyond
+    assert f"over {len(test) - beyond} of {len(test)} examples" in format_scorecard(card)
