@@ -104,3 +104,38 @@ def test_recipe_validates_metric_names_and_options():
     raw["eval"] = {"metrics": ["brand_voice"], "metric_options": {"brand_voice": {"required": ["Ride on!"]}}}
     recipe = recipe_from_dict(raw)
     assert recipe.eval.metric_options["brand_voice"].required == ["Ride on!"]
+
+
+def test_unicode_punctuation_and_case_are_normalised_away():
+    from finjust.eval.metrics import normalize_answer
+
+    assert exact_match("“Paris”", "Paris") == 1.0 and token_f1("“Paris”", "Paris") == 1.0
+    assert exact_match("It’s Paris.", "It's Paris") == 1.0
+    assert exact_match("STRASSE", "straße") == 1.0  # casefold, not lower
+    assert normalize_answer("«Bonjour», dit-il ¿no?") == "bonjour ditil no"
+
+
+def test_brand_mention_matches_whole_words_and_refuses_empty_names():
+    from finjust.eval.metrics import BrandMentionOptions
+
+    metric = METRICS.get("brand_mention")
+    options = BrandMentionOptions(names=["Sky"])
+    assert metric.item("Great skyline views", "", options) == 0.0
+    assert metric.item("Sky's new plan, by SKY.", "", options) == 1.0
+    assert metric.option_problems(BrandMentionOptions(names=[" "])) != []
+
+
+def test_formal_voice_tells_possessives_from_contractions():
+    from finjust.eval.metrics import BrandVoiceOptions
+
+    metric, formal = METRICS.get("brand_voice"), BrandVoiceOptions(formality="formal")
+    assert metric.item("The company's policy applies.", "", formal) == 1.0
+    assert metric.item("It's our policy.", "", formal) == 0.0
+    assert metric.item("We don’t ship abroad.", "", formal) == 0.0
+
+
+def test_nan_is_not_json_to_the_format_metric():
+    from finjust.eval.metrics import _satisfies_schema
+
+    assert _satisfies_schema('{"price": 3}', {"type": "object"})
+    assert not _satisfies_schema('{"price": NaN}', {"type": "object"})

@@ -5,7 +5,8 @@ items into one number (usually their mean). Keeping items per example is what le
 scorecard bootstrap a confidence interval for every metric, macro-F1 included.
 
 Exact match and token F1 follow the SQuAD evaluation script's normalisation (lower case,
-no punctuation, no articles, single spaces); ROUGE-L is Google's ``rouge-score``; JSON
+no punctuation, no articles, single spaces), extended to Unicode: case-folded, and every
+punctuation character dropped (chat models write curly quotes and apostrophes); ROUGE-L is Google's ``rouge-score``; JSON
 schemas are checked with ``jsonschema``.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from finjust.errors import EvaluationError
 from finjust.registry import Registry
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ASCII_PUNCTUATION = frozenset(string.punctuation)  # SQuAD's set: also symbols such as $ and +
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,15 @@ def _register(cls: type[Metric]) -> type[Metric]:
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, drop punctuation and articles, collapse whitespace (as SQuAD does); an answer
-    that is nothing but an article (the multiple-choice letter "A") keeps it, else it would
-    equal an empty answer."""
-    plain = text.lower().translate(_PUNCTUATION)
+    """Case-fold, drop punctuation and articles, collapse whitespace (as SQuAD does, with any
+    Unicode punctuation: "“Paris”" is "paris"); an answer that is nothing but an article (the
+    multiple-choice letter "A") keeps it, else it would equal an empty answer."""
+    plain = "".join(ch for ch in text.casefold() if ch not in _ASCII_PUNCTUATION and not _is_punctuation(ch))
     return " ".join(_ARTICLES.sub(" ", plain).split()) or " ".join(plain.split())
+
+
+def _is_punctuation(ch: str) -> bool:
+    return not ch.isascii() and unicodedata.category(ch).startswith("P")
 
 
 def exact_match(prediction: str, reference: str) -> float:
@@ -234,13 +240,18 @@ class FormatAdherence(Metric):
         return float(options.json_schema is None or _satisfies_schema(prediction, options.json_schema))
 
 
+def _not_json(constant: str) -> None:
+    """Python's json reads NaN and Infinity, which JSON (RFC 8259) does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _satisfies_schema(text: str, schema: dict) -> bool:
     import json
 
     import jsonschema
 
     try:
-        jsonschema.validate(json.loads(text), schema)
+        jsonschema.validate(json.loads(text, parse_constant=_not_json), schema)
     except (ValueError, jsonschema.ValidationError):
         return False
     return True
@@ -259,16 +270,23 @@ class BrandMention(Metric):
     options_class = BrandMentionOptions
 
     def option_problems(self, options: BrandMentionOptions) -> list[str]:
-        return [] if options.names else ["brand_mention needs eval.metric_options.brand_mention.names"]
+        if not options.names:
+            return ["brand_mention needs eval.metric_options.brand_mention.names"]
+        if not all(isinstance(name, str) and name.strip() for name in options.names):
+            return ["eval.metric_options.brand_mention.names holds an empty name, which every answer would mention"]
+        return []
 
     def item(self, prediction: str, reference: str, options: BrandMentionOptions) -> float:
         if problems := self.option_problems(options):
             raise EvaluationError("; ".join(problems))
-        text = prediction.lower()
-        return float(any(name.lower() in text for name in options.names))
+        # whole words, as fact_recall matches: the brand "Sky" is not in "skyline"
+        return float(any(re.search(rf"(?<!\w){re.escape(name.strip())}(?!\w)", prediction, re.IGNORECASE)
+                         for name in options.names))  # fmt: skip
 
 
-_CONTRACTION = re.compile(r"\b\w+['’](s|re|ve|ll|d|t|m)\b", re.IGNORECASE)
+# 's is a contraction only after these words ("it's"); elsewhere it is a possessive ("the company's")
+_CONTRACTION = re.compile(r"\b(\w+['’](re|ve|ll|d|t|m)|(it|that|what|there|here|he|she|who|where|when|how|let)"
+                          r"['’]s)\b", re.IGNORECASE)  # fmt: skip
 _INFORMAL = re.compile(r"\b(gonna|wanna|gotta|kinda|hey|yeah|yep|nope|lol|btw|asap|ok)\b", re.IGNORECASE)
 
 
