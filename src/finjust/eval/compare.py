@@ -30,8 +30,8 @@ from finjust.eval.retrieval import (
 )  # fmt: skip
 from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, loss_examples, score_model
 from finjust.models.load import LoadedModel, load_model
-from finjust.registry import Registry
 from finjust.recipe import Recipe
+from finjust.registry import Registry
 from finjust.train.context import fitted_to_model
 from finjust.train.run import compute_dtype, training_dtype
 

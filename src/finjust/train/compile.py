@@ -30,7 +30,6 @@ from torch import nn
 from torch._dynamo.exc import BackendCompilerFailed
 
 from finjust.errors import CompileError
-
 from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps: the training benchmark's
@@ -80,4 +79,3 @@ def _cause(failure: BackendCompilerFailed) -> str:
     output = str(getattr(getattr(failure, "inner_exception", None), "output", ""))
     detail = next((line.strip() for line in output.splitlines() if "error" in line.lower()), "")
     return (f"{head}: {detail}" if detail else head)[:300]
-
