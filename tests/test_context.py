@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -41,3 +42,20 @@ def test_a_tokenizer_s_own_limit_counts_where_it_is_lower():
     # RoBERTa's config has 514 positions, two of them reserved; its tokenizer says 512
     fitted = fitted_to_model(_recipe({"name": "lora"}), _model(514, tokenizer_limit=512), lambda kind, payload: None)
     assert fitted.data.max_length == 512
+
+
+def test_answers_that_would_run_past_the_model_s_positions_are_counted():
+    from finjust.train.context import answers_past_context
+
+    assert answers_past_context(_model(512), [100, 420, 500], new_tokens=96) == (2, 512)
+    assert answers_past_context(_model(512), [100, 416], new_tokens=96) == (0, 512)
+    assert answers_past_context(SimpleNamespace(model=SimpleNamespace(config=None)), [9999], 96) == (0, None)
+
+
+def test_the_base_scoring_warns_when_answers_run_past_the_context(tiny_recipe, monkeypatch, capsys):
+    from finjust.cli.main import main
+
+    monkeypatch.setattr("finjust.train.context.model_positions", lambda model, tokenizer=None: 40)
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", "eval.retention=false", "eval.max_new_tokens=8"]) == 0
+    warned = capsys.readouterr().err
+    assert re.search(r"[1-8] of 8 test prompts with eval.max_new_tokens 8 run past the model's 40 positions", warned)

@@ -57,3 +57,14 @@ def fitted_to_model(recipe: Recipe, loaded: Any, on_event: Callable[[str, dict[s
     on_event("warning", {"text": f"data.max_length {recipe.data.max_length} is more than the model takes "
                          f"({positions} positions{less}): examples are cut at {room} tokens"})  # fmt: skip
     return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, max_length=room))
+
+
+def answers_past_context(loaded: Any, prompt_lengths: list[int], new_tokens: int) -> tuple[int, int | None]:
+    """How many prompts leave fewer than ``new_tokens`` positions for their answer, and the
+    model's positions (None where it does not say): such answers are generated past the
+    context the model was trained on."""
+    positions = model_positions(loaded.model, getattr(loaded, "tokenizer", None))
+    if positions is None:
+        return 0, None
+    return sum(length + new_tokens > positions for length in prompt_lengths), positions
+

@@ -21,7 +21,7 @@ from finjust.data.formats import Example
 from finjust.data.check import check_data, require_readable
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data, require_sft
-from finjust.data.templates import TokenizedExample, tokenize_examples
+from finjust.data.templates import TokenizedExample, prompt_ids, tokenize_examples
 from finjust.errors import CheckpointError
 from finjust.eval.forgetting import probe_model, replay_texts, retention, text_examples
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
@@ -33,7 +33,7 @@ from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe, save_recipe
 from finjust.train import replace_run
 from finjust.train.checkpoint import best_weights, restore_trainable
-from finjust.train.context import fitted_to_model
+from finjust.train.context import answers_past_context, fitted_to_model
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
@@ -333,10 +333,21 @@ def score_base(
     on_event("phase", {"text": f"scoring the base model on {len(test)} test examples"})
     scores = score_model(loaded.model, loaded.tokenizer, test, recipe.eval, recipe.data.max_length,
                          loaded.device, autocast)  # fmt: skip
+    if scores.answers:
+        _warn_past_context(recipe, loaded, test, on_event)
     if recipe.eval.retention or recipe.train.forgetting_guard:
         on_event("phase", {"text": "probing the base model's general knowledge"})
         scores.probe = probe_model(loaded.model, loaded.tokenizer, loaded.device, autocast)
     return scores
+
+
+def _warn_past_context(recipe: Recipe, loaded: LoadedModel, test: list[Example], on_event: EventHandler) -> None:
+    lengths = [len(prompt_ids(loaded.tokenizer, example)) for example in test]
+    over, positions = answers_past_context(loaded, lengths, recipe.eval.max_new_tokens)
+    if over:
+        on_event("warning", {"text": f"{over} of {len(test)} test prompts with eval.max_new_tokens "
+                             f"{recipe.eval.max_new_tokens} run past the model's {positions} positions: their "
+                             "answers, generated beyond its context, still count in the answer metrics"})  # fmt: skip
 
 
 def _loop_setup(
