@@ -105,6 +105,16 @@ def test_label_balance_and_stratified_split(write_jsonl):
     assert report.findings["label_imbalance"].count == 2  # 'bad' and 'odd' are rarer than a tenth of 'good'
 
 
+def test_labels_differing_only_in_case_fail_the_check_as_training_refuses_them(write_jsonl):
+    train = [{"text": f"review number {i} of the red kayak", "label": ["pos", "neg", "Pos"][i % 3]} for i in range(9)]
+    report, _ = _check(write_jsonl, train, tokenizer=None)
+    finding = report.findings["case_variant_labels"]
+    assert finding.count == 1 and finding.status == "fail"
+    assert "'pos' (" in finding.items[0] and "'Pos' (" in finding.items[0] and "train.jsonl:3" in finding.items[0]
+    train[2]["label"] = train[5]["label"] = train[8]["label"] = "pos"
+    assert _check(write_jsonl, train, tokenizer=None)[0].findings["case_variant_labels"].count == 0
+
+
 def test_classification_data_of_one_label_fails_the_gate(write_jsonl):
     train = [{"text": f"review number {i} of the red kayak", "label": "good"} for i in range(8)]
     report, _ = _check(write_jsonl, train, tokenizer=None)

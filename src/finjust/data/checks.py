@@ -207,6 +207,26 @@ def check_unseen_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
     return finding
 
 
+@CHECKS.register("case_variant_labels")
+def check_case_variant_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
+    """Labels written in more than one case (``pos``, ``Pos``): a classifier would learn each
+    spelling as its own class, so training refuses them."""
+    finding = Finding("case_variant_labels")
+    if not scan.labels.values:
+        finding.skipped = "no labels"
+        return finding
+    labels = np.frombuffer(scan.label, dtype=np.int32)
+    spellings: dict[str, list[int]] = {}
+    for code, value in enumerate(scan.labels.values):
+        spellings.setdefault(str(value).casefold(), []).append(code)
+    for variants in (found for found in spellings.values() if len(found) > 1):
+        first_uses = [(scan.labels.values[code], np.flatnonzero(labels == code)) for code in variants]
+        where = ", ".join(f"{value!r} ({_where(scan, codes, int(uses[0]))})" for value, uses in first_uses if len(uses))
+        finding.count += 1
+        _listed(scan, finding, f"labels differ only in case: {where}; write each label one way")
+    return finding
+
+
 @CHECKS.register("single_label")
 def check_single_label(scan: QualityScan, codes: np.ndarray) -> Finding:
     """Training records that all carry one label: a classifier has nothing to tell apart."""

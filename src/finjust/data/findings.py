@@ -22,12 +22,14 @@ FINDINGS: dict[str, str] = {
     "label_imbalance": "classification labels whose counts differ more than tenfold",
     "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
     "single_label": "classification data whose training records all have one label (always stops a run)",
+    "case_variant_labels": "classification labels written in more than one case, such as pos and Pos (always "
+    "stops a run: each spelling would train as its own class)",
 }
 
 #: findings that fail whatever the recipe says (a label never trained on: the classifier has
-#: no output for it, and training refuses such a record; one label: nothing to tell apart, and
-#: training refuses it)
-ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels", "single_label")
+#: no output for it, and training refuses such a record; one label: nothing to tell apart; one
+#: label in two cases: two classes for one meaning; training refuses both)
+ALWAYS_FAIL = ("invalid", "empty_answers", "unseen_labels", "single_label", "case_variant_labels")
 
 #: findings that a recipe may list in ``data.quality.fail_on`` / ``ignore``
 GATED = tuple(name for name in FINDINGS if name not in ALWAYS_FAIL)
