@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from finjust.data.example import TASK_TEXT
+from finjust.data.example import TASK_TEXT, case_variants
 from finjust.data.quality import QualityScan
 from finjust.data.report import SPLITS, Finding, TokenStats
 from finjust.registry import Registry
@@ -216,11 +216,9 @@ def check_case_variant_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
         finding.skipped = "no labels"
         return finding
     labels = np.frombuffer(scan.label, dtype=np.int32)
-    spellings: dict[str, list[int]] = {}
-    for code, value in enumerate(scan.labels.values):
-        spellings.setdefault(str(value).casefold(), []).append(code)
-    for variants in (found for found in spellings.values() if len(found) > 1):
-        first_uses = [(scan.labels.values[code], np.flatnonzero(labels == code)) for code in variants]
+    code_of = {str(value): code for code, value in enumerate(scan.labels.values)}
+    for variants in case_variants(code_of):
+        first_uses = [(value, np.flatnonzero(labels == code_of[value])) for value in variants]
         where = ", ".join(f"{value!r} ({_where(scan, codes, int(uses[0]))})" for value, uses in first_uses if len(uses))
         finding.count += 1
         _listed(scan, finding, f"labels differ only in case: {where}; write each label one way")

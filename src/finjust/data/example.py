@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,3 +90,12 @@ class Example:
             each(self.messages), self.source, self.line, self.meta, self.task, self.label,
             each(self.chosen), each(self.rejected),
         )  # fmt: skip
+
+
+def case_variants(labels: Iterable[str]) -> list[list[str]]:
+    """Groups of labels that differ only in case (``pos``, ``Pos``), each sorted, in first-seen
+    order: a classifier would learn each spelling as its own class, so training refuses them."""
+    spellings: dict[str, list[str]] = {}
+    for label in dict.fromkeys(labels):
+        spellings.setdefault(label.casefold(), []).append(label)
+    return [sorted(group) for group in spellings.values() if len(group) > 1]

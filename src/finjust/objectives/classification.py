@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.example import Example
+from finjust.data.example import Example, case_variants
 from finjust.errors import DataError
 from finjust.models.load import autocast
 
@@ -100,11 +100,7 @@ def _refuse_case_variants(examples: Sequence[Example]) -> None:
     for example in examples:
         if example.label is not None:
             first.setdefault(example.label, example)
-    by_case: dict[str, list[str]] = {}
-    for label in first:
-        by_case.setdefault(label.casefold(), []).append(label)
-    clashes = [sorted(labels) for labels in by_case.values() if len(labels) > 1]
-    if clashes:
+    if clashes := case_variants(first):
         where = "; ".join(", ".join(f"{label!r} ({first[label].source}:{first[label].line})" for label in labels)
                           for labels in clashes)  # fmt: skip
         raise DataError(f"labels differ only in case: {where}; a classifier learns each spelling as its own class: "
