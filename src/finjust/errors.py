@@ -10,6 +10,8 @@
     ├── EvaluationError          a scorecard that cannot be computed
     ├── ExportError              an export that cannot be written or fails its parity check
     ├── FolderBusyError          an output folder another finjust process is working in
+    ├── CompileError             train.compile cannot build its kernels on this machine
+    ├── SettingError             an environment variable set to a value finjust cannot use
     └── ServeError               a request finjust serve refuses (carries its HTTP status)
 
 Library code raises these and never prints or exits; the message says what was given,

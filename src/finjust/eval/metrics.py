@@ -6,8 +6,8 @@ scorecard bootstrap a confidence interval for every metric, macro-F1 included.
 
 Exact match and token F1 follow the SQuAD evaluation script's normalisation (lower case,
 no punctuation, no articles, single spaces), extended to Unicode: case-folded, and every
-punctuation character dropped (chat models write curly quotes and apostrophes); ROUGE-L is Google's ``rouge-score``; JSON
-schemas are checked with ``jsonschema``.
+punctuation character dropped (chat models write curly quotes and apostrophes); ROUGE-L is
+Google's ``rouge-score``; JSON schemas are checked with ``jsonschema``.
 """
 
 from __future__ import annotations

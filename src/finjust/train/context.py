@@ -67,4 +67,3 @@ def answers_past_context(loaded: Any, prompt_lengths: list[int], new_tokens: int
     if positions is None:
         return 0, None
     return sum(length + new_tokens > positions for length in prompt_lengths), positions
-
