@@ -244,10 +244,12 @@ def test_a_resume_refuses_damaged_base_scores_naming_them(classification_recipe,
     assert main(["train", str(recipe)]) == 0
     run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
     (run / "scorecard.json").unlink()
-    (run / "base_scores.json").write_text('{"metrics": {}, "answers": [], "items": {}}')
-    capsys.readouterr()
-    assert main(["train", "--resume", str(run)]) == 2
-    assert f"{run / 'base_scores.json'} is damaged" in capsys.readouterr().err
+    for damaged, said in (('{"metrics": {}, "answers": [], "items": {}}', "is damaged"), ('{"metrics": {', "is unreadable")):
+        (run / "base_scores.json").write_text(damaged)
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"{run / 'base_scores.json'} {said}" in err and "delete it and resume" in err
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(classification_recipe, tmp_path):

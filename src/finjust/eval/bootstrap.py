@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy
+
 Aggregate = Callable[[Sequence[Any]], float]
 
 
@@ -43,11 +45,10 @@ class Comparison:
 
 
 def _percentiles(values: list[float], confidence: float) -> tuple[float, float]:
-    values = sorted(values)
+    """The interval's ends: both tails' percentiles, interpolated alike (numpy's linear rule)."""
     tail = (1 - confidence) / 2
-    low = values[int(tail * (len(values) - 1))]
-    high = values[int(round((1 - tail) * (len(values) - 1)))]
-    return low, high
+    low, high = numpy.quantile(values, (tail, 1 - tail))
+    return float(low), float(high)
 
 
 def paired_bootstrap(

@@ -307,15 +307,15 @@ def saved_base_scores(folder: RunFolder, examples: int) -> ModelScores | None:
     Raises:
         CheckpointError: the file is damaged or holds scores of another test split.
     """
-    if not folder.base_scores.is_file():
+    advice = "delete it and resume: the base model is scored again"
+    if (saved := read_saved_object(folder.base_scores, advice)) is None:
         return None
     try:
-        saved = ModelScores.from_json(json.loads(folder.base_scores.read_text()))
-        _require_scores_of(saved, examples)
-        return saved
+        scores = ModelScores.from_json(saved)
+        _require_scores_of(scores, examples)
+        return scores
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); delete it and "
-                              "resume: the base model is scored again") from exc  # fmt: skip
+        raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); {advice}") from exc
 
 
 def _require_scores_of(scores: ModelScores, examples: int) -> None:
