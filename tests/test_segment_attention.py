@@ -51,11 +51,18 @@ def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch
 
 
 
-def test_recomputing_attention_has_the_math_kernels_values_and_gradients():
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 2), (3, 3), (4, 1)])  # grouped, one per head, one for all
+@pytest.mark.parametrize("contiguous", [True, False])  # _to_segments hands over a transposed view
+def test_recomputing_attention_has_the_math_kernels_values_and_gradients(heads, kv_heads, contiguous):
     generator = torch.Generator().manual_seed(0)
-    q = torch.randn(3, 4, 7, 8, generator=generator, requires_grad=True)  # 4 query heads
-    k, v = (torch.randn(3, 2, 7, 8, generator=generator, requires_grad=True) for _ in range(2))  # 2 key heads
-    upstream = torch.randn(3, 4, 7, 8, generator=generator)
+
+    def states(n: int) -> torch.Tensor:
+        if contiguous:
+            return torch.randn(3, n, 7, 8, generator=generator, requires_grad=True)
+        return torch.randn(3, 7, n, 8, generator=generator).transpose(1, 2).requires_grad_()
+
+    q, k, v = states(heads), states(kv_heads), states(kv_heads)
+    upstream = torch.randn(3, heads, 7, 8, generator=generator)
     results = []
     for attend in (
         lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v, None, 0.0, True, scale=0.3,
