@@ -1,8 +1,12 @@
 """Evaluation speed: the scorecard's batched generation against one question at a time.
 
 Greedy answers from the shipped SmolLM2-135M (bf16 where the CPU has it) to the first N demo
-test questions, both ways, in one run; prints answers per second and the ratio. Run it on
-an otherwise idle machine.
+test questions, both ways, in one run, each after a warm-up; prints answers per second and
+the ratio, answer tokens per second, and how many answers came out identical. In bf16 they
+need not all be: a left-padded batch runs other matmul shapes than one prompt alone, so the
+rounding differs and a greedy answer can take another token at a near-tie (in fp32 they
+agree). A batch decodes until its longest answer ends, so it does at least the work of one
+at a time. Run it on an otherwise idle machine.
 
     python benchmarks/eval_speed.py [--questions 16] [--max-new-tokens 64] [--batch-size 16] [--json out.json]
 """
@@ -36,19 +40,29 @@ def main(argv: list[str] | None = None) -> int:
     autocast = torch.bfloat16 if loaded.dtype == torch.bfloat16 else None
     prompts = [prompt_ids(loaded.tokenizer, e) for e in load_examples(TEST)[: args.questions]]
 
-    def answers_per_second(batch_size: int) -> float:
+    def timed(questions: list[list[int]], batch_size: int) -> tuple[float, list[str]]:
         started = time.perf_counter()
-        generate_answers(loaded.model, loaded.tokenizer, prompts, args.max_new_tokens, batch_size,
-                         loaded.device, autocast)  # fmt: skip
-        return len(prompts) / (time.perf_counter() - started)
+        answers = generate_answers(loaded.model, loaded.tokenizer, questions, args.max_new_tokens, batch_size,
+                                   loaded.device, autocast)  # fmt: skip
+        return time.perf_counter() - started, answers
 
-    answers_per_second(args.batch_size)  # warm-up
-    batched, single = answers_per_second(args.batch_size), answers_per_second(1)
+    timed(prompts, args.batch_size), timed(prompts[:1], 1)  # warm-up, both ways
+    (batched_s, batched), (single_s, single) = timed(prompts, args.batch_size), timed(prompts, 1)
+
+    def answer_tokens(answers: list[str]) -> int:
+        return sum(len(loaded.tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
+
     result = {"questions": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-              "batched_answers_per_second": batched, "single_answers_per_second": single,
-              "batched_over_single": batched / single}  # fmt: skip
-    print(f"batched ({args.batch_size} at a time): {batched:.2f} answers/s; one at a time: {single:.2f} answers/s; "
-          f"ratio {batched / single:.2f}x")  # fmt: skip
+              "batched_answers_per_second": len(prompts) / batched_s, "single_answers_per_second": len(prompts) / single_s,
+              "batched_over_single": single_s / batched_s,
+              "batched_answer_tokens_per_second": answer_tokens(batched) / batched_s,
+              "single_answer_tokens_per_second": answer_tokens(single) / single_s,
+              "identical_answers": sum(a == b for a, b in zip(batched, single, strict=True))}  # fmt: skip
+    print(f"batched ({args.batch_size} at a time): {result['batched_answers_per_second']:.2f} answers/s "
+          f"({result['batched_answer_tokens_per_second']:.0f} answer tokens/s); one at a time: "
+          f"{result['single_answers_per_second']:.2f} answers/s ({result['single_answer_tokens_per_second']:.0f} "
+          f"answer tokens/s); ratio {result['batched_over_single']:.2f}x; identical answers "
+          f"{result['identical_answers']} of {len(prompts)}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

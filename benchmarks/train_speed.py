@@ -3,7 +3,8 @@
 On the shipped SmolLM2-135M and the demo data, LoRA r=16 on all linear layers, sequences up
 to 512 tokens, 8 examples per step, the same steps for every variant:
 
-  A  the Trainer + peft as the docs write it: fp32, padding per batch, LoRA dropout 0.05
+  A  the Trainer + peft as the docs write it: fp32, padding per batch, LoRA dropout 0.05 (peft's
+     own default is 0, but its quicktour's LoraConfig sets 0.1 and most recipes 0.05-0.1)
   B  the same Trainer with its best switches: bf16 autocast, padding-free flattening
      (DataCollatorWithFlattening), use_cache off
   b-malloc  B in the memory allocator finjust's command preloads (tcmalloc where installed,
@@ -16,9 +17,10 @@ to 512 tokens, 8 examples per step, the same steps for every variant:
   finjust-recompute  finjust's defaults with ``train.gradient_checkpointing: true`` (what
      "auto" picks when a step's activations would not fit): its memory and its cost
 
-Every variant sees the same examples in the same order (finjust's seeded plan; the Trainer
-gets them through a sequential sampler) from the same LoRA initialisation, so the loss
-curves are comparable step by step. Each variant runs in its own process (so its peak RSS
+Every variant sees the same examples in the same steps (finjust's seeded plan; the Trainer
+gets the plan's steps as its batches) from the same LoRA initialisation (finjust's adapter
+matrices start rounded to bf16, as peft creates them beside its bf16 base, then train in
+fp32; the zero B matrices are identical), so the loss curves are comparable step by step. Each variant runs in its own process (so its peak RSS
 is its own); the machine's bf16 matmul peak is measured in the same run for model FLOPs
 utilisation. Never run this beside another heavy process: the figures are meaningless then.
 
@@ -74,7 +76,7 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
     import torch
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback
-    from torch.utils.data import SequentialSampler
+    from torch.utils.data import DataLoader
     from transformers import TrainingArguments
 
     from finjust.models import load_model
@@ -108,18 +110,22 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
+    plan = _plan(len(rows), warmup + steps)
+
     class InPlanOrder(Trainer):
-        def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
-            return SequentialSampler(self.train_dataset)
+        def get_train_dataloader(self) -> DataLoader:
+            # the plan's steps as the batches, so a step the plan fills with fewer examples (the
+            # demo's 310 make 38 full steps) stays the same step in every variant
+            return self.accelerator.prepare(DataLoader(rows, batch_sampler=plan, collate_fn=counting_collate))
 
     args = TrainingArguments(
         output_dir="/tmp/finjust-bench-trainer", per_device_train_batch_size=BATCH, max_steps=warmup + steps,
         learning_rate=2e-4, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
         use_cpu=True, bf16=variant == "b", dataloader_num_workers=0, remove_unused_columns=False, seed=0,
     )  # fmt: skip
-    ordered = [rows[i] for step in _plan(len(rows), warmup + steps) for i in step]
-    InPlanOrder(model=model, args=args, train_dataset=ordered, data_collator=counting_collate,
+    InPlanOrder(model=model, args=args, train_dataset=rows, data_collator=counting_collate,
                 callbacks=[Clock()]).train()  # fmt: skip
+    _require_plan(counted[: len(times)], [[len(rows[i]["input_ids"]) for i in step] for step in plan], "the Trainer")
     return _summary(times, counted, losses, warmup)
 
 
@@ -152,9 +158,15 @@ def run_finjust(steps: int, warmup: int, compile_: bool, recompute: bool | None 
     )  # fmt: skip
     train_model(model, setup)
     lengths = [[len(setup.train[i].input_ids) for i in step] for step in _plan(len(setup.train), warmup + steps)]
-    if [sum(step) for step in lengths] != [r["tokens"] for r in records]:
-        raise RuntimeError("finjust's loop trained on other steps than the benchmark's plan: its figures would lie")
+    _require_plan([[r["tokens"]] for r in records], [[sum(step)] for step in lengths], "finjust's loop")
     return _summary([r["seconds"] for r in records], lengths, [r["loss"] for r in records], warmup)
+
+
+def _require_plan(trained: list[list[int]], planned: list[list[int]], who: str) -> None:
+    """Every variant must train on the plan's steps (compared by their example lengths), or the
+    figures compare different work."""
+    if trained != planned:
+        raise RuntimeError(f"{who} trained on other steps than the benchmark's plan: its figures would lie")
 
 
 def _summary(seconds: list[float], lengths: list[list[int]], losses: list[float], warmup: int) -> dict[str, Any]:
