@@ -126,11 +126,14 @@ def test_a_damaged_metrics_line_is_refused_naming_it(run, capsys):
     assert f"{run / 'metrics.jsonl'} line 2 is not a metrics record" in _resume_error(run, capsys)
 
 
-@pytest.mark.parametrize("text", ['{"metrics": ', '{"metrics": {}, "answers": []}',
-                                  '{"metrics": {}, "answers": [], "items": {"test_loss": [[1.0, 2]]}}'])
-def test_a_damaged_base_score_file_is_refused_then_scored_again(run, capsys, text):
+@pytest.mark.parametrize(("text", "said"), [('{"metrics": ', "is unreadable"), ("[]", "holds list"),
+                                           ('{"metrics": {}, "answers": []}', "is damaged"),
+                                           ('{"metrics": {}, "answers": [], "items": {"test_loss": [[1.0, 2]]}}',
+                                            "is damaged")])  # fmt: skip
+def test_a_damaged_base_score_file_is_refused_then_scored_again(run, capsys, text, said):
     (run / "base_scores.json").write_text(text)
-    assert f"{run / 'base_scores.json'} is damaged" in _resume_error(run, capsys)
+    error = _resume_error(run, capsys)
+    assert f"{run / 'base_scores.json'} {said}" in error and "delete it and resume" in error
     (run / "base_scores.json").unlink()
     assert main(["train", "--resume", str(run)]) == 0
     assert (run / "base_scores.json").is_file()
