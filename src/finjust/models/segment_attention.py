@@ -145,66 +145,57 @@ class _RecomputedCausalAttention(torch.autograd.Function):
     torch's math kernel keeps the attention probabilities and the head-expanded keys and values
     for backward (~150 MB over the demo's 30 layers); recomputing the probabilities in backward
     saves ~95 MB of that and, in bf16, was faster too (6.4 vs 7.2 ms a layer forward and
-    backward at the demo's sizes). The scale is applied to q rather than to the (L x L) scores,
-    as torch's math kernel does (exact for head size 64, whose scale is 1/8): ~5% less time.
-
-    Grouped-query attention runs without expanding keys and values to every query head: the
-    query heads that share a key head are stacked as one (groups x length)-row matrix against
-    that key head, so each matmul is larger, and the key and value gradients come out summed
-    over the group by the matmul itself. Against expanding them (``repeat_interleave``, then
-    summing the gradients per group): 3.4-3.9 vs 5.4-5.9 ms a layer forward and backward at
-    the demo's sizes (8 examples of 96 slots, 9 query heads on 3 key heads, bf16, 2 cores of a
-    Zen 4), 15-30% less at 64-160 slots; compiled, the two ran alike.
+    backward at the demo's sizes), as it also skips expanding k and v before saving them.
+    The scale is applied to q rather than to the (L x L) scores, as torch's math kernel does
+    (exact for head size 64, whose scale is 1/8): ~5% less time a layer.
     """
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        examples, heads, length, dim = q.shape
-        kv_heads = k.shape[1]
-        groups = heads // kv_heads
-        scaled_q = (q * scale).reshape(examples * kv_heads, groups * length, dim)
-        k, v = (x.reshape(examples * kv_heads, length, dim) for x in (k, v))
-        probs = _causal_probs(scaled_q, k, groups)
+        groups = q.shape[1] // k.shape[1]
+        scaled_q = q * scale
+        probs = _causal_probs(scaled_q, k.repeat_interleave(groups, 1))
         ctx.save_for_backward(scaled_q, k, v)
-        ctx.scale, ctx.groups = scale, groups
-        return (probs.to(v.dtype) @ v).view(examples, heads, length, dim)
+        ctx.scale = scale
+        return probs.to(v.dtype) @ v.repeat_interleave(groups, 1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         scaled_q, k, v = ctx.saved_tensors
-        examples, heads, length, dim = grad.shape
-        grad = grad.reshape(scaled_q.shape)
-        probs = _causal_probs(scaled_q, k, ctx.groups)
+        examples, kv_heads, length, dim = k.shape
+        groups = scaled_q.shape[1] // kv_heads
+        keys, values = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        probs = _causal_probs(scaled_q, keys)
         grad_v = probs.to(grad.dtype).transpose(-1, -2) @ grad
-        grad_probs = (grad @ v.transpose(-1, -2)).to(probs.dtype)
+        grad_probs = (grad @ values.transpose(-1, -2)).to(probs.dtype)
         grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype).to(grad.dtype)
-        grad_q = (grad_scores @ k) * ctx.scale
+        grad_q = (grad_scores @ keys) * ctx.scale
         grad_k = grad_scores.transpose(-1, -2) @ scaled_q
-        per_kv_head = (examples, heads // ctx.groups, length, dim)
-        return grad_q.view(examples, heads, length, dim), grad_k.view(per_kv_head), grad_v.view(per_kv_head), None
+        per_kv_head = (examples, kv_heads, groups, length, dim)  # sum the query heads sharing a key head
+        return grad_q, grad_k.view(per_kv_head).sum(2), grad_v.view(per_kv_head).sum(2), None
 
 
-def _causal_probs(scaled_q: torch.Tensor, k: torch.Tensor, groups: int) -> torch.Tensor:
-    """Causal attention probabilities of stacked query heads, (batch, groups x length, length),
-    from queries (batch, groups x length, dim) and keys (batch, length, dim); softmax in fp32.
+def _causal_probs(scaled_q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal attention probabilities, (examples, heads, length, length); softmax computed in fp32.
 
-    Eager, the causal mask is the matmul's own addend (-inf above the diagonal, once per stacked
-    head) and the softmax reads and writes q's dtype, computing in fp32 inside (torch's CPU
-    kernels do for bf16): scores cast to fp32, masked, soft-maxed and cast back took 20-33%
-    longer a layer at the demo's sizes, forward and backward, with bf16 gradients as far from
-    fp32 ones as before (~0.4%); the training benchmark's eager steps ran 2-4% faster.
-    Compiled, inductor fuses the cast, mask and softmax of the fp32 form into one kernel, and
-    that form ran ~2% faster there, so traced code keeps it (fp32 probabilities).
+    Eager, the causal mask is the matmul's own addend (-inf above the diagonal) and the softmax
+    reads and writes q's dtype, computing in fp32 inside (torch's CPU kernels do for bf16):
+    scores cast to fp32, masked, soft-maxed and cast back took 20-33% longer a layer at the
+    demo's sizes, forward and backward, with bf16 gradients as far from fp32 ones as before
+    (~0.4%); the training benchmark's eager steps ran 2-4% faster. Compiled, inductor fuses
+    the cast, mask and softmax of the fp32 form into one kernel, and that form ran ~2% faster
+    there, so traced code keeps it (fp32 probabilities).
     """
-    batch, rows, _ = scaled_q.shape
-    length = k.shape[1]
+    examples, heads, length, dim = scaled_q.shape
     if torch.compiler.is_compiling():
         scores = (scaled_q @ k.transpose(-1, -2)).float()
-        future = torch.ones(length, length, dtype=torch.bool, device=scaled_q.device).triu(1).repeat(groups, 1)
+        future = torch.ones(length, length, dtype=torch.bool, device=scaled_q.device).triu(1)
         return scores.masked_fill_(future, float("-inf")).softmax(-1)
     future = torch.full((length, length), float("-inf"), dtype=scaled_q.dtype, device=scaled_q.device).triu(1)
-    scores = torch.baddbmm(future.repeat(groups, 1).expand(batch, rows, length), scaled_q, k.transpose(-1, -2))
-    return scores.softmax(-1)
+    flat = examples * heads, length, dim
+    scores = torch.baddbmm(future.expand(examples * heads, length, length), scaled_q.reshape(flat),
+                           k.reshape(flat).transpose(-1, -2))  # fmt: skip
+    return scores.softmax(-1).view(examples, heads, length, length)
 
 
 def _attention_dtype(*states: torch.Tensor) -> torch.dtype:
