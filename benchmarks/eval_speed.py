@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return sum(len(loaded.tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
 
     result = {"questions": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-              "batched_answers_per_second": len(prompts) / batched_s, "single_answers_per_second": len(prompts) / single_s,
+              "batched_answers_per_second": len(prompts) / batched_s,
+              "single_answers_per_second": len(prompts) / single_s,
               "batched_over_single": single_s / batched_s,
               "batched_answer_tokens_per_second": answer_tokens(batched) / batched_s,
               "single_answer_tokens_per_second": answer_tokens(single) / single_s,

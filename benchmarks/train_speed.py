@@ -20,9 +20,10 @@ to 512 tokens, 8 examples per step, the same steps for every variant:
 Every variant sees the same examples in the same steps (finjust's seeded plan; the Trainer
 gets the plan's steps as its batches) from the same LoRA initialisation (finjust's adapter
 matrices start rounded to bf16, as peft creates them beside its bf16 base, then train in
-fp32; the zero B matrices are identical), so the loss curves are comparable step by step. Each variant runs in its own process (so its peak RSS
-is its own); the machine's bf16 matmul peak is measured in the same run for model FLOPs
-utilisation. Never run this beside another heavy process: the figures are meaningless then.
+fp32; the zero B matrices are identical), so the loss curves are comparable step by step.
+Each variant runs in its own process (so its peak RSS is its own); the machine's bf16 matmul
+peak is measured in the same run for model FLOPs utilisation. Never run this beside another
+heavy process: the figures are meaningless then.
 
     python benchmarks/train_speed.py [--steps 12] [--warmup 2] [--rounds 1] [--json out.json]
 

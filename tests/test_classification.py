@@ -244,7 +244,8 @@ def test_a_resume_refuses_damaged_base_scores_naming_them(classification_recipe,
     assert main(["train", str(recipe)]) == 0
     run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
     (run / "scorecard.json").unlink()
-    for damaged, said in (('{"metrics": {}, "answers": [], "items": {}}', "is damaged"), ('{"metrics": {', "is unreadable")):
+    for damaged, said in (('{"metrics": {}, "answers": [], "items": {}}', "is damaged"),
+                          ('{"metrics": {', "is unreadable")):  # fmt: skip
         (run / "base_scores.json").write_text(damaged)
         capsys.readouterr()
         assert main(["train", "--resume", str(run)]) == 2
