@@ -67,3 +67,19 @@ def test_a_folder_that_refuses_the_temp_is_reported_naming_the_target(tmp_path, 
             write()
         assert str(refusal.value).startswith("[Errno 13] Permission denied: ")
         assert refusal.value.filename in {str(tmp_path / n) for n in ("a.json", "old", "adapter")}
+
+
+def test_a_write_onto_a_folder_names_the_folder_and_leaves_no_temp(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder") as refused:
+        atomic.write_json(tmp_path / "out", {"a": 1})
+    assert refused.value.filename == str(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_file_in_the_way_of_a_folder_is_found(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert atomic.file_in_the_way(tmp_path / "afile") == tmp_path / "afile"
+    assert atomic.file_in_the_way(tmp_path / "afile" / "sub" / "deeper") == tmp_path / "afile"
+    assert atomic.file_in_the_way(tmp_path / "new" / "sub") is None
+    assert atomic.file_in_the_way(tmp_path) is None

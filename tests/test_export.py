@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -18,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finjust.cli.main import main
 from finjust.errors import ExportError, FolderBusyError
-from finjust.export import FORMATS, export_run, read_result
+from finjust.export import FORMATS, export_run, get_format, read_result
 from finjust.export.parity import agreement, common_prefix
 
 ASSETS = Path(__file__).parent / "assets"
@@ -213,9 +214,14 @@ def test_int8_loads_back_and_answers(lora_run, tmp_path):
     assert out.shape[1] > 3
 
 
-def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path):
+def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path, monkeypatch):
+    merged = type(get_format("merged"))
+    lossless = merged.thresholds
+    # an agreement above 1 no format can reach (export_run refuses it as an option)
+    monkeypatch.setattr(merged, "thresholds", lambda self, quant: dataclasses.replace(lossless(self, quant),
+                                                                                       min_agreement=1.5))
     with pytest.raises(ExportError, match="failed its parity check.*token agreement") as caught:
-        export_run(lora_run, "merged", out=tmp_path / "out", min_agreement=1.5)
+        export_run(lora_run, "merged", out=tmp_path / "out")
     assert "nothing was written" in str(caught.value)
     assert "lossless" in str(caught.value) and "--min-agreement" not in str(caught.value)  # it cannot help here
     assert not (tmp_path / "out").exists()
@@ -292,6 +298,25 @@ def test_export_refuses_to_replace_a_foreign_folder(lora_run, tmp_path):
     with pytest.raises(ExportError, match="not a finjust export"):
         export_run(lora_run, "merged", out=tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_export_onto_or_under_a_file_is_refused_naming_it(lora_run, tmp_path, below):
+    (tmp_path / "afile").write_text("keep me")
+    with pytest.raises(ExportError, match=f"{tmp_path / 'afile'} is a file, not a folder"):
+        export_run(lora_run, "adapter", out=tmp_path / "afile" / below if below else tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"prompts": -1}, "prompts=-1 must be a whole number of at least 1"),
+    ({"max_new_tokens": 0}, "max_new_tokens=0 must be"),  # was read as "the recipe's"
+    ({"min_agreement": 2.0}, "min_agreement=2.0 must be a number from 0 to 1"),
+    ({"min_agreement": float("nan")}, "min_agreement=nan must be"),
+])  # fmt: skip
+def test_the_api_refuses_export_options_the_command_line_refuses(option, message, tmp_path):
+    with pytest.raises(ExportError, match=message):
+        export_run(tmp_path / "no-such-run", "adapter", **option)
 
 
 def test_a_method_that_cannot_merge_is_named(lora_run, tmp_path, capsys):

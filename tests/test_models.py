@@ -21,6 +21,21 @@ def test_a_folder_loads_with_its_tokenizer_and_stop_token(tiny_model_dir):
     assert loaded.tokenizer.pad_token is not None
 
 
+def test_loading_prints_nothing_and_leaves_transformers_bars_as_they_were(tiny_model_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    assert capfd.readouterr().err == ""  # transformers' "Loading weights" bar went to stderr
+    assert hf_logging.is_progress_bar_enabled()
+
+
+@pytest.mark.parametrize(("setting", "message"), [({"dtype": "float16"}, "dtype 'float16' is not one of auto, "),
+                                                   ({"device": "tpu"}, "device 'tpu' is not one of auto, cpu, cuda")])
+def test_a_dtype_or_device_not_offered_is_named(tiny_model_dir, setting, message):
+    with pytest.raises(ModelLoadError, match=message):  # a KeyError and torch's RuntimeError before
+        load_model(str(tiny_model_dir), **setting)
+
+
 def test_unknown_name_lists_the_shipped_models():
     with pytest.raises(ModelLoadError, match="smollm2-135m-instruct"):
         resolve_model_folder("no-such-model")

@@ -8,13 +8,17 @@ from typing import Any
 
 from finjust.errors import (
     CheckpointError,
+    CompileError,
     DataError,
     EvaluationError,
     ExportError,
     FinjustError,
+    FolderBusyError,
     MethodError,
     ModelLoadError,
     RecipeError,
+    ServeError,
+    SettingError,
     UnknownNameError,
 )
 
@@ -53,16 +57,20 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "CheckpointError",
+    "CompileError",
     "DataError",
     "EvaluationError",
     "ExportError",
     "FinjustError",
+    "FolderBusyError",
     "Method",
     "MethodError",
     "ModelLoadError",
     "Recipe",
     "RecipeError",
     "RunResult",
+    "ServeError",
+    "SettingError",
     "UnknownNameError",
     "evaluate_run",
     "export_run",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ TEMP_SUFFIX = ".finjust-tmp"
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
+    if path.is_dir():  # else the rename's error would name the temp file, not this path
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _beside(path, tempfile.mkstemp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
@@ -33,6 +36,15 @@ def write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The first of ``folder`` and the folders above it that exists as something other than a
+    folder (a file where the folder or one of its parents should go), or None."""
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            return None if path.is_dir() else path
+    return None
 
 
 def _beside(path: Path, make: Callable[..., Any]) -> Any:

@@ -81,7 +81,7 @@ def test_a_missing_manifest_is_refused_where_checkpoints_exist(run, capsys):
     assert f"{run / 'manifest.json'} is missing" in error and "restore it or start a new run" in error
 
 
-@pytest.mark.parametrize("text", ['{"sha256": {"train": ', "[]", '{"sizes": {}}'])
+@pytest.mark.parametrize("text", ['{"sha256": {"train": ', "[]", '{"sizes": {}}', '{"sha256": {}}'])
 def test_a_damaged_manifest_is_refused_naming_it(run, capsys, text):
     (run / "manifest.json").write_text(text)
     assert str(run / "manifest.json") in _resume_error(run, capsys)
@@ -272,12 +272,16 @@ def test_a_run_cannot_be_shortened_below_its_checkpoint(run, capsys):
 
 
 @pytest.mark.parametrize("command", [["eval"], ["export", "--format", "merged"]])
-def test_scoring_and_exporting_refuse_a_damaged_manifest_naming_it(run, capsys, command):
-    (run / "manifest.json").write_text('{"sha256": ')
+@pytest.mark.parametrize(("text", "said"), [('{"sha256": ', "is unreadable"),
+                                           ('{"sha256": {}}', "is not a run manifest"),  # was a KeyError
+                                           ('{"sha256": {"train": 1, "validation": "", "test": ""}}',
+                                            "is not a run manifest")])  # fmt: skip
+def test_scoring_and_exporting_refuse_a_damaged_manifest_naming_it(run, capsys, command, text, said):
+    (run / "manifest.json").write_text(text)
     capsys.readouterr()
     assert main([command[0], str(run), *command[1:]]) == 2
     error = capsys.readouterr().err
-    assert f"{run / 'manifest.json'} is unreadable" in error and "restore it or start a new run" in error
+    assert f"{run / 'manifest.json'} {said}" in error and "restore it or start a new run" in error
 
 
 def test_scoring_again_refuses_a_damaged_scorecard_naming_it(run, capsys):

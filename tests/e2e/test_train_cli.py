@@ -9,7 +9,9 @@ import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from finjust import load_recipe, run_recipe
 from finjust.cli.main import main
+from finjust.errors import CheckpointError
 
 
 def _records(run: Path) -> list[dict]:
@@ -104,6 +106,20 @@ def test_overwrite_replaces_run_folders_only(tiny_recipe, tmp_path, capsys):
     assert main(["train", recipe, "train.max_steps=1"]) == 2
     assert "not a finjust run folder" in capsys.readouterr().err
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("below", ["", "sub/run"])
+def test_an_output_dir_that_is_or_sits_in_a_file_is_refused_naming_it(tiny_recipe, tmp_path, below):
+    (tmp_path / "afile").write_text("keep me")
+    target = tmp_path / "afile" / below if below else tmp_path / "afile"
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'afile'} is a file, not a folder; choose another"):
+        run_recipe(load_recipe(tiny_recipe(output={"dir": str(target)})))
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_run_recipe_takes_a_recipe_not_its_dict(tiny_recipe):
+    with pytest.raises(TypeError, match="run_recipe takes a Recipe .* not dict"):
+        run_recipe({"output": {"dir": "x"}})
 
 
 def test_the_demo_writes_exactly_the_output_folder_given(tmp_path):

@@ -24,7 +24,8 @@ from finjust.export.parity import ParityReport, check_parity
 from finjust.export.registry import RESULT_FILE, ExportFormat, ParityThresholds, get_format
 from finjust.export.runtimes import TorchRuntime
 from finjust.export.source import ExportSource, open_source
-from finjust.export.target import refuse_artifact_folder, refuse_foreign_folder
+from finjust.export.target import refuse_artifact_folder, refuse_file_in_the_way, refuse_foreign_folder
+from finjust.models.load import without_progress_bars
 from finjust.train.run import RunFolder
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -55,13 +56,18 @@ def export_run(
         What export.json holds: format, paths, size, parity report and how to load the artifact.
 
     Raises:
-        ExportError: the format cannot take this run or quant, or the artifact failed its parity check.
+        ExportError: an option out of range, ``out`` not a folder, the format cannot take this run
+            or quant, or the artifact failed its parity check.
+        CheckpointError: ``run_dir`` is not a finished run, or its data changed since.
+        UnknownNameError: no format of that name.
     """
+    _check_options(prompts, max_new_tokens, min_agreement)
     if RunFolder(run_dir).task() == TASK_CLASSIFICATION:
         if quant is not None:
             raise ExportError("--quant does not apply to a classification run's onnx export")
         target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
-        with folder_lock(target):
+        refuse_file_in_the_way(target)
+        with folder_lock(target), without_progress_bars():
             refuse_foreign_folder(target)
             return export_classifier_run(os.path.abspath(run_dir), format_name, target, prompts)
     fmt = get_format(format_name)
@@ -73,10 +79,11 @@ def export_run(
     # absolute: export.json's paths and load commands must hold from any working folder
     target = Path(os.path.abspath(Path(out) if out else source.run.folder.root / "export" / _label(fmt, quant)))
     refuse_artifact_folder(target, source.run.artifact)
+    refuse_file_in_the_way(target)
     thresholds = fmt.thresholds(quant)
     if min_agreement is not None:
         thresholds = dataclasses.replace(thresholds, min_agreement=min_agreement)
-    with folder_lock(target):
+    with folder_lock(target), without_progress_bars():
         refuse_foreign_folder(target)
         return _write_checked(fmt, quant, source, target, thresholds, on_event)
 
@@ -149,3 +156,17 @@ def _result(fmt: ExportFormat, quant: str | None, source: ExportSource, target: 
 def read_result(folder: str | Path) -> dict[str, Any]:
     """The export.json of an export folder."""
     return json.loads((Path(folder) / RESULT_FILE).read_text())
+
+
+def _check_options(prompts: int, max_new_tokens: int | None, min_agreement: float | None) -> None:
+    """The parity check's settings, as the command line checks them (a Python caller's too)."""
+    problems = []
+    if isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1:
+        problems.append(f"prompts={prompts!r} must be a whole number of at least 1")
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                       or max_new_tokens < 1):  # fmt: skip
+        problems.append(f"max_new_tokens={max_new_tokens!r} must be a whole number of at least 1 (or None)")
+    if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
+        problems.append(f"min_agreement={min_agreement!r} must be a number from 0 to 1 (or None)")
+    if problems:
+        raise ExportError("; ".join(problems))

@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from finjust import atomic
 from finjust.errors import ExportError
 from finjust.export.registry import RESULT_FILE
+
+
+def refuse_file_in_the_way(target: Path) -> None:
+    """The output folder, and the folders above it where they exist, must be folders."""
+    if (blocker := atomic.file_in_the_way(target)) is not None:
+        raise ExportError(f"--out {target}: {blocker} is a file, not a folder; choose another --out")
 
 
 def refuse_foreign_folder(target: Path) -> None:

@@ -14,7 +14,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from finjust.errors import ModelLoadError
-from finjust.models.load import LoadedModel, choose_device, choose_dtype, load_tokenizer, resolve_model_folder
+from finjust.models.load import (
+    LoadedModel, choose_device, choose_dtype, load_tokenizer, resolve_model_folder, without_progress_bars,
+)
 
 
 def load_classifier(
@@ -43,10 +45,11 @@ def load_classifier_folder(
         raise ModelLoadError(f"the tokenizer in {folder} has neither a pad nor an end-of-sequence token; "
                              "a classifier needs one to pad batches")  # fmt: skip
     try:
-        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
-            folder, dtype=torch_dtype, num_labels=len(id2label), id2label=id2label,
-            label2id={label: i for i, label in id2label.items()}, pad_token_id=tokenizer.pad_token_id,
-        )  # fmt: skip
+        with without_progress_bars():
+            model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+                folder, dtype=torch_dtype, num_labels=len(id2label), id2label=id2label,
+                label2id={label: i for i, label in id2label.items()}, pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
     except Exception as exc:  # transformers raises many types, e.g. for a model with no classification class
         raise ModelLoadError(f"cannot load the model in {folder} with a classification head: {exc}") from exc
     return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)

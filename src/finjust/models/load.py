@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from finjust.errors import ModelLoadError
 from finjust.models.shipped import SHIPPED_ENCODERS, SHIPPED_MODELS
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+#: the devices a model loads on (the recipe's ``model.device`` choices)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -41,6 +44,8 @@ class LoadedModel:
 
 def choose_device(preference: str = "auto") -> torch.device:
     """CUDA when present (or asked for), else the CPU."""
+    if preference not in DEVICES:
+        raise ModelLoadError(f"device {preference!r} is not one of {', '.join(DEVICES)}")
     if preference == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("model.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     if preference == "auto":
@@ -56,6 +61,8 @@ def cpu_has_fast_bf16() -> bool:
 def choose_dtype(preference: str, device: torch.device) -> torch.dtype:
     """bf16 where the hardware computes it fast, else fp32 (or what the recipe says)."""
     if preference != "auto":
+        if preference not in _DTYPES:
+            raise ModelLoadError(f"dtype {preference!r} is not one of auto, {', '.join(_DTYPES)}")
         return _DTYPES[preference]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
@@ -209,6 +216,19 @@ def load_tokenizer(folder: Path, chat: bool = True) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+@contextlib.contextmanager
+def without_progress_bars() -> Iterator[None]:
+    """transformers' own progress bars (its "Loading weights" bar on stderr at every load) off
+    while inside: the library does not print, and the command line reports its own phases."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     name: str, dtype: str = "auto", device: str = "auto", extra_kwargs: Mapping[str, Any] | None = None
 ) -> LoadedModel:
@@ -220,13 +240,21 @@ def load_model(
         device: ``auto``, ``cpu`` or ``cuda``.
         extra_kwargs: more ``from_pretrained`` arguments, e.g. a method's 4-bit
             ``quantization_config`` (see ``Method.model_load_kwargs``).
+
+    Returns:
+        The model (in eval mode, on ``device``), its tokenizer, folder, device and weight dtype.
+
+    Raises:
+        ModelLoadError: no model of that name or at that path, a dtype or device not listed
+            above (or CUDA asked for where there is none), or a folder transformers cannot load.
     """
     folder = resolve_model_folder(name)
     target = choose_device(device)
     torch_dtype = choose_dtype(dtype, target)
     tokenizer = load_tokenizer(folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **(extra_kwargs or {}))
+        with without_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **(extra_kwargs or {}))
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model in {folder}: {exc}") from exc
     _set_stop_token(model, tokenizer)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from finjust.data.report import SPLITS
 from finjust.errors import CheckpointError
 from finjust.recipe import Recipe
 from finjust.recipe.save import recipe_to_dict
@@ -52,7 +53,8 @@ def read_manifest(path: Path, why: str = RESUME_NEEDS) -> dict[str, Any]:
         raise CheckpointError(f"{path} is missing: {why}; restore it or start a new run") from exc
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is unreadable ({exc}): {why}; restore it or start a new run") from exc
-    if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), dict):
+    hashes = saved.get("sha256") if isinstance(saved, dict) else None
+    if not isinstance(hashes, dict) or not all(isinstance(hashes.get(split), str) for split in SPLITS):
         raise CheckpointError(f"{path} is not a run manifest (no sha256 of the splits): {why}; restore it or start "
                               "a new run")  # fmt: skip
     recorded = saved.get(RECIPE_KEY, {})

@@ -47,6 +47,8 @@ def _quiet(kind: str, payload: dict[str, Any]) -> None:
 
 @dataclass
 class RunResult:
+    """What a finished run leaves: its folder and the scorecard (as ``scorecard.json`` holds it)."""
+
     run_dir: Path
     scorecard: dict[str, Any]
 
@@ -104,11 +106,28 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
 
     The data's task picks the objective (conversations and text: SFT; text/label records:
     classification), whose trainer does the rest and returns the scorecard.
+
+    Args:
+        recipe: from :func:`finjust.load_recipe` or :func:`finjust.recipe_from_dict`.
+        resume: continue the run in ``recipe.output.dir`` from its last checkpoint.
+        on_event: called ``(kind, payload)`` with progress, as the README's "Python API" lists;
+            nothing is printed.
+
+    Raises:
+        FinjustError: a subclass naming what to fix: RecipeError, DataError (bad or missing
+            data, or the quality gate), ModelLoadError, MethodError, CheckpointError (the run
+            folder: exists, is not a run, changed since, or damaged), FolderBusyError (another
+            process writes the folder), CompileError.
     """
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"run_recipe takes a Recipe (from load_recipe or recipe_from_dict), not "
+                        f"{type(recipe).__name__}")  # fmt: skip
     folder = RunFolder(recipe.output.dir)
     # what the run reads must exist before its folder is made, or the fixed rerun meets a folder to overwrite
     locate_model(recipe.model.name)
     require_readable(recipe.data)
+    if (blocker := atomic.file_in_the_way(folder.root)) is not None:
+        raise CheckpointError(f"output.dir {folder.root}: {blocker} is a file, not a folder; choose another output.dir")
     with folder_lock(folder.root):
         replace_run.recover(folder.root)  # under the lock: the run aside may be another process's to bring back
         replacing = _prepare_folder(folder, recipe, resume)
