@@ -106,7 +106,16 @@ def load_tuned(run: TrainedRun, loaded: LoadedModel) -> tuple[nn.Module, LoadedM
 def evaluate_run(
     run_dir: str | Path, on_event: Callable[[str, dict[str, Any]], None] = lambda kind, payload: None
 ) -> dict[str, Any]:
-    """Rebuild the run's test split (checked against its manifest) and score base and tuned."""
+    """Rebuild the run's test split (checked against its manifest) and score base and tuned.
+
+    Returns:
+        The scorecard, as training writes it; it replaces the run's ``scorecard.json``, keeping
+        what only training knows (``best_step``, ``stopped_early``, ``stop_reason``).
+
+    Raises:
+        CheckpointError: not a finished run folder, a file of it damaged, or its data changed since.
+        RecipeError, MethodError, ModelLoadError: its recipe, trained artifact or model cannot be read.
+    """
     run = open_run(run_dir)
     folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)

@@ -77,7 +77,11 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def get_method(name: str) -> Method:
-    """The registered method called ``name`` (importing the built-in ones first)."""
+    """The registered method called ``name`` (importing the built-in ones first).
+
+    Raises:
+        UnknownNameError: no method of that name, listing the registered ones.
+    """
     import finjust.methods  # noqa: F401  (registers the built-in methods)
 
     return METHODS.get(name)
