@@ -166,7 +166,8 @@ def _check_options(prompts: int, max_new_tokens: int | None, min_agreement: floa
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                        or max_new_tokens < 1):  # fmt: skip
         problems.append(f"max_new_tokens={max_new_tokens!r} must be a whole number of at least 1 (or None)")
-    if min_agreement is not None and not (isinstance(min_agreement, (int, float)) and 0 <= min_agreement <= 1):
+    if min_agreement is not None and (isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float))
+                                      or not 0 <= min_agreement <= 1):  # fmt: skip
         problems.append(f"min_agreement={min_agreement!r} must be a number from 0 to 1 (or None)")
     if problems:
         raise ExportError("; ".join(problems))
