@@ -243,8 +243,8 @@ def _exists_message(folder: RunFolder) -> str:
         return (f"{exists} and holds a run that stopped before its first checkpoint, so nothing trained is lost "
                 "by starting again: set output.overwrite=true (or choose another output.dir); `finjust train "
                 f"--resume {folder.root}` retries it with the recipe it recorded")  # fmt: skip
-    return (f"{exists}; continue it with `finjust train --resume {folder.root}`, choose another output.dir, "
-            "or set output.overwrite=true")  # fmt: skip
+    return (f"{exists}; continue it with `finjust train --resume {folder.root}` (from Python: run_recipe(..., "
+            "resume=True)), choose another output.dir, or set output.overwrite=true")  # fmt: skip
 
 
 def _recover_writes(folder: RunFolder) -> None:
