@@ -58,6 +58,21 @@ def test_auto_compiles_only_long_cpu_runs(setting, steps, expected):
     assert compile_mod.should_compile(None, torch.device("cuda"), 10_000) is False
 
 
+def test_compiled_blocks_are_partitioned_under_the_memory_budget(monkeypatch, tiny_model_dir):
+    # the partitioner reads the budget when a call compiles: each call must carry it, and leave
+    # the process's own setting as it was
+    from torch._functorch import config as functorch_config
+
+    budgets: list[float] = []
+    monkeypatch.setattr(torch, "compile", lambda forward, dynamic: lambda *args, **kwargs: budgets.append(
+        functorch_config.activation_memory_budget))  # fmt: skip
+    before = functorch_config.activation_memory_budget
+    forwards = compile_mod.compiled_forwards(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    next(iter(forwards.values()))()
+    assert budgets == [compile_mod.ACTIVATION_MEMORY_BUDGET] and compile_mod.ACTIVATION_MEMORY_BUDGET < 1
+    assert functorch_config.activation_memory_budget == before
+
+
 def test_auto_does_not_compile_without_the_python_headers(monkeypatch, tmp_path):
     monkeypatch.setattr(compile_mod.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})  # no Python.h there
     assert compile_mod.has_cpp_compiler() is False
