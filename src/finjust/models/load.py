@@ -27,7 +27,9 @@ from finjust.errors import ModelLoadError
 from finjust.models.shipped import SHIPPED_ENCODERS, SHIPPED_MODELS
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-#: the devices a model loads on (the recipe's ``model.device`` choices)
+#: the weight dtypes and devices a model loads with (the recipe's ``model.dtype`` and
+#: ``model.device`` choices)
+DTYPES = ("auto", *_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -62,7 +64,7 @@ def choose_dtype(preference: str, device: torch.device) -> torch.dtype:
     """bf16 where the hardware computes it fast, else fp32 (or what the recipe says)."""
     if preference != "auto":
         if preference not in _DTYPES:
-            raise ModelLoadError(f"dtype {preference!r} is not one of auto, {', '.join(_DTYPES)}")
+            raise ModelLoadError(f"dtype {preference!r} is not one of {', '.join(DTYPES)}")
         return _DTYPES[preference]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32

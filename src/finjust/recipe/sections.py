@@ -10,6 +10,7 @@ from typing import Any
 from finjust.data.findings import DEFAULT_FAIL_ON, GATED
 from finjust.data.formats import FORMATS
 from finjust.methods.registry import get_method
+from finjust.models.load import DEVICES, DTYPES
 
 
 def _doc(help_text: str, **checks: Any) -> dict[str, Any]:
@@ -25,9 +26,9 @@ class ModelSection:
         "Short name of a model an installed package ships (e.g. smollm2-135m-instruct), "
         "a local Hugging Face folder, or a .gguf file.", nonempty=True))
     dtype: str = field(default="auto", metadata=_doc(
-        "Weight dtype; auto picks bfloat16 where supported.", choices=("auto", "bfloat16", "float32")))
+        "Weight dtype; auto picks bfloat16 where supported.", choices=DTYPES))
     device: str = field(default="auto", metadata=_doc(
-        "Where to train; auto uses cuda when available.", choices=("auto", "cpu", "cuda")))
+        "Where to train; auto uses cuda when available.", choices=DEVICES))
 
 
 @dataclass
