@@ -124,8 +124,7 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
         learning_rate=2e-4, lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[],
         use_cpu=True, bf16=variant == "b", dataloader_num_workers=0, remove_unused_columns=False, seed=0,
     )  # fmt: skip
-    InPlanOrder(model=model, args=args, train_dataset=rows, data_collator=counting_collate,
-                callbacks=[Clock()]).train()  # fmt: skip
+    InPlanOrder(model=model, args=args, train_dataset=rows, callbacks=[Clock()]).train()  # batches: its dataloader
     _require_plan(counted[: len(times)], [[len(rows[i]["input_ids"]) for i in step] for step in plan], "the Trainer")
     return _summary(times, counted, losses, warmup)
 
@@ -187,7 +186,7 @@ def _summary(seconds: list[float], lengths: list[list[int]], losses: list[float]
     }
 
 
-def bf16_matmul_peak(size: int = 2048, repeats: int = 10, trials: int = 5, dtype: str = "bfloat16") -> float:
+def matmul_peak(size: int = 2048, repeats: int = 10, trials: int = 5, dtype: str = "bfloat16") -> float:
     """GFLOP/s of a square bf16 (or ``dtype``) matmul, the best of ``trials``: the ceiling model
     FLOPs utilisation is measured against (one trial alone moved by +-5% between runs)."""
     import torch
@@ -212,7 +211,7 @@ def describe_machine() -> dict[str, Any]:
     unit = ("AMX" if torch.cpu._is_amx_tile_supported()
             else "AVX512-BF16" if torch.cpu._is_avx512_bf16_supported() else "no native bf16")  # fmt: skip
     return {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "bf16_unit": unit,
-            "fp32_matmul_peak_gflops": bf16_matmul_peak(dtype="float32")}  # fmt: skip
+            "fp32_matmul_peak_gflops": matmul_peak(dtype="float32")}  # fmt: skip
 
 
 HIDDEN, LAYERS, INTERMEDIATE, KV_DIM, VOCAB, RANK = 576, 30, 1536, 192, 49152, 16
@@ -275,7 +274,7 @@ def _measure(rounds: int, steps: int, warmup: int) -> tuple[dict[str, dict[str, 
         for variant in VARIANTS:
             if (result := _child(variant, steps, warmup)) is not None:
                 runs[variant].append(result)
-        peaks.append(bf16_matmul_peak())
+        peaks.append(matmul_peak())
     return {variant: _median_run(found) for variant, found in runs.items() if found}, statistics.median(peaks)
 
 

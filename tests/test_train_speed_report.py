@@ -87,7 +87,7 @@ def test_rounds_report_each_variant_s_median_run(train_speed, monkeypatch):
     monkeypatch.setattr(train_speed, "_child", lambda variant, steps, warmup: {
         **_result(next(speeds), 1.0, [3.0]), "variant": variant})  # fmt: skip
     peaks = iter([1000.0, 800.0, 1200.0])
-    monkeypatch.setattr(train_speed, "bf16_matmul_peak", lambda: next(peaks))
+    monkeypatch.setattr(train_speed, "matmul_peak", lambda: next(peaks))
     results, peak = train_speed._measure(3, steps=1, warmup=0)
     assert peak == 1000.0
     assert {name: r["real_tokens_per_second"] for name, r in results.items()} == {"a": 100.0, "b": 200.0, "finjust": 310.0}
