@@ -24,11 +24,11 @@ ASSETS = Path(__file__).parent / "assets"
 @pytest.fixture(autouse=True, scope="session")
 def _matmul_plans_of_the_session(tmp_path_factory: pytest.TempPathFactory):
     """The tiny models' matmul plans go to a file of the test session's, not the user's cache."""
-    from finjust.models import row_chunked_mm
+    from finjust.models import machine_plans
 
     with pytest.MonkeyPatch.context() as patch:
         path = tmp_path_factory.mktemp("cache") / "matmul-plans.json"
-        patch.setattr(row_chunked_mm, "plans_file", lambda: path)
+        patch.setattr(machine_plans, "plans_file", lambda: path)
         yield
 
 

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from conftest import loss_and_grads
 from transformers import AutoModelForCausalLM
 
-from finjust.objectives import sft
-from finjust.objectives.linear_ce import linear_cross_entropy
+from finjust.models import machine_plans
+from finjust.objectives import linear_ce, sft
+from finjust.objectives.linear_ce import keep_transposed_head, linear_cross_entropy
 from finjust.objectives.sft import pack
 
 
@@ -58,3 +59,78 @@ def test_packed_loss_and_gradients_equal_the_full_logits_path(tiny_model_dir, ti
     assert fused[1] == full[1]
     for a, b in zip(fused[2], full[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture
+def head_plan(monkeypatch, tmp_path):
+    """A plans file of the test's own; ``choose(layout)`` makes the timing pick ``layout`` and
+    record the weight shapes it timed, in the returned list."""
+    monkeypatch.setattr(machine_plans, "plans_file", lambda: tmp_path / "plans.json")
+    timed: list[tuple[int, ...]] = []
+
+    def choose(layout: str) -> list[tuple[int, ...]]:
+        monkeypatch.setattr(linear_ce, "_faster_layout", lambda w, t, chunk: timed.append(tuple(w.shape)) or layout)
+        return timed
+
+    return choose
+
+
+def _loss_and_input_grad(h, w, targets, upstream, chunk=4):
+    h.grad = None
+    losses = linear_cross_entropy(h, w, targets, chunk=chunk)
+    (losses * upstream).sum().backward()
+    return losses.detach(), h.grad.clone()
+
+
+@pytest.mark.parametrize("layout", ["transposed", "direct"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_kept_head_layout_gives_the_same_loss_and_gradient(head_plan, layout, dtype):
+    head_plan(layout)
+    h, w, targets, upstream = _inputs(False)
+    h, w = h.detach().to(dtype).requires_grad_(), w.to(dtype)
+    expected = _loss_and_input_grad(h, w, targets, upstream)
+    with keep_transposed_head(w):
+        kept = _loss_and_input_grad(h, w, targets, upstream)
+        copy = linear_ce._TRANSPOSED[id(w)][1][dtype]
+    assert (copy is not None) == (layout == "transposed")
+    if copy is not None:
+        assert copy.is_contiguous() and torch.equal(copy, w.T)
+    for got, want in zip(kept, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_the_head_layout_is_timed_once_per_machine_and_the_copy_dropped_on_leaving(head_plan, monkeypatch):
+    timed = head_plan("transposed")
+    h, w, targets, upstream = _inputs(False)
+    for _ in range(2):  # two runs on the machine, each timing at most at its first step
+        with keep_transposed_head(w):
+            for _ in range(2):
+                _loss_and_input_grad(h, w, targets, upstream)
+        assert linear_ce._TRANSPOSED == {}
+    assert timed == [(50, 8)]
+
+
+def test_a_head_that_trains_or_is_not_kept_gets_no_copy(head_plan):
+    timed = head_plan("transposed")
+    h, w, targets, upstream = _inputs(True)
+    with keep_transposed_head(w):
+        assert linear_ce._TRANSPOSED == {}
+        _loss_and_input_grad(h, w, targets, upstream)
+    with keep_transposed_head(None):
+        _loss_and_input_grad(h, w.detach(), targets, upstream)
+    _loss_and_input_grad(h, w.detach(), targets, upstream)
+    assert timed == []
+
+
+@pytest.mark.parametrize(("transposed_seconds", "layout"), [(1.0, "transposed"), (1.7, "direct"), (3.0, "direct")])
+def test_timing_keeps_the_faster_head_layout(transposed_seconds, layout):
+    w = torch.randn(50, 8)
+
+    def timer(runs):
+        for run in runs.values():
+            run()  # both ways really run
+        return {"direct": 2.0, "transposed": transposed_seconds}
+
+    before = torch.get_rng_state()
+    assert linear_ce._faster_layout(w, w.T.contiguous(), 4, timer) == layout
+    assert torch.equal(torch.get_rng_state(), before)  # timing must not move the run's random stream

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from finjust.cli.main import main
 from finjust.methods import get_method
+from finjust.objectives import linear_ce
 from finjust.objectives.sft import batch_loss_sum, make_batch
 from finjust.recipe import TrainSection
 from finjust.train.checkpoint import latest_checkpoint
@@ -142,6 +143,17 @@ def test_weights_that_train_get_fp32_masters_whatever_the_model_was_loaded_in(ti
     trained = [p for p in model.parameters() if p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)
     assert all(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
+
+
+def test_training_steps_may_take_the_frozen_heads_input_gradient_through_a_kept_copy(
+        tiny_model_dir, tiny_tokens, tmp_path, monkeypatch):  # fmt: skip
+    model = _tiny_lora(tiny_model_dir)
+    planned = []
+    monkeypatch.setattr(linear_ce, "_transposed_if_faster", lambda w, chunk: planned.append(w) or w.T.contiguous())
+    train_model(model, _setup(tiny_tokens, tmp_path, [], max_steps=2))
+    head = model.get_output_embeddings().weight
+    assert len(planned) == 1 and planned[0] is head  # asked once, at the first step
+    assert linear_ce._TRANSPOSED == {}  # and dropped after training
 
 
 def test_forgetting_action_best_keeps_training_past_evaluations_over_the_budget(tiny_model_dir, tiny_tokens, tmp_path):

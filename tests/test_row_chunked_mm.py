@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from finjust.models import machine_plans
 from finjust.models import row_chunked_mm as chunking
 
 
@@ -39,7 +40,7 @@ def test_bf16_chunks_round_like_one_call(chunks_of_5):
 def fresh_plans(monkeypatch, tmp_path):
     """No plan in this process, and a plans file of the test's own."""
     monkeypatch.setattr(chunking, "_PLANS", {})
-    monkeypatch.setattr(chunking, "plans_file", lambda: tmp_path / "cache" / "matmul-plans.json")
+    monkeypatch.setattr(machine_plans, "plans_file", lambda: tmp_path / "cache" / "matmul-plans.json")
     return tmp_path / "cache" / "matmul-plans.json"
 
 
@@ -81,7 +82,7 @@ def test_another_thread_count_is_measured_again(monkeypatch, fresh_plans):
     assert timed == [(6, 3), (6, 3)] and len(json.loads(fresh_plans.read_text())) == 2
 
 
-@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"x": "eight"}'])
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]"])
 def test_a_damaged_plans_file_is_measured_again_and_replaced(monkeypatch, fresh_plans, damage):
     fresh_plans.parent.mkdir()
     fresh_plans.write_text(damage)
@@ -121,8 +122,8 @@ def test_a_known_shape_costs_no_file_read(monkeypatch, fresh_plans):
     """Looked up at every matmul: the plans file and the CPU's name are read once per shape."""
     _record_timings(monkeypatch)
     reads = []
-    real_read = chunking._read_plans
-    monkeypatch.setattr(chunking, "_read_plans", lambda: reads.append(1) or real_read())
+    real_read = machine_plans._read_plans
+    monkeypatch.setattr(machine_plans, "_read_plans", lambda: reads.append(1) or real_read())
     weight = torch.randn(3, 6)
     for _ in range(5):
         chunking.chunk_rows_for(torch.randn(10, 6), weight.T)
@@ -133,6 +134,15 @@ def test_a_known_shape_costs_no_file_read(monkeypatch, fresh_plans):
 def test_a_plan_that_is_no_row_count_is_measured_again(monkeypatch, fresh_plans, saved):
     a, weight = torch.randn(10, 6), torch.randn(6, 3)
     fresh_plans.parent.mkdir()
-    fresh_plans.write_text(json.dumps({chunking._plan_key(a, weight): saved}))
+    fresh_plans.write_text(json.dumps({machine_plans.plan_key(chunking.problem(a, weight)): saved}))
     timed = _record_timings(monkeypatch, plan=8)
     assert chunking.chunk_rows_for(a, weight) == 8 and timed == [(6, 3)]
+
+
+def test_other_plans_in_the_file_are_kept(monkeypatch, fresh_plans):
+    """The file holds every kind of plan: saving one keeps the entries it cannot read."""
+    fresh_plans.parent.mkdir()
+    fresh_plans.write_text(json.dumps({"another machine's plan": "transposed"}))
+    _record_timings(monkeypatch)
+    chunking.chunk_rows_for(torch.randn(10, 6), torch.randn(6, 3))
+    assert sorted(json.loads(fresh_plans.read_text()).values(), key=str) == [8, "transposed"]

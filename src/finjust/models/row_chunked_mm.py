@@ -11,27 +11,15 @@ input gradients (output width 576), so splitting the rows into chunks of at most
 192 and 1536 lost too. So each problem shape is timed both ways (:func:`chunk_rows_for`).
 
 Chunking changes only which rows share a oneDNN call, but that changes the kernel's blocking
-and so the bf16 rounding: a run's numbers depend on the plans. Timed afresh in every process,
-the plans followed the machine's load at that moment (beside a busy process, 4 of 8 timings
-of 1536 -> 576 chose the other way), and so did a run's scorecard. A plan is therefore
-measured once per machine, thread count and torch version, and kept in the plans file
-(:func:`plans_file`): a machine repeats its runs, and a resumed run continues with the plans
-it started with. Delete the file to measure again (after moving the machine, say).
+and so the bf16 rounding; like every timed choice it is made once per machine and kept
+(:mod:`finjust.models.machine_plans`).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import platform
-import time
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 
-from finjust import atomic
-from finjust.models.load import cache_root
+from finjust.models.machine_plans import Timer, best_times, machine_plan
 
 #: rows per matmul call when chunking: the largest row count that ran on both threads at every
 #: shape measured (see the module docstring)
@@ -69,62 +57,20 @@ def chunk_rows_for(a: torch.Tensor, b: torch.Tensor) -> int | None:
     return _PLANS[shape]
 
 
-def plans_file() -> Path:
-    """Where this machine's plans are kept: beside the converted models."""
-    return cache_root() / "matmul-plans.json"
-
-
 def _machine_plan(a: torch.Tensor, b: torch.Tensor) -> int | None:
     """The plans file's plan for this problem, timed and added to the file if it has none."""
-    key = _plan_key(a, b)
-    saved = _read_plans()
-    if key in saved:
-        return saved[key]
-    plan = _faster_plan(a, b)
-    _save_plan(key, plan)
-    return plan
+    return machine_plan(problem(a, b), _is_plan, lambda: _faster_plan(a, b))
 
 
-def _plan_key(a: torch.Tensor, b: torch.Tensor) -> str:
-    """The problem shape, and what else decides how oneDNN runs it."""
+def problem(a: torch.Tensor, b: torch.Tensor) -> str:
+    """The problem shape's name in the plans file."""
     inputs, outputs = b.shape
     layout = "transposed" if b.stride(0) == 1 else "rows"
-    return (f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-            f"{str(a.dtype).removeprefix('torch.')} {inputs}->{outputs} {layout}")  # fmt: skip
+    return f"{str(a.dtype).removeprefix('torch.')} {inputs}->{outputs} {layout}"
 
 
-@functools.cache
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _read_plans() -> dict[str, int | None]:
-    """The plans file's entries; none where it is missing or damaged (they are measured again)."""
-    try:
-        saved = json.loads(plans_file().read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(saved, dict):
-        return {}
-    return {key: plan for key, plan in saved.items() if plan is None or (type(plan) is int and plan > 0)}
-
-
-def _save_plan(key: str, plan: int | None) -> None:
-    """Add a plan to the file (merged with what other processes wrote since); a cache that
-    cannot be written leaves the plan to this process."""
-    try:
-        atomic.write_json(plans_file(), {**_read_plans(), key: plan})
-    except OSError:
-        pass
-
-
-Timer = Callable[[dict[str, Callable[[], None]]], dict[str, float]]
+def _is_plan(saved: object) -> bool:
+    return saved is None or (type(saved) is int and saved > 0)
 
 
 def _faster_plan(a: torch.Tensor, b: torch.Tensor, timer: Timer | None = None) -> int | None:
@@ -141,19 +87,5 @@ def _faster_plan(a: torch.Tensor, b: torch.Tensor, timer: Timer | None = None) -
         torch.mm(sample[:CHUNK_ROWS], b, out=out[:CHUNK_ROWS])
         torch.mm(sample[CHUNK_ROWS:], b, out=out[CHUNK_ROWS:])
 
-    seconds = (timer or _best_times)({"whole": whole, "halves": halves})
+    seconds = (timer or best_times)({"whole": whole, "halves": halves})
     return CHUNK_ROWS if seconds["halves"] < MARGIN * seconds["whole"] else None
-
-
-def _best_times(runs: dict[str, Callable[[], None]], rounds: int = 5) -> dict[str, float]:
-    """Each run's best time over ``rounds`` taken in turn, so that a burst of load elsewhere
-    slows both ways rather than one."""
-    for run in runs.values():
-        run()  # warm-up: oneDNN builds its kernel for the shape on the first call
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(rounds):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best

@@ -25,6 +25,7 @@ from finjust.models.forward_swap import repeated_blocks, swapped_forwards
 from finjust.models.lean_activations import lean_activations
 from finjust.models.load import align_layer_norm_dtypes, autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
+from finjust.objectives.linear_ce import keep_transposed_head
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
 from finjust.train.checkpoint import (
     LoopState, latest_checkpoint, recover_interrupted_saves, restore_checkpoint, save_checkpoint,
@@ -177,9 +178,19 @@ def _recomputing_forwards(
 @contextmanager
 def _training_forwards(model: nn.Module, compiled: bool) -> Iterator[None]:
     """Forwards that train leaner or faster than the classes' own (see their modules); the LoRA
-    one for eager steps only, compiled ones ran slower with it."""
-    with lean_activations(model), nullcontext() if compiled else lora_addmm_forwards(model):
+    one for eager steps only, compiled ones ran slower with it. The loss's head is not
+    compiled in either."""
+    with lean_activations(model), nullcontext() if compiled else lora_addmm_forwards(model), \
+            keep_transposed_head(_head_weight(model)):
         yield
+
+
+def _head_weight(model: nn.Module) -> torch.Tensor | None:
+    """The output head's weight, where the model has one."""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    weight = getattr(head, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else None
 
 
 @contextmanager
