@@ -18,10 +18,10 @@ from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.context import fitted_to_model
 from finjust.train.resume_checks import read_manifest
+from finjust.train.saved_json import read_saved_object
 from finjust.train.run import (
     RunFolder,
     compute_dtype,
-    read_saved_object,
     score_base,
     score_tuned,
     test_examples,

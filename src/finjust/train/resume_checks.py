@@ -21,6 +21,7 @@ from finjust.data.report import SPLITS
 from finjust.errors import CheckpointError
 from finjust.recipe import Recipe
 from finjust.recipe.save import recipe_to_dict
+from finjust.train.saved_json import read_saved_object
 
 #: the manifest's entry holding the recipe a run started with
 RECIPE_KEY = "recipe"
@@ -47,19 +48,16 @@ RESUME_NEEDS = "it records the data and recipe the run started with, so a resume
 
 def read_manifest(path: Path, why: str = RESUME_NEEDS) -> dict[str, Any]:
     """A run's manifest.json, or a CheckpointError naming it, ``why`` the reader needs it, and what to do."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path} is missing: {why}; restore it or start a new run") from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable ({exc}): {why}; restore it or start a new run") from exc
-    hashes = saved.get("sha256") if isinstance(saved, dict) else None
+    advice = f"{why}; restore it or start a new run"
+    saved = read_saved_object(path, advice)
+    if saved is None:
+        raise CheckpointError(f"{path} is missing: {advice}")
+    hashes = saved.get("sha256")
     if not isinstance(hashes, dict) or not all(isinstance(hashes.get(split), str) for split in SPLITS):
-        raise CheckpointError(f"{path} is not a run manifest (no sha256 of the splits): {why}; restore it or start "
-                              "a new run")  # fmt: skip
+        raise CheckpointError(f"{path} is not a run manifest (no sha256 of the splits): {advice}")
     recorded = saved.get(RECIPE_KEY, {})
     if not isinstance(recorded, dict) or not all(isinstance(section, dict) for section in recorded.values()):
-        raise CheckpointError(f"{path}: its {RECIPE_KEY!r} is not a recipe: {why}; restore it or start a new run")
+        raise CheckpointError(f"{path}: its {RECIPE_KEY!r} is not a recipe: {advice}")
     return saved
 
 

@@ -6,7 +6,6 @@ manifest, the metrics log, checkpoints, the trained artifact and the scorecard.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from finjust.train.context import answers_past_context, fitted_to_model
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
+from finjust.train.saved_json import read_saved_object
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
@@ -299,25 +299,6 @@ def _base_scores(
     scores = score_base(recipe, loaded, test, autocast, on_event)
     atomic.write_json(folder.base_scores, scores.to_json())
     return scores
-
-
-def read_saved_object(path: Path, advice: str) -> dict[str, Any] | None:
-    """A JSON object finjust wrote into a run folder, None where the file is absent.
-
-    Raises:
-        CheckpointError: the file is not UTF-8 JSON or holds something else than an object,
-            naming it, with ``advice`` (what its reader needs it for and what to do).
-    """
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, or not JSON
-        raise CheckpointError(f"{path} is unreadable ({exc}): {advice}") from exc
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path} holds {type(saved).__name__}, not the JSON object finjust writes there: "
-                              f"{advice}")  # fmt: skip
-    return saved
 
 
 def saved_base_scores(folder: RunFolder, examples: int) -> ModelScores | None:
