@@ -122,6 +122,16 @@ def test_a_head_that_trains_or_is_not_kept_gets_no_copy(head_plan):
     assert timed == []
 
 
+def test_a_head_too_large_for_the_free_memory_gets_no_copy(head_plan, monkeypatch):
+    timed = head_plan("transposed")
+    h, w, targets, upstream = _inputs(False)
+    monkeypatch.setattr(linear_ce.psutil, "virtual_memory", lambda: type("Memory", (), {"available": w.nbytes * 10}))
+    with keep_transposed_head(w):
+        _loss_and_input_grad(h, w, targets, upstream)
+        assert linear_ce._TRANSPOSED[id(w)][1] == {torch.float32: None}
+    assert timed == []  # nor is the machine's plan timed for it
+
+
 @pytest.mark.parametrize(("transposed_seconds", "layout"), [(1.0, "transposed"), (1.7, "direct"), (3.0, "direct")])
 def test_timing_keeps_the_faster_head_layout(transposed_seconds, layout):
     w = torch.randn(50, 8)

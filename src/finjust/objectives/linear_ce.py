@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
 import torch
 
 from finjust.models.load import matmul_dtype
@@ -44,6 +45,9 @@ ROW_MULTIPLE = 32
 #: the transposed copy must take under this share of the direct way's time to be worth its
 #: memory (Zen 4: 0.62)
 MARGIN = 0.8
+#: and at most this share of the memory free when it would be made: a larger model's head
+#: (152k x 3584 in bf16: 1.1 GB) is left where the step's activations may need the room
+COPY_SHARE = 0.05
 #: frozen head weights whose input gradients may use a transposed copy, by ``id``: the weight
 #: (holding it keeps its id unique) and its copies by dtype, None where the direct way is faster
 RowsTimes = Callable[[torch.Tensor], torch.Tensor]
@@ -129,7 +133,10 @@ def _times_weight(weight: torch.Tensor, w: torch.Tensor, chunk: int) -> RowsTime
 
 
 def _transposed_if_faster(w: torch.Tensor, chunk: int) -> torch.Tensor | None:
-    """A contiguous ``w.T`` where this machine's plan computes a chunk's input gradient from it."""
+    """A contiguous ``w.T`` where this machine's plan computes a chunk's input gradient from it
+    and the copy fits in :data:`COPY_SHARE` of the free memory."""
+    if w.nbytes > COPY_SHARE * psutil.virtual_memory().available:
+        return None
     vocabulary, width = w.shape
     transposed = None
 
