@@ -107,7 +107,9 @@ def test_the_head_layout_is_timed_once_per_machine_and_the_copy_dropped_on_leavi
             for _ in range(2):
                 _loss_and_input_grad(h, w, targets, upstream)
         assert linear_ce._TRANSPOSED == {}
-    assert timed == [(50, 8)]
+    with keep_transposed_head(w), keep_transposed_head(w):  # an inner context leaves the outer's copy
+        _loss_and_input_grad(h, w, targets, upstream)
+    assert linear_ce._TRANSPOSED == {} and timed == [(50, 8)]
 
 
 def test_a_head_that_trains_or_is_not_kept_gets_no_copy(head_plan):

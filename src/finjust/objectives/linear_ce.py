@@ -13,9 +13,9 @@ fine-tuning of a tied embedding) the chunks are recomputed in backward instead.
 A chunk's input gradient ``(softmax - onehot) @ W`` sums over the vocabulary, which runs down
 W's columns; oneDNN can run it faster as ``(W^T @ (softmax - onehot)^T)^T`` from a contiguous
 copy of ``W^T``, both operands then read along the vocabulary. On the AMD EPYC (Zen 4) machine
-that ran at ~400 GFLOP/s for a 64-token chunk against ~245, and eager training steps 4.9%
-faster (each step's best of six alternating runs), for the copy held while training (56 MB
-for SmolLM2). Whether a machine gains is timed at its first use (:func:`keep_transposed_head`).
+that ran at ~400 GFLOP/s for a 64-token chunk against ~245, and eager training steps 2.6-4.9%
+faster (each step's best of four and of six alternating runs), for the copy held while
+training (56 MB for SmolLM2). Whether a machine gains is timed at its first use (:func:`keep_transposed_head`).
 
 Why ours: torch 2.13's ``F.linear_cross_entropy`` with chunking measured 1.7x *slower*
 than the plain path on our CPU (250 vs 149 ms for 363 tokens), this one 0.6x (91 ms);
@@ -48,9 +48,9 @@ MARGIN = 0.8
 #: and at most this share of the memory free when it would be made: a larger model's head
 #: (152k x 3584 in bf16: 1.1 GB) is left where the step's activations may need the room
 COPY_SHARE = 0.05
+RowsTimes = Callable[[torch.Tensor], torch.Tensor]
 #: frozen head weights whose input gradients may use a transposed copy, by ``id``: the weight
 #: (holding it keeps its id unique) and its copies by dtype, None where the direct way is faster
-RowsTimes = Callable[[torch.Tensor], torch.Tensor]
 _TRANSPOSED: dict[int, tuple[torch.Tensor, dict[torch.dtype, torch.Tensor | None]]] = {}
 
 
@@ -107,7 +107,8 @@ def keep_transposed_head(weight: torch.Tensor | None) -> Iterator[None]:
     The copy is made at the first use and dropped on leaving; ``weight`` must not change while
     inside. A weight that trains, or is no CPU matrix, is left as it is.
     """
-    if weight is None or weight.requires_grad or weight.dim() != 2 or weight.device.type != "cpu":
+    kept = weight is None or id(weight) in _TRANSPOSED  # nothing, or by an enclosing context
+    if kept or weight.requires_grad or weight.dim() != 2 or weight.device.type != "cpu":
         yield
         return
     _TRANSPOSED[id(weight)] = (weight, {})

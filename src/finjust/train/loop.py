@@ -178,8 +178,9 @@ def _recomputing_forwards(
 @contextmanager
 def _training_forwards(model: nn.Module, compiled: bool) -> Iterator[None]:
     """Forwards that train leaner or faster than the classes' own (see their modules); the LoRA
-    one for eager steps only, compiled ones ran slower with it. The loss's head is not
-    compiled in either."""
+    one for eager steps only, compiled ones ran slower with it; and, in both, the frozen
+    head's input gradient through a transposed copy where that is faster (the loss is never
+    compiled)."""
     with lean_activations(model), nullcontext() if compiled else lora_addmm_forwards(model), \
             keep_transposed_head(_head_weight(model)):
         yield
