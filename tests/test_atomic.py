@@ -61,12 +61,14 @@ def test_a_folder_that_refuses_the_temp_is_reported_naming_the_target(tmp_path, 
     monkeypatch.setattr(tempfile, "mkstemp", refused)
     monkeypatch.setattr(tempfile, "mkdtemp", refused)
     (tmp_path / "old").mkdir()
-    for write in (lambda: atomic.write_text(tmp_path / "a.json", "{}"), lambda: atomic.remove_folder(tmp_path / "old"),
-                  lambda: atomic.write_folder(tmp_path / "adapter", lambda tmp: None)):  # fmt: skip
+    writes = {"a.json": lambda: atomic.write_text(tmp_path / "a.json", "{}"),
+              "old": lambda: atomic.remove_folder(tmp_path / "old"),
+              "adapter": lambda: atomic.write_folder(tmp_path / "adapter", lambda tmp: None)}  # fmt: skip
+    for target, write in writes.items():
         with pytest.raises(PermissionError) as refusal:
             write()
         assert str(refusal.value).startswith("[Errno 13] Permission denied: ")
-        assert refusal.value.filename in {str(tmp_path / n) for n in ("a.json", "old", "adapter")}
+        assert refusal.value.filename == str(tmp_path / target)
 
 
 def test_a_write_onto_a_folder_names_the_folder_and_leaves_no_temp(tmp_path):

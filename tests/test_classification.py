@@ -25,6 +25,7 @@ from finjust.objectives.classification import (
     LabelBatcher, LabelMap, class_logits, label_loss_sum, tokenize_labelled,
 )
 from finjust.objectives.registry import objective_for_task
+from finjust.train import recompute
 from finjust.train.checkpoint import latest_checkpoint
 from finjust.export.classifier import _LabelLogits, _trace_sample, _write_graph
 from finjust.export.onnx_format import open_session
@@ -362,12 +363,19 @@ def test_a_classifier_export_into_its_trained_adapter_is_refused(classification_
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
-def test_recomputed_classifier_steps_train_as_stored_ones(model_fixture, request, classification_recipe, tmp_path):
+def test_recomputed_classifier_steps_train_as_stored_ones(model_fixture, request, classification_recipe, tmp_path,
+                                                         monkeypatch):  # fmt: skip
     model = {"name": str(request.getfixturevalue(model_fixture)), "dtype": "float32"}
     recipe = classification_recipe(model=model, train={"max_steps": 3})
+    checkpointed = {}  # setting -> block calls made under a checkpoint
+    real = recompute.recomputing
     for setting in ("false", "true"):  # BERT's dropout draws the same masks in the recompute
+        runs = checkpointed.setdefault(setting, [])
+        monkeypatch.setattr("finjust.train.loop.recomputing",
+                            lambda *args, runs=runs: lambda *a, **k: runs.append(1) or real(*args)(*a, **k))  # fmt: skip
         settings = [f"train.gradient_checkpointing={setting}", f"output.dir={tmp_path / setting}"]
         assert main(["train", str(recipe), *settings]) == 0
+    assert checkpointed["false"] == [] and len(checkpointed["true"]) >= 3  # every step's blocks
     stored, recomputed = (
         load_file(str(latest_checkpoint(tmp_path / setting / "checkpoints") / "trainable.safetensors"))
         for setting in ("false", "true")

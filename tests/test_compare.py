@@ -179,7 +179,7 @@ def test_documents_are_chunked_by_paragraph(tmp_path):
     chunks = chunk_text(text, chunk_chars=40)
     assert chunks[0] == "one two three\nfour five"
     assert all(len(c) <= 40 for c in chunks) and " ".join(chunks[1:]).split() == ["word"] * 50
-    with pytest.raises(Exception, match="no text in .txt or .md"):
+    with pytest.raises(EvaluationError, match="no text in .txt or .md"):
         documents_from_folder(tmp_path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 
 import pytest
 import torch
@@ -11,10 +12,30 @@ from finjust.methods import get_method
 from finjust.models.forward_swap import repeated_blocks
 from finjust.recipe import TrainSection
 from finjust.train import compile as compile_mod
+from finjust.train import loop
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 
 pytestmark = pytest.mark.skipif(not compile_mod.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+
+
+@pytest.fixture
+def ran(monkeypatch) -> Counter:
+    """How often a training step called a compiled block forward and a recomputing one."""
+    calls: Counter = Counter()
+    real_compiled, real_recomputing = loop.compiled_forwards, loop.recomputing
+
+    def counted(forward, name):
+        def run(*args, **kwargs):
+            calls[name] += 1
+            return forward(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(loop, "compiled_forwards",
+                        lambda model: {b: counted(f, "compiled") for b, f in real_compiled(model).items()})  # fmt: skip
+    monkeypatch.setattr(loop, "recomputing", lambda forward, config: counted(real_recomputing(forward, config), "recomputed"))
+    return calls
 
 
 def _losses(
@@ -36,25 +57,32 @@ def _losses(
     return losses, model
 
 
-def test_compiled_steps_give_the_eager_losses_and_leave_the_blocks_eager(tiny_model_dir, tiny_tokens, tmp_path):
+def test_compiled_steps_give_the_eager_losses_and_leave_the_blocks_eager(tiny_model_dir, tiny_tokens, tmp_path, ran):
     eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False)
+    assert ran == Counter()
     compiled, model = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True)
     assert compiled == pytest.approx(eager, rel=1e-3)
+    assert ran == {"compiled": 4 * model.config.num_hidden_layers}  # every block of the 4 steps, compiled
     blocks = repeated_blocks(model)
     assert len(blocks) == model.config.num_hidden_layers
     assert all("forward" not in vars(block) for block in blocks)  # evaluation and generation run eager
 
 
-def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_path):
+def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_path, ran):
     eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False)
-    recomputed, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True, recompute=True)
+    recomputed, model = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True, recompute=True)
     assert recomputed == pytest.approx(eager, rel=1e-3)
+    block_calls = 4 * model.config.num_hidden_layers
+    assert ran == {"recomputed": block_calls, "compiled": 2 * block_calls}  # compiled again in backward
 
 
 @pytest.mark.parametrize(("setting", "steps", "expected"), [(None, 199, False), (None, 200, True), (False, 500, False),
                                                            (True, 1, True)])  # fmt: skip
 def test_auto_compiles_only_long_cpu_runs(setting, steps, expected):
     assert compile_mod.should_compile(setting, torch.device("cpu"), steps) is expected
+
+
+def test_auto_leaves_gpu_runs_eager():
     assert compile_mod.should_compile(None, torch.device("cuda"), 10_000) is False
 
 

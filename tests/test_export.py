@@ -88,7 +88,9 @@ def test_adapter_export_loads_with_peft(lora_run, tiny_model_dir, tmp_path):
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "adapter" / "tokenizer_config.json").is_file()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter")
-    assert any("lora_A" in name for name, _ in model.named_parameters())
+    lora_b = [weight for name, weight in model.named_parameters() if "lora_B" in name]
+    # peft starts B at zero and only warns about keys it cannot place: trained values prove the load
+    assert lora_b and all(bool(weight.abs().sum() > 0) for weight in lora_b)
 
 
 def test_an_adapter_whose_tokenizer_declares_another_stop_token_fails(lora_run, tmp_path, monkeypatch):
@@ -204,8 +206,9 @@ def test_onnx_logits_match(lora_run, tmp_path):
 def test_int8_loads_back_and_answers(lora_run, tmp_path):
     from finjust.export.int8 import load_int8
 
-    result = export_run(lora_run, "int8", out=tmp_path / "int8", min_agreement=0.0)
+    result = export_run(lora_run, "int8", out=tmp_path / "int8")  # under the format's own parity bar
     assert result["fp32_parameter_bytes"] > 0 and result["parity"]["export_tokens"] > 0
+    assert result["parity"]["agreement"] >= 0.6  # a wrong model agrees on none of the tokens
     model = load_int8(tmp_path / "int8")
     layer = model.model.layers[0]
     assert "quantized" in type(layer.self_attn.q_proj).__module__  # torch's dynamic-quantised Linear

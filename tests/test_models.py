@@ -52,11 +52,13 @@ def test_a_missing_package_says_how_to_install_it():
         missing.locate()
 
 
-def test_dtype_follows_the_recipe_or_the_hardware():
+@pytest.mark.parametrize(("fast_bf16", "auto"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_dtype_follows_the_recipe_or_the_hardware(monkeypatch, fast_bf16, auto):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(load, "cpu_has_fast_bf16", lambda: fast_bf16)
     assert choose_dtype("float32", cpu) == torch.float32
     assert choose_dtype("bfloat16", cpu) == torch.bfloat16
-    assert choose_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
+    assert choose_dtype("auto", cpu) == auto
 
 
 def test_a_gguf_conversion_is_cached_by_content_not_by_path(tmp_path, monkeypatch):

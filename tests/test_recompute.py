@@ -36,10 +36,16 @@ def _train(model, tiny_tokens, tmp_path, setting, steps=4) -> tuple[list[float],
     return [p["loss"] for kind, p in events if kind == "step"], events
 
 
-def test_recomputed_steps_learn_exactly_as_stored_ones(tiny_model_dir, tiny_tokens, tmp_path):
+def test_recomputed_steps_learn_exactly_as_stored_ones(tiny_model_dir, tiny_tokens, tmp_path, monkeypatch):
     stored_model, recomputed_model = _lora(tiny_model_dir), _lora(tiny_model_dir)
+    runs = []  # the block calls made under a checkpoint
+    real = recompute.recomputing
+    monkeypatch.setattr("finjust.train.loop.recomputing",
+                        lambda *args: lambda *a, **k: runs.append(1) or real(*args)(*a, **k))  # fmt: skip
     stored, _ = _train(stored_model, tiny_tokens, tmp_path, setting=False)
+    assert runs == []
     recomputed, _ = _train(recomputed_model, tiny_tokens, tmp_path, setting=True)
+    assert len(runs) == len(recomputed) * recomputed_model.config.num_hidden_layers
     assert recomputed == pytest.approx(stored, rel=1e-5)  # dropout draws the same masks again
     assert stored[-1] < stored[0]
     for (name, a), b in zip(stored_model.named_parameters(), recomputed_model.parameters(), strict=True):

@@ -132,10 +132,14 @@ def test_a_stop_string_ends_the_answer_before_it(server):
     assert "".join(c.choices[0].text for c in streamed) == cut.text
 
 
-def test_seeded_sampling_repeats(server):
+def test_seeded_sampling_repeats_and_samples(server):
     client = server.client()
-    ask = {"model": "tiny", "prompt": "The red", "max_tokens": 8, "temperature": 1.0, "top_p": 0.9, "seed": 7}
-    assert client.completions.create(**ask).choices[0].text == client.completions.create(**ask).choices[0].text
+    ask = {"model": "tiny", "prompt": "The red", "max_tokens": 8, "temperature": 1.0, "top_p": 0.9}
+    first, again = (client.completions.create(**ask, seed=7).choices[0].text for _ in range(2))
+    assert first == again
+    greedy = client.completions.create(**{**ask, "temperature": 0}).choices[0].text
+    sampled = {client.completions.create(**ask, seed=seed).choices[0].text for seed in range(4)}
+    assert sampled != {greedy}  # else the repeats above could be greedy decoding, which repeats anyway
 
 
 def test_top_p_zero_decodes_greedily(server):

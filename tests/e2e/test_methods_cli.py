@@ -68,4 +68,5 @@ def test_prompt_tuning_answers_in_the_scorecard(tiny_recipe, tmp_path):
     recipe = tiny_recipe(method={"name": "prompt_tuning", "virtual_tokens": 4})
     assert main(["train", str(recipe), "train.max_steps=1"]) == 0
     scorecard = json.loads((tmp_path / "run" / "scorecard.json").read_text())
-    assert all(item["tuned"] is not None for item in scorecard["answers"])
+    assert scorecard["answers"] and all(isinstance(item["tuned"], str) for item in scorecard["answers"])
+    assert any(item["tuned"].strip() for item in scorecard["answers"])  # the virtual tokens reach generation

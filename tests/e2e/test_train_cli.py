@@ -38,7 +38,9 @@ def test_train_writes_a_complete_run_folder(tiny_recipe, tmp_path, capsys):
 def test_the_adapter_loads_with_peft_directly(tiny_recipe, tiny_model_dir, tmp_path):
     assert main(["train", str(tiny_recipe()), "train.max_steps=2"]) == 0
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "run" / "adapter")
-    assert any("lora_A" in name for name, _ in model.named_parameters())
+    lora_b = [weight for name, weight in model.named_parameters() if "lora_B" in name]
+    # peft starts B at zero and only warns about keys it cannot place: trained values prove the load
+    assert lora_b and all(bool(weight.abs().sum() > 0) for weight in lora_b)
 
 
 def test_training_loss_falls(tiny_recipe, tmp_path):
