@@ -88,10 +88,19 @@ def test_the_loader_takes_the_methods_arguments(tiny_model_dir):
 
 
 def test_merging_dequantises_into_plain_weights(tiny_model_dir, tiny_tokens):
-    model = QLORA.apply(_four_bit(tiny_model_dir), QLORA.options_class())
+    torch.manual_seed(0)
+    model = QLORA.apply(_four_bit(tiny_model_dir), QLORA.options_class()).eval()
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(weight, std=0.1)  # adapters that move the output
+    ids = torch.tensor([tiny_tokens[0].input_ids])
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
     merged = QLORA.merge(model)
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
     assert all(p.dtype == torch.float32 for p in merged.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, adapted, rtol=1e-4, atol=1e-4)
 
 
 def test_a_qlora_run_reloads_its_base_where_the_caller_loaded_it(monkeypatch):
