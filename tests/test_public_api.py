@@ -34,3 +34,16 @@ def test_importing_finjust_loads_no_torch():
 
     code = "import sys, finjust; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_run_sets_its_threads_and_gives_the_callers_back(tiny_recipe):
+    import torch
+
+    from finjust import load_recipe, run_recipe
+
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    during = []
+    recipe = load_recipe(tiny_recipe(train={"max_steps": 1, "threads": wanted}, eval={"generate": False}))
+    run_recipe(recipe, on_event=lambda kind, payload: during.append(torch.get_num_threads()) if kind == "step" else None)
+    assert during == [wanted] and torch.get_num_threads() == before

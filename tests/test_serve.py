@@ -522,3 +522,20 @@ def test_a_second_ctrl_c_stops_generating_at_once(monkeypatch):
     stopping.handle_exit(signal.SIGINT, None)
     assert calls == [("stop_accepting", None), ("close", 2)] and stopping.force_exit
     assert not stopping._grace.is_alive() or stopping._grace.finished.is_set()
+
+
+@pytest.mark.parametrize(("log_config", "configured"), [(None, 0), ({"version": 1}, 1)])
+def test_serving_configures_logging_only_when_asked(monkeypatch, log_config, configured):
+    """Library code leaves the process's logging alone; the command passes uvicorn's own config."""
+    import logging.config
+    from types import SimpleNamespace
+
+    from finjust.serve import server as server_module
+
+    configs = []
+    monkeypatch.setattr(logging.config, "dictConfig", configs.append)
+    monkeypatch.setattr(server_module.StoppingServer, "run", lambda self: None)
+    app = FastAPI()
+    app.state.engine = SimpleNamespace(close=lambda: None)
+    server_module.run_server(app, "127.0.0.1", 0, log_config=log_config)
+    assert len(configs) == configured

@@ -46,6 +46,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from finjust.serve import ServeOptions, create_app  # the web stack loads only for this command
+    from uvicorn.config import LOGGING_CONFIG
+
     from finjust.serve.server import run_server
 
     options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     served = app.state.served
     print(f"serving {served.name!r} at http://{args.host}:{args.port}/v1 (context {served.context} tokens, "
           f"batches of up to {options.max_batch}); Ctrl-C stops", file=sys.stderr)  # fmt: skip
-    run_server(app, args.host, args.port)
+    run_server(app, args.host, args.port, log_config=LOGGING_CONFIG)  # uvicorn's request log, as it prints it
     return 0
 
 

@@ -36,8 +36,13 @@ class StoppingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_server(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` (from :func:`finjust.serve.create_app`) until Ctrl-C or SIGTERM."""
+def run_server(app: FastAPI, host: str, port: int, log_config: dict[str, Any] | None = None) -> None:
+    """Serve ``app`` (from :func:`finjust.serve.create_app`) until Ctrl-C or SIGTERM.
+
+    ``log_config``: a ``logging.config.dictConfig`` for uvicorn's loggers, which the ``finjust
+    serve`` command passes (uvicorn's own); None leaves the process's logging as it is.
+    """
     # uvicorn's own shutdown timeout is a backstop: the engine has stopped generating by then
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACE_SECONDS + 5)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=log_config,
+                            timeout_graceful_shutdown=GRACE_SECONDS + 5)  # fmt: skip
     StoppingServer(config, app.state.engine).run()

@@ -6,7 +6,8 @@ manifest, the metrics log, checkpoints, the trained artifact and the scorecard.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,24 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _q
 
 
 def _train_and_score(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> dict[str, Any]:
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
+    with _threads(recipe.train.threads):
+        return _train_and_score_now(recipe, folder, resume, on_event)
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads at ``count`` while inside (the recipe's ``train.threads``; None
+    keeps torch's), the caller's setting again after: a run is not to change its process's."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_and_score_now(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> dict[str, Any]:
     on_event("phase", {"text": allocator.describe()})
     method = get_method(recipe.method.name)
     data = _prepare_checked_data(recipe, folder, resume, on_event)
