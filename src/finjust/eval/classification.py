@@ -16,7 +16,7 @@ from torch import nn
 
 from finjust.data.example import Example
 from finjust.eval.metrics import METRICS
-from finjust.eval.scorecard import ModelScores, build_scorecard
+from finjust.eval.scorecard import ModelScores, aggregate, build_scorecard
 from finjust.objectives.classification import (
     CLASSIFICATION_METRICS,
     LabelBatcher,
@@ -53,14 +53,8 @@ def scores_of(
     for name in CLASSIFICATION_METRICS:
         metric = METRICS.get(name)
         items[name] = [metric.item(a, r, None) for a, r in zip(answers, references, strict=True)]
-    metrics = {name: _aggregate(name, values) for name, values in items.items()}
+    metrics = {name: aggregate(name, values) for name, values in items.items()}
     return ModelScores(metrics, list(answers), items)
-
-
-def _aggregate(name: str, items: Sequence[Any]) -> float:
-    if name == "test_loss":
-        return sum(s for s, _ in items) / max(sum(c for _, c in items), 1)
-    return METRICS.get(name).aggregate(items)
 
 
 def classification_scorecard(

@@ -29,13 +29,12 @@ from finjust.eval.retrieval import (
     load_encoder,
 )  # fmt: skip
 from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, loss_examples, score_model
+from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
 from finjust.registry import Registry
 from finjust.train.context import fitted_to_model
 from finjust.train.run import compute_dtype, training_dtype
-
-EventHandler = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -76,14 +75,10 @@ class CompareOptions:
     headline: str | None = None
 
 
-def _quiet(kind: str, payload: dict[str, Any]) -> None:
-    return None
-
-
 def compare_run(
     run_dir: str | Path,
     options: CompareOptions | None = None,
-    on_event: EventHandler = _quiet,
+    on_event: EventHandler = ignore_events,
     encoder: Encoder | None = None,
 ) -> dict[str, Any]:
     """Score every row of ``options.rows`` on the run's test split; also writes ``compare.json``.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from finjust import atomic
 from finjust.data.example import TASK_CLASSIFICATION, Example
 from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError
+from finjust.events import EventHandler, ignore_events
 from finjust.methods.registry import Method, get_method, load_trained
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
@@ -104,7 +104,7 @@ def load_tuned(run: TrainedRun, loaded: LoadedModel) -> tuple[nn.Module, LoadedM
 
 
 def evaluate_run(
-    run_dir: str | Path, on_event: Callable[[str, dict[str, Any]], None] = lambda kind, payload: None
+    run_dir: str | Path, on_event: EventHandler = ignore_events
 ) -> dict[str, Any]:
     """Rebuild the run's test split (checked against its manifest) and score base and tuned.
 

@@ -24,9 +24,6 @@ from finjust.eval.bootstrap import Comparison, paired_bootstrap
 from finjust.eval.metrics import METRICS, Answers, metric_items
 from finjust.objectives.sft import eval_batches, example_losses, perplexity
 
-#: metrics where a lower value is better; all others are higher-is-better
-LOWER_IS_BETTER = {"test_loss", "perplexity"}
-
 
 @dataclass
 class ModelScores:
@@ -114,7 +111,7 @@ def score_model(
         options = _metric_options(eval_cfg)
         for name in eval_cfg.metrics:
             items[name] = metric_items(name, graded, options.get(name))
-    metrics = {name: _aggregate(name, values) for name, values in items.items()}
+    metrics = {name: aggregate(name, values) for name, values in items.items()}
     return ModelScores(metrics, answers, items, generation_seconds=generation_seconds)
 
 
@@ -122,7 +119,8 @@ def _metric_options(eval_cfg: Any) -> dict[str, Any]:
     return dict(getattr(eval_cfg, "metric_options", None) or {})
 
 
-def _aggregate(name: str, items: Sequence[Any]) -> float:
+def aggregate(name: str, items: Sequence[Any]) -> float:
+    """Metric ``name`` over its per-example items: token-weighted for the losses, else the metric's own."""
     if name in LOSS_METRICS:
         return LOSS_METRICS[name](items)
     return METRICS.get(name).aggregate(items)
@@ -134,9 +132,9 @@ def compare_scores(base: ModelScores, tuned: ModelScores, eval_cfg: Any) -> dict
     confidence = getattr(eval_cfg, "confidence", 0.95)
     result = {}
     for name in base.items.keys() & tuned.items.keys():
-        aggregate = LOSS_METRICS.get(name) or METRICS.get(name).aggregate
+        of_items = LOSS_METRICS.get(name) or METRICS.get(name).aggregate
         higher = name not in LOSS_METRICS and METRICS.get(name).higher_is_better
-        result[name] = paired_bootstrap(base.items[name], tuned.items[name], aggregate, higher, samples, confidence)
+        result[name] = paired_bootstrap(base.items[name], tuned.items[name], of_items, higher, samples, confidence)
     return result
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from finjust import atomic
+from finjust.events import EventHandler, ignore_events
 from finjust.folder_lock import folder_lock
 from finjust.errors import ExportError
 from finjust.data.example import TASK_CLASSIFICATION
@@ -28,17 +28,11 @@ from finjust.export.target import refuse_artifact_folder, refuse_file_in_the_way
 from finjust.models.load import without_progress_bars
 from finjust.train.run import RunFolder
 
-EventHandler = Callable[[str, dict[str, Any]], None]
-
-
-def _quiet(kind: str, payload: dict[str, Any]) -> None:
-    return None
-
 
 def export_run(
     run_dir: str | Path, format_name: str, out: str | Path | None = None, quant: str | None = None,
     prompts: int = 8, max_new_tokens: int | None = None, min_agreement: float | None = None,
-    on_event: EventHandler = _quiet,
+    on_event: EventHandler = ignore_events,
 ) -> dict[str, Any]:  # fmt: skip
     """Export the run in ``run_dir`` as ``format_name`` and check it against the trained model.
 

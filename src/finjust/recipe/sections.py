@@ -12,6 +12,10 @@ from finjust.data.formats import FORMATS
 from finjust.methods.registry import get_method
 from finjust.models.load import DEVICES, DTYPES
 
+#: ``train.scheduler``'s choices, each the name transformers' ``get_scheduler`` knows it by
+#: (its "constant" has no warmup: finjust's constant warms up like the others)
+SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
 
 def _doc(help_text: str, **checks: Any) -> dict[str, Any]:
     """Field metadata: the ``--help`` text plus checks (choices, gt, ge, lt, le, nonempty)."""
@@ -113,7 +117,7 @@ class TrainSection:
     warmup_ratio: float = field(default=0.05, metadata=_doc(
         "Share of the steps spent warming the learning rate up.", ge=0, lt=1))
     scheduler: str = field(default="cosine", metadata=_doc(
-        "Learning-rate schedule after warmup.", choices=("cosine", "linear", "constant")))
+        "Learning-rate schedule after warmup.", choices=tuple(SCHEDULERS)))
     weight_decay: float = field(default=0.0, metadata=_doc("AdamW weight decay.", ge=0))
     max_grad_norm: float = field(default=1.0, metadata=_doc("Gradient clipping norm.", gt=0))
     eval_every: int | None = field(default=None, metadata=_doc(

@@ -11,12 +11,12 @@ examples are cut at what the model takes, as ``data.max_length`` would cut them,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from finjust.errors import MethodError
+from finjust.events import EventHandler
 from finjust.recipe import Recipe
 
 
@@ -36,7 +36,7 @@ def model_positions(model: nn.Module, tokenizer: Any = None) -> int | None:
     return min(found) if found else None
 
 
-def fitted_to_model(recipe: Recipe, loaded: Any, on_event: Callable[[str, dict[str, Any]], None]) -> Recipe:
+def fitted_to_model(recipe: Recipe, loaded: Any, on_event: EventHandler) -> Recipe:
     """``recipe`` with ``data.max_length`` lowered to what the loaded model (``.model`` and
     ``.tokenizer``) takes, less the method's virtual tokens, with a warning where it was more.
 

@@ -21,12 +21,14 @@ from torch import nn
 from transformers import get_scheduler
 
 from finjust.errors import CheckpointError
+from finjust.events import EventHandler
 from finjust.models.forward_swap import repeated_blocks, swapped_forwards
 from finjust.models.lean_activations import lean_activations
 from finjust.models.load import align_layer_norm_dtypes, autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.linear_ce import keep_transposed_head
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
+from finjust.recipe.sections import SCHEDULERS
 from finjust.train.checkpoint import (
     LoopState, latest_checkpoint, recover_interrupted_saves, restore_checkpoint, save_checkpoint,
 )
@@ -35,8 +37,6 @@ from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
 from finjust.train.recompute import recomputing, should_recompute
 
-EventHandler = Callable[[str, dict[str, Any]], None]
-_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 #: a validation loss must fall by more than this to count as an improvement
 MIN_IMPROVEMENT = 1e-4
 
@@ -73,10 +73,6 @@ class LoopSetup:
     new_weights: frozenset[str] = frozenset()
 
 
-def _no_events(kind: str, payload: dict[str, Any]) -> None:
-    return None
-
-
 def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> LoopState:
     """Train ``model`` in place, leaving it in eval mode; returns the final loop state (best step included)."""
     cfg = setup.cfg
@@ -84,7 +80,7 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
     params = _fp32_masters(model)
     optimizer = torch.optim.AdamW(params, lr=setup.lr, weight_decay=cfg.weight_decay, fused=_can_fuse(params))
     scheduler = get_scheduler(
-        _SCHEDULERS[cfg.scheduler],
+        SCHEDULERS[cfg.scheduler],
         optimizer,
         num_warmup_steps=round(cfg.warmup_ratio * plan.total_steps),
         num_training_steps=plan.total_steps,

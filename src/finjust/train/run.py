@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from finjust import allocator, atomic
+from finjust.events import EventHandler, ignore_events
 from finjust.folder_lock import folder_lock
 from finjust.data.formats import Example
 from finjust.data.check import check_data, require_readable
@@ -38,12 +39,6 @@ from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
 from finjust.train.saved_json import read_saved_object
-
-EventHandler = Callable[[str, dict[str, Any]], None]
-
-
-def _quiet(kind: str, payload: dict[str, Any]) -> None:
-    return None
 
 
 @dataclass
@@ -102,7 +97,7 @@ class RunContext:
     on_event: EventHandler
 
 
-def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = _quiet) -> RunResult:
+def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ignore_events) -> RunResult:
     """Train as the recipe says and score the result; ``resume`` continues an interrupted run.
 
     The data's task picks the objective (conversations and text: SFT; text/label records:
