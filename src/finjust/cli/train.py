@@ -10,7 +10,8 @@ from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import FinjustError, RecipeError
 from finjust.recipe import load_recipe, section_help
-from finjust.train.run import RunFolder, run_recipe
+from finjust.train.run import run_recipe
+from finjust.train.run_folder import RunFolder
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:

@@ -18,15 +18,10 @@ from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.context import fitted_to_model
 from finjust.train.resume_checks import read_manifest
+from finjust.train.run import compute_dtype, test_examples, training_dtype
+from finjust.train.run_folder import RunFolder
 from finjust.train.saved_json import read_saved_object
-from finjust.train.run import (
-    RunFolder,
-    compute_dtype,
-    score_base,
-    score_tuned,
-    test_examples,
-    training_dtype,
-)
+from finjust.train.sft import score_base, score_tuned
 
 
 @dataclass

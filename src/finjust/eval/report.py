@@ -20,7 +20,7 @@ from finjust.eval.compare import describe_one_off
 from finjust.eval.html import Cell, Markup, image, number, page, paragraph, section, table
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
-from finjust.train.run import RunFolder
+from finjust.train.run_folder import RunFolder
 from finjust.train.saved_json import read_saved_object
 
 @dataclass

@@ -28,7 +28,8 @@ from finjust.methods.registry import get_method, load_trained
 from finjust.models.classifier import load_classifier
 from finjust.objectives.classification import LABELS_FILE, LabelMap, tokenize_labelled
 from finjust.recipe import load_recipe
-from finjust.train.run import RunFolder, test_examples
+from finjust.train.run import test_examples
+from finjust.train.run_folder import RunFolder
 
 #: the same fp32 weights, other kernels: every label equal, logits within rounding
 MAX_LOGIT_DIFF = 1e-3

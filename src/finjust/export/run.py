@@ -26,7 +26,7 @@ from finjust.export.runtimes import TorchRuntime
 from finjust.export.source import ExportSource, open_source
 from finjust.export.target import refuse_artifact_folder, refuse_file_in_the_way, refuse_foreign_folder
 from finjust.models.load import without_progress_bars
-from finjust.train.run import RunFolder
+from finjust.train.run_folder import RunFolder
 
 
 def export_run(

@@ -40,7 +40,7 @@ class Objective:
 
 OBJECTIVES: Registry[Objective] = Registry("objective")
 OBJECTIVES.add("sft", Objective(
-    "sft", SFT_TASKS, "finjust.train.run:train_sft",
+    "sft", SFT_TASKS, "finjust.train.sft:train_sft",
     "supervised fine-tuning: next-token loss on the answers (chat, instruction, completion, text data)",
 ))  # fmt: skip
 OBJECTIVES.add("classification", Objective(
