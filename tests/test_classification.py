@@ -19,7 +19,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from finjust.cli.main import main
 from finjust.data.example import Example, Message
 from finjust.errors import DataError
-from finjust.methods.registry import METHODS, get_method
+from finjust.methods.registry import get_method
 from finjust.models.classifier import load_classifier, unfreeze_head
 from finjust.objectives.classification import (
     LabelBatcher, LabelMap, class_logits, label_loss_sum, tokenize_labelled,
@@ -29,7 +29,7 @@ from finjust.train import recompute
 from finjust.train.checkpoint import latest_checkpoint
 from finjust.export.classifier import _LabelLogits, _trace_sample, _write_graph
 from finjust.export.onnx_format import open_session
-from finjust.train.classify import UNSUPPORTED_METHODS
+from finjust.train.classify import classifier_methods
 
 ID2LABEL = {0: "negative", 1: "positive"}
 _FILLER = ("film plot actor scene story music camera script ending cast director light colour sound "
@@ -192,7 +192,7 @@ def test_lora_trains_the_head_and_leaves_the_base_frozen(tiny_model_dir, tmp_pat
     assert any(".score." in name for name in saved)  # the head travels with the adapter
 
 
-@pytest.mark.parametrize("name", sorted(set(METHODS.names()) - set(UNSUPPORTED_METHODS)))
+@pytest.mark.parametrize("name", classifier_methods())
 @pytest.mark.parametrize("model_fixture", ["tiny_bert_dir", "tiny_model_dir"])
 def test_every_supported_method_trains_the_new_head(name, model_fixture, request):
     loaded = load_classifier(str(request.getfixturevalue(model_fixture)), ID2LABEL, "float32", "cpu")
@@ -209,7 +209,9 @@ def test_every_supported_method_trains_the_new_head(name, model_fixture, request
 
 def test_methods_that_cannot_classify_are_refused_by_name(classification_recipe, capsys):
     assert main(["train", str(classification_recipe(method={"name": "prefix_tuning"}))]) == 2
-    assert "method prefix_tuning cannot train a classifier yet" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "method prefix_tuning cannot train a classifier yet: peft's prefix tuning needs a key/value cache" in error
+    assert "use bitfit, dora, freeze, full, ia3, lora" in error  # what each method says of itself
 
 
 def test_a_run_writes_a_scorecard_with_accuracy_and_macro_f1(classification_recipe, capsys):

@@ -37,6 +37,7 @@ class PrefixTuning(PeftMethod):
     supports_packing = False
     supports_recompute = False  # the prefix is a KV cache the blocks append to
     can_merge = False
+    classification_blocker = "peft's prefix tuning needs a key/value cache that classification models do not take"
 
     def peft_config(self, model: nn.Module, options: PrefixTuningOptions) -> PrefixTuningConfig:
         return PrefixTuningConfig(

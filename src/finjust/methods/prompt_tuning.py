@@ -40,6 +40,7 @@ class PromptTuning(PeftMethod):
     default_lr = 3e-2
     supports_packing = False
     can_merge = False
+    classification_blocker = "a decoder's head would read padding: its virtual tokens hide where each text ends"
 
     def peft_config(self, model: nn.Module, options: PromptTuningOptions) -> PromptTuningConfig:
         text_init = {}

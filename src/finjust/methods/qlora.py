@@ -44,6 +44,7 @@ class Qlora(PeftMethod):
     options_class = QloraOptions
     # QLoRA paper, its 7B/13B runs (larger models used 1e-4)
     default_lr = 2e-4
+    classification_blocker = "it loads the model in 4 bits its own way, for causal language models only"
 
     def model_load_kwargs(self, options: QloraOptions, dtype: torch.dtype) -> dict[str, Any]:
         _bitsandbytes()

@@ -39,6 +39,8 @@ class Method(ABC):
     #: False where the trained change is not a change of weights (virtual tokens):
     #: :meth:`merge` then raises :class:`~finjust.errors.MethodError`
     can_merge: ClassVar[bool] = True
+    #: why the method cannot train a classifier (yet); None where it can
+    classification_blocker: ClassVar[str | None] = None
 
     @abstractmethod
     def apply(self, model: nn.Module, options: Any) -> nn.Module:

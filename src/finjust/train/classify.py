@@ -21,7 +21,7 @@ from finjust.errors import MethodError
 from finjust.eval.classification import classification_scorecard, score_classifier
 from finjust.eval.scorecard import ModelScores
 from finjust.methods.preflight import check_method_fits
-from finjust.methods.registry import count_parameters
+from finjust.methods.registry import METHODS, count_parameters, get_method
 from finjust.models.classifier import load_classifier, unfreeze_head
 from finjust.models.load import LoadedModel
 from finjust.objectives.classification import (
@@ -40,20 +40,21 @@ from finjust.train.run import RunContext, compute_dtype, saved_base_scores, test
 
 #: examples per forward pass when scoring and validating
 EVAL_BATCH = 32
-#: methods that cannot train a classifier yet, and why
-UNSUPPORTED_METHODS = {
-    "qlora": "it loads the model in 4 bits its own way, for causal language models only",
-    "prefix_tuning": "peft's prefix tuning needs a key/value cache that classification models do not take",
-    "prompt_tuning": "a decoder's head would read padding: its virtual tokens hide where each text ends",
-}
+
+
+def classifier_methods() -> list[str]:
+    """The methods that can train a classifier (each method says so: ``classification_blocker``)."""
+    import finjust.methods  # noqa: F401  (registers the built-in methods)
+
+    return [name for name in METHODS.names() if get_method(name).classification_blocker is None]
 
 
 def train_classifier(run: RunContext) -> dict[str, Any]:
     """Train a classification head (and what the method trains) and score base vs tuned on the test split."""
     recipe, folder, method, on_event = run.recipe, run.folder, run.method, run.on_event
-    if method.name in UNSUPPORTED_METHODS:
-        raise MethodError(f"method {method.name} cannot train a classifier yet: {UNSUPPORTED_METHODS[method.name]}; "
-                          "use lora, dora, ia3, bitfit, freeze or full")  # fmt: skip
+    if method.classification_blocker:
+        raise MethodError(f"method {method.name} cannot train a classifier yet: {method.classification_blocker}; "
+                          f"use {', '.join(classifier_methods())}")  # fmt: skip
     if recipe.train.forgetting_guard or recipe.train.replay:
         on_event("warning", {"text": "train.forgetting_guard and train.replay apply to generative runs: "
                              "a classifier's general knowledge is not probed, nor replayed"})  # fmt: skip
