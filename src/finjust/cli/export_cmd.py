@@ -15,7 +15,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     formats = "\n".join(f"  {n:<8} {get_format(n).summary}" for n in FORMATS.names())
     parser = commands.add_parser(
         name,
-        help="export a trained run (merged, gguf, onnx, int8, adapter) with a parity check",
+        help=f"export a trained run ({', '.join(FORMATS.names())}) with a parity check",
         description="Write the run's model in one format, run it in that format's own runtime on the first "
         "test questions and compare its greedy answers and logits with the trained model's. A failed check "
         "writes nothing.\n\nformats:\n" + formats,
@@ -27,7 +27,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("run_dir", help="a run folder written by finjust train")
     parser.add_argument("--format", required=True, choices=FORMATS.names(), help="what to write")
     parser.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/export/FORMAT[-QUANT])")
-    parser.add_argument("--quant", help="gguf weight type: f32, f16, bf16, q8_0 (default), q4_k_m, q5_k_m, q6_k, q4_0")
+    parser.add_argument("--quant", help=f"weight type: {_quant_choices()}")
     parser.add_argument("--prompts", type=positive_int, default=8,
                         help="test questions in the parity check (default 8)")
     parser.add_argument("--max-new-tokens", type=positive_int, help="answer length in the parity check (default: the "
@@ -35,6 +35,17 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--min-agreement", type=fraction, help="least token agreement to accept (default: the "
                         "format's, see the README)")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", type=output_file, help="also write the result (export.json) to PATH")
+
+
+def _quant_choices() -> str:
+    """Each format's weight types, as its class lists them (``gguf: f32, ..., q8_0 (default), ...``)."""
+    described = []
+    for name in FORMATS.names():
+        fmt = get_format(name)
+        if fmt.quant_choices:
+            types = (f"{q} (default)" if q == fmt.default_quant else q for q in fmt.quant_choices)
+            described.append(f"{name}: {', '.join(types)}")
+    return "; ".join(described)
 
 
 def run(args: argparse.Namespace) -> int:
