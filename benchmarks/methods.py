@@ -1,6 +1,8 @@
 """Every fine-tuning method on the shipped model and the demo data, under the same budget.
 
-Each method runs `finjust train` in a fresh process (so peak memory is its own) with the same
+Each method runs `finjust train`'s work in a fresh process (so peak memory is its own), in
+the memory allocator the `finjust` command runs in (tcmalloc where installed, see
+finjust.allocator), with the same
 steps, batch, data and seed, at the method's default learning rate and options (what
 `method: {name: ...}` gets). One table: trainable parameters, peak RSS while training
 (Linux: counted from the first step, after the base model was scored), real tokens per
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,13 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, args.steps))
     if args.json:
         Path(args.json).write_text(json.dumps({"steps": args.steps, "methods": results}, indent=2))
-    return 0
+    return 1 if any("error" in r for r in results.values()) else 0
 
 
 def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", name, "--steps", str(args.steps),
                "--test-questions", str(args.test_questions)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    from finjust import allocator
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.RELAUNCHED)}
+    environment = allocator.preload_environment(environment) or environment  # as the command relaunches itself
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -60,9 +67,8 @@ def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_method(name: str, steps: int, test_questions: int) -> dict[str, Any]:
     """Train ``name`` for ``steps`` steps in this process and collect its figures."""
-    from finjust.methods import get_method
     from finjust.recipe import recipe_from_dict
-    from finjust.train.run import RunFolder, run_recipe
+    from finjust.train.run import run_recipe
 
     out = Path(tempfile.mkdtemp(prefix=f"finjust-bench-{name}-"))
     recipe = recipe_from_dict({
@@ -83,14 +89,24 @@ def run_method(name: str, steps: int, test_questions: int) -> dict[str, Any]:
         elif kind in ("step", "eval"):
             training_peak[0] = _peak_rss_gb()
 
-    result = run_recipe(recipe, on_event=on_event)
+    try:
+        result = run_recipe(recipe, on_event=on_event)
+        return _figures(name, result, events, training_peak[0])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _figures(name: str, result: Any, events: dict[str, list[dict[str, Any]]], peak_gb: float) -> dict[str, Any]:
+    """The row of the table: what the run saved and its events say, with the training peak."""
+    from finjust.methods import get_method
+    from finjust.train.run_folder import RunFolder
+
     timed = events["step"][WARMUP_STEPS:]
     artifact = RunFolder(result.run_dir).artifact(get_method(name))
     base, tuned = result.scorecard["base"], result.scorecard["tuned"]
     return {
         "trainable": events["method"][0]["trainable"], "total": events["method"][0]["total"],
-        "peak_rss_gb": training_peak[0],
-        "run_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "peak_rss_gb": peak_gb,
         "tokens_per_second": sum(r["tokens"] for r in timed) / sum(r["seconds"] for r in timed),
         "train_seconds": sum(r["seconds"] for r in events["step"]),
         "saved_mb": sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file()) / 1e6,
@@ -108,7 +124,7 @@ def _reset_peak_rss() -> None:
 def _peak_rss_gb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1e6  # kB
+            return int(line.split()[1]) * 1024 / 1e9  # the kernel's "kB" are KiB
     return float("nan")
 
 

@@ -21,8 +21,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import openai
 import uvicorn
+
+try:
+    import openai
+except ImportError:  # the client is in the test extra, not finjust's own dependencies
+    sys.exit("serve_speed.py needs the openai client: pip install 'finjust[test]' (make test's venv has it)")
 
 from finjust.data.formats import load_examples
 from finjust.models.load import resolve_model_folder
@@ -41,6 +45,8 @@ def requests_per_second(served: ServedModel, max_batch: int, questions: list[str
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
+        if not thread.is_alive():  # uvicorn logged why and left its thread
+            raise RuntimeError("the server did not start (see uvicorn's message above)")
         time.sleep(0.01)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/v1", api_key="none",
                            max_retries=0, timeout=600)  # fmt: skip
@@ -52,7 +58,7 @@ def requests_per_second(served: ServedModel, max_batch: int, questions: list[str
 
     try:
         with ThreadPoolExecutor(len(questions)) as pool:
-            list(pool.map(ask, questions[:2]))  # warm-up
+            list(pool.map(ask, questions))  # warm-up: a full batch, as the timed bursts send
             started = time.perf_counter()
             for _ in range(rounds):
                 list(pool.map(ask, questions))
