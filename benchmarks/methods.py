@@ -67,10 +67,17 @@ def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_method(name: str, steps: int, test_questions: int) -> dict[str, Any]:
     """Train ``name`` for ``steps`` steps in this process and collect its figures."""
+    out = Path(tempfile.mkdtemp(prefix=f"finjust-bench-{name}-"))
+    try:
+        return _run_in(out, name, steps, test_questions)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_in(out: Path, name: str, steps: int, test_questions: int) -> dict[str, Any]:
     from finjust.recipe import recipe_from_dict
     from finjust.train.run import run_recipe
 
-    out = Path(tempfile.mkdtemp(prefix=f"finjust-bench-{name}-"))
     recipe = recipe_from_dict({
         "model": {"name": "smollm2-135m-instruct"},
         "data": {"train": str(DEMO / "train.jsonl"), "test": str(DEMO / "test.jsonl"), "validation_fraction": 0.1},
@@ -89,11 +96,8 @@ def run_method(name: str, steps: int, test_questions: int) -> dict[str, Any]:
         elif kind in ("step", "eval"):
             training_peak[0] = _peak_rss_gb()
 
-    try:
-        result = run_recipe(recipe, on_event=on_event)
-        return _figures(name, result, events, training_peak[0])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result = run_recipe(recipe, on_event=on_event)
+    return _figures(name, result, events, training_peak[0])
 
 
 def _figures(name: str, result: Any, events: dict[str, list[dict[str, Any]]], peak_gb: float) -> dict[str, Any]:
