@@ -208,7 +208,7 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
     if not bool(keep.any()):
         return torch.zeros(0, device=batch.input_ids.device), segments
     # no cache: a cache would make transformers ignore the packing boundaries
-    head = _plain_head(model)
+    head = plain_head(model)
     if head is None:
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, logits_to_keep=keep)
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
@@ -229,7 +229,7 @@ def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def _plain_head(model: nn.Module) -> nn.Linear | None:
+def plain_head(model: nn.Module) -> nn.Linear | None:
     """The output head when logits are exactly ``head(decoder(...))``, else None.
 
     Only for model families known to do nothing else to their logits (no soft-capping or

@@ -27,7 +27,7 @@ from finjust.models.lean_activations import lean_activations
 from finjust.models.load import align_layer_norm_dtypes, autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.linear_ce import keep_transposed_head
-from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss
+from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss, plain_head
 from finjust.recipe.sections import SCHEDULERS
 from finjust.train.checkpoint import (
     LoopState, latest_checkpoint, recover_interrupted_saves, restore_checkpoint, save_checkpoint,
@@ -178,16 +178,8 @@ def _training_forwards(model: nn.Module, compiled: bool) -> Iterator[None]:
     head's input gradient through a transposed copy where that is faster (the loss is never
     compiled)."""
     with lean_activations(model), nullcontext() if compiled else lora_addmm_forwards(model), \
-            keep_transposed_head(_head_weight(model)):
+            keep_transposed_head(None if (head := plain_head(model)) is None else head.weight):
         yield
-
-
-def _head_weight(model: nn.Module) -> torch.Tensor | None:
-    """The output head's weight, where the model has one."""
-    get_head = getattr(model, "get_output_embeddings", None)
-    head = get_head() if callable(get_head) else None
-    weight = getattr(head, "weight", None)
-    return weight if isinstance(weight, torch.Tensor) else None
 
 
 @contextmanager
