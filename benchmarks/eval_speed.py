@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval.generate import generate_answers
 from finjust.models import load_model

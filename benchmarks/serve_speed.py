@@ -28,7 +28,7 @@ try:
 except ImportError:  # the client is in the test extra, not finjust's own dependencies
     sys.exit("serve_speed.py needs the openai client: pip install 'finjust[test]' (make test's venv has it)")
 
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.models.load import resolve_model_folder
 from finjust.serve import ServedModel, ServeOptions, create_app, load_served_model
 

@@ -52,7 +52,7 @@ DEMO = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "da
 
 
 def _tokenized(tokenizer: Any) -> list[Any]:
-    from finjust.data.formats import load_examples
+    from finjust.data.load import load_examples
     from finjust.data.templates import tokenize_examples
 
     tokens, _ = tokenize_examples(load_examples(DEMO), tokenizer, MAX_LENGTH)
@@ -76,9 +76,14 @@ def run_trainer(variant: str, steps: int, warmup: int) -> dict[str, Any]:
     """Baselines A and B: the Trainer with per-step timing from a callback."""
     import torch
     from peft import get_peft_model
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback
     from torch.utils.data import DataLoader
-    from transformers import TrainingArguments
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from finjust.models import load_model
 

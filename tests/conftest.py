@@ -102,7 +102,7 @@ def write_jsonl(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_tokens():
     """The tiny training set, tokenized with the fixture tokenizer."""
-    from finjust.data.formats import load_examples
+    from finjust.data.load import load_examples
     from finjust.data.templates import tokenize_examples
 
     examples = load_examples(ASSETS / "tiny_train.jsonl")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from finjust.cli.main import main
-from finjust.data.formats import iter_examples, load_examples
+from finjust.data.load import iter_examples, load_examples
 from finjust.data.problems import Problem
 from finjust.errors import DataError
 

@@ -19,16 +19,20 @@ from transformers import BertConfig, BertForSequenceClassification
 from finjust.cli.main import main
 from finjust.data.example import Example, Message
 from finjust.errors import DataError
+from finjust.export.classifier import _LabelLogits, _trace_sample, _write_graph
+from finjust.export.onnx_format import open_session
 from finjust.methods.registry import get_method
 from finjust.models.classifier import load_classifier, unfreeze_head
 from finjust.objectives.classification import (
-    LabelBatcher, LabelMap, class_logits, label_loss_sum, tokenize_labelled,
+    LabelBatcher,
+    LabelMap,
+    class_logits,
+    label_loss_sum,
+    tokenize_labelled,
 )
 from finjust.objectives.registry import objective_for_task
 from finjust.train import recompute
 from finjust.train.checkpoint import latest_checkpoint
-from finjust.export.classifier import _LabelLogits, _trace_sample, _write_graph
-from finjust.export.onnx_format import open_session
 from finjust.train.classify import classifier_methods
 
 ID2LABEL = {0: "negative", 1: "positive"}

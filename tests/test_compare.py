@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ASSETS, build_tokenizer
 
 from finjust.cli.main import main
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.data.templates import tokenize_example
 from finjust.errors import EvaluationError, FinjustError
 from finjust.eval.augment import CONTEXTS, ContextInputs, cites_a_source
 from finjust.eval.compare import CompareOptions, compare_run, format_comparison
 from finjust.eval.retrieval import Retriever, chunk_text, documents_from_examples, documents_from_folder, load_encoder
-
-from conftest import ASSETS, build_tokenizer
 
 ROW_KEYS = {"name", "description", "model", "metrics", "prompt_tokens", "latency_s", "peak_rss_mb", "peak_gpu_mb",
             "one_off", "citation_rate", "answers", "vs_base", "loss_examples"}  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from finjust.cli.demo import DEMO_RECIPE
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.recipe import load_recipe
 
 DATA = DEMO_RECIPE.parent / "data"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.errors import DataError
 
 

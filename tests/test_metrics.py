@@ -54,7 +54,7 @@ def test_accuracy_and_macro_f1_by_hand():
 
 
 def test_fact_recall_counts_the_facts_found():
-    from finjust.data.formats import Example, Message
+    from finjust.data.example import Example, Message
     from finjust.eval.metrics import FactRecallOptions
 
     example = Example((Message("user", "q"), Message("assistant", "a")), meta={"facts": ["2016", "Gothenburg"]})

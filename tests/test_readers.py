@@ -10,7 +10,8 @@ import pytest
 from conftest import build_tokenizer
 
 from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT
-from finjust.data.formats import detect_format, load_examples
+from finjust.data.formats import detect_format
+from finjust.data.load import load_examples
 from finjust.data.templates import IGNORE_INDEX, tokenize_examples
 
 TOKENIZER = build_tokenizer()
@@ -128,7 +129,7 @@ def test_column_mapping_renames_and_errors_name_the_users_column(tmp_path):
     path = tmp_path / "qa.csv"
     path.write_text("question,answer,topic\nPrice of the kayak?,13 euros.,prices\nPrice of the tent?,,prices\n")
     columns = {"instruction": "question", "output": "answer"}
-    from finjust.data.formats import iter_examples
+    from finjust.data.load import iter_examples
 
     good, bad = list(iter_examples(path, columns=columns))
     assert good.reference_answer() == "13 euros." and good.meta == {"topic": "prices"}

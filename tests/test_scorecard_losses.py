@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 from conftest import ASSETS
 
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval.scorecard import build_scorecard, format_scorecard, loss_examples, score_model
 from finjust.models.load import load_model

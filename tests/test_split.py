@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.data.split import build_manifest, split_examples
 
 ASSETS = Path(__file__).parent / "assets"

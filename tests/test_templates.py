@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import build_tokenizer
 
-from finjust.data.formats import Example, Message
+from finjust.data.example import Example, Message
 from finjust.data.templates import IGNORE_INDEX, prompt_ids, tokenize_example, tokenize_examples
 
 TOKENIZER = build_tokenizer()

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from finjust.cli.main import main
-from finjust.eval.compare import compare_run
 from finjust.errors import EvaluationError
+from finjust.eval.compare import compare_run
 
 WORDS = ("red blue green kayak tent shop costs opens nine euros river forest trail map boots lamp stove "
          "rope paddle jacket warm cold early late north south").split()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from finjust.data.formats import load_examples
+from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval.generate import _batches, generate_answers
 from finjust.methods import get_method

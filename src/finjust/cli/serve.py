@@ -45,9 +45,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finjust.serve import ServeOptions, create_app  # the web stack loads only for this command
     from uvicorn.config import LOGGING_CONFIG
 
+    from finjust.serve import ServeOptions, create_app  # the web stack loads only for this command
     from finjust.serve.server import run_server
 
     options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,

@@ -17,8 +17,8 @@ from transformers import PreTrainedTokenizerBase
 from finjust.data.checks import CHECKS, label_counts, token_stats
 from finjust.data.example import SFT_TASKS, Example
 from finjust.data.findings import FINDINGS
-from finjust.data.formats import iter_examples
 from finjust.data.gate import apply_gate
+from finjust.data.load import iter_examples
 from finjust.data.prepare import data_files, held_out_source, split_key, split_pool, split_settings
 from finjust.data.problems import Problem
 from finjust.data.quality import POOL, TEST_FILE, VALIDATION_FILE, QualityScan, ScanSettings

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from finjust.data.example import SFT_TASKS, TASK_CHAT, Example
-from finjust.data.formats import iter_examples
+from finjust.data.load import iter_examples
 from finjust.data.pii import redact_pii
 from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
 from finjust.data.readers import held_out_split

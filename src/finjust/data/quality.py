@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from finjust.data.control_tokens import control_tokens, find_control_token
 from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT, Example
 from finjust.data.lengths import profile_examples
 from finjust.data.near_dup import MinHasher, SignatureStore
-from finjust.data.control_tokens import control_tokens, find_control_token
 from finjust.data.pii import find_pii, redact_pii
 from finjust.data.problems import Problem
 

@@ -25,7 +25,13 @@ from finjust.eval.augment import CONTEXTS, FEW_SHOT_INSTRUCTION, Augmented, Cont
 from finjust.eval.costs import PeakMemory, training_cost
 from finjust.eval.evaluate import RunInputs, load_tuned, open_run
 from finjust.eval.retrieval import (
-    DEFAULT_ENCODER, Document, Encoder, Retriever, documents_from_examples, documents_from_folder, encoder_folder,
+    DEFAULT_ENCODER,
+    Document,
+    Encoder,
+    Retriever,
+    documents_from_examples,
+    documents_from_folder,
+    encoder_folder,
     load_encoder,
 )  # fmt: skip
 from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, loss_examples, score_model

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from rouge_score import rouge_scorer
 
-from finjust.data.formats import Example
+from finjust.data.example import Example
 from finjust.errors import EvaluationError
 from finjust.registry import Registry
 

@@ -23,6 +23,7 @@ from finjust.train.log import MetricsLog
 from finjust.train.run_folder import RunFolder
 from finjust.train.saved_json import read_saved_object
 
+
 @dataclass
 class RunRecord:
     """What the report reads from a run folder; missing parts are None (or empty)."""

@@ -16,11 +16,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.example import TASK_TEXT
-from finjust.data.formats import Example
+from finjust.data.example import TASK_TEXT, Example
 from finjust.data.templates import prompt_ids, tokenize_examples
-from finjust.eval.generate import generate_answers
 from finjust.eval.bootstrap import Comparison, paired_bootstrap
+from finjust.eval.generate import generate_answers
 from finjust.eval.metrics import METRICS, Answers, metric_items
 from finjust.objectives.sft import eval_batches, example_losses, perplexity
 

@@ -13,10 +13,10 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from finjust.eval.evaluate import load_tuned
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
 from finjust.export.source import ExportSource
-from finjust.eval.evaluate import load_tuned
 
 
 class Adapter(ExportFormat):

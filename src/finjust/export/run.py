@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from finjust import atomic
-from finjust.events import EventHandler, ignore_events
-from finjust.folder_lock import folder_lock
-from finjust.errors import ExportError
 from finjust.data.example import TASK_CLASSIFICATION
+from finjust.errors import ExportError
+from finjust.events import EventHandler, ignore_events
 from finjust.export.classifier import export_classifier_run
 from finjust.export.parity import ParityReport, check_parity
 from finjust.export.registry import RESULT_FILE, ExportFormat, ParityThresholds, get_format
 from finjust.export.runtimes import TorchRuntime
 from finjust.export.source import ExportSource, open_source
 from finjust.export.target import refuse_artifact_folder, refuse_file_in_the_way, refuse_foreign_folder
+from finjust.folder_lock import folder_lock
 from finjust.models.load import without_progress_bars
 from finjust.train.run_folder import RunFolder
 

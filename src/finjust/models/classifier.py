@@ -15,7 +15,12 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from finjust.errors import ModelLoadError
 from finjust.models.load import (
-    LoadedModel, choose_device, choose_dtype, load_tokenizer, resolve_model_folder, without_progress_bars,
+    LoadedModel,
+    choose_device,
+    choose_dtype,
+    load_tokenizer,
+    resolve_model_folder,
+    without_progress_bars,
 )
 
 

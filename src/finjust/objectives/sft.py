@@ -35,7 +35,6 @@ from finjust.models.segment_attention import (
 from finjust.models.shapes import round_up
 from finjust.objectives.linear_ce import linear_cross_entropy
 
-
 #: packed rows of about this many tokens: attention's cost grows with the square of a row's
 #: length, matmuls want long rows; measured on the demo (8 examples, ~610 tokens a step):
 #: 1 row 352 tokens/s, 2 rows 403, 4 rows 380, 8 rows 345

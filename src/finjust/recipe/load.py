@@ -15,7 +15,6 @@ from finjust.errors import RecipeError
 from finjust.recipe.sections import SECTIONS, Recipe
 from finjust.recipe.validate import build_recipe, shown, suggest
 
-
 _PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("output", "dir"))
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Literal, Union
 
-
 from finjust.data.findings import GATED
 from finjust.data.formats import FORMATS
 from finjust.data.sources import source_problems
@@ -20,7 +19,6 @@ from finjust.errors import RecipeError, UnknownNameError
 from finjust.eval.metrics import METRICS
 from finjust.methods.registry import get_method
 from finjust.recipe.sections import SECTIONS, DataSection, EvalSection, MethodSection, Recipe
-
 
 _BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "gt": (">", operator.gt), "ge": (">=", operator.ge), "lt": ("<", operator.lt), "le": ("<=", operator.le),

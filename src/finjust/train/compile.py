@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._functorch import config as functorch_config
 from torch._dynamo.exc import BackendCompilerFailed
+from torch._functorch import config as functorch_config
 
 from finjust.errors import CompileError
 from finjust.models.forward_swap import repeated_blocks

@@ -19,7 +19,6 @@ from finjust.errors import MethodError
 from finjust.events import EventHandler
 from finjust.recipe import Recipe
 
-
 #: tokenizers without a limit of their own report a huge ``model_max_length`` (1e30)
 _NO_LIMIT = 10**7
 

@@ -30,7 +30,11 @@ from finjust.objectives.linear_ce import keep_transposed_head
 from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss, plain_head
 from finjust.recipe.sections import SCHEDULERS
 from finjust.train.checkpoint import (
-    LoopState, latest_checkpoint, recover_interrupted_saves, restore_checkpoint, save_checkpoint,
+    LoopState,
+    latest_checkpoint,
+    recover_interrupted_saves,
+    restore_checkpoint,
+    save_checkpoint,
 )
 from finjust.train.compile import compiled_forwards, explained_build_failures, should_compile
 from finjust.train.log import MetricsLog

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 
 from finjust import allocator, atomic
-from finjust.events import EventHandler, ignore_events
-from finjust.folder_lock import folder_lock
-from finjust.data.formats import Example
 from finjust.data.check import check_data, require_readable
+from finjust.data.example import Example
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError
 from finjust.eval.scorecard import ModelScores
+from finjust.events import EventHandler, ignore_events
+from finjust.folder_lock import folder_lock
 from finjust.methods.registry import Method, get_method
 from finjust.models.load import LoadedModel, load_tokenizer, locate_model, resolve_model_folder
 from finjust.objectives.registry import objective_for_task

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from finjust import atomic
-from finjust.events import EventHandler
-from finjust.data.formats import Example
+from finjust.data.example import Example
 from finjust.data.prepare import PreparedData, require_sft
 from finjust.data.templates import TokenizedExample, prompt_ids, tokenize_examples
 from finjust.eval.forgetting import probe_model, replay_texts, retention, text_examples
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
+from finjust.events import EventHandler
 from finjust.methods.preflight import check_method_fits
 from finjust.methods.registry import Method, count_parameters
 from finjust.models.load import LoadedModel, load_model
