@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.checks import CHECKS, label_counts, token_stats
 from finjust.data.example import SFT_TASKS, Example
 from finjust.data.findings import FINDINGS
 from finjust.data.gate import apply_gate
@@ -24,6 +23,7 @@ from finjust.data.problems import Problem
 from finjust.data.quality import POOL, TEST_FILE, VALIDATION_FILE, QualityScan, ScanSettings
 from finjust.data.readers import source_problem
 from finjust.data.report import SPLITS, QualityReport
+from finjust.data.scan_findings import CHECKS, label_counts, token_stats
 from finjust.data.sources import DataSource, parse_sources
 from finjust.data.split import hash_of_hashes
 from finjust.errors import DataError

@@ -1,7 +1,7 @@
 """The kinds of finding a data-quality check reports, by the name ``data.quality`` uses.
 
-Kept apart from the checks themselves so that the recipe can validate ``fail_on`` and
-``ignore`` without importing numpy and datasketch.
+Kept apart from the checks themselves (:mod:`finjust.data.scan_findings`) so that the recipe
+can validate ``fail_on`` and ``ignore`` without importing numpy and datasketch.
 """
 
 from __future__ import annotations

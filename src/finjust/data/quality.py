@@ -72,7 +72,7 @@ def prompt_and_answer(example: Example) -> tuple[str, str]:
 
 
 class QualityScan:
-    """Accumulates fingerprints of examples (in batches) and problems, for :mod:`finjust.data.checks`."""
+    """Accumulates fingerprints of examples (in batches) and problems, for :mod:`finjust.data.scan_findings`."""
 
     def __init__(self, settings: ScanSettings, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
         self.settings, self.tokenizer = settings, tokenizer

@@ -39,7 +39,7 @@ from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
 from finjust.registry import Registry
-from finjust.train.context import fitted_to_model
+from finjust.train.max_length import fitted_to_model
 from finjust.train.run import compute_dtype, training_dtype
 
 

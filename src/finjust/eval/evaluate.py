@@ -16,7 +16,7 @@ from finjust.events import EventHandler, ignore_events
 from finjust.methods.registry import Method, get_method, load_trained
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
-from finjust.train.context import fitted_to_model
+from finjust.train.max_length import fitted_to_model
 from finjust.train.resume_checks import read_manifest
 from finjust.train.run import compute_dtype, test_examples, training_dtype
 from finjust.train.run_folder import RunFolder

@@ -33,9 +33,9 @@ from finjust.objectives.classification import (
     tokenize_labelled,
 )
 from finjust.train.checkpoint import best_weights, restore_trainable
-from finjust.train.context import fitted_to_model
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
+from finjust.train.max_length import fitted_to_model
 from finjust.train.run import RunContext, compute_dtype, saved_base_scores, test_examples, training_dtype
 
 #: examples per forward pass when scoring and validating

@@ -24,9 +24,9 @@ from finjust.models.load import LoadedModel, load_model
 from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe
 from finjust.train.checkpoint import best_weights, restore_trainable
-from finjust.train.context import answers_past_context, fitted_to_model
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
+from finjust.train.max_length import answers_past_context, fitted_to_model
 from finjust.train.run import RunContext, compute_dtype, saved_base_scores, test_examples, training_dtype
 from finjust.train.run_folder import RunFolder
 

@@ -10,7 +10,7 @@ import pytest
 from finjust.errors import MethodError
 from finjust.methods.registry import get_method
 from finjust.recipe import recipe_from_dict
-from finjust.train.context import fitted_to_model
+from finjust.train.max_length import fitted_to_model
 
 
 def _recipe(method: dict) -> object:
@@ -45,7 +45,7 @@ def test_a_tokenizer_s_own_limit_counts_where_it_is_lower():
 
 
 def test_answers_that_would_run_past_the_model_s_positions_are_counted():
-    from finjust.train.context import answers_past_context
+    from finjust.train.max_length import answers_past_context
 
     assert answers_past_context(_model(512), [100, 420, 500], new_tokens=96) == (2, 512)
     assert answers_past_context(_model(512), [100, 416], new_tokens=96) == (0, 512)
@@ -55,7 +55,7 @@ def test_answers_that_would_run_past_the_model_s_positions_are_counted():
 def test_the_base_scoring_warns_when_answers_run_past_the_context(tiny_recipe, monkeypatch, capsys):
     from finjust.cli.main import main
 
-    monkeypatch.setattr("finjust.train.context.model_positions", lambda model, tokenizer=None: 40)
+    monkeypatch.setattr("finjust.train.max_length.model_positions", lambda model, tokenizer=None: 40)
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", "eval.retention=false", "eval.max_new_tokens=8"]) == 0
     warned = capsys.readouterr().err
     assert re.search(r"[1-8] of 8 test prompts with eval.max_new_tokens 8 run past the model's 40 positions", warned)
