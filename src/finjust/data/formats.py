@@ -31,7 +31,7 @@ from finjust.data.example import (
 from finjust.data.readers import json_type_name
 from finjust.registry import Registry
 
-__all__ = ["FORMATS", "RecordFormat", "RecordProblem", "detect_format"]
+__all__ = ["RECORD_FORMATS", "RecordFormat", "RecordProblem", "detect_format"]
 
 ROLES = ("system", "user", "assistant")
 RecordReader = Callable[[Mapping[str, Any], str | None], Example]
@@ -55,7 +55,7 @@ class RecordFormat:
         return self.required | self.optional
 
 
-FORMATS: Registry[RecordFormat] = Registry("data format")
+RECORD_FORMATS: Registry[RecordFormat] = Registry("data format")
 
 
 def _format(
@@ -63,7 +63,7 @@ def _format(
 ) -> Callable[[RecordReader], RecordReader]:
     def decorate(read: RecordReader) -> RecordReader:
         entry = RecordFormat(name, task, read, frozenset(required), frozenset(signature), frozenset(optional))
-        FORMATS.add(name, entry)
+        RECORD_FORMATS.add(name, entry)
         return read
 
     return decorate
@@ -227,8 +227,8 @@ def _side(record: Mapping[str, Any], key: str, role: str) -> tuple[Message, ...]
 def _order() -> list[RecordFormat]:
     """Formats in the order a partial match prefers them."""
     preferred = ["chat", "preference", "instruction", "completion", "classification", "text"]
-    return [FORMATS.get(n) for n in preferred if n in FORMATS] + [
-        FORMATS.get(n) for n in FORMATS if n not in preferred
+    return [RECORD_FORMATS.get(n) for n in preferred if n in RECORD_FORMATS] + [
+        RECORD_FORMATS.get(n) for n in RECORD_FORMATS if n not in preferred
     ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from finjust.data.example import Example
-from finjust.data.formats import FORMATS, RecordFormat, RecordProblem, detect_format
+from finjust.data.formats import RECORD_FORMATS, RecordFormat, RecordProblem, detect_format
 from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
 from finjust.data.readers import RawRecord, json_type_name, read_records
 from finjust.errors import DataError
@@ -73,13 +73,13 @@ def _read_raw(
         name = data_format if data_format != "auto" else detect_format(record)
     except ValueError as exc:
         return Problem("ambiguous_format", str(exc), path, item.number)
-    if data_format == "auto" and first is not None and _belongs_to(record, FORMATS.get(first[0]), name):
+    if data_format == "auto" and first is not None and _belongs_to(record, RECORD_FORMATS.get(first[0]), name):
         name = first[0]  # an incomplete record of the file's format: say which of its fields is wrong
     if name is None:
         return Problem("unknown_format", _UNKNOWN, path, item.number)
-    fmt = FORMATS.get(name)
-    if first is not None and FORMATS.get(first[0]).task != fmt.task and data_format == "auto":
-        return Problem("mixed_formats", _mixed_message(fmt, FORMATS.get(first[0]), first[1]), path, item.number)
+    fmt = RECORD_FORMATS.get(name)
+    if first is not None and RECORD_FORMATS.get(first[0]).task != fmt.task and data_format == "auto":
+        return Problem("mixed_formats", _mixed_message(fmt, RECORD_FORMATS.get(first[0]), first[1]), path, item.number)
     try:
         example = fmt.read(record, system_prompt)
     except RecordProblem as problem:
@@ -120,7 +120,7 @@ def _belongs_to(record: Mapping[str, Any], file_format: RecordFormat, detected: 
     if detected == file_format.name:
         return False
     if detected is not None:
-        other = FORMATS.get(detected)
+        other = RECORD_FORMATS.get(detected)
         complete = other.required <= {key for key, value in record.items() if value is not None}
         if complete and not other.required < file_format.required:  # text < classification: a label short
             return False

@@ -33,7 +33,7 @@ from finjust.train.run_folder import RunFolder
 
 #: the same fp32 weights, other kernels: every label equal, logits within rounding
 MAX_LOGIT_DIFF = 1e-3
-FORMATS = ("onnx",)
+CLASSIFIER_FORMATS = ("onnx",)
 
 
 class _LabelLogits(nn.Module):
@@ -53,9 +53,9 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     Raises:
         ExportError: a format other than onnx, or the graph disagrees with the trained model.
     """
-    if format_name not in FORMATS:
-        raise ExportError(f"a classification run exports as {', '.join(FORMATS)}; --format {format_name} is for "
-                          "generative runs")  # fmt: skip
+    if format_name not in CLASSIFIER_FORMATS:
+        raise ExportError(f"a classification run exports as {', '.join(CLASSIFIER_FORMATS)}; "
+                          f"--format {format_name} is for generative runs")  # fmt: skip
     folder = RunFolder(run_dir)
     recipe = load_recipe(folder.recipe)
     method = get_method(recipe.method.name)

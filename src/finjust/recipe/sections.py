@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finjust.data.findings import DEFAULT_FAIL_ON, GATED
-from finjust.data.formats import FORMATS
+from finjust.data.formats import RECORD_FORMATS
 from finjust.methods.registry import get_method
 from finjust.models.load import DEVICES, DTYPES
 
@@ -66,7 +66,7 @@ class DataSection:
     test: str | None = field(default=None, metadata=_doc(
         "Path of the test file; null splits test_fraction off train.", nonempty=True))
     format: str = field(default="auto", metadata=_doc(
-        "Record format; auto detects it from each record's fields.", choices=("auto", *FORMATS.names())))
+        "Record format; auto detects it from each record's fields.", choices=("auto", *RECORD_FORMATS.names())))
     columns: dict[str, str] = field(default_factory=dict, metadata=_doc(
         "Column renames {format field: column in your files}, e.g. {instruction: question, output: answer}."))
     validation_fraction: float = field(default=0.1, metadata=_doc(

@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any, Literal, Union
 
 from finjust.data.findings import GATED
-from finjust.data.formats import FORMATS
+from finjust.data.formats import RECORD_FORMATS
 from finjust.data.sources import source_problems
 from finjust.errors import RecipeError, UnknownNameError
 from finjust.eval.metrics import METRICS
@@ -186,7 +186,7 @@ def _check_data_raw(raw: Any) -> list[str]:
     problems = source_problems(raw["train"]) if isinstance(raw.get("train"), (str, list)) else []
     if raw.get("stratify_by") and raw.get("group_by"):
         problems.append("data.stratify_by and data.group_by: a split is stratified or grouped, not both")
-    fields_known = sorted({f for name in FORMATS for f in FORMATS.get(name).fields})
+    fields_known = sorted({f for name in RECORD_FORMATS for f in RECORD_FORMATS.get(name).fields})
     columns = raw.get("columns")
     for target, column in (columns.items() if isinstance(columns, Mapping) else ()):
         if str(target) not in fields_known:
