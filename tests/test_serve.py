@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -465,13 +466,13 @@ def test_closing_the_engine_stops_the_running_generation_and_refuses_the_waiting
 def test_tokenizing_a_long_prompt_holds_up_no_other_request(served, monkeypatch):
     from finjust.serve import app as app_module
 
-    schema, prepare = app_module._ENDPOINTS["completion"]
+    endpoint = app_module._ENDPOINTS["completion"]
 
     def slow_prepare(*args):
         time.sleep(1.5)  # as a prompt near the body limit takes to tokenize
-        return prepare(*args)
+        return endpoint.prepare(*args)
 
-    monkeypatch.setitem(app_module._ENDPOINTS, "completion", (schema, slow_prepare))
+    monkeypatch.setitem(app_module._ENDPOINTS, "completion", dataclasses.replace(endpoint, prepare=slow_prepare))
     with Server(create_app(served)) as running, ThreadPoolExecutor(1) as pool:
         slow = pool.submit(running.post, "/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 2}), None)
         time.sleep(0.3)

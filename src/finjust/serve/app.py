@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,23 @@ from finjust.serve.decode import Row
 from finjust.serve.engine import DONE, FAILED, TEXT, Engine, Job
 from finjust.serve.options import ServeOptions
 from finjust.serve.requests import ChatRequest, CompletionRequest, Prepared, prepare_chat, prepare_completion
-from finjust.serve.responses import DONE_EVENT, SHAPES, Envelope, error_body, sse, usage
+from finjust.serve.responses import CHAT, DONE_EVENT, TEXT_COMPLETION, Envelope, Shape, error_body, sse, usage
 from finjust.serve.source import ServedModel, load_served_model
 
 log = logging.getLogger("finjust.serve")
 
-#: each endpoint's request body and how it becomes a prompt
-_ENDPOINTS: dict[str, tuple[type[BaseModel], Callable[..., Prepared]]] = {
-    "chat": (ChatRequest, prepare_chat),
-    "completion": (CompletionRequest, prepare_completion),
+@dataclass(frozen=True)
+class _Endpoint:
+    """A generating endpoint: its request body, how that becomes a prompt, its responses' names."""
+
+    schema: type[BaseModel]
+    prepare: Callable[..., Prepared]
+    shape: Shape
+
+
+_ENDPOINTS: dict[str, _Endpoint] = {
+    "chat": _Endpoint(ChatRequest, prepare_chat, CHAT),
+    "completion": _Endpoint(CompletionRequest, prepare_completion, TEXT_COMPLETION),
 }
 
 
@@ -112,16 +121,16 @@ DISCONNECT_POLL_SECONDS = 0.25
 async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine,
                     preparing: ThreadPoolExecutor) -> Any:  # fmt: skip
     _check_key(request, options)
-    schema, prepare = _ENDPOINTS[endpoint]
+    handled = _ENDPOINTS[endpoint]
     body = await _read_body(request, options.max_body_bytes)
     try:
-        parsed = schema.model_validate(_json(body))
+        parsed = handled.schema.model_validate(_json(body))
     except ValidationError as error:
         raise _validation_error(error) from None
-    prepared = await asyncio.get_running_loop().run_in_executor(preparing, prepare, parsed, served, options)
+    prepared = await asyncio.get_running_loop().run_in_executor(preparing, handled.prepare, parsed, served, options)
     job = Job(prepared.prompt, prepared.sampling, prepared.stream, asyncio.get_running_loop())
     engine.submit(job)
-    envelope = Envelope.new(SHAPES.get(endpoint), served.name)
+    envelope = Envelope.new(handled.shape, served.name)
     if prepared.stream:
         return StreamingResponse(_stream(job, envelope, prepared), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})  # fmt: skip

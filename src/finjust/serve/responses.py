@@ -1,7 +1,7 @@
 """The JSON the server answers with, in OpenAI's shapes: whole responses, stream chunks, errors.
 
-Chat and text completions differ only in a few names, so each is one :class:`Shape` in a
-registry keyed by endpoint, and the code that answers requests does not branch on which.
+Chat and text completions differ only in a few names, so each is one :class:`Shape` (the
+app's endpoint table holds it), and the code that answers requests does not branch on which.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from finjust.registry import Registry
 from finjust.serve.decode import Row
 
 DONE_EVENT = "data: [DONE]\n\n"
@@ -43,9 +42,8 @@ class Shape:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
-SHAPES: Registry[Shape] = Registry("endpoint")
-SHAPES.add("chat", Shape("chat.completion", "chat.completion.chunk", "chatcmpl-", chat=True))
-SHAPES.add("completion", Shape("text_completion", "text_completion", "cmpl-", chat=False))
+CHAT = Shape("chat.completion", "chat.completion.chunk", "chatcmpl-", chat=True)
+TEXT_COMPLETION = Shape("text_completion", "text_completion", "cmpl-", chat=False)
 
 
 @dataclass(frozen=True)
