@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import memory_bytes, reset_peak_memory
+
 WORDS = ("kayak tent stove lamp canoe paddle jacket boots rope map tarp mug frame wheel battery motor "
          "saddle brake chain pedal rack light bell lock pump helmet glove basket fender tyre spoke "
          "warranty delivery price colour size weight range charge repair service order return").split()  # fmt: skip
@@ -73,14 +75,6 @@ def write_data(folder: Path, records: int, seed: int = 0) -> tuple[Path, Path, i
     return train, test, len(leaked)
 
 
-def _memory_mb(field: str) -> float:
-    """A memory figure of this process from /proc (VmRSS now, VmHWM its peak), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024 / 1e6  # the kernel's "kB" are KiB
-    return float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -110,12 +104,12 @@ def main() -> None:
         print(f"baseline: json.loads over every line: {baseline:.1f} s")
 
         data = data_section_from_dict({"train": str(train), "test": str(test), "validation_fraction": 0.01})
-        Path("/proc/self/clear_refs").write_text("5")  # the peak from here: writing the data is not the check's
-        before = _memory_mb("VmRSS")
+        reset_peak_memory()  # the peak from here: writing the data is not the check's
+        before = memory_bytes("VmRSS") / 1e6
         started = time.perf_counter()
         report = check_data(data, 42, tokenizer, tokenizer_name=None if args.no_tokens else args.model)
         seconds = time.perf_counter() - started
-        peak = _memory_mb("VmHWM")
+        peak = memory_bytes("VmHWM") / 1e6
 
     counts = {name: finding.count for name, finding in report.findings.items()}
     print(f"check: {seconds:.0f} s ({args.records / seconds:,.0f} records/s), {seconds / baseline:.1f}x the baseline")

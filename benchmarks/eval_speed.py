@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from common import DEMO_DATA
 
 from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval.generate import generate_answers
 from finjust.models import load_model
-
-TEST = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "test.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     loaded = load_model("smollm2-135m-instruct")
     autocast = torch.bfloat16 if loaded.dtype == torch.bfloat16 else None
-    prompts = [prompt_ids(loaded.tokenizer, e) for e in load_examples(TEST)[: args.questions]]
+    prompts = [prompt_ids(loaded.tokenizer, e) for e in load_examples(DEMO_DATA / "test.jsonl")[: args.questions]]
 
     def timed(questions: list[list[int]], batch_size: int) -> tuple[float, list[str]]:
         started = time.perf_counter()

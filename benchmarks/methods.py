@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DEMO = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data"
+from common import DEMO_DATA, child_environment, memory_bytes, reset_peak_memory
+
 #: the first steps carry one-off costs (allocations, lazy initialisation): not timed
 WARMUP_STEPS = 2
 
@@ -55,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 def _in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", name, "--steps", str(args.steps),
                "--test-questions", str(args.test_questions)]  # fmt: skip
-    from finjust import allocator
-
-    environment = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.RELAUNCHED)}
-    environment = allocator.preload_environment(environment) or environment  # as the command relaunches itself
+    # in the allocator the command relaunches itself in
+    environment = child_environment(preload=True) or child_environment(preload=False)
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -80,7 +78,7 @@ def _run_in(out: Path, name: str, steps: int, test_questions: int) -> dict[str, 
 
     recipe = recipe_from_dict({
         "model": {"name": "smollm2-135m-instruct"},
-        "data": {"train": str(DEMO / "train.jsonl"), "test": str(DEMO / "test.jsonl"), "validation_fraction": 0.1},
+        "data": {"train": str(DEMO_DATA / "train.jsonl"), "test": str(DEMO_DATA / "test.jsonl"), "validation_fraction": 0.1},
         "method": {"name": name},
         "train": {"max_steps": steps, "batch_size": 8, "eval_every": steps, "patience": None, "seed": 0},
         "eval": {"metrics": ["token_f1", "rouge_l"], "max_examples": test_questions, "retention": False},
@@ -92,9 +90,9 @@ def _run_in(out: Path, name: str, steps: int, test_questions: int) -> dict[str, 
     def on_event(kind: str, payload: dict[str, Any]) -> None:
         events.setdefault(kind, []).append(payload)
         if kind == "start":  # scoring the base came first: count from here
-            _reset_peak_rss()
+            reset_peak_memory()
         elif kind in ("step", "eval"):
-            training_peak[0] = _peak_rss_gb()
+            training_peak[0] = memory_bytes("VmHWM") / 1e9
 
     result = run_recipe(recipe, on_event=on_event)
     return _figures(name, result, events, training_peak[0])
@@ -118,18 +116,6 @@ def _figures(name: str, result: Any, events: dict[str, list[dict[str, Any]]], pe
         **{f"test_{key}": tuned[key] for key in ("test_loss", "token_f1", "rouge_l")},
         **{f"base_{key}": base[key] for key in ("test_loss", "token_f1")},
     }  # fmt: skip
-
-
-def _reset_peak_rss() -> None:
-    """Linux: restart the kernel's peak-RSS count (VmHWM) of this process."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9  # the kernel's "kB" are KiB
-    return float("nan")
 
 
 def table(results: dict[str, dict[str, Any]], steps: int) -> str:

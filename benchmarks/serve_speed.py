@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
+from common import DEMO_DATA
 
 try:
     import openai
@@ -31,8 +32,6 @@ except ImportError:  # the client is in the test extra, not finjust's own depend
 from finjust.data.load import load_examples
 from finjust.models.load import resolve_model_folder
 from finjust.serve import ServedModel, ServeOptions, create_app, load_served_model
-
-TEST = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "test.jsonl"
 
 
 def requests_per_second(served: ServedModel, max_batch: int, questions: list[str], max_tokens: int,
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source = args.source or resolve_model_folder("smollm2-135m-instruct")
     served = load_served_model(source)
-    questions = [e.messages[0].content for e in load_examples(TEST)[: args.concurrent]]
+    questions = [e.messages[0].content for e in load_examples(DEMO_DATA / "test.jsonl")[: args.concurrent]]
     batched = requests_per_second(served, args.max_batch, questions, args.max_tokens, args.rounds)
     single = requests_per_second(served, 1, questions, args.max_tokens, args.rounds)
     result = {"source": str(source), "concurrent": len(questions), "max_tokens": args.max_tokens,

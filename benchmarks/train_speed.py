@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -45,17 +44,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import DEMO_DATA, child_environment
+
 VARIANTS = ("a", "b", "b-malloc", "finjust", "finjust-compiled", "finjust-recompute")
 MAX_LENGTH = 512
 BATCH = 8
-DEMO = Path(__file__).resolve().parent.parent / "src" / "finjust" / "demo" / "data" / "train.jsonl"
 
 
 def _tokenized(tokenizer: Any) -> list[Any]:
     from finjust.data.load import load_examples
     from finjust.data.templates import tokenize_examples
 
-    tokens, _ = tokenize_examples(load_examples(DEMO), tokenizer, MAX_LENGTH)
+    tokens, _ = tokenize_examples(load_examples(DEMO_DATA / "train.jsonl"), tokenizer, MAX_LENGTH)
     return tokens
 
 
@@ -303,14 +303,10 @@ def _run_variant(variant: str, steps: int, warmup: int) -> dict[str, Any]:
 
 def _child(variant: str, steps: int, warmup: int) -> dict[str, Any] | None:
     """Run one variant in its own process; None where it needs a fast allocator and none is found."""
-    from finjust import allocator
-
-    environment = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.RELAUNCHED)}
-    if variant.startswith("finjust") or variant.endswith("-malloc"):
-        preloaded = allocator.preload_environment(environment)
-        if preloaded is None and variant.endswith("-malloc"):
-            return None
-        environment = preloaded or environment
+    environment = child_environment(preload=variant.startswith("finjust") or variant.endswith("-malloc"))
+    if environment is None and variant.endswith("-malloc"):
+        return None
+    environment = environment or child_environment(preload=False)
     command = [sys.executable, __file__, "--variant", variant, "--steps", str(steps), "--warmup", str(warmup)]
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(out.strip().splitlines()[-1])

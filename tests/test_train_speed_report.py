@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "train_speed
 
 @pytest.fixture(scope="module")
 def train_speed():
+    sys.path.insert(0, str(BENCHMARK.parent))  # as running the script does: it imports benchmarks/common.py
     spec = importlib.util.spec_from_file_location("train_speed", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
