@@ -105,3 +105,28 @@ def test_a_group_by_field_no_record_has_is_named_with_the_fields_they_have(tmp_p
     data = data_section_from_dict({"train": _write(tmp_path, "t.jsonl", 8), "group_by": "doc_id"})
     with pytest.raises(DataError, match=r"no field 'doc_id' to split by \(its other fields: 'doc'\)"):
         prepare_data(data, 0)
+
+
+@pytest.mark.parametrize("records", [1, 2])
+def test_a_pool_too_small_to_hold_out_a_test_record_is_refused_and_a_test_file_is_not_needed(write_jsonl, records):
+    path = write_jsonl("one.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(records)])
+    data = data_section_from_dict({"train": str(path)})
+    if records == 1:  # one record trains; none is left for the scorecard
+        with pytest.raises(DataError, match="no test records: a pool of 1 record leaves none"):
+            prepare_data(data, seed=0)
+    else:
+        assert len(prepare_data(data, seed=0).splits.test) == 1
+    given = data_section_from_dict({"train": str(path), "test": str(path)})
+    splits = prepare_data(given, seed=0).splits
+    assert len(splits.train) == 1 and len(splits.test) == records
+
+
+def test_train_and_data_check_refuse_a_one_record_pool(write_jsonl, tiny_recipe, capsys):
+    from finjust.cli.main import main
+
+    path = write_jsonl("one.jsonl", [{"instruction": "q", "output": "a"}])
+    recipe = tiny_recipe(data={"train": str(path), "test": None})
+    assert main(["data", "check", str(recipe)]) == 1  # the gate fails on it, listed as an invalid record
+    assert "no test records: a pool of 1 record" in capsys.readouterr().out
+    assert main(["train", str(recipe)]) == 2
+    assert "no test records: a pool of 1 record" in capsys.readouterr().err

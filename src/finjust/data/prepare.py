@@ -107,7 +107,12 @@ def split_pool(
     )
     strata = keys if data.stratify_by else None
     groups = keys if data.group_by and not data.stratify_by else None
-    return split_indices(size, seed, n_val, n_test, strata, groups)
+    indices = split_indices(size, seed, n_val, n_test, strata, groups)
+    if not has_test and not indices.test:  # the fraction's one record gave way to training's
+        raise DataError(f"no test records: a pool of {size} record{'s' if size != 1 else ''} leaves none to hold "
+                        "out once one is kept for training, and every run ends with a scorecard on held-out "
+                        "test examples; give more data, or a data.test file")  # fmt: skip
+    return indices
 
 
 def split_settings(data: Any) -> dict[str, Any]:
