@@ -140,8 +140,10 @@ def test_a_training_file_edited_since_the_run_is_refused(tiny_recipe, tmp_path, 
     assert main(["train", str(recipe), "train.max_steps=1", "eval.retention=false", "eval.generate=false"]) == 0
     with train.open("a", encoding="utf-8") as handle:
         handle.write('{"instruction": "What does the test ask?", "output": "The test answer."}\n')
-    with pytest.raises(CheckpointError, match="the train data changed"):
+    with pytest.raises(CheckpointError, match="the train data changed") as refused:
         compare_run(tmp_path / "run")
+    assert f"; changed: {train});" in str(refused.value)  # the file, not the test file beside it
+    assert str(refused.value).endswith("restore the data it was trained on, or train a new run on the new data")
 
 
 def test_unknown_row_and_bad_k_are_rejected(tmp_path, capsys):

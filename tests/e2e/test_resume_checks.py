@@ -72,6 +72,7 @@ def test_changed_data_is_refused(tiny_recipe, tmp_path, capsys):
     train.write_text("".join(json.dumps(r) + "\n" for r in records))
     error = _resume_error(tmp_path / "run", capsys)
     assert "the data changed since" in error and "restore the data or start a new run" in error
+    assert f"; changed: {train})" in error
 
 
 def test_a_missing_manifest_is_refused_where_checkpoints_exist(run, capsys):

@@ -17,7 +17,7 @@ from finjust.methods.registry import Method, get_method, load_trained
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.max_length import fitted_to_model
-from finjust.train.resume_checks import read_manifest
+from finjust.train.resume_checks import changed_files, read_manifest
 from finjust.train.run import compute_dtype, test_examples, training_dtype
 from finjust.train.run_folder import RunFolder
 from finjust.train.saved_json import read_saved_object
@@ -82,8 +82,9 @@ def open_run(run_dir: str | Path) -> RunInputs:
     # training file edited since (say, the test questions appended) would leak answers into them
     changed = [split for split in ("train", "test") if saved["sha256"][split] != data.manifest["sha256"][split]]
     if changed:
-        raise CheckpointError(f"the {' and '.join(changed)} data changed since {folder.root} was trained; "
-                              "its splits no longer match")
+        raise CheckpointError(f"the {' and '.join(changed)} data changed since {folder.root} was trained "
+                              f"(its splits no longer match the manifest{changed_files(saved, data.manifest)}); "
+                              "restore the data it was trained on, or train a new run on the new data")  # fmt: skip
     test = test_examples(recipe, data)
     return RunInputs(folder, recipe, method, artifact, data, test)
 

@@ -82,8 +82,20 @@ def check_same_start(
         now = data_manifest["sha256"]
         changed = sorted(name for name in now if saved["sha256"].get(name) != now[name])
         raise CheckpointError(f"the data changed since {manifest_path.parent} started (the {', '.join(changed)} "
-                              "split(s) no longer match its manifest); restore the data or start a new run")
+                              f"split(s) no longer match its manifest{changed_files(saved, data_manifest)}); "
+                              "restore the data or start a new run")  # fmt: skip
     return [f"{field}: {change}" for field, change in changes.items()]
+
+
+def changed_files(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """For a refusal: '; changed: FILE, ...', the data files whose content differs from the
+    manifest's hashes ('' where none does: a split setting changed, or the files are others)."""
+    recorded, current = saved.get("sources"), now.get("sources")
+    if not isinstance(recorded, dict) or not isinstance(current, dict) or len(recorded) != len(current):
+        return ""
+    # matched by position, as the recipe lists them: a project moved elsewhere gives other paths
+    differing = [path for (path, digest), old in zip(current.items(), recorded.values()) if digest != old]
+    return f"; changed: {', '.join(differing)}" if differing else ""
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, str]:
