@@ -307,6 +307,28 @@ def test_serves_a_trained_run_folder_like_eval_loads_it(tiny_recipe, tmp_path, m
     assert reply.choices[0].message.content.strip() == expected
 
 
+def test_a_runs_system_prompt_leads_conversations_without_one_in_runs_and_merged_exports(tiny_recipe, tmp_path):
+    system = "Answer as the Nordhavn Cycles support team."
+    recipe = tiny_recipe(data={"system_prompt": system})
+    assert main(["train", str(recipe), "train.max_steps=1", "eval.generate=false", "eval.retention=false"]) == 0
+    merged = tmp_path / "merged"
+    assert main(["export", str(tmp_path / "run"), "--format", "merged", "--out", str(merged), "--prompts", "2"]) == 0
+    assert json.loads((merged / "export.json").read_text())["system_prompt"] == system
+    for folder in (tmp_path / "run", merged):
+        served = load_served_model(folder)
+        assert served.system_prompt == system
+        user = Message("user", HELLO[0]["content"])
+        as_trained = chat_ids(served.tokenizer, [Message("system", system), user], generation_prompt=True)
+        own = chat_ids(served.tokenizer, [Message("system", "Be brief."), user], generation_prompt=True)
+        with Server(create_app(served)) as running:
+            client = running.client(None)
+            plain = client.chat.completions.create(model=served.name, messages=HELLO, max_tokens=1)
+            given = client.chat.completions.create(
+                model=served.name, messages=[{"role": "system", "content": "Be brief."}, *HELLO], max_tokens=1)
+        assert plain.usage.prompt_tokens == len(as_trained)  # not the template's default system prompt
+        assert given.usage.prompt_tokens == len(own)  # a request's own system message is kept, alone
+
+
 def test_a_folder_that_is_neither_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="neither an exported model folder"):
         load_served_model(tmp_path)

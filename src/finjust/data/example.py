@@ -30,6 +30,15 @@ class Message:
     weight: int = 1
 
 
+def with_system_prompt(messages: Iterable[Message], system_prompt: str | None) -> tuple[Message, ...]:
+    """``messages`` led by a ``system_prompt`` message where they have no system message first
+    (``data.system_prompt``: what training, scoring and serving put before each conversation)."""
+    messages = tuple(messages)
+    if system_prompt and (not messages or messages[0].role != "system"):
+        return (Message("system", system_prompt), *messages)
+    return messages
+
+
 @dataclass(frozen=True)
 class Example:
     """One record, as a conversation, with where it came from.

@@ -27,6 +27,7 @@ from finjust.data.example import (
     TASK_TEXT,
     Example,
     Message,
+    with_system_prompt,
 )
 from finjust.data.readers import json_type_name
 from finjust.registry import Registry
@@ -91,12 +92,6 @@ def _text(record: Mapping[str, Any], key: str, required: bool = True, answer: bo
     return value
 
 
-def _with_system(messages: tuple[Message, ...], system_prompt: str | None) -> tuple[Message, ...]:
-    if system_prompt and (not messages or messages[0].role != "system"):
-        return (Message("system", system_prompt), *messages)
-    return messages
-
-
 @_format("instruction", TASK_CHAT, {"instruction", "output"}, {"instruction", "output"}, {"input"})
 def read_instruction(record: Mapping[str, Any], system_prompt: str | None) -> Example:
     """Alpaca-style ``instruction`` / optional ``input`` / ``output``."""
@@ -104,7 +99,7 @@ def read_instruction(record: Mapping[str, Any], system_prompt: str | None) -> Ex
     extra = _text(record, "input", required=False)
     output = _text(record, "output", answer=True) or ""
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-    return Example(_with_system((Message("user", user), Message("assistant", output)), system_prompt))
+    return Example(with_system_prompt((Message("user", user), Message("assistant", output)), system_prompt))
 
 
 @_format("completion", TASK_CHAT, {"prompt", "completion"}, {"completion"})
@@ -112,7 +107,7 @@ def read_completion(record: Mapping[str, Any], system_prompt: str | None) -> Exa
     """``prompt`` / ``completion`` pairs, trained as one user turn and one assistant turn."""
     prompt = _text(record, "prompt") or ""
     completion = _text(record, "completion", answer=True) or ""
-    return Example(_with_system((Message("user", prompt), Message("assistant", completion)), system_prompt))
+    return Example(with_system_prompt((Message("user", prompt), Message("assistant", completion)), system_prompt))
 
 
 @_format("chat", TASK_CHAT, {"messages"}, {"messages"})
@@ -125,7 +120,7 @@ def read_chat(record: Mapping[str, Any], system_prompt: str | None) -> Example:
     if not any(m.role == "assistant" and m.weight for m in messages):
         raise RecordProblem("messages", "every assistant message has weight 0, so nothing would be trained; "
                              "give the answer to learn weight 1", "bad_turns")  # fmt: skip
-    return Example(_with_system(messages, system_prompt))
+    return Example(with_system_prompt(messages, system_prompt))
 
 
 def _check_prompted(key: str, messages: tuple[Message, ...]) -> None:
@@ -206,7 +201,7 @@ def read_preference(record: Mapping[str, Any], system_prompt: str | None) -> Exa
     if _stripped(chosen) == _stripped(rejected):
         raise RecordProblem("rejected", "is the same as 'chosen'; a preference pair needs two different answers",
                              "bad_value")  # fmt: skip
-    prompt = _with_system(prompt, system_prompt)
+    prompt = with_system_prompt(prompt, system_prompt)
     return Example((*prompt, *chosen), task=TASK_PREFERENCE, chosen=chosen, rejected=rejected)
 
 

@@ -139,6 +139,8 @@ def _result(fmt: ExportFormat, quant: str | None, source: ExportSource, target: 
         "run": os.path.abspath(source.run.folder.root),
         "method": source.run.method.name,
         "base_model": source.run.recipe.model.name,
+        # put before a conversation without a system message, as the run trained and scored
+        "system_prompt": source.run.recipe.data.system_prompt,
         "path": str(target),
         "size_bytes": sum(files.values()),
         "files": files,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from finjust.data.control_tokens import control_tokens, find_control_token
-from finjust.data.example import Message
+from finjust.data.example import Message, with_system_prompt
 from finjust.data.templates import chat_ids
 from finjust.errors import ServeError
 from finjust.serve.decode import Sampling
@@ -123,6 +123,7 @@ def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOption
     for number, message in enumerate(messages):
         _require_unicode(message.content, f"messages.{number}.content")
         _refuse_control_tokens(message.content, f"messages.{number}.content", control_tokens(served.tokenizer))
+    messages = list(with_system_prompt(messages, served.system_prompt))
     try:
         prompt = chat_ids(served.tokenizer, messages, generation_prompt=True)
     except Exception as error:  # templates raise their own errors, e.g. "roles must alternate"

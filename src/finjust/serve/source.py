@@ -33,6 +33,9 @@ class ServedModel:
     context: int
     #: virtual-token methods (prompt/prefix tuning) need unpadded batches: only equal-length prompts batch
     equal_lengths: bool = False
+    #: the run's ``data.system_prompt``: put before a conversation that has no system message, as
+    #: the run trained and scored its examples
+    system_prompt: str | None = None
 
 
 def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
@@ -50,7 +53,8 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
     # an exported folder may carry its recipe too; its config.json makes it a plain model
     if (folder / "config.json").is_file():
         loaded = load_model(str(folder))
-        served = ServedModel(loaded.model, loaded.tokenizer, loaded.device, None, "", 0)
+        served = ServedModel(loaded.model, loaded.tokenizer, loaded.device, None, "", 0,
+                             system_prompt=_exported_system_prompt(folder))  # fmt: skip
     elif (folder / "recipe.yaml").is_file():
         served = _from_run(folder)
     else:
@@ -110,7 +114,19 @@ def _from_run(folder: Path) -> ServedModel:
     autocast = compute_dtype(run.recipe, loaded)
     model, loaded = load_tuned(run, loaded)
     return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "", 0,
-                       equal_lengths=not run.method.supports_packing)  # fmt: skip
+                       equal_lengths=not run.method.supports_packing, system_prompt=run.recipe.data.system_prompt)
+
+
+def _exported_system_prompt(folder: Path) -> str | None:
+    """The system prompt a finjust export records (its run's ``data.system_prompt``); None for
+    another model folder, or an export that records none."""
+    if not (folder / RESULT_FILE).is_file():
+        return None
+    try:
+        prompt = read_result(folder).get("system_prompt")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return prompt if isinstance(prompt, str) else None
 
 
 def _context_length(model: nn.Module) -> int:
