@@ -83,3 +83,19 @@ def test_prefix_tuning_with_the_projection_trains_and_reloads(tiny_model_dir, ti
     batch = pad(tiny_tokens[:3])
     with torch.no_grad():
         torch.testing.assert_close(batch_loss_sum(reloaded, batch)[0], batch_loss_sum(model, batch)[0])
+
+
+def test_prompt_tuned_runs_generate_and_export_without_peft_position_ids_warnings(tiny_recipe, tmp_path):
+    import warnings
+
+    from finjust.cli.main import main
+
+    recipe = tiny_recipe(method={"name": "prompt_tuning"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", str(recipe), "train.max_steps=1", "eval.retention=false"]) == 0  # scores answers
+        assert main(["export", str(tmp_path / "run"), "--format", "adapter", "--prompts", "2"]) == 0
+        warnings.warn("a warning of the caller's own")  # the caller's filters hold again afterwards
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "Position ids are not supported" in m]
+    assert "a warning of the caller's own" in messages

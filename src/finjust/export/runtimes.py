@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from finjust.data.example import Message
 from finjust.data.templates import chat_ids
 from finjust.errors import ExportError
+from finjust.eval.generate import peft_position_ids_warning_off
 
 
 @dataclass
@@ -68,16 +69,17 @@ class TorchRuntime(Runtime):
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
         start = time.perf_counter()
         ids = torch.tensor([prompt], dtype=torch.long)
-        out = self.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop_id,
-            pad_token_id=self.pad_id if self.pad_id is not None else stop_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
+        with peft_position_ids_warning_off():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_id,
+                pad_token_id=self.pad_id if self.pad_id is not None else stop_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
         tokens = out.sequences[0, len(prompt) :].tolist()
         logits = [row[0].float().numpy() for row in out.logits][: len(tokens)]
         return Generation(tokens, logits, time.perf_counter() - start)
