@@ -126,3 +126,11 @@ def test_the_report_names_why_a_run_stopped_early(run):
     (run / "scorecard.json").write_text(json.dumps({**card, "stopped_early": True, "stop_reason": "forgetting"}))
     page = build_report(run)
     assert "Stopped early: retention fell under the forgetting guard" in page and "stopped improving" not in page
+
+
+@pytest.mark.parametrize("argv", [["report", "RUN"], ["eval", "RUN"], ["compare", "RUN"], ["serve", "RUN"],
+                                  ["export", "RUN", "--format", "adapter"], ["train", "--resume", "RUN"]])  # fmt: skip
+def test_a_run_folder_that_does_not_exist_is_named_so(tmp_path, capsys, argv):
+    missing = tmp_path / "runs" / "typo"
+    assert main([str(missing) if part == "RUN" else part for part in argv]) == 2
+    assert f"{missing} does not exist: give" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if args.recipe or args.overrides:
             raise RecipeError(["--resume takes the run folder only; the run's own recipe.yaml is used"], "train")
         # the folder given, wherever the run was started: it may have been moved or copied since
-        recipe = load_recipe(RunFolder(Path(args.resume)).recipe).writing_to(args.resume)
+        recipe = load_recipe(RunFolder(Path(args.resume)).require().recipe).writing_to(args.resume)
     elif args.recipe:
         recipe = load_recipe(args.recipe, args.overrides)
     else:

@@ -48,9 +48,7 @@ def open_trained(run_dir: str | Path) -> TrainedRun:
     Raises:
         CheckpointError: not a run folder, or no trained artifact yet.
     """
-    folder = RunFolder(run_dir)
-    if not folder.recipe.is_file():
-        raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
+    folder = RunFolder(run_dir).require()
     _refuse_classification(folder)
     recipe = load_recipe(folder.recipe)
     method = get_method(recipe.method.name)

@@ -37,9 +37,7 @@ class RunRecord:
 
 def read_run(run_dir: str | Path) -> RunRecord:
     """Read what a report needs; only ``recipe.yaml`` is required (a run still training has the rest partly)."""
-    folder = RunFolder(run_dir)
-    if not folder.recipe.is_file():
-        raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
+    folder = RunFolder(run_dir).require()
     return RunRecord(folder, load_recipe(folder.recipe), MetricsLog(folder.metrics).records(),
                      _json(folder.scorecard), _json(folder.compare))  # fmt: skip
 

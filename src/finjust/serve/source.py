@@ -49,6 +49,9 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
         CheckpointError: a run folder without a trained artifact.
     """
     folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ModelLoadError(f"{folder} does not exist: give a run folder (`finjust train`) or an exported "
+                             "model folder (`finjust export`)")  # fmt: skip
     _refuse_unservable_export(folder)
     # an exported folder may carry its recipe too; its config.json makes it a plain model
     if (folder / "config.json").is_file():

@@ -150,8 +150,8 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
                                   "output.overwrite replaces run folders only: choose another output.dir")
         replace_run.set_aside(folder.root, finished=folder.scorecard.is_file())
         replacing = True
-    if resume and not folder.recipe.is_file():
-        raise CheckpointError(f"{folder.root} is not a finjust run folder (no recipe.yaml)")
+    if resume:
+        folder.require()
     folder.root.mkdir(parents=True, exist_ok=True)
     if not resume:
         save_recipe(recipe, folder.recipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finjust.errors import CheckpointError
 from finjust.methods.registry import Method
 from finjust.train.resume_checks import read_manifest
 
@@ -21,6 +22,19 @@ class RunFolder:
         self.scorecard = self.root / "scorecard.json"
         self.compare = self.root / "compare.json"  # finjust compare
         self.report = self.root / "report.html"  # finjust report
+
+    def require(self) -> RunFolder:
+        """This folder, where it holds a run (a ``recipe.yaml``).
+
+        Raises:
+            CheckpointError: no such folder, or one that no ``finjust train`` wrote.
+        """
+        if not self.root.exists():
+            raise CheckpointError(f"{self.root} does not exist: give the folder `finjust train` wrote "
+                                  "(output.dir, runs/NAME by default)")  # fmt: skip
+        if not self.recipe.is_file():
+            raise CheckpointError(f"{self.root} is not a finjust run folder (no recipe.yaml)")
+        return self
 
     def artifact(self, method: Method) -> Path:
         return self.root / method.artifact_dir
