@@ -12,6 +12,7 @@ from conftest import build_tokenizer
 from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT
 from finjust.data.formats import detect_format
 from finjust.data.load import load_examples
+from finjust.data.problems import Problem
 from finjust.data.templates import IGNORE_INDEX, tokenize_examples
 
 TOKENIZER = build_tokenizer()
@@ -185,3 +186,19 @@ def test_detection_prefers_the_complete_format_and_flags_real_ambiguity():
     assert detect_format({"instruction": "x"}) == "instruction"
     with pytest.raises(ValueError, match="set data.format"):
         detect_format({"instruction": "x", "output": "y", "text": "z"})
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_split_given_for_a_file_or_text_folder_is_refused_not_ignored(tmp_path, write_jsonl, where):
+    from finjust.data.readers import read_records
+
+    if where == "file":
+        path = write_jsonl("inst.jsonl", [{"instruction": "q", "output": "a"}])
+    else:
+        path = tmp_path / "texts"
+        path.mkdir()
+        (path / "a.txt").write_text("some text", encoding="utf-8")
+    problems = list(read_records(path, split="test"))
+    assert len(problems) == 1 and isinstance(problems[0], Problem)
+    assert "split 'test' chooses a split of a datasets folder" in problems[0].message
+    assert f"this is a {'jsonl file' if where == 'file' else 'txt folder'}" in problems[0].message

@@ -108,7 +108,7 @@ def split_pool(
     strata = keys if data.stratify_by else None
     groups = keys if data.group_by and not data.stratify_by else None
     indices = split_indices(size, seed, n_val, n_test, strata, groups)
-    if not has_test and not indices.test:  # the fraction's one record gave way to training's
+    if size and not has_test and not indices.test:  # the fraction's one record gave way to training's
         raise DataError(f"no test records: a pool of {size} record{'s' if size != 1 else ''} leaves none to hold "
                         "out once one is kept for training, and every run ends with a scorecard on held-out "
                         "test examples; give more data, or a data.test file")  # fmt: skip

@@ -77,8 +77,14 @@ def read_records(path: str | Path, split: str | None = None) -> Iterator[Item]:
     if (problem := source_problem(path)) is not None:
         yield problem
         return
+    file_type = file_type_of(path)
+    if split is not None and file_type != "datasets":
+        yield Problem("unreadable", f"split {split!r} chooses a split of a datasets folder (save_to_disk), and this "
+                      f"is a {file_type} {'folder' if path.is_dir() else 'file'}: remove split from its data.train "
+                      "entry", str(path))  # fmt: skip
+        return
     try:
-        yield from FILE_TYPES.get(file_type_of(path)).read(path, split)
+        yield from FILE_TYPES.get(file_type).read(path, split)
     except OSError as exc:
         yield Problem("unreadable", f"cannot read: {exc.strerror or exc}", str(path))
 
