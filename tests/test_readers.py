@@ -13,6 +13,7 @@ from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT
 from finjust.data.formats import detect_format
 from finjust.data.load import load_examples
 from finjust.data.problems import Problem
+from finjust.errors import DataError
 from finjust.data.templates import IGNORE_INDEX, tokenize_examples
 
 TOKENIZER = build_tokenizer()
@@ -202,3 +203,16 @@ def test_a_split_given_for_a_file_or_text_folder_is_refused_not_ignored(tmp_path
     assert len(problems) == 1 and isinstance(problems[0], Problem)
     assert "split 'test' chooses a split of a datasets folder" in problems[0].message
     assert f"this is a {'jsonl file' if where == 'file' else 'txt folder'}" in problems[0].message
+
+
+def test_a_text_folder_names_the_data_files_it_would_leave_out_and_its_records_sit_at_line_one(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("The red kayak costs 13 euros.", encoding="utf-8")
+    (folder / "b.txt").write_text("  ", encoding="utf-8")
+    (folder / "faq.jsonl").write_text('{"instruction": "q", "output": "a"}\n', encoding="utf-8")
+    with pytest.raises(DataError) as refused:
+        load_examples(folder)
+    message = str(refused.value)
+    assert "also holds 1 data file(s) (faq.jsonl), which are not read: list them as data.train sources" in message
+    assert f"{folder / 'b.txt'}:1" in message  # the empty document, at line 1 (not 2, its place in the folder)

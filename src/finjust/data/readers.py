@@ -341,13 +341,23 @@ def held_out_split(path: str | Path, role: str) -> str | None:
     return role if len(splits) > 1 else None
 
 
+def _data_files_in(folder: Path) -> list[str]:
+    """The files under ``folder`` of a registered type other than text, as paths relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and file_type_of(p) not in (None, "txt"))  # fmt: skip
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def _data_files_hint(folder: Path) -> str:
     """For a folder of data files read as text documents: how to read them instead."""
-    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and file_type_of(p))
+    found = _data_files_in(folder)
     if not found:
         return ""
-    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-    return f"; it holds {len(found)} data file(s) ({shown}): list them as sources, e.g. train: [a.jsonl, b.jsonl]"
+    return (f"; it holds {len(found)} data file(s) ({_shown(found)}): list them as sources, "
+            "e.g. train: [a.jsonl, b.jsonl]")  # fmt: skip
 
 
 @_register("txt", ".txt")
@@ -357,10 +367,15 @@ def read_text_files(path: Path, split: str | None = None) -> Iterator[Item]:
     if path.is_dir() and not files:
         yield Problem("unreadable", "the folder has no .txt files and is not a datasets folder "
                       f"(no dataset_info.json){_data_files_hint(path)}", str(path))  # fmt: skip
-    for number, file in enumerate(files, start=1):
+    elif path.is_dir() and (others := _data_files_in(path)):  # they would be left out without a word
+        yield Problem("unreadable", f"the folder of .txt files also holds {len(others)} data file(s) "
+                      f"({_shown(others)}), which are not read: list them as data.train sources of their own, "
+                      "or move them out of the folder", str(path))  # fmt: skip
+    for file in files:
         try:
             text = file.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
         except UnicodeDecodeError as exc:
             yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(file))
             continue
-        yield RawRecord(number, {"text": text}, str(file) if path.is_dir() else None)
+        # line 1: a file is one record, which starts there (its place in the folder is no line)
+        yield RawRecord(1, {"text": text}, str(file) if path.is_dir() else None)
