@@ -100,3 +100,11 @@ def test_a_whole_section_override_after_an_option_gets_the_recipe_s_message(tiny
     assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path / "r.json"),
                  "data=5"]) == 2  # fmt: skip
     assert "section 'data' must be a mapping" in capsys.readouterr().err  # was argparse's "unrecognized arguments"
+
+
+def test_files_of_several_tasks_are_named_with_each_tasks_first_record(write_jsonl, capsys):
+    chat = write_jsonl("chat.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)])
+    labelled = write_jsonl("labels.jsonl", [{"text": f"t{i}", "label": "x"} for i in range(5)])
+    assert main(["data", "check", str(chat), str(labelled)]) == 1
+    out = capsys.readouterr().out
+    assert f"(5 classification, the first at {labelled}:1; 3 chat, the first at {chat}:1)" in out

@@ -142,7 +142,8 @@ def _read_file(
 def _check_tasks(scan: QualityScan, files: list[dict[str, Any]]) -> None:
     """One data set holds one task (chat and raw text may mix); else every file's records are suspect."""
     if len(scan.tasks) > 1 and not set(scan.tasks) <= set(SFT_TASKS):
-        found = ", ".join(f"{n} {task}" for task, n in scan.tasks.most_common())
+        found = "; ".join(f"{n} {task}, the first at {scan.first_of_task[task]}"
+                          for task, n in scan.tasks.most_common())  # fmt: skip
         scan.add_problem(Problem("mixed_formats", f"the files hold records of several tasks ({found}); one "
                                  "data set holds one task: set data.format or separate the files",
                                  files[0]["path"]))  # fmt: skip

@@ -86,6 +86,8 @@ class QualityScan:
         self.length, self.first_trained = array("i"), array("i")
         self.label, self.split_value = array("i"), array("i")
         self.tasks: Counter[str] = Counter()
+        #: task -> "file:line" of its first record, for a message about mixed tasks
+        self.first_of_task: dict[str, str] = {}
         self.problems: list[Problem] = []
         self.problem_kinds: Counter[str] = Counter()
         self.pii: Counter[str] = Counter()
@@ -135,6 +137,7 @@ class QualityScan:
             self.label.append(self.labels(example.label) if example.label is not None else -1)
             self.split_value.append(self.split_values(split_values[index]) if split_values is not None else -1)
             self.tasks[example.task] += 1
+            self.first_of_task.setdefault(example.task, f"{example.source}:{example.line}")
         if examples:
             self.prompts.add(np.stack(prompt_sigs))
             self.contents.add(np.stack(content_sigs))
