@@ -472,3 +472,10 @@ def test_text_that_yaml_reads_as_another_type_gets_a_quoting_hint(tmp_path: Path
     assert any(p.startswith("output.dir: expected str, got datetime.date(2024, 1, 1)") and "quote it" in p
                for p in problems)  # fmt: skip
     assert "train.lr: expected float or null, got True (bool)" in problems  # a number field: no quoting hint
+
+
+@pytest.mark.parametrize(("train", "problem"), [([], "data.train: expected a non-empty value, got []"),
+                                                ("", "data.train: expected a non-empty value, got ''"),
+                                                ([""], "data.train[0]: expected a non-empty path")])  # fmt: skip
+def test_an_empty_training_source_is_one_problem(train, problem) -> None:
+    assert problems_of(minimal_dict(data={"train": train})) == [problem]

@@ -32,10 +32,11 @@ class DataSource:
 
 
 def source_problems(value: Any, key: str = "data.train") -> list[str]:
-    """What is wrong with a ``data.train`` value; empty when it is fine."""
+    """What is wrong with the entries of a ``data.train`` value; empty when they are fine (an
+    empty value is the recipe's own check, which names it once)."""
+    if not value:
+        return []
     entries = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not value:
-        return [f"{key}: expected at least one file"]
     problems: list[str] = []
     for index, entry in enumerate(entries):
         where = f"{key}[{index}]" if isinstance(value, list) else key
