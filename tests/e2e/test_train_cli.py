@@ -301,3 +301,8 @@ def test_a_missing_model_or_data_file_is_refused_before_the_run_folder_is_made(t
     assert "missing.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # so the fixed command needs no output.overwrite
     assert main(["train", recipe, "train.max_steps=1", *QUICK]) == 0
+
+
+def test_resume_with_overrides_says_where_to_edit_the_run_instead(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "run"), "train.max_steps=3"]) == 2
+    assert f"edit train.max_steps or train.epochs in {tmp_path / 'run' / 'recipe.yaml'}" in capsys.readouterr().err

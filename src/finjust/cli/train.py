@@ -52,7 +52,9 @@ def resume_hint(folder: Path, again: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.recipe or args.overrides:
-            raise RecipeError(["--resume takes the run folder only; the run's own recipe.yaml is used"], "train")
+            raise RecipeError([f"--resume takes the run folder only; the run's own recipe.yaml is used (to train "
+                               f"longer, edit train.max_steps or train.epochs in {Path(args.resume) / 'recipe.yaml'})"],
+                              "train")  # fmt: skip
         # the folder given, wherever the run was started: it may have been moved or copied since
         recipe = load_recipe(RunFolder(Path(args.resume)).require().recipe).writing_to(args.resume)
     elif args.recipe:
