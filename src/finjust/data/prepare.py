@@ -108,7 +108,8 @@ def split_pool(
     strata = keys if data.stratify_by else None
     groups = keys if data.group_by and not data.stratify_by else None
     indices = split_indices(size, seed, n_val, n_test, strata, groups)
-    if size and not has_test and not indices.test:  # the fraction's one record gave way to training's
+    asked = data.test_count > 0 if data.test_count is not None else data.test_fraction > 0
+    if size and asked and not has_test and not indices.test:  # the fraction's one record gave way to training's
         raise DataError(f"no test records: a pool of {size} record{'s' if size != 1 else ''} leaves none to hold "
                         "out once one is kept for training, and every run ends with a scorecard on held-out "
                         "test examples; give more data, or a data.test file")  # fmt: skip
