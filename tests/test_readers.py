@@ -216,3 +216,18 @@ def test_a_text_folder_names_the_data_files_it_would_leave_out_and_its_records_s
     message = str(refused.value)
     assert "also holds 1 data file(s) (faq.jsonl), which are not read: list them as data.train sources" in message
     assert f"{folder / 'b.txt'}:1" in message  # the empty document, at line 1 (not 2, its place in the folder)
+
+
+def test_text_that_is_not_utf8_is_placed_as_an_editor_counts_and_utf16_is_named(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("instruction,output\nqé,añ\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.csv:2: not UTF-8 text \(byte 2 of the line, 0xe9\)"):
+        load_examples(latin1)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Plain text.", encoding="utf-16")
+    (folder / "b.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(DataError) as refused:
+        load_examples(folder)
+    assert "a.txt: the file is UTF-16 text (its byte-order mark says so)" in str(refused.value)
+    assert "b.txt: not UTF-8 text (byte 4, 0xe9)" in str(refused.value)

@@ -100,9 +100,12 @@ def source_problem(path: str | Path) -> Problem | None:
         return Problem("unreadable", f"unknown file type {path.suffix!r}; expected one of {', '.join(known)}, "
                        "a folder of .txt files or a datasets folder saved with save_to_disk", str(path))  # fmt: skip
     if _is_utf16(path):  # else every line would be reported as not UTF-8 or malformed
-        return Problem("not_utf8", "the file is UTF-16 text (its byte-order mark says so); re-save it as UTF-8",
-                       str(path))  # fmt: skip
+        return Problem("not_utf8", _UTF16_MESSAGE, str(path))
     return None
+
+
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+_UTF16_MESSAGE = "the file is UTF-16 text (its byte-order mark says so); re-save it as UTF-8"
 
 
 def _is_utf16(path: Path) -> bool:
@@ -110,9 +113,18 @@ def _is_utf16(path: Path) -> bool:
         return False
     try:
         with path.open("rb") as handle:
-            return handle.read(2) in (b"\xff\xfe", b"\xfe\xff")
+            return handle.read(2) in _UTF16_MARKS
     except OSError:
         return False  # the reader reports what stops it
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError, of_line: bool = False) -> str:
+    """Why ``data`` (a file, or one line of it) is not UTF-8: UTF-16, or its first bad byte,
+    counted from 1 as an editor's column is."""
+    if not of_line and data[:2] in _UTF16_MARKS:
+        return _UTF16_MESSAGE
+    place = f"byte {error.start + 1}{' of the line' if of_line else ''}, 0x{data[error.start]:02x}"
+    return f"not UTF-8 text ({place}); re-save the file as UTF-8"
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
@@ -127,7 +139,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
             try:
                 yield number, raw.decode("utf-8"), ""
             except UnicodeDecodeError as exc:
-                yield number, None, f"not UTF-8 text (byte {exc.start} of the line); re-save the file as UTF-8"
+                yield number, None, _not_utf8(raw, exc, of_line=True)
 
 
 #: the stdlib parser recurses once per nesting level; no record format nests more than a few
@@ -154,11 +166,12 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
 @_register("json", ".json")
 def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
     """A JSON array of records (read whole: the stdlib parser takes complete documents)."""
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
-        text = path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+        text = raw.decode("utf-8")
         data = json.loads(text)
     except UnicodeDecodeError as exc:
-        yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(path))
+        yield Problem("not_utf8", _not_utf8(raw, exc), str(path))
         return
     except json.JSONDecodeError as exc:
         lines = exc.msg == "Extra data"  # a second value after the first: one object per line
@@ -372,10 +385,11 @@ def read_text_files(path: Path, split: str | None = None) -> Iterator[Item]:
                       f"({_shown(others)}), which are not read: list them as data.train sources of their own, "
                       "or move them out of the folder", str(path))  # fmt: skip
     for file in files:
+        raw = file.read_bytes().removeprefix(b"\xef\xbb\xbf")
         try:
-            text = file.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield Problem("not_utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", str(file))
+            yield Problem("not_utf8", _not_utf8(raw, exc), str(file))
             continue
         # line 1: a file is one record, which starts there (its place in the folder is no line)
         yield RawRecord(1, {"text": text}, str(file) if path.is_dir() else None)
