@@ -108,3 +108,11 @@ def test_files_of_several_tasks_are_named_with_each_tasks_first_record(write_jso
     assert main(["data", "check", str(chat), str(labelled)]) == 1
     out = capsys.readouterr().out
     assert f"(5 classification, the first at {labelled}:1; 3 chat, the first at {chat}:1)" in out
+
+
+def test_a_pool_that_cannot_be_split_says_its_table_counts_it_all_as_train(write_jsonl, tmp_path, capsys):
+    path = write_jsonl("g.jsonl", [{"instruction": f"q{i}", "output": f"a{i}", "doc": "same"} for i in range(20)])
+    assert main(["data", "check", str(path), "data.group_by=doc"]) == 1
+    out = capsys.readouterr().out
+    assert "grouping the 20 records into 1 group left none for training" in out
+    assert "(the pool could not be split, see the invalid finding: all of it is counted as train here)" in out

@@ -61,6 +61,8 @@ def _split_table(report: QualityReport) -> str:
         if stats:
             row += f"{stats.mean:>14.1f}{stats.p50:>7}{stats.p90:>7}{stats.p99:>7}{stats.max:>7}"
         rows.append(row)
+    if report.problems_by_kind.get("unsplittable"):
+        rows.append("(the pool could not be split, see the invalid finding: all of it is counted as train here)")
     if not report.tokens:
         rows.append("(token statistics skipped: no tokenizer; give a recipe, or --model)")
     return "\n".join(rows)

@@ -148,8 +148,9 @@ def _grouped(total: int, seed: int, n_val: int, n_test: int, groups: Sequence[Ha
         else:
             parts[0].extend(members[key])
     if not parts[0]:
-        raise DataError(f"grouping the {total} records into {len(keys)} groups left none for training; "
-                        "lower the held-out fractions or use more groups")  # fmt: skip
+        groups = f"{len(keys)} group{'s' if len(keys) != 1 else ''}"
+        raise DataError(f"grouping the {total} records into {groups} left none for training; lower the held-out "
+                        "fractions or use more groups")  # fmt: skip
     for part in parts:
         rng.shuffle(part)
     return SplitIndices(*parts)
