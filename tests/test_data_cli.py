@@ -51,13 +51,19 @@ def test_leakage_fails_the_check_and_stops_training_before_the_model_loads(tiny_
     assert (run / "data_report.json").is_file() and not (run / "checkpoints").exists()
 
 
-def test_training_refuses_data_that_no_objective_trains(tiny_recipe, write_jsonl, capsys):
+def test_training_refuses_data_that_no_objective_trains(tiny_recipe, write_jsonl, tmp_path, capsys):
     # classification data train with the classification objective (tests/test_classification.py)
     records = [{"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"poor reply {i}"}
                for i in range(12)]  # fmt: skip
     recipe = tiny_recipe(data={"train": str(write_jsonl("pref.jsonl", records)), "test": None})
     assert main(["train", str(recipe)]) == 2
-    assert "the data are preference records, which no objective trains yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the data are preference records, which no objective trains yet" in err
+    run = tmp_path / "run"
+    assert f"warning: the run stopped before its first checkpoint; {run} keeps what it wrote: once the cause is " \
+           "fixed, start again with output.overwrite=true" in err
+    assert main(["train", str(recipe), "output.overwrite=true"]) == 2  # as the warning said: the same refusal again
+    assert "the data are preference records" in capsys.readouterr().err
 
 
 def test_bad_options_are_one_line_errors(capsys):

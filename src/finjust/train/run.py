@@ -21,7 +21,7 @@ from finjust.data.check import check_data, require_readable
 from finjust.data.example import Example
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data
-from finjust.errors import CheckpointError
+from finjust.errors import CheckpointError, FinjustError
 from finjust.eval.scorecard import ModelScores
 from finjust.events import EventHandler, ignore_events
 from finjust.folder_lock import folder_lock
@@ -99,10 +99,14 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
         replacing = _prepare_folder(folder, recipe, resume)
         try:
             scorecard = _train_and_score(recipe, folder, resume, on_event)
-        except BaseException:
+        except BaseException as error:
             if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
                 on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} "
                                      "holds the previous run again"})  # fmt: skip
+            elif isinstance(error, FinjustError) and not replace_run.has_checkpoint(folder.checkpoints):
+                on_event("warning", {"text": f"the run stopped before its first checkpoint; {folder.root} keeps "
+                                     "what it wrote: once the cause is fixed, start again with "
+                                     "output.overwrite=true"})  # fmt: skip
             raise
         replace_run.discard_old(folder.root)
     return RunResult(folder.root, scorecard)
