@@ -1,5 +1,7 @@
 """The public API is pinned: changing it is a deliberate act."""
 
+import pytest
+
 import finjust
 
 
@@ -47,3 +49,31 @@ def test_a_run_sets_its_threads_and_gives_the_callers_back(tiny_recipe):
     recipe = load_recipe(tiny_recipe(train={"max_steps": 1, "threads": wanted}, eval={"generate": False}))
     run_recipe(recipe, on_event=lambda kind, payload: during.append(torch.get_num_threads()) if kind == "step" else None)
     assert during == [wanted] and torch.get_num_threads() == before
+
+
+def test_a_recipe_built_in_python_with_relative_paths_leaves_a_run_that_eval_and_resume_can_read(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    import yaml
+    from conftest import ASSETS
+
+    from finjust import evaluate_run, recipe_from_dict, run_recipe
+    from finjust.cli.main import main
+
+    (tmp_path / "my data").mkdir()
+    for name in ("tiny_train.jsonl", "tiny_test.jsonl"):
+        shutil.copy(ASSETS / name, tmp_path / "my data" / name)
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict({
+        "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+        "data": {"train": "my data/tiny_train.jsonl", "test": "my data/tiny_test.jsonl"},
+        "train": {"max_steps": 1}, "eval": {"generate": False, "retention": False}, "output": {"dir": "runs/api"},
+    })  # fmt: skip
+    result = run_recipe(recipe)
+    assert result.run_dir == tmp_path / "runs" / "api"
+    saved = yaml.safe_load((result.run_dir / "recipe.yaml").read_text())
+    assert saved["data"]["train"] == str(tmp_path / "my data" / "tiny_train.jsonl")
+    assert evaluate_run(result.run_dir)["tuned"]["test_loss"] == pytest.approx(result.scorecard["tuned"]["test_loss"])
+    assert main(["train", "--resume", str(result.run_dir)]) == 0  # finished: it says so and scores again

@@ -15,7 +15,7 @@ otherwise it stays a short model name.
 """
 
 from finjust.recipe.load import apply_overrides, load_recipe, recipe_from_dict
-from finjust.recipe.save import recipe_to_dict, save_recipe, section_help
+from finjust.recipe.save import recipe_to_dict, save_recipe, section_help, with_absolute_paths
 from finjust.recipe.sections import (
     SECTIONS,
     DataSection,
@@ -32,5 +32,5 @@ from finjust.recipe.validate import data_section_from_dict
 __all__ = [
     "SECTIONS", "DataSection", "EvalSection", "MethodSection", "ModelSection", "OutputSection", "QualitySection",
     "Recipe", "TrainSection", "apply_overrides", "data_section_from_dict", "load_recipe", "recipe_from_dict",
-    "recipe_to_dict", "save_recipe", "section_help",
+    "recipe_to_dict", "save_recipe", "section_help", "with_absolute_paths",
 ]  # fmt: skip

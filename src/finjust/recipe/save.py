@@ -13,7 +13,7 @@ import yaml
 
 from finjust.atomic import write_text
 from finjust.methods.registry import METHODS, get_method
-from finjust.recipe.load import EXPONENT_FLOAT
+from finjust.recipe.load import EXPONENT_FLOAT, recipe_from_dict
 from finjust.recipe.sections import SECTIONS, Recipe
 from finjust.recipe.validate import describe_type
 
@@ -98,3 +98,10 @@ def _field_help(cls: type, prefix: str, skip: Sequence[str] = ()) -> list[str]:
 def _as_yaml(value: Any) -> str:
     text = yaml.safe_dump(_plain(value), default_flow_style=True, width=1000)
     return text.removesuffix("...\n").strip()
+
+
+def with_absolute_paths(recipe: Recipe, base: Path | None = None) -> Recipe:
+    """``recipe`` with its relative paths (data files, ``output.dir``, a model folder) joined to
+    ``base``, the current folder by default: what a run reads, written so that its saved
+    ``recipe.yaml`` still names it when read from the run folder (eval, export, ``--resume``)."""
+    return recipe_from_dict(recipe_to_dict(recipe), source="recipe", base_dir=base or Path.cwd())

@@ -28,7 +28,7 @@ from finjust.folder_lock import folder_lock
 from finjust.methods.registry import Method, get_method
 from finjust.models.load import LoadedModel, load_tokenizer, locate_model, resolve_model_folder
 from finjust.objectives.registry import objective_for_task
-from finjust.recipe import Recipe, save_recipe
+from finjust.recipe import Recipe, save_recipe, with_absolute_paths
 from finjust.train import replace_run
 from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
 from finjust.train.run_folder import RunFolder
@@ -88,6 +88,9 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
     if not isinstance(recipe, Recipe):
         raise TypeError(f"run_recipe takes a Recipe (from load_recipe or recipe_from_dict), not "
                         f"{type(recipe).__name__}")  # fmt: skip
+    # a recipe built in Python may hold paths relative to the current folder, which its saved
+    # recipe.yaml, read from the run folder by eval, export and --resume, would miss
+    recipe = with_absolute_paths(recipe)
     folder = RunFolder(recipe.output.dir)
     # what the run reads must exist before its folder is made, or the fixed rerun meets a folder to overwrite
     locate_model(recipe.model.name)
