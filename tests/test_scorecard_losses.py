@@ -28,3 +28,11 @@ def test_examples_whose_answer_is_cut_off_keep_an_empty_loss_item_and_are_counte
     card = build_scorecard(test, scores, scores, cfg)
     assert card["loss_examples"] == len(test) - beyond
     assert f"over {len(test) - beyond} of {len(test)} examples" in format_scorecard(card)
+
+
+def test_the_scorecard_tables_columns_stay_apart_when_a_number_fills_its_width():
+    row = {"base": 0.1237, "tuned": 0.1244, "delta": 0.000779, "delta_ci": [-0.0218, 0.0197],
+           "verdict": "no significant change"}  # fmt: skip
+    card = {"n_test": 12, "comparison": {"token_f1": row}, "answers": []}
+    line = next(line for line in format_scorecard(card).splitlines() if line.startswith("token_f1"))
+    assert line.split()[:4] == ["token_f1", "0.1237", "0.1244", "+0.000779"]

@@ -172,11 +172,12 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
     """A readable table of base vs tuned with intervals and verdicts, and a few sample answers."""
     percent = round(100 * scorecard.get("confidence", 0.95))
     lines = [f"Scorecard on {scorecard['n_test']} held-out test examples ({percent}% bootstrap intervals)", ""]
-    lines.append(f"{'metric':<14}{'base':>9}{'tuned':>9}{'change':>9}  {'interval of change':<20} verdict")
+    # a space between columns: a number as wide as its column (+0.000779) must not run into the next
+    lines.append(f"{'metric':<14} {'base':>9} {'tuned':>9} {'change':>9}  {'interval of change':<20} verdict")
     for name, row in scorecard.get("comparison", {}).items():
         low, high = row["delta_ci"]
         interval = f"[{low:+.3g}, {high:+.3g}]"
-        lines.append(f"{name:<14}{row['base']:>9.4g}{row['tuned']:>9.4g}{row['delta']:>+9.3g}  {interval:<20} "
+        lines.append(f"{name:<14} {row['base']:>9.4g} {row['tuned']:>9.4g} {row['delta']:>+9.3g}  {interval:<20} "
                      f"{row['verdict']}")  # fmt: skip
     covered = scorecard.get("loss_examples", scorecard["n_test"])
     if covered < scorecard["n_test"]:
