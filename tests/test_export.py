@@ -361,3 +361,20 @@ def test_export_json_holds_absolute_paths_whatever_was_typed(lora_run, tmp_path,
     result = export_run(os.path.relpath(lora_run), "adapter", out="relative")
     assert result["path"] == str(tmp_path / "relative") and result["run"] == str(lora_run)
     assert str(tmp_path / "relative") in result["load"]
+
+
+def test_load_hints_paste_into_a_shell_or_python_with_a_space_in_the_path(tmp_path):
+    import shlex
+
+    from finjust.export.int8 import DESCRIPTION
+
+    folder = tmp_path / "runs with space" / "export"
+    folder.mkdir(parents=True)
+    gguf = get_format("gguf").notes(folder, "q8_0")["load"]
+    llama, ollama = gguf.split("; ")
+    assert shlex.split(llama)[2] == str(folder / "model-q8_0.gguf")
+    assert shlex.split(ollama)[-1] == str(folder / "Modelfile")
+    (folder / DESCRIPTION).write_text(json.dumps({"load": "from finjust.export.int8 import load_int8; "
+                                                          "load_int8(folder)", "fp32_parameter_bytes": 1}))  # fmt: skip
+    assert f"load_int8({str(folder)!r})" in get_format("int8").notes(folder, None)["load"]
+    assert f".load(BASE, Path({str(folder)!r}))" in get_format("adapter").notes(folder, None)["load"]

@@ -41,8 +41,10 @@ class Adapter(ExportFormat):
         return ParityThresholds(min_agreement=1.0, min_exact=1.0, max_logit_diff=1e-4)
 
     def notes(self, folder: Path, quant: str | None) -> dict[str, object]:
-        return {"load": f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), {str(folder)!r}) "
-                        "for peft methods; finjust's get_method(METHOD).load(base, folder) for bitfit/freeze/full"}
+        return {"load": f"PeftModel.from_pretrained(BASE, {str(folder)!r}) for peft methods; for bitfit/freeze/"
+                        f"full: finjust.methods.get_method(METHOD).load(BASE, Path({str(folder)!r})); BASE: "
+                        "finjust.models.load_model(BASE_MODEL).model, BASE_MODEL and METHOD as base_model and "
+                        "method say here"}
 
 
 FORMATS.add(Adapter.name, Adapter())

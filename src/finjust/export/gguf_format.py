@@ -229,8 +229,9 @@ class Gguf(ExportFormat):
 
     def notes(self, folder: Path, quant: str | None) -> dict[str, object]:
         name = gguf_name(quant or self.default_quant)
-        notes: dict[str, object] = {"load": f"llama-cli -m {folder / name} -cnv; ollama create NAME -f "
-                                            f"{folder / 'Modelfile'}", "file": name}  # fmt: skip
+        # quoted for a shell: a run folder's path may hold spaces (export.json shows the final folder's)
+        notes: dict[str, object] = {"load": f"llama-cli -m '{folder / name}' -cnv; ollama create NAME -f "
+                                            f"'{folder / 'Modelfile'}'", "file": name}  # fmt: skip
         if (folder / QUANT_NOTE).is_file():
             notes["llama_cpp_fallback"] = json.loads((folder / QUANT_NOTE).read_text())["llama_cpp_fallback"]
         return notes

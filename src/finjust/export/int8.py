@@ -100,7 +100,8 @@ class Int8(ExportFormat):
 
     def notes(self, folder: Path, quant: str | None) -> dict[str, object]:
         description = json.loads((folder / DESCRIPTION).read_text())
-        return {"load": description["load"], "fp32_parameter_bytes": description["fp32_parameter_bytes"]}
+        load = description["load"].replace("load_int8(folder)", f"load_int8({str(folder)!r})")
+        return {"load": load, "fp32_parameter_bytes": description["fp32_parameter_bytes"]}
 
 
 FORMATS.add(Int8.name, Int8())
