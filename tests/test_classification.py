@@ -354,9 +354,12 @@ def test_a_classifier_export_without_its_trained_files_says_which(classification
     (run / "labels.json").write_text('{"labels": ')
     assert main(["export", str(run), "--format", "onnx"]) == 2
     assert f"{run / 'labels.json'} is damaged" in capsys.readouterr().err
-    shutil.rmtree(run / "adapter")  # as a run the quality gate stopped leaves its folder
+    shutil.rmtree(run / "adapter")
     assert main(["export", str(run), "--format", "onnx"]) == 2
-    assert f"{run} has no trained adapter/ yet; finish or resume the run" in capsys.readouterr().err
+    assert f"{run / 'adapter'} is missing although the run finished" in capsys.readouterr().err
+    (run / "scorecard.json").unlink()  # now as a run the quality gate stopped leaves its folder
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert f"{run} holds no trained adapter/ folder yet: the run has not finished" in capsys.readouterr().err
 
 
 def test_a_classifier_export_into_its_trained_adapter_is_refused(classification_recipe, capsys):

@@ -52,10 +52,7 @@ def open_trained(run_dir: str | Path) -> TrainedRun:
     _refuse_classification(folder)
     recipe = load_recipe(folder.recipe)
     method = get_method(recipe.method.name)
-    artifact = folder.artifact(method)
-    if not artifact.is_dir():
-        raise CheckpointError(f"{folder.root} has no trained {method.artifact_dir}/ yet; finish or resume the run")
-    return TrainedRun(folder, recipe, method, artifact)
+    return TrainedRun(folder, recipe, method, folder.trained_artifact(method))
 
 
 def _refuse_classification(folder: RunFolder) -> None:

@@ -61,9 +61,7 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     method = get_method(recipe.method.name)
     if not method.can_merge:
         raise ExportError(f"method {method.name!r} cannot be merged into the base weights")
-    if not folder.artifact(method).is_dir():
-        raise ExportError(f"{folder.root} has no trained {method.artifact_dir}/ yet; finish or resume the run")
-    refuse_artifact_folder(target, folder.artifact(method))
+    refuse_artifact_folder(target, folder.trained_artifact(method))
     labels = _saved_labels(folder.root / LABELS_FILE)
     reference = _trained(recipe, method, folder, labels)
     merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()

@@ -39,6 +39,21 @@ class RunFolder:
     def artifact(self, method: Method) -> Path:
         return self.root / method.artifact_dir
 
+    def trained_artifact(self, method: Method) -> Path:
+        """``method``'s trained artifact in this run.
+
+        Raises:
+            CheckpointError: it is missing: the run has not finished, or the folder was deleted.
+        """
+        artifact = self.artifact(method)
+        if artifact.is_dir():
+            return artifact
+        if self.scorecard.is_file():
+            raise CheckpointError(f"{artifact} is missing although the run finished (its scorecard.json is there): "
+                                  "restore it, or train the run again")  # fmt: skip
+        raise CheckpointError(f"{self.root} holds no trained {method.artifact_dir}/ folder yet: the run has not "
+                              f"finished; continue it with `finjust train --resume {self.root}`")  # fmt: skip
+
     def task(self) -> str | None:
         """The task its data held (``chat``, ``classification``, ...), from the manifest; None before one."""
         if not self.manifest.is_file():
