@@ -479,3 +479,12 @@ def test_text_that_yaml_reads_as_another_type_gets_a_quoting_hint(tmp_path: Path
                                                 ([""], "data.train[0]: expected a non-empty path")])  # fmt: skip
 def test_an_empty_training_source_is_one_problem(train, problem) -> None:
     assert problems_of(minimal_dict(data={"train": train})) == [problem]
+
+
+def test_overrides_given_as_one_string_are_one_clear_problem(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(minimal_dict()))
+    with pytest.raises(RecipeError) as refused:
+        load_recipe(path, "train.lr=1e-4")
+    assert refused.value.problems == ["overrides: expected a list of 'section.key=value' strings, got the string "
+                                      "'train.lr=1e-4': pass ['train.lr=1e-4']"]  # fmt: skip

@@ -64,6 +64,9 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         RecipeError: listing every problem, with ``source`` set to the file.
     """
     path = Path(path)
+    if isinstance(overrides, str):  # each of its characters would be reported as an override
+        raise RecipeError([f"overrides: expected a list of 'section.key=value' strings, got the string "
+                           f"{overrides!r}: pass [{overrides!r}]"], source=str(path))  # fmt: skip
     raw = _read_yaml(path)
     raw = _resolve_paths(raw, path.absolute().parent)
     raw, problems = _apply_overrides(raw, overrides)
