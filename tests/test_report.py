@@ -70,7 +70,7 @@ def test_report_includes_the_comparison_table(run, tmp_path):
     assert main(["report", str(run), "--output", str(out), "--samples", "2"]) == 0
     page = out.read_text()
     assert "Fine-tuning vs prompting vs RAG" in page and "hybrid" in page
-    assert "train 12 s, 3k tok + index 0.2 s" in page and "+0.25 [+0.1, +0.4]" in page
+    assert "train 12 s, 3.0k tok + index 0.2 s" in page and "+0.25 [+0.1, +0.4]" in page
     assert "hybrid 50%" in page  # citation rate
     assert page.count("<img") == 3
     assert "2 of 8 test questions" in page
@@ -134,3 +134,10 @@ def test_a_run_folder_that_does_not_exist_is_named_so(tmp_path, capsys, argv):
     missing = tmp_path / "runs" / "typo"
     assert main([str(missing) if part == "RUN" else part for part in argv]) == 2
     assert f"{missing} does not exist: give" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("tokens", "shown"), [(565, "565 tok"), (3300, "3.3k tok"), (41_234, "41k tok")])
+def test_one_off_training_tokens_are_shown_at_their_size(tokens, shown):
+    from finjust.eval.compare import describe_one_off
+
+    assert describe_one_off([{"kind": "training", "seconds": 5.0, "tokens": tokens}]) == f"train 5 s, {shown}"

@@ -308,10 +308,17 @@ def describe_one_off(costs: Sequence[dict[str, Any]]) -> str:
     parts = []
     for cost in costs:
         if cost["kind"] == "training":
-            parts.append(f"train {cost['seconds']:.0f} s, {cost['tokens'] / 1000:.0f}k tok")
+            parts.append(f"train {cost['seconds']:.0f} s, {_thousands(cost['tokens'])} tok")
         else:
             parts.append(f"{cost['kind']} {cost['seconds']:.1f} s")
     return " + ".join(parts) or "-"
+
+
+def _thousands(count: float) -> str:
+    """A token count for a table cell: 565, 3.3k, 41k."""
+    if count < 1000:
+        return f"{count:.0f}"
+    return f"{count / 1000:.1f}k" if count < 10_000 else f"{count / 1000:.0f}k"
 
 
 def _verdict(row: dict[str, Any], headline: str) -> str:

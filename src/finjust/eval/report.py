@@ -121,8 +121,9 @@ def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
         body = table(["metric", "base", "tuned"], [[n, Cell(number(card["base"][n]), "num"),
                      Cell(number((card.get("tuned") or {}).get(n)), "num")] for n in names])  # fmt: skip
     parts = [paragraph(f"On {card.get('n_test', '?')} held-out test examples the model never trained on. "
-                       f"Verdicts come from a paired bootstrap: 'better' or 'worse' only when the {percent}% "
-                       "interval of the change excludes zero. Lower is better for test_loss and perplexity.",
+                       f"Verdicts: 'better' or 'worse' only when the paired bootstrap's {percent}% interval of the "
+                       "change excludes zero and a sign test over the questions whose score changed agrees "
+                       "(p below 5%). Lower is better for test_loss and perplexity.",
                        "note"), body]  # fmt: skip
     png = plots.metric_intervals(comparison, confidence) if comparison else None
     if png is not None:
