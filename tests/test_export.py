@@ -303,6 +303,24 @@ def test_export_refuses_to_replace_a_foreign_folder(lora_run, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_an_export_replaces_its_own_runs_export_but_not_another_runs(lora_run, tmp_path):
+    out = tmp_path / "shared"
+    export_run(lora_run, "adapter", out=out)
+    export_run(lora_run, "adapter", out=out)  # its own: replaced
+    result = json.loads((out / "export.json").read_text())
+    result["run"] = str(tmp_path / "another-run")
+    (out / "export.json").write_text(json.dumps(result))
+    with pytest.raises(ExportError, match=f"{out} holds an export of another run \\({tmp_path / 'another-run'}\\)"):
+        export_run(lora_run, "adapter", out=out)
+    moved = tmp_path / "moved"
+    shutil.copytree(lora_run, moved)
+    export_run(moved, "adapter")  # an export inside the run folder: still the run's own after a move
+    inside = json.loads((moved / "export" / "adapter" / "export.json").read_text())
+    inside["run"] = str(lora_run)
+    (moved / "export" / "adapter" / "export.json").write_text(json.dumps(inside))
+    assert export_run(moved, "adapter")["run"] == str(moved)
+
+
 @pytest.mark.parametrize("below", ["", "sub"])
 def test_an_export_onto_or_under_a_file_is_refused_naming_it(lora_run, tmp_path, below):
     (tmp_path / "afile").write_text("keep me")

@@ -62,7 +62,7 @@ def export_run(
         target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
         refuse_file_in_the_way(target)
         with folder_lock(target), without_progress_bars():
-            refuse_foreign_folder(target)
+            refuse_foreign_folder(target, Path(run_dir))
             return export_classifier_run(os.path.abspath(run_dir), format_name, target, prompts)
     fmt = get_format(format_name)
     quant = _check_quant(fmt, quant)
@@ -78,7 +78,7 @@ def export_run(
     if min_agreement is not None:
         thresholds = dataclasses.replace(thresholds, min_agreement=min_agreement)
     with folder_lock(target), without_progress_bars():
-        refuse_foreign_folder(target)
+        refuse_foreign_folder(target, source.run.folder.root)
         return _write_checked(fmt, quant, source, target, thresholds, on_event)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,10 +17,24 @@ def refuse_file_in_the_way(target: Path) -> None:
         raise ExportError(f"--out {target}: {blocker} is a file, not a folder; choose another --out")
 
 
-def refuse_foreign_folder(target: Path) -> None:
-    """An export replaces its own earlier output, never a folder that holds something else."""
-    if target.exists() and any(target.iterdir()) and not (target / RESULT_FILE).is_file():
+def refuse_foreign_folder(target: Path, run: Path) -> None:
+    """An export replaces its own earlier output, never a folder that holds something else, nor,
+    outside ``run``'s folder, another run's export (inside it, an export of the run before it
+    was moved)."""
+    if not target.exists() or not any(target.iterdir()):
+        return
+    if not (target / RESULT_FILE).is_file():
         raise ExportError(f"{target} exists and is not a finjust export (no {RESULT_FILE}); choose another --out")
+    run = Path(os.path.abspath(run))
+    if run in Path(os.path.abspath(target)).parents:
+        return
+    try:
+        other = json.loads((target / RESULT_FILE).read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        other = None  # a damaged export.json: its own run's export, rewritten
+    if isinstance(other, str) and Path(other) != run:
+        raise ExportError(f"{target} holds an export of another run ({other}); choose another --out, or delete "
+                          "that export first")  # fmt: skip
 
 
 def refuse_artifact_folder(target: Path, artifact: Path) -> None:
