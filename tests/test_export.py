@@ -229,6 +229,11 @@ def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path, mon
     assert "lossless" in str(caught.value) and "--min-agreement" not in str(caught.value)  # it cannot help here
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]  # no temp folder left behind either
+    assert caught.value.result["parity"]["passed"] is False  # the report, for --json
+    report = tmp_path / "report" / "failed.json"
+    assert main(["export", str(lora_run), "--format", "merged", "--out", str(tmp_path / "out"),
+                 "--json", str(report)]) == 2  # fmt: skip
+    assert json.loads(report.read_text())["parity"]["failures"]  # why it failed, though no export was written
 
 
 def test_an_export_tidies_what_a_killed_export_of_it_left(lora_run, tmp_path):

@@ -79,7 +79,13 @@ class EvaluationError(FinjustError):
 
 
 class ExportError(FinjustError):
-    """An export that cannot be written, or whose artifact fails its parity check against the trained model."""
+    """An export that cannot be written, or whose artifact fails its parity check against the trained model.
+
+    ``result``: for a failed parity check, what export.json would have held (the parity report
+    included), though nothing was written; None otherwise.
+    """
+
+    result: dict | None = None
 
 
 class FolderBusyError(FinjustError):

@@ -8,6 +8,7 @@ from typing import Any
 from finjust import atomic
 from finjust.cli.arguments import fraction, output_file, positive_int
 from finjust.cli.progress import ProgressPrinter
+from finjust.errors import ExportError
 from finjust.export import FORMATS, export_run, get_format
 
 
@@ -49,9 +50,14 @@ def _quant_choices() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = export_run(args.run_dir, args.format, out=args.out, quant=args.quant, prompts=args.prompts,
-                        max_new_tokens=args.max_new_tokens, min_agreement=args.min_agreement,
-                        on_event=ProgressPrinter())  # fmt: skip
+    try:
+        result = export_run(args.run_dir, args.format, out=args.out, quant=args.quant, prompts=args.prompts,
+                            max_new_tokens=args.max_new_tokens, min_agreement=args.min_agreement,
+                            on_event=ProgressPrinter())  # fmt: skip
+    except ExportError as error:
+        if args.json and error.result is not None:  # the parity report of a failed check: why it failed
+            atomic.write_json(args.json, error.result)
+        raise
     print(format_result(result))
     if args.json:
         atomic.write_json(args.json, result)

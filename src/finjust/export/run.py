@@ -97,8 +97,10 @@ def _write_checked(fmt: ExportFormat, quant: str | None, source: ExportSource, t
             # --min-agreement relaxes only the agreement bar: lossless formats also need every answer exact
             advice = ("Try a less lossy format or type, or accept it with --min-agreement" if thresholds.min_exact < 1
                       else "This format is lossless, so it should reproduce the model exactly: please report it")
-            raise ExportError(f"the {label} export failed its parity check against the trained model: "
-                              f"{'; '.join(report.failures)}; nothing was written to {target}. {advice}")  # fmt: skip
+            failed = ExportError(f"the {label} export failed its parity check against the trained model: "
+                                 f"{'; '.join(report.failures)}; nothing was written to {target}. {advice}")  # fmt: skip
+            failed.result = result
+            raise failed
         atomic.write_json(tmp / RESULT_FILE, result)
     return result
 
