@@ -95,3 +95,12 @@ def test_a_missing_field_suggests_the_column_that_may_hold_it(tmp_path):
     (problem,) = [item for item in iter_examples(path) if isinstance(item, Problem)]
     assert (problem.line, problem.field) == (2, "output")
     assert "the record also has 'answer'" in problem.message and "data.columns: {output: answer}" in problem.message
+
+
+def test_missing_files_are_data_problems_not_bad_records(tmp_path):
+    from finjust.data.prepare import prepare_data
+    from finjust.recipe import data_section_from_dict
+
+    data = data_section_from_dict({"train": [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]})
+    with pytest.raises(DataError, match=r"^2 data problems:\n  .*a.jsonl: cannot open: no such file"):
+        prepare_data(data, seed=0)

@@ -65,7 +65,9 @@ def combine(problems: Sequence[Problem], total: int | None = None) -> DataError:
     if hidden:
         shown.append(f"... and {hidden} more")
     first = problems[0]
-    noun = "bad record" if total == 1 else "bad records"
+    # a problem with no line is a whole file's (missing, unreadable), not a record's
+    noun = "bad record" if all(p.line is not None for p in problems) else "data problem"
+    noun += "" if total == 1 else "s"
     error = DataError(f"{total} {noun}:\n  " + "\n  ".join(shown))
     error.path, error.line, error.field = first.path, first.line, first.field
     return error
