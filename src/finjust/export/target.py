@@ -31,7 +31,7 @@ def refuse_foreign_folder(target: Path, run: Path) -> None:
     try:
         other = json.loads((target / RESULT_FILE).read_text()).get("run")
     except (OSError, ValueError, AttributeError):
-        other = None  # a damaged export.json: its own run's export, rewritten
+        other = None  # a damaged export.json names no run: replaced, as before
     if isinstance(other, str) and Path(other) != run:
         raise ExportError(f"{target} holds an export of another run ({other}); choose another --out, or delete "
                           "that export first")  # fmt: skip
