@@ -77,3 +77,15 @@ def test_a_recipe_built_in_python_with_relative_paths_leaves_a_run_that_eval_and
     assert saved["data"]["train"] == str(tmp_path / "my data" / "tiny_train.jsonl")
     assert evaluate_run(result.run_dir)["tuned"]["test_loss"] == pytest.approx(result.scorecard["tuned"]["test_loss"])
     assert main(["train", "--resume", str(result.run_dir)]) == 0  # finished: it says so and scores again
+
+
+def test_an_api_run_shows_no_peft_deprecation_warning(tiny_recipe):
+    import warnings
+
+    from finjust import evaluate_run, load_recipe, run_recipe
+
+    recipe = load_recipe(tiny_recipe(train={"max_steps": 1}, eval={"generate": False, "retention": False}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate_run(run_recipe(recipe).run_dir)  # wraps the model with peft twice: to train, to load
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

@@ -8,7 +8,10 @@ format (``adapter_config.json`` + ``adapter_model.safetensors``), so
 from __future__ import annotations
 
 import json
+import warnings
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +26,16 @@ from finjust.methods.registry import Method
 def task_type_of(model: nn.Module) -> str:
     """peft's task type for ``model``: a classifier's (``SEQ_CLS``) makes peft train and save its head."""
     return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
+
+
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Inside, the FutureWarning peft 0.21 causes by reading transformers 5's deprecated
+    ``is_gradient_checkpointing`` when it wraps a model is not shown: it is peft's to change,
+    and API callers saw it at every run, eval and export (the CLI filters it for the process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 class PeftMethod(Method):
@@ -42,7 +55,8 @@ class PeftMethod(Method):
         try:  # peft checks options both in its config classes (IA3's subset rule) and when applying
             config = self.peft_config(model, options)
             config.task_type = task_type_of(model)
-            return get_peft_model(model, config)
+            with peft_wrapping():
+                return get_peft_model(model, config)
         except (ValueError, TypeError) as exc:
             raise MethodError(f"cannot apply {self.label}: {exc}") from exc
 
@@ -61,7 +75,8 @@ class PeftMethod(Method):
         found = json.loads(config_file.read_text()).get("peft_type")
         if found != self.peft_type:
             raise MethodError(f"{folder} holds a {found} adapter, not a {self.label} one ({self.peft_type})")
-        return PeftModel.from_pretrained(base, folder)
+        with peft_wrapping():
+            return PeftModel.from_pretrained(base, folder)
 
     def merge(self, model: nn.Module) -> nn.Module:
         if not isinstance(model, PeftModel):
