@@ -137,7 +137,8 @@ class QualityScan:
             self.label.append(self.labels(example.label) if example.label is not None else -1)
             self.split_value.append(self.split_values(split_values[index]) if split_values is not None else -1)
             self.tasks[example.task] += 1
-            self.first_of_task.setdefault(example.task, f"{example.source}:{example.line}")
+            if example.task not in self.first_of_task:  # no string built per record
+                self.first_of_task[example.task] = f"{example.source}:{example.line}"
         if examples:
             self.prompts.add(np.stack(prompt_sigs))
             self.contents.add(np.stack(content_sigs))
