@@ -6,7 +6,7 @@ One module per format (``merged``, ``adapter``, ``int8``, ``onnx``, ``gguf``), a
 """
 
 from finjust.export import adapter, gguf_format, int8, merged, onnx_format  # noqa: F401  (register the formats)
-from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds, get_format
-from finjust.export.run import export_run, read_result
+from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds, get_format, read_result
+from finjust.export.run import export_run
 
 __all__ = ["FORMATS", "ExportFormat", "ParityThresholds", "export_run", "get_format", "read_result"]

@@ -8,15 +8,33 @@ measures what the user gets, not what we meant to write.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from finjust.registry import Registry
 
 #: written beside every export: format, paths, size and the parity report
 RESULT_FILE = "export.json"
+
+
+def read_result(folder: str | Path) -> dict[str, Any]:
+    """The export.json of an export folder."""
+    return json.loads((Path(folder) / RESULT_FILE).read_text())
+
+
+def recorded_result(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s export.json where it has a readable one (a mapping), else None: for checks
+    that only look at what an export records, leaving a damaged one to whoever loads it."""
+    if not (folder / RESULT_FILE).is_file():
+        return None
+    try:
+        result = read_result(folder)
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 if TYPE_CHECKING:
     from finjust.export.runtimes import Runtime

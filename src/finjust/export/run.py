@@ -9,7 +9,6 @@ artifact is renamed into place (with its ``export.json``); a failing one is dele
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -149,11 +148,6 @@ def _result(fmt: ExportFormat, quant: str | None, source: ExportSource, target: 
         "parity": report.to_dict(),
         **notes,
     }
-
-
-def read_result(folder: str | Path) -> dict[str, Any]:
-    """The export.json of an export folder."""
-    return json.loads((Path(folder) / RESULT_FILE).read_text())
 
 
 def _check_options(prompts: int, max_new_tokens: int | None, min_agreement: float | None) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from finjust import atomic
 from finjust.errors import ExportError
-from finjust.export.registry import RESULT_FILE
+from finjust.export.registry import RESULT_FILE, recorded_result
 
 
 def refuse_file_in_the_way(target: Path) -> None:
@@ -28,10 +27,7 @@ def refuse_foreign_folder(target: Path, run: Path) -> None:
     run = Path(os.path.abspath(run))
     if run in Path(os.path.abspath(target)).parents:
         return
-    try:
-        other = json.loads((target / RESULT_FILE).read_text()).get("run")
-    except (OSError, ValueError, AttributeError):
-        other = None  # a damaged export.json names no run: replaced, as before
+    other = (recorded_result(target) or {}).get("run")  # a damaged export.json names none: replaced
     if isinstance(other, str) and Path(other) != run:
         raise ExportError(f"{target} holds an export of another run ({other}); choose another --out, or delete "
                           "that export first")  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,8 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from finjust.errors import ModelLoadError
 from finjust.eval.evaluate import load_tuned, open_trained
-from finjust.export.registry import RESULT_FILE
-from finjust.export.run import read_result
+from finjust.export.registry import recorded_result
 from finjust.models.load import load_model
 from finjust.train.run import compute_dtype, training_dtype
 
@@ -52,12 +52,14 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
     if not folder.exists():
         raise ModelLoadError(f"{folder} does not exist: give a run folder (`finjust train`) or an exported "
                              "model folder (`finjust export`)")  # fmt: skip
-    _refuse_unservable_export(folder)
+    exported = recorded_result(folder)
+    _refuse_unservable_export(folder, exported)
     # an exported folder may carry its recipe too; its config.json makes it a plain model
     if (folder / "config.json").is_file():
         loaded = load_model(str(folder))
+        prompt = (exported or {}).get("system_prompt")  # the run's data.system_prompt, for a finjust export
         served = ServedModel(loaded.model, loaded.tokenizer, loaded.device, None, "", 0,
-                             system_prompt=_exported_system_prompt(folder))  # fmt: skip
+                             system_prompt=prompt if isinstance(prompt, str) else None)  # fmt: skip
     elif (folder / "recipe.yaml").is_file():
         served = _from_run(folder)
     else:
@@ -80,22 +82,19 @@ _SERVED_ELSEWHERE = {
 }
 
 
-def _refuse_unservable_export(path: Path) -> None:
-    """An export this server cannot load (adapter, int8, gguf, onnx) gets a message naming what it can.
+def _refuse_unservable_export(path: Path, exported: dict[str, Any] | None) -> None:
+    """An export this server cannot load (adapter, int8, gguf, onnx; ``exported``: its export.json)
+    gets a message naming what it can.
 
     Raises:
         ModelLoadError: ``path`` is such an export.
     """
     if path.suffix == ".gguf":
         fmt, run = "gguf", None
-    elif (path / RESULT_FILE).is_file():
-        try:
-            written = read_result(path)
-            fmt, run = written.get("format"), written.get("run")
-        except (OSError, ValueError, AttributeError):
-            return  # not ours to judge: the load below says what is wrong
+    elif exported is not None:
+        fmt, run = exported.get("format"), exported.get("run")
     else:
-        return
+        return  # no export, or a damaged export.json: the load below says what is wrong
     if fmt in SERVABLE_EXPORTS:
         return
     source = f"the run folder it came from ({run})" if run else "the run folder it came from"
@@ -118,18 +117,6 @@ def _from_run(folder: Path) -> ServedModel:
     model, loaded = load_tuned(run, loaded)
     return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "", 0,
                        equal_lengths=not run.method.supports_packing, system_prompt=run.recipe.data.system_prompt)
-
-
-def _exported_system_prompt(folder: Path) -> str | None:
-    """The system prompt a finjust export records (its run's ``data.system_prompt``); None for
-    another model folder, or an export that records none."""
-    if not (folder / RESULT_FILE).is_file():
-        return None
-    try:
-        prompt = read_result(folder).get("system_prompt")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return prompt if isinstance(prompt, str) else None
 
 
 def _context_length(model: nn.Module) -> int:
