@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import warnings
 from collections.abc import Sequence
 
 from finjust.cli import compare, data, demo, eval_cmd, export_cmd, report, serve, train
@@ -56,8 +55,6 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
-    # peft 0.21 calls an API that transformers 5.24 deprecated; the warning is noise for users
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     args = _parse_args(build_parser(), argv)
     try:
         return int(SUBCOMMANDS[args.command].run(args))

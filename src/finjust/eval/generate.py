@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from finjust.methods.peft_adapter import peft_false_alarms_off
 from finjust.models.load import autocast
 
 
@@ -37,7 +36,7 @@ def generate_answers(
     model.eval()
     for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
         ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
-        with autocast(device, autocast_dtype), peft_position_ids_warning_off():
+        with autocast(device, autocast_dtype), peft_false_alarms_off():
             output = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -50,19 +49,6 @@ def generate_answers(
         for index, row in zip(chunk, new_tokens, strict=True):
             answers[index] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return [answers[i] for i in range(len(prompts))]
-
-
-@contextmanager
-def peft_position_ids_warning_off() -> Iterator[None]:
-    """Inside, peft's "Position ids are not supported for parameter efficient tuning" is not shown.
-
-    transformers' ``generate`` passes position ids at every step and peft's prompt tuning drops
-    them with that warning, once per answer, although nothing is wrong: the virtual tokens come
-    first, as in training. (``catch_warnings`` restores the caller's filters on leaving.)
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
-        yield
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, equal_lengths: bool) -> list[list[int]]:

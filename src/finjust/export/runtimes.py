@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from finjust.data.example import Message
 from finjust.data.templates import chat_ids
 from finjust.errors import ExportError
-from finjust.eval.generate import peft_position_ids_warning_off
+from finjust.methods.peft_adapter import peft_false_alarms_off
 
 
 @dataclass
@@ -69,7 +69,7 @@ class TorchRuntime(Runtime):
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
         start = time.perf_counter()
         ids = torch.tensor([prompt], dtype=torch.long)
-        with peft_position_ids_warning_off():
+        with peft_false_alarms_off():
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),

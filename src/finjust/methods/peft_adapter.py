@@ -28,13 +28,23 @@ def task_type_of(model: nn.Module) -> str:
     return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
 
 
+#: peft warnings about nothing the user did or can change: (message pattern, category)
+PEFT_FALSE_ALARMS = (
+    # peft 0.21 reads transformers 5's deprecated is_gradient_checkpointing whenever it wraps a model
+    (".*is_gradient_checkpointing.*", FutureWarning),
+    # transformers' generate passes position ids at every step; prompt tuning drops them, rightly
+    # (the virtual tokens come first, as in training), once per answer
+    ("Position ids are not supported for parameter efficient tuning", UserWarning),
+)
+
+
 @contextmanager
-def peft_wrapping() -> Iterator[None]:
-    """Inside, the FutureWarning peft 0.21 causes by reading transformers 5's deprecated
-    ``is_gradient_checkpointing`` when it wraps a model is not shown: it is peft's to change,
-    and API callers saw it at every run, eval and export (the CLI filters it for the process)."""
+def peft_false_alarms_off() -> Iterator[None]:
+    """Inside, :data:`PEFT_FALSE_ALARMS` are not shown (around peft's wrapping and generation);
+    ``catch_warnings`` gives the caller's filters back on leaving."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        for message, category in PEFT_FALSE_ALARMS:
+            warnings.filterwarnings("ignore", message=message, category=category)
         yield
 
 
@@ -55,7 +65,7 @@ class PeftMethod(Method):
         try:  # peft checks options both in its config classes (IA3's subset rule) and when applying
             config = self.peft_config(model, options)
             config.task_type = task_type_of(model)
-            with peft_wrapping():
+            with peft_false_alarms_off():
                 return get_peft_model(model, config)
         except (ValueError, TypeError) as exc:
             raise MethodError(f"cannot apply {self.label}: {exc}") from exc
@@ -75,7 +85,7 @@ class PeftMethod(Method):
         found = json.loads(config_file.read_text()).get("peft_type")
         if found != self.peft_type:
             raise MethodError(f"{folder} holds a {found} adapter, not a {self.label} one ({self.peft_type})")
-        with peft_wrapping():
+        with peft_false_alarms_off():
             return PeftModel.from_pretrained(base, folder)
 
     def merge(self, model: nn.Module) -> nn.Module:

@@ -23,7 +23,7 @@ from transformers import BitsAndBytesConfig
 
 from finjust.errors import MethodError
 from finjust.methods.lora import LoraOptions, lora_config
-from finjust.methods.peft_adapter import PeftMethod, peft_wrapping
+from finjust.methods.peft_adapter import PeftMethod, peft_false_alarms_off
 from finjust.methods.registry import METHODS
 
 INSTALL = "pip install --no-deps bitsandbytes==0.50.2"
@@ -90,7 +90,7 @@ class Qlora(PeftMethod):
         if _four_bit_layers(base):
             # bitsandbytes dequantises into the load dtype (bf16 under "auto"): fold in fp32
             base = base.dequantize().to(torch.float32)
-        with peft_wrapping():
+        with peft_false_alarms_off():
             plain = get_peft_model(base, config)
         set_peft_model_state_dict(plain, adapter)
         return plain.merge_and_unload()

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from finjust.eval.generate import left_pad, peft_position_ids_warning_off
+from finjust.eval.generate import left_pad
+from finjust.methods.peft_adapter import peft_false_alarms_off
 from finjust.models.load import autocast
 from finjust.serve.source import ServedModel
 
@@ -74,7 +75,7 @@ def generate_rows(served: ServedModel, rows: Sequence[Row]) -> None:
         # top_k=0: OpenAI's sampling has no top-k; transformers would otherwise apply its default 50
         sampling_args = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p, "top_k": 0}
     with _seeded(first.seed if not first.greedy else None, served.device), torch.inference_mode(), \
-            autocast(served.device, served.autocast_dtype), peft_position_ids_warning_off():  # fmt: skip
+            autocast(served.device, served.autocast_dtype), peft_false_alarms_off():  # fmt: skip
         served.model.generate(
             input_ids=ids.to(served.device),
             attention_mask=mask.to(served.device),
