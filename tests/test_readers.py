@@ -13,8 +13,8 @@ from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT
 from finjust.data.formats import detect_format
 from finjust.data.load import load_examples
 from finjust.data.problems import Problem
-from finjust.errors import DataError
 from finjust.data.templates import IGNORE_INDEX, tokenize_examples
+from finjust.errors import DataError
 
 TOKENIZER = build_tokenizer()
 RECORDS = [

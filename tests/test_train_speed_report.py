@@ -16,8 +16,10 @@ def train_speed():
     sys.path.insert(0, str(BENCHMARK.parent))  # as running the script does: it imports benchmarks/common.py
     spec = importlib.util.spec_from_file_location("train_speed", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["train_speed"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules["train_speed"]
 
 
 def _result(tokens_per_second: float, peak: float, losses: list[float], allocator: str = "glibc") -> dict:
@@ -75,7 +77,8 @@ def test_attention_flops_count_each_token_s_causal_context(train_speed):
 
 
 def test_summary_counts_only_the_timed_steps(train_speed):
-    summary = train_speed._summary([9.0, 1.0, 1.0], [[5], [2, 3], [4, 4]], [3.0, 2.0, 1.0], warmup=1)
+    bench = train_speed.Bench(steps=2, warmup=1)
+    summary = train_speed._summary([9.0, 1.0, 1.0], [[5], [2, 3], [4, 4]], [3.0, 2.0, 1.0], bench)
     assert summary["real_tokens"] == 13 and summary["real_tokens_per_second"] == 6.5
     expected = (train_speed.step_flops([2, 3]) + train_speed.step_flops([4, 4])) / 2.0
     assert summary["model_flops_per_second"] == pytest.approx(expected)
@@ -85,13 +88,12 @@ def test_summary_counts_only_the_timed_steps(train_speed):
 
 def test_rounds_report_each_variant_s_median_run(train_speed, monkeypatch):
     speeds = iter([100.0, 200.0, 300.0, 90.0, 250.0, 310.0, 110.0, 150.0, 900.0])  # a, b, finjust per round
-    monkeypatch.setattr(train_speed, "VARIANTS", ("a", "b", "finjust"))
-    monkeypatch.setattr(train_speed, "_child", lambda variant, steps, warmup: {
+    monkeypatch.setattr(train_speed, "_child", lambda variant, bench: {
         **_result(next(speeds), 1.0, [3.0]), "variant": variant})  # fmt: skip
     peaks = iter([1000.0, 800.0, 1200.0])
-    monkeypatch.setattr(train_speed, "matmul_peak", lambda: next(peaks))
-    results, peak = train_speed._measure(3, steps=1, warmup=0)
-    assert peak == 1000.0
+    monkeypatch.setattr(train_speed, "matmul_peak", lambda device: next(peaks))
+    results, peak, failed = train_speed._measure(3, train_speed.Bench(steps=1, warmup=0), ["a", "b", "finjust"])
+    assert peak == 1000.0 and failed == {}
     assert {name: r["real_tokens_per_second"] for name, r in results.items()} == {"a": 100.0, "b": 200.0, "finjust": 310.0}
     assert results["finjust"]["round_tokens_per_second"] == [300.0, 310.0, 900.0]
     results["a"]["losses"] = results["b"]["losses"] = results["finjust"]["losses"] = [3.0]
@@ -111,3 +113,41 @@ def test_the_table_names_the_machine_it_ran_on(train_speed):
     assert table.splitlines()[0] == "machine: AMD EPYC, 2 threads, bf16 by AVX512-BF16, fp32 matmul peak 185 GFLOP/s"
     described = train_speed.describe_machine()
     assert described["threads"] >= 1 and described["fp32_matmul_peak_gflops"] > 0 and described["cpu"]
+
+
+def test_a_failed_optional_variant_is_reported_and_a_required_one_stops_the_run(train_speed, monkeypatch):
+    def child(variant, bench):
+        if variant in ("finjust-compiled", "b"):
+            raise train_speed.VariantFailed("exit 1: no compiler")
+        return {**_result(100.0, 1.0, [3.0]), "variant": variant}
+
+    monkeypatch.setattr(train_speed, "_child", child)
+    monkeypatch.setattr(train_speed, "matmul_peak", lambda device: 1000.0)
+    bench = train_speed.Bench(steps=1, warmup=0)
+    results, _, failed = train_speed._measure(1, bench, ["a", "finjust", "finjust-compiled"])
+    assert list(results) == ["a", "finjust"] and failed == {"finjust-compiled": "exit 1: no compiler"}
+    with pytest.raises(train_speed.VariantFailed):
+        train_speed._measure(1, bench, ["a", "b", "finjust"])
+
+
+def test_on_a_gpu_the_memory_compared_is_the_gpu_s(train_speed):
+    results = {name: _result(100.0, 5.0, [3.0]) for name in ("a", "b", "finjust")}
+    for name, gpu in (("a", 4.0), ("b", 2.0), ("finjust", 1.0)):
+        results[name]["peak_gpu_gb"] = gpu
+    report = {**train_speed._report(results, 1000.0), "failed": {"finjust-sdpa": "exit 1: boom"}}
+    assert report["peak_memory_of_b"]["finjust"] == 0.5 and report["peak_rss_of_b"]["finjust"] == 1.0
+    table = train_speed._table(report)
+    assert "peak GPU memory of B's: finjust 50%" in table and "compiled" not in table
+    assert table.splitlines()[3].split()[4] == "1.00"  # finjust's peak GB column: the GPU's
+    assert table.splitlines()[-1] == "finjust-sdpa failed: exit 1: boom"
+
+
+def test_variants_are_checked_and_a_child_gets_the_same_bench(train_speed):
+    assert train_speed._variant_list("a, b,finjust,finjust-sdpa") == ["a", "b", "finjust", "finjust-sdpa"]
+    for bad in ("a,b,finjust,fast", "a,finjust"):
+        with pytest.raises(Exception, match="unknown|need a, b and finjust"):
+            train_speed._variant_list(bad)
+    bench = train_speed.Bench(steps=3, warmup=1, device="cuda", model="/models/shape")
+    arguments = bench.arguments()
+    assert [arguments[arguments.index(f"--{key}") + 1] for key in ("steps", "warmup", "device", "model")] == [
+        "3", "1", "cuda", "/models/shape"]  # fmt: skip
