@@ -34,11 +34,13 @@ from torch._functorch import config as functorch_config
 from finjust.errors import CompileError
 from finjust.models.forward_swap import repeated_blocks
 
-#: with "auto", compile runs of at least this many optimizer steps: the training benchmark's
-#: steps (demo data, in tcmalloc) take 0.84 s eager and 0.71 s compiled, and the first compile
-#: costs 20 s with inductor's caches warm and 34 s without, so compiling pays off from ~155
-#: (warm) to ~260 (cold) steps; the 105-step demo stays eager (2 min 49 s)
-AUTO_MIN_STEPS = 200
+#: with "auto", compile runs of at least this many optimizer steps, by device type. CPU: the
+#: training benchmark's steps (demo data, in tcmalloc) take 0.84 s eager and 0.71 s compiled,
+#: and the first compile costs 20 s with inductor's caches warm and 34 s without, so compiling
+#: pays off from ~155 (warm) to ~260 (cold) steps; the 105-step demo stays eager (2 min 49 s).
+#: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s
+#: eager and 0.17 s compiled after a 128 s first step with cold caches: from ~1,300 steps.
+AUTO_MIN_STEPS = {"cpu": 200, "cuda": 1300}
 #: the share of the saved activations AOTAutograd's partitioner may keep for backward (1.0, its
 #: default, keeps what is cheapest to run; below it recomputes cheap elementwise work instead of
 #: saving it): on the training benchmark 0.5 lowered the compiled steps' peak RSS from 1.59-1.60
@@ -48,10 +50,12 @@ ACTIVATION_MEMORY_BUDGET = 0.5
 
 
 def should_compile(setting: bool | None, device: torch.device, total_steps: int) -> bool:
-    """``train.compile``: true/false as set; null ("auto"): long CPU runs where inductor can build."""
+    """``train.compile``: true/false as set; null ("auto"): long runs where inductor can build
+    (its CUDA kernels too need a compiler and the Python headers: Triton builds its launcher with them)."""
     if setting is not None:
         return setting
-    return device.type == "cpu" and total_steps >= AUTO_MIN_STEPS and has_cpp_compiler()
+    threshold = AUTO_MIN_STEPS.get(device.type)
+    return threshold is not None and total_steps >= threshold and has_cpp_compiler()
 
 
 def has_cpp_compiler() -> bool:
@@ -69,7 +73,7 @@ def explained_build_failures(compiling: bool, setting: bool | None) -> Iterator[
     except BackendCompilerFailed as exc:  # InductorError among them
         if not compiling:
             raise
-        asked = "train.compile: true" if setting else f"train.compile \"auto\" (runs of {AUTO_MIN_STEPS}+ steps)"
+        asked = "train.compile: true" if setting else "train.compile \"auto\" (which compiles long runs)"
         raise CompileError(f"{asked}: torch.compile could not build its kernels here ({_cause(exc)}); set "
                            "train.compile: false to train eagerly, or install a C++ compiler and the Python "
                            "headers (Debian: g++ python3-dev)") from exc  # fmt: skip
