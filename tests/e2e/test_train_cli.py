@@ -299,6 +299,10 @@ def test_a_missing_model_or_data_file_is_refused_before_the_run_folder_is_made(t
     assert "neither a shipped model" in capsys.readouterr().err
     assert main(["train", recipe, f"data.train={tmp_path / 'missing.jsonl'}"]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+    # both at once: one rerun finds both to fix
+    assert main(["train", recipe, f"model.name={tmp_path / 'nowhere'}", f"data.train={tmp_path / 'missing.jsonl'}"]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "neither a shipped model" in err and "missing.jsonl: cannot open" in err
     assert not (tmp_path / "run").exists()  # so the fixed command needs no output.overwrite
     assert main(["train", recipe, "train.max_steps=1", *QUICK]) == 0
 

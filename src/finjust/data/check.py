@@ -90,13 +90,22 @@ def require_readable(data: Any) -> None:
     _require_readable([source for source, _, _ in _roles(data)])
 
 
+def unreadable_sources(data: Any) -> list[Problem]:
+    """Each source of the data section that is missing or of no known type."""
+    return _unreadable([source for source, _, _ in _roles(data)])
+
+
+def _unreadable(sources: list[DataSource]) -> list[Problem]:
+    return [problem for source in sources if (problem := source_problem(source.path)) is not None]
+
+
 def _require_readable(sources: list[DataSource]) -> None:
     """Sources that cannot be opened are the recipe's error, not findings about data: all at once.
 
     Raises:
         DataError: naming each missing source or one of no known type.
     """
-    problems = [problem for source in sources if (problem := source_problem(source.path)) is not None]
+    problems = _unreadable(sources)
     if len(problems) == 1:
         raise problems[0].to_error()
     if problems:

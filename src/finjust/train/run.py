@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from finjust import allocator, atomic
-from finjust.data.check import check_data, require_readable
+from finjust.data.check import check_data, require_readable, unreadable_sources
 from finjust.data.example import Example
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data
-from finjust.errors import CheckpointError, FinjustError
+from finjust.errors import CheckpointError, FinjustError, ModelLoadError, RecipeError
 from finjust.eval.scorecard import ModelScores
 from finjust.events import EventHandler, ignore_events
 from finjust.folder_lock import folder_lock
@@ -92,9 +92,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
     # recipe.yaml, read from the run folder by eval, export and --resume, would miss
     recipe = with_absolute_paths(recipe)
     folder = RunFolder(recipe.output.dir)
-    # what the run reads must exist before its folder is made, or the fixed rerun meets a folder to overwrite
-    locate_model(recipe.model.name)
-    require_readable(recipe.data)
+    _require_inputs(recipe)
     if (blocker := atomic.file_in_the_way(folder.root)) is not None:
         raise CheckpointError(f"output.dir {folder.root}: {blocker} is a file, not a folder; choose another output.dir")
     with folder_lock(folder.root):
@@ -113,6 +111,22 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
             raise
         replace_run.discard_old(folder.root)
     return RunResult(folder.root, scorecard)
+
+
+def _require_inputs(recipe: Recipe) -> None:
+    """The model and the data the run reads exist, checked before its folder is made (or the fixed
+    rerun meets a folder to overwrite); a missing model and missing data are reported together.
+
+    Raises:
+        ModelLoadError: only the model is missing; DataError: only data; RecipeError: both, each a problem.
+    """
+    try:
+        locate_model(recipe.model.name)
+    except ModelLoadError as error:
+        if missing := unreadable_sources(recipe.data):
+            raise RecipeError([str(error), *map(str, missing)]) from error
+        raise
+    require_readable(recipe.data)
 
 
 def _train_and_score(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> dict[str, Any]:
