@@ -339,7 +339,7 @@ def test_relative_paths_resolve_against_recipe_folder(
     assert recipe.data.train == str(folder / "d/train.jsonl")
     assert recipe.data.validation == "/abs/val.jsonl"
     assert recipe.data.test == str(elsewhere / "t.jsonl")  # from an override: current directory
-    assert recipe.output.dir == str(folder / "../runs/a")
+    assert recipe.output.dir == str(folder.parent / "runs" / "a")  # ".." taken: the run's saved paths read plainly
     gguf = load_recipe(folder / "recipe.yaml", ["model.name=m.gguf"])
     assert gguf.model.name == str(elsewhere / "m.gguf")
 

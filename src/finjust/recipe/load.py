@@ -194,17 +194,23 @@ def _resolve_paths(raw: Mapping[str, Any], base: Path, only: set[str] | None = N
         text = os.path.expanduser(values[key])
         if section == "model" and not _looks_like_path(text, base):
             continue
-        result[section] = {**values, key: text if os.path.isabs(text) else str(base / text)}
+        result[section] = {**values, key: _joined(base, text)}
     return result
+
+
+def _joined(base: Path, text: str) -> str:
+    """``text`` made absolute against ``base``, its ``..`` steps taken (``/runs/../data`` reads as
+    ``/data`` in a saved recipe and a run's result): ``base`` is a real folder, so the only step
+    this can misread is one back out of a symbolic link written into ``text`` itself."""
+    return text if os.path.isabs(text) else os.path.normpath(base / text)
 
 
 def _resolve_entry(entry: Any, base: Path) -> Any:
     """One entry of a ``data.train`` list (a path, or a mapping with ``path``) made absolute."""
-    resolve = lambda text: text if os.path.isabs(text) else str(base / text)  # noqa: E731
     if isinstance(entry, str) and entry:
-        return resolve(os.path.expanduser(entry))
+        return _joined(base, os.path.expanduser(entry))
     if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"]:
-        return {**entry, "path": resolve(os.path.expanduser(entry["path"]))}
+        return {**entry, "path": _joined(base, os.path.expanduser(entry["path"]))}
     return entry
 
 
