@@ -104,22 +104,6 @@ def test_without_a_relaunch_the_command_runs_its_main(monkeypatch):
     assert launch.entry() == 7
 
 
-def test_ctrl_c_while_the_cli_imports_is_one_line_and_status_130(monkeypatch, capsys):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def interrupted(name, *args, **kwargs):
-        if name == "finjust.cli.main":
-            raise KeyboardInterrupt  # as while torch and transformers load
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(launch.allocator, "relaunch_environment", lambda: None)
-    monkeypatch.setattr(builtins, "__import__", interrupted)
-    assert launch.entry() == 130
-    assert capsys.readouterr().err == "interrupted\n"
-
-
 def test_a_bad_setting_is_one_line_and_status_2(monkeypatch, capsys):
     monkeypatch.setenv("FINJUST_ALLOCATOR", "/nonexistent/lib.so")
     assert launch.entry() == 2

@@ -229,12 +229,12 @@ def test_an_old_run_set_aside_by_a_killed_overwrite_comes_back(tiny_recipe, tmp_
 
 
 def _interrupt(monkeypatch, command: str) -> None:
-    from finjust.cli.main import SUBCOMMANDS
+    from finjust.cli.main import subcommand
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SUBCOMMANDS[command], "run", interrupted)
+    monkeypatch.setattr(subcommand(command), "run", interrupted)
 
 
 @pytest.mark.parametrize("command", ["eval", "export"])

@@ -13,11 +13,11 @@ from finjust.eval.compare import DEFAULT_ROWS, STRATEGIES, CompareOptions, compa
 from finjust.eval.retrieval import DEFAULT_ENCODER
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     rows = "\n".join(f"  {row:<8}{STRATEGIES.get(row).description}" for row in DEFAULT_ROWS)
     parser = commands.add_parser(
         name,
-        help="compare the tuned model with prompting, RAG and a hybrid on the run's test split",
+        help=summary,
         description="Answer the run's held-out test questions five ways and score each with the recipe's "
         f"metrics, prompt tokens, latency, memory and one-off cost. Writes RUN_DIR/compare.json.\n\nrows:\n{rows}",
         epilog="examples:\n  finjust compare runs/demo\n"

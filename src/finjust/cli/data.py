@@ -24,8 +24,8 @@ _EPILOG = """examples:
 exit status: 0 the quality gate passed, 1 it failed (data.quality.fail_on, invalid records), 2 an error"""
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
-    parser = commands.add_parser(name, help="check data files: formats, splits, duplicates, leakage, PII",
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
+    parser = commands.add_parser(name, help=summary,
                                  description="Work with training data.")  # fmt: skip
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     check = actions.add_parser(

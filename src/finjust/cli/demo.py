@@ -14,10 +14,10 @@ from finjust.train.run import run_recipe
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "demo" / "recipe.yaml"
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     parser = commands.add_parser(
         name,
-        help="fine-tune the shipped model on the shipped demo data and print the scorecard",
+        help=summary,
         description="LoRA-tunes SmolLM2-135M-Instruct on questions about a fictional company and "
         "scores base vs tuned on held-out questions phrased differently from training.",
         epilog="examples:\n  finjust demo\n  finjust demo --json scorecard.json train.epochs=1",

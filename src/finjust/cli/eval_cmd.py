@@ -9,10 +9,10 @@ from finjust.cli.progress import ProgressPrinter
 from finjust.eval.evaluate import evaluate_run
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     parser = commands.add_parser(
         name,
-        help="score a trained run on its held-out test split",
+        help=summary,
         description="Rebuild the run's test split, check it against the manifest, score base and tuned. "
         "Writes RUN_DIR/scorecard.json (keeping the best step and stop reason training recorded there).",
         epilog="example:\n  finjust eval runs/my-first --json score.json",

@@ -12,11 +12,11 @@ from finjust.errors import ExportError
 from finjust.export import FORMATS, export_run, get_format
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     formats = "\n".join(f"  {n:<8} {get_format(n).summary}" for n in FORMATS.names())
     parser = commands.add_parser(
         name,
-        help=f"export a trained run ({', '.join(FORMATS.names())}) with a parity check",
+        help=summary,
         description="Write the run's model in one format, run it in that format's own runtime on the first "
         "test questions and compare its greedy answers and logits with the trained model's. A failed check "
         "writes nothing.\n\nformats:\n" + formats,

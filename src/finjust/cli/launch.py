@@ -24,9 +24,6 @@ def entry() -> int:
         # -P: "-m" would put the current folder first on the import path (a json.py there would
         # run instead of the standard library's); the console script it replaces does not
         os.execve(sys.executable, [sys.executable, "-P", "-m", "finjust", *sys.argv[1:]], environment)
-    try:  # importing the CLI loads torch and transformers: seconds in which Ctrl-C may come
-        from finjust.cli.main import main
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from finjust.cli.main import main  # light: it imports the subcommand it runs, and catches Ctrl-C there
+
     return main()

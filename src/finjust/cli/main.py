@@ -2,23 +2,42 @@
 
 Each subcommand lives in its own module with ``add_parser`` and ``run``; this file only
 dispatches and turns a :class:`FinjustError` into one line on stderr and exit status 2.
+Only the subcommand being run is imported: most import torch, transformers and peft (~7 s
+here), which ``finjust --help`` and a light command such as ``report`` need not wait for.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from types import ModuleType
 
-from finjust.cli import compare, data, demo, eval_cmd, export_cmd, report, serve, train
 from finjust.errors import FinjustError
 
-SUBCOMMANDS = {"demo": demo, "data": data, "train": train, "eval": eval_cmd, "compare": compare, "report": report,
-               "serve": serve, "export": export_cmd}  # fmt: skip
+#: each subcommand: its module under finjust.cli, and the line ``finjust --help`` shows for it
+SUBCOMMANDS = {
+    "demo": ("demo", "fine-tune the shipped model on the shipped demo data and print the scorecard"),
+    "data": ("data", "check data files: formats, splits, duplicates, leakage, PII"),
+    "train": ("train", "fine-tune as a recipe says, then print the scorecard"),
+    "eval": ("eval_cmd", "score a trained run on its held-out test split"),
+    "compare": ("compare", "compare the tuned model with prompting, RAG and a hybrid on the run's test split"),
+    "report": ("report", "write an HTML report of a run: loss curves, scorecard, retention, comparison, sample answers"),
+    "serve": ("serve", "serve a trained run or an exported model over an OpenAI-compatible HTTP API"),
+    "export": ("export_cmd", "export a trained run (merged, GGUF, ONNX, int8, adapter) with a parity check"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def subcommand(name: str) -> ModuleType:
+    """The module of subcommand ``name`` (imported now)."""
+    return importlib.import_module(f"finjust.cli.{SUBCOMMANDS[name][0]}")
+
+
+def build_parser(full: Iterable[str] = tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the subcommands in ``full`` (each one's module imported);
+    the others are listed by name and summary."""
     parser = argparse.ArgumentParser(
         prog="finjust",
         description="Fine-tune a pretrained model on domain data, verified by a scorecard.",
@@ -31,9 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in SUBCOMMANDS.items():
-        module.add_parser(commands, name)
+    for name, (_, summary) in SUBCOMMANDS.items():
+        if name in full:
+            subcommand(name).add_parser(commands, name, summary)
+        else:
+            commands.add_parser(name, help=summary)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` asks for: its first item that is not an option."""
+    return next((item for item in argv if not item.startswith("-")), None)
 
 
 #: ``section.key=value`` (or anything ``name=value`` that is no option): a recipe override,
@@ -55,9 +82,17 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
-    args = _parse_args(build_parser(), argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_in(argv)
+    try:  # the subcommand's module, imported here, loads torch and transformers: seconds in which Ctrl-C may come
+        parser = build_parser([command] if command in SUBCOMMANDS else [])
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    args = _parse_args(parser, argv)
+    module = subcommand(args.command)  # imported by build_parser
     try:
-        return int(SUBCOMMANDS[args.command].run(args))
+        return int(module.run(args))
     except (FinjustError, OSError) as error:  # OSError: an output path that is a folder, a full disk...
         if args.debug:
             raise
@@ -65,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # a subcommand whose work can be continued says how (interrupted_hint); the others start over
-        hint = getattr(SUBCOMMANDS[args.command], "interrupted_hint", None)
+        hint = getattr(module, "interrupted_hint", None)
         print("interrupted" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
         return 130
 

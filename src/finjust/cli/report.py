@@ -7,10 +7,10 @@ import argparse
 from finjust.cli.arguments import non_negative_int, output_file
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     parser = commands.add_parser(
         name,
-        help="write an HTML report of a run: loss curves, scorecard, retention, comparison, sample answers",
+        help=summary,
         description="Read a run folder and write one HTML page with the figures embedded, so it can be "
         "mailed or archived as a single file. Includes the comparison table once `finjust compare` has run.",
         epilog="examples:\n  finjust report runs/demo            # writes runs/demo/report.html\n"

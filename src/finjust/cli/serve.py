@@ -14,10 +14,10 @@ from finjust.errors import ServeError
 API_KEY_ENV = "FINJUST_API_KEY"
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     parser = commands.add_parser(
         name,
-        help="serve a trained run or an exported model over an OpenAI-compatible HTTP API",
+        help=summary,
         description="Answer /v1/chat/completions, /v1/completions and /v1/models with the run's tuned model "
         "(or an exported model folder). Greedy non-streaming requests that wait together are batched.",
         epilog="examples:\n  finjust serve runs/my-first\n"

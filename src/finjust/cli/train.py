@@ -14,10 +14,10 @@ from finjust.train.run import run_recipe
 from finjust.train.run_folder import RunFolder
 
 
-def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     parser = commands.add_parser(
         name,
-        help="fine-tune as a recipe says, then print the scorecard",
+        help=summary,
         description="Train from a YAML recipe; dotted overrides change any field.",
         epilog="examples:\n  finjust train recipe.yaml\n  finjust train recipe.yaml train.lr=1e-4 method.r=8\n"
         "  finjust train --resume runs/my-first\n\nrecipe fields:\n" + section_help(),

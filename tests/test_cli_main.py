@@ -1,0 +1,63 @@
+"""The finjust command's dispatch: only the subcommand being run is imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from finjust.cli.main import SUBCOMMANDS, build_parser, main, subcommand
+
+LOADED_AFTER = """
+import sys
+from finjust.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(sorted(name for name in ("torch", "transformers", "peft") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["report", "--help"], ["--debug", "nonsense"]])
+def test_help_and_argument_errors_import_no_torch(argv):
+    done = subprocess.run([sys.executable, "-c", LOADED_AFTER, *argv], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_subcommand_builds_with_its_summary():
+    parser = build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command")
+    shown = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert shown == {name: summary for name, (_, summary) in SUBCOMMANDS.items()}
+    for name in SUBCOMMANDS:
+        assert callable(subcommand(name).run)
+
+
+def test_the_export_summary_names_every_format():
+    from finjust.export import FORMATS
+
+    summary = SUBCOMMANDS["export"][1].lower()
+    assert all(name in summary for name in FORMATS.names())
+
+
+def test_options_before_the_subcommand_still_pick_it(monkeypatch):
+    ran = []
+    monkeypatch.setattr(subcommand("report"), "run", lambda args: ran.append(args.command) or 0)
+    assert main(["--debug", "report", "somewhere"]) == 0 and ran == ["report"]
+
+
+def test_an_unknown_subcommand_lists_the_known_ones(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["trian"])
+    assert exit_.value.code == 2 and "choose from 'demo', 'data', 'train'" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_subcommand_imports_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(name):
+        raise KeyboardInterrupt  # as while torch and transformers load
+
+    monkeypatch.setattr("finjust.cli.main.subcommand", interrupted)
+    assert main(["report", "somewhere"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
