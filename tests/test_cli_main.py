@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
 import pytest
 
 from finjust.cli.main import SUBCOMMANDS, build_parser, main, subcommand
+from finjust.cli.progress import ProgressPrinter
 
 LOADED_AFTER = """
 import sys
@@ -61,3 +63,26 @@ def test_ctrl_c_while_the_subcommand_imports_is_one_line_and_status_130(monkeypa
     monkeypatch.setattr("finjust.cli.main.subcommand", interrupted)
     assert main(["report", "somewhere"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_an_ascii_terminal_gets_escapes_instead_of_a_crash(monkeypatch):
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(subcommand("report"), "run", lambda args: print("near-duplicates ≈ 5 €") or 0)
+    assert main(["report", "somewhere"]) == 0
+    out.flush()
+    assert out.buffer.getvalue() == b"near-duplicates \\u2248 5 \\u20ac\n"
+
+
+def test_progress_into_a_closed_pipe_stops_printing_and_lets_the_run_go_on():
+    class ClosedPipe(io.StringIO):
+        writes = 0
+
+        def write(self, text):
+            ClosedPipe.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    printer = ProgressPrinter(ClosedPipe())
+    printer("phase", {"text": "training"})
+    printer("phase", {"text": "scoring"})  # no exception, and no second write
+    assert ClosedPipe.writes == 1

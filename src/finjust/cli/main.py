@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -58,6 +59,14 @@ def build_parser(full: Iterable[str] = tuple(SUBCOMMANDS)) -> argparse.ArgumentP
     return parser
 
 
+def _tolerate_any_encoding() -> None:
+    """Print what the terminal's encoding cannot show as escapes (``\\u2248``): under an ASCII or
+    Latin-1 locale the data report's "≈" or the demo's "€" crashed a finished run's scorecard print."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def _command_in(argv: Sequence[str]) -> str | None:
     """The subcommand ``argv`` asks for: its first item that is not an option."""
     return next((item for item in argv if not item.startswith("-")), None)
@@ -83,6 +92,7 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    _tolerate_any_encoding()
     command = _command_in(argv)
     try:  # the subcommand's module, imported here, loads torch and transformers: seconds in which Ctrl-C may come
         parser = build_parser([command] if command in SUBCOMMANDS else [])

@@ -11,7 +11,7 @@ class ProgressPrinter:
     """An event handler for :func:`finjust.train.run.run_recipe` that prints progress."""
 
     def __init__(self, stream: TextIO | None = None, every: int = 1) -> None:
-        self.stream = stream or sys.stderr
+        self.stream: TextIO | None = stream or sys.stderr
         self.every = every
         self.started = time.perf_counter()
 
@@ -21,8 +21,13 @@ class ProgressPrinter:
             handler(payload)
 
     def _print(self, text: str) -> None:
+        if self.stream is None:
+            return
         elapsed = time.perf_counter() - self.started
-        print(f"[{elapsed:6.0f}s] {text}", file=self.stream, flush=True)
+        try:
+            print(f"[{elapsed:6.0f}s] {text}", file=self.stream, flush=True)
+        except (BrokenPipeError, ValueError):  # stderr piped into `head` that exited, or closed
+            self.stream = None  # progress is a courtesy: the run goes on without it
 
     def _on_phase(self, payload: dict[str, Any]) -> None:
         self._print(payload["text"])
