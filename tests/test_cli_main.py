@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -86,3 +89,17 @@ def test_progress_into_a_closed_pipe_stops_printing_and_lets_the_run_go_on():
     printer("phase", {"text": "training"})
     printer("phase", {"text": "scoring"})  # no exception, and no second write
     assert ClosedPipe.writes == 1
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_the_handler_is_given_back(monkeypatch, capsys):
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)  # docker stop, timeout, a batch scheduler
+        time.sleep(5)  # the signal lands here
+        return 0
+
+    monkeypatch.setattr(subcommand("report"), "run", terminated)
+    assert main(["report", "somewhere"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "terminated (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -310,3 +310,29 @@ def test_a_missing_model_or_data_file_is_refused_before_the_run_folder_is_made(t
 def test_resume_with_overrides_says_where_to_edit_the_run_instead(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "run"), "train.max_steps=3"]) == 2
     assert f"edit train.max_steps or train.epochs in {tmp_path / 'run' / 'recipe.yaml'}" in capsys.readouterr().err
+
+
+def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tiny_recipe, tmp_path):
+    # docker stop, timeout and batch schedulers send SIGTERM: it used to kill the run silently
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = str(tiny_recipe())
+    command = [sys.executable, "-m", "finjust", "train", recipe, "train.max_steps=100000", "train.save_every=5",
+               "train.eval_every=100000", *QUICK]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.splitlines()[-1] == f"terminated (SIGTERM); continue with `finjust train --resume {tmp_path / 'run'}`"
+    last = max(int(folder.name.removeprefix("step-")) for folder in checkpoints.glob("step-*"))
+    saved = tmp_path / "run" / "recipe.yaml"  # to finish soon: train fewer steps than asked, as a user may edit
+    saved.write_text(saved.read_text().replace("max_steps: 100000", f"max_steps: {last + 2}"))
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "scorecard.json").is_file()

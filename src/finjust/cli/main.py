@@ -9,12 +9,16 @@ here), which ``finjust --help`` and a light command such as ``report`` need not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import io
 import re
+import signal
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
+from typing import Any
 
 from finjust.errors import FinjustError
 
@@ -93,12 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     _tolerate_any_encoding()
+    with _termination_as_interrupt():
+        return _dispatch(argv)
+
+
+def _dispatch(argv: list[str]) -> int:
     command = _command_in(argv)
     try:  # the subcommand's module, imported here, loads torch and transformers: seconds in which Ctrl-C may come
         parser = build_parser([command] if command in SUBCOMMANDS else [])
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(_stopped(stop), file=sys.stderr)
+        return _status(stop)
     args = _parse_args(parser, argv)
     module = subcommand(args.command)  # imported by build_parser
     try:
@@ -108,11 +117,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # a subcommand whose work can be continued says how (interrupted_hint); the others start over
         hint = getattr(module, "interrupted_hint", None)
-        print("interrupted" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
-        return 130
+        print(_stopped(stop) + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
+        return _status(stop)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``docker stop``, ``timeout``, a batch scheduler, a closed terminal),
+    raised where the signal lands so that a run stops as at Ctrl-C: an overwrite stopped before
+    its first checkpoint puts the old run back, and the resume hint is printed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    saved = [signal.signal(number, stop) for number in signals]
+    try:
+        yield
+    finally:
+        for number, handler in zip(signals, saved, strict=True):
+            signal.signal(number, handler)
+
+
+def _stopped(stop: KeyboardInterrupt) -> str:
+    return f"terminated ({signal.Signals(stop.signum).name})" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _status(stop: KeyboardInterrupt) -> int:
+    """The shell's status for a process a signal stopped: 128 + the signal's number."""
+    return 128 + (stop.signum if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":
