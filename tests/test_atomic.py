@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -85,3 +87,30 @@ def test_the_file_in_the_way_of_a_folder_is_found(tmp_path):
     assert atomic.file_in_the_way(tmp_path / "afile" / "sub" / "deeper") == tmp_path / "afile"
     assert atomic.file_in_the_way(tmp_path / "new" / "sub") is None
     assert atomic.file_in_the_way(tmp_path) is None
+
+
+def test_a_write_that_fails_on_a_full_disk_says_so_and_names_its_target(tmp_path, monkeypatch):
+    # torch.save reports a full disk as "RuntimeError: [enforce fail at inline_container.cc:672] .
+    # unexpected pos", naming neither the disk nor the file
+    def torch_save_on_a_full_disk(tmp):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 56448 vs 56340")
+
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError) as raised:
+        atomic.write_folder(tmp_path / "checkpoints" / "step-000080", torch_save_on_a_full_disk)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "checkpoints" / "step-000080")
+    assert "unexpected pos" in str(raised.value) and not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_failed_write_with_space_left_is_left_as_it_was(tmp_path):
+    def broken(tmp):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        atomic.write_folder(tmp_path / "out", broken)
+
+
+def test_a_full_disk_s_nameless_error_names_the_file(tmp_path):
+    with pytest.raises(OSError) as raised, atomic.naming_file(tmp_path / "metrics.jsonl"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(raised.value) == f"[Errno 28] No space left on device: '{tmp_path / 'metrics.jsonl'}'"

@@ -27,7 +27,7 @@ def write_text(path: str | Path, text: str) -> None:
     fd, tmp = _beside(path, tempfile.mkstemp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with naming_file(path), os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -36,6 +36,18 @@ def write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def naming_file(path: str | Path) -> Iterator[None]:
+    """An OSError inside that names no file names ``path``: a full disk's failed write says only
+    "[Errno 28] No space left on device"."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def file_in_the_way(folder: Path) -> Path | None:
@@ -74,7 +86,10 @@ def folder(path: str | Path) -> Iterator[Path]:
     tmp = Path(_beside(path, tempfile.mkdtemp))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder should read like any other
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as error:
+            raise _out_of_space(error, path, tmp) or error
         _readable_and_synced(tmp)
         if path.exists():
             # rename cannot replace a non-empty folder: move the old one aside first
@@ -89,6 +104,27 @@ def folder(path: str | Path) -> Iterator[Path]:
             _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: free bytes under which a failed write is put down to a full disk
+FULL_DISK_BYTES = 1 << 20
+
+
+def _out_of_space(error: Exception, path: Path, tmp: Path) -> OSError | None:
+    """A failed write into a temp folder as the full disk it was, naming the target: torch.save
+    and safetensors report one as ``RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos`` and ``SafetensorError: ... I/O error``, which name neither the disk nor the file."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return None
+    try:
+        free = shutil.disk_usage(tmp).free
+    except OSError:
+        return None
+    if free >= FULL_DISK_BYTES:
+        return None
+    found = OSError(errno.ENOSPC, f"no space left on the device ({type(error).__name__}: {error})", str(path))
+    found.__cause__ = error
+    return found
 
 
 def is_leftover(entry: Path) -> bool:
