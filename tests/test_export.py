@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import stat
 import os
 import shutil
 import subprocess
@@ -91,6 +92,23 @@ def test_adapter_export_loads_with_peft(lora_run, tiny_model_dir, tmp_path):
     lora_b = [weight for name, weight in model.named_parameters() if "lora_B" in name]
     # peft starts B at zero and only warns about keys it cannot place: trained values prove the load
     assert lora_b and all(bool(weight.abs().sum() > 0) for weight in lora_b)
+
+
+def test_an_adapter_export_of_a_read_only_run_is_writable(lora_run, tmp_path):
+    # copying the modes too left a read-only temp folder the export could neither finish nor remove
+    artifact = lora_run / "adapter"
+    entries = [artifact, *artifact.rglob("*")]
+    modes = {entry: entry.stat().st_mode for entry in entries}
+    try:
+        for entry in entries:
+            entry.chmod(0o555 if entry.is_dir() else 0o444)
+        export_run(lora_run, "adapter", out=tmp_path / "adapter")
+    finally:
+        for entry, mode in modes.items():
+            entry.chmod(mode)
+    exported = [tmp_path / "adapter", *(tmp_path / "adapter").rglob("*")]
+    assert all(entry.stat().st_mode & stat.S_IWUSR for entry in exported)
+    assert not list(tmp_path.glob(".adapter.*.finjust-tmp"))  # no temp folder left behind
 
 
 def test_an_adapter_whose_tokenizer_declares_another_stop_token_fails(lora_run, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ class Adapter(ExportFormat):
     needs_merge = False
 
     def write(self, source: ExportSource, folder: Path, quant: str | None) -> None:
-        shutil.copytree(source.run.artifact, folder, dirs_exist_ok=True)
+        _copy_contents(source.run.artifact, folder)
         if not (folder / "tokenizer_config.json").is_file():
             source.tokenizer.save_pretrained(folder)
 
@@ -48,3 +48,14 @@ class Adapter(ExportFormat):
 
 
 FORMATS.add(Adapter.name, Adapter())
+
+
+def _copy_contents(source: Path, target: Path) -> None:
+    """Copy the files under ``source`` into ``target`` with fresh permissions: copytree copies the
+    modes too, and a run made read-only gave a read-only temp folder the export could then neither
+    finish nor remove."""
+    for file in sorted(source.rglob("*")):
+        if file.is_file():
+            copied = target / file.relative_to(source)
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, copied)
