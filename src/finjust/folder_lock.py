@@ -14,6 +14,7 @@ unlocked, as it did before there was a lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -38,7 +39,16 @@ def folder_lock(root: Path) -> Iterator[None]:
     """
     lock = lock_file(root)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        handle = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # a writable volume mounted in a read-only tree (/out in a container): the folder itself
+        # could be written, the one holding it cannot
+        raise OSError(error.errno, f"{error.strerror}: finjust writes beside {root.name}, in {lock.parent} (its "
+                      f"lock file {lock.name}; an overwrite sets the old folder aside there too); give a folder "
+                      f"inside one you can write, e.g. {root / 'run1'}", str(lock)) from error  # fmt: skip
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
