@@ -39,6 +39,13 @@ def test_glibc_or_nothing_found_means_no_relaunch(nothing_installed):
     assert allocator.preload_environment({}) is None
 
 
+def test_a_kind_asked_for_by_name_and_not_installed_is_refused(nothing_installed):
+    # it ran in glibc's malloc, recommending tcmalloc, without a word about the request
+    with pytest.raises(SettingError, match=r"FINJUST_ALLOCATOR=jemalloc: no jemalloc library .*libjemalloc2"):
+        allocator.find({"FINJUST_ALLOCATOR": "jemalloc"})
+    assert allocator.find({"FINJUST_ALLOCATOR": "auto"}) is None  # auto takes what there is, nothing too
+
+
 def test_a_path_that_is_not_a_file_is_refused_with_the_variable_named(tmp_path):
     with pytest.raises(SettingError, match=r"FINJUST_ALLOCATOR=.*missing\.so: no such file.*'glibc'"):
         allocator.find({"FINJUST_ALLOCATOR": str(tmp_path / "missing.so")})

@@ -54,8 +54,14 @@ def find(environ: Mapping[str, str] = os.environ) -> Path | None:
     word = setting.lower()
     if word == "glibc":
         return None
-    if word in ("auto", "tcmalloc", "jemalloc"):
-        return _first_library([name for name in LIBRARIES if word == "auto" or name.startswith(word)])
+    if word == "auto":
+        return _first_library(list(LIBRARIES))
+    if word in ("tcmalloc", "jemalloc"):
+        if (found := _first_library([name for name in LIBRARIES if name.startswith(word)])) is None:
+            package = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}[word]
+            raise SettingError(f"{SETTING}={setting}: no {word} library in the virtual environment or the system; "
+                               f"apt install {package}, or set 'auto' (the first one found) or 'glibc'")  # fmt: skip
+        return found
     path = Path(setting)
     problem = "no such file" if not path.is_file() else None if _is_elf(path) else "not a shared library"
     if problem:
