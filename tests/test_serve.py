@@ -367,7 +367,22 @@ def test_a_bad_or_taken_port_is_refused_before_the_model_loads(tmp_path, capsys)
         taken.listen()
         assert main(["serve", str(tmp_path), "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err
-    assert "cannot listen on 127.0.0.1:" in err and "loading" not in err
+    assert "cannot listen on 127.0.0.1:" in err and "loading" not in err and "choose another --port" in err
+
+
+def test_a_host_of_another_machine_is_refused_naming_the_host_not_the_port(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--host", "192.0.2.1", "--api-key", "k"]) == 2  # TEST-NET: no one's
+    err = capsys.readouterr().err
+    assert "cannot listen on 192.0.2.1:8000" in err and "give --host as an address of this machine" in err
+    assert "--port" not in err and "loading" not in err
+
+
+def test_port_0_serves_on_the_free_port_it_prints_and_ipv6_urls_are_bracketed():
+    from finjust.cli.serve import _free_port, _url
+
+    port = _free_port("127.0.0.1", 0)
+    assert port > 0 and _free_port("127.0.0.1", port) == port  # free, and the one the server will bind
+    assert _url("::1", 8000) == "http://[::1]:8000/v1" and _url("127.0.0.1", port) == f"http://127.0.0.1:{port}/v1"
 
 
 def test_generation_failure_answers_500_and_the_server_goes_on(served, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import socket
@@ -53,24 +54,25 @@ def run(args: argparse.Namespace) -> int:
     options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,
                            max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
                            max_prompt_tokens=args.max_prompt_tokens)  # fmt: skip
+    port = _free_port(args.host, args.port)  # before the model loads, not after
     if not options.api_key and not _is_loopback(args.host):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it; "
               f"set --api-key or ${API_KEY_ENV}", file=sys.stderr)  # fmt: skip
-    _require_free_port(args.host, args.port)  # before the model loads, not after
     print(f"loading {args.source} ...", file=sys.stderr)
     app = create_app(args.source, options)
     served = app.state.served
-    print(f"serving {served.name!r} at http://{args.host}:{args.port}/v1 (context {served.context} tokens, "
+    print(f"serving {served.name!r} at {_url(args.host, port)} (context {served.context} tokens, "
           f"batches of up to {options.max_batch}); Ctrl-C stops", file=sys.stderr)  # fmt: skip
-    run_server(app, args.host, args.port, log_config=LOGGING_CONFIG)  # uvicorn's request log, as it prints it
+    run_server(app, args.host, port, log_config=LOGGING_CONFIG)  # uvicorn's request log, as it prints it
     return 0
 
 
-def _require_free_port(host: str, port: int) -> None:
-    """Refuse a port another process holds now, before minutes of model loading.
+def _free_port(host: str, port: int) -> int:
+    """The port to serve on: ``port``, refused where another process holds it now (before minutes
+    of model loading), or for ``--port 0`` one the system picks free now (the address to print).
 
     Raises:
-        ServeError: the address cannot be bound.
+        ServeError: the address cannot be bound: the port is taken, or the host is none of this machine's.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -78,8 +80,15 @@ def _require_free_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port "
-                             "or stop what holds it") from None  # fmt: skip
+            fix = ("choose another --port or stop what holds it" if error.errno == errno.EADDRINUSE
+                   else "give --host as an address of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (all)")
+            raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}; {fix}") from None
+        return probe.getsockname()[1]
+
+
+def _url(host: str, port: int) -> str:
+    """The API's base URL; an IPv6 address in brackets, as URLs write it."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
 def _is_loopback(host: str) -> bool:
