@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 import pytest
@@ -101,3 +102,39 @@ def test_an_empty_finjust_cache_means_the_default_not_the_working_folder(monkeyp
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("FINJUST_CACHE", "")
     assert load.cache_root() == tmp_path / ".cache" / "finjust"
+
+
+def test_an_unwritable_cache_is_refused_before_converting_naming_finjust_cache(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FINJUST_CACHE", str(tmp_path / "a-file"))
+    converted = []
+    monkeypatch.setattr(load, "_convert_into", lambda gguf, tmp: converted.append(gguf))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF weights")
+    with pytest.raises(ModelLoadError, match=r"cannot write the model cache .*a-file/models .*set FINJUST_CACHE"):
+        resolve_model_folder(str(tmp_path / "m.gguf"))
+    assert converted == []  # it used to fail after ~20 s of converting
+
+
+def test_a_conversion_is_readable_by_other_accounts_as_the_umask_allows(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINJUST_CACHE", str(tmp_path / "cache"))
+
+    def save_like_safetensors(gguf, tmp):
+        (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"weights")
+        (tmp / "model.safetensors").chmod(0o600)
+
+    monkeypatch.setattr(load, "_convert_into", save_like_safetensors)
+    (tmp_path / "m.gguf").write_bytes(b"GGUF weights")
+    old = os.umask(0o022)
+    try:
+        folder = resolve_model_folder(str(tmp_path / "m.gguf"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # mkdtemp made it 0700
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_finjust_cache_expands_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("FINJUST_CACHE", "~/models-cache")
+    assert load.cache_root() == tmp_path / "models-cache"

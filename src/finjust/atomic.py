@@ -90,7 +90,7 @@ def folder(path: str | Path) -> Iterator[Path]:
             yield tmp
         except Exception as error:
             raise _out_of_space(error, path, tmp) or error
-        _readable_and_synced(tmp)
+        readable_and_synced(tmp)
         if path.exists():
             # rename cannot replace a non-empty folder: move the old one aside first
             old = path.with_name(f".{path.name}.old")
@@ -175,11 +175,11 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _readable_and_synced(root: Path) -> None:
-    """fsync every file under ``root``, readable as the umask allows: some writers make private
+def readable_and_synced(root: Path) -> None:
+    """fsync every file under ``root``, it and them readable as the umask allows: some writers make private
     files (safetensors writes 0600), which another account serving the artifact could not read."""
     umask = _umask()
-    for entry in root.rglob("*"):
+    for entry in [root, *root.rglob("*")]:
         if entry.is_symlink():
             continue
         mode = entry.stat().st_mode

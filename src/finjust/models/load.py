@@ -23,6 +23,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from finjust import atomic
 from finjust.errors import ModelLoadError
 from finjust.models.shipped import SHIPPED_ENCODERS, SHIPPED_MODELS
 
@@ -99,9 +100,9 @@ ABANDONED_AFTER_SECONDS = 24 * 3600
 
 
 def cache_root() -> Path:
-    """Where converted models are cached: ``$FINJUST_CACHE`` or (unset or empty, which would
-    otherwise mean the working folder) ``~/.cache/finjust``."""
-    return Path(os.environ.get("FINJUST_CACHE") or Path.home() / ".cache" / "finjust")
+    """Where converted models are cached: ``$FINJUST_CACHE`` (``~`` expanded, made absolute) or
+    (unset or empty, which would otherwise mean the working folder) ``~/.cache/finjust``."""
+    return Path(os.environ.get("FINJUST_CACHE") or Path.home() / ".cache" / "finjust").expanduser().absolute()
 
 
 def resolve_model_folder(name: str) -> Path:
@@ -158,6 +159,35 @@ def _content_key(gguf: Path, size: int, mtime_ns: int) -> str:
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise ``gguf`` into a safetensors folder, written atomically (temp folder + rename)."""
+    tmp = _conversion_folder(folder.parent, gguf)  # before the slow part: an unwritable cache fails at once
+    try:
+        _convert_into(gguf, tmp)
+        atomic.readable_and_synced(tmp)  # as the umask allows: a cache shared by accounts serves them all
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / "config.json").is_file():
+            raise
+        # another process finished converting the same file first: its copy serves
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _conversion_folder(models: Path, gguf: Path) -> Path:
+    """A temp folder in the cache to convert into.
+
+    Raises:
+        ModelLoadError: the cache cannot be written, named with the setting that moves it.
+    """
+    try:
+        models.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=CONVERTING_PREFIX, dir=models))
+    except OSError as error:
+        raise ModelLoadError(f"cannot write the model cache {models} ({error.strerror or error}), where "
+                             f"{gguf.name} is converted once (~4x its size); set FINJUST_CACHE to a folder "
+                             "you can write") from error  # fmt: skip
+
+
+def _convert_into(gguf: Path, tmp: Path) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -172,18 +202,8 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     plain.load_state_dict(quantised.state_dict())
     plain.generation_config = quantised.generation_config
     _set_stop_token(plain, tokenizer)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=CONVERTING_PREFIX, dir=folder.parent))
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder)
-    except OSError:
-        if not (folder / "config.json").is_file():
-            raise
-        # another process finished converting the same file first: its copy serves
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
 
 
 def _remove_abandoned_conversions(models: Path) -> None:
