@@ -114,3 +114,22 @@ def test_a_full_disk_s_nameless_error_names_the_file(tmp_path):
     with pytest.raises(OSError) as raised, atomic.naming_file(tmp_path / "metrics.jsonl"):
         raise OSError(errno.ENOSPC, "No space left on device")
     assert str(raised.value) == f"[Errno 28] No space left on device: '{tmp_path / 'metrics.jsonl'}'"
+
+
+def test_an_unwritable_target_is_refused_before_the_work_naming_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.os, "access", lambda path, mode: Path(path) != tmp_path)  # tmp_path read-only
+    with pytest.raises(PermissionError, match=r"cannot write scorecard.json into .*; copy the run"):
+        atomic.require_writable(tmp_path / "scorecard.json", "copy the run")
+    with pytest.raises(PermissionError):  # a folder still to be made is checked at its first existing parent
+        atomic.require_writable(tmp_path / "new" / "deeper" / "report.html", "elsewhere")
+    (tmp_path / "sub").mkdir()
+    atomic.require_writable(tmp_path / "sub" / "ok.json", "-")  # a writable folder passes
+
+
+def test_a_report_into_a_read_only_run_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from finjust.eval import report
+
+    monkeypatch.setattr(atomic.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(report, "build_report", lambda *args: pytest.fail("built before the check"))
+    with pytest.raises(PermissionError, match=r"finjust report --output PATH"):
+        report.write_report(tmp_path)

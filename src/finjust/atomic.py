@@ -50,6 +50,20 @@ def naming_file(path: str | Path) -> Iterator[None]:
         raise OSError(error.errno, error.strerror, str(path)) from error
 
 
+def require_writable(path: str | Path, fix: str) -> None:
+    """Refuse before the work that ends in writing ``path``, not after: its folder must take the
+    temp file and the rename (the file's own mode does not matter to them).
+
+    Raises:
+        PermissionError: the folder cannot be written (its mode, a read-only filesystem); ``fix`` says what to do.
+    """
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:  # a folder still to be made: its first existing parent
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"cannot write {Path(path).name} into {folder}; {fix}", str(path))
+
+
 def file_in_the_way(folder: Path) -> Path | None:
     """The first of ``folder`` and the folders above it that exists as something other than a
     folder (a file where the folder or one of its parents should go), or None."""

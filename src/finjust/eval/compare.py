@@ -105,6 +105,8 @@ def compare_run(
     _check(options)
     run = open_run(run_dir)
     _headline(run, options)  # a wrong --headline fails before any model is loaded
+    atomic.require_writable(run.folder.compare, "the comparison is kept in the run: copy the run folder "
+                            "somewhere you can write")  # fmt: skip
     test = run.test[: options.max_examples] if options.max_examples else run.test
     if any(example.task == TASK_TEXT for example in test):
         raise EvaluationError(f"{run_dir}: compare puts questions to each strategy; this run's test split holds "

@@ -109,6 +109,7 @@ def evaluate_run(
     """
     run = open_run(run_dir)
     folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
+    atomic.require_writable(folder.scorecard, "scoring again rewrites it: copy the run folder somewhere you can write")
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     recipe = fitted_to_model(recipe, loaded, on_event)
     autocast = compute_dtype(recipe, loaded)
