@@ -129,3 +129,22 @@ def test_a_kernel_build_failure_is_one_error_that_says_how_to_train(monkeypatch,
     message = str(raised.value)
     assert message.startswith("train.compile: true" if setting else 'train.compile "auto"')
     assert "fatal error: Python.h" in message and "train.compile: false" in message and "\n" not in message
+    assert "in its recipe.yaml, then --resume" in message  # a run that has checkpoints goes on eagerly
+
+
+def test_a_compiler_named_by_cxx_is_what_the_build_failure_says_to_fix(monkeypatch):
+    from torch._inductor.exc import CppCompileError, InductorError
+
+    from finjust.errors import CompileError
+
+    monkeypatch.setenv("CXX", "/opt/missing/g++")
+    with pytest.raises(CompileError, match=r"fix or unset CXX \(it names '/opt/missing/g\+\+'\)"):
+        with compile_mod.explained_build_failures(True, True):
+            raise InductorError(CppCompileError(["/opt/missing/g++"], "not found"), None)
+
+
+def test_a_long_run_left_eager_for_want_of_a_compiler_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(compile_mod.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})  # no Python.h
+    assert compile_mod.eager_for_want_of_a_compiler(None, torch.device("cpu"), 200) is True
+    assert compile_mod.eager_for_want_of_a_compiler(None, torch.device("cpu"), 199) is False  # short: eager anyway
+    assert compile_mod.eager_for_want_of_a_compiler(False, torch.device("cpu"), 10_000) is False  # asked for

@@ -74,9 +74,18 @@ def explained_build_failures(compiling: bool, setting: bool | None) -> Iterator[
         if not compiling:
             raise
         asked = "train.compile: true" if setting else "train.compile \"auto\" (which compiles long runs)"
+        compiler = os.environ.get("CXX")
+        fix = (f"fix or unset CXX (it names {compiler!r})" if compiler
+               else "install a C++ compiler and the Python headers (Debian: g++ python3-dev)")  # fmt: skip
         raise CompileError(f"{asked}: torch.compile could not build its kernels here ({_cause(exc)}); set "
-                           "train.compile: false to train eagerly, or install a C++ compiler and the Python "
-                           "headers (Debian: g++ python3-dev)") from exc  # fmt: skip
+                           "train.compile: false to train eagerly (a run with checkpoints: in its recipe.yaml, "
+                           f"then --resume), or {fix}") from exc  # fmt: skip
+
+
+def eager_for_want_of_a_compiler(setting: bool | None, device: torch.device, total_steps: int) -> bool:
+    """True where "auto" would compile this run but no compiler or Python headers are found."""
+    threshold = AUTO_MIN_STEPS.get(device.type)
+    return setting is None and threshold is not None and total_steps >= threshold and not has_cpp_compiler()
 
 
 def compiled_forwards(model: nn.Module) -> dict[nn.Module, Callable[..., Any]]:

@@ -36,7 +36,12 @@ from finjust.train.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from finjust.train.compile import compiled_forwards, explained_build_failures, should_compile
+from finjust.train.compile import (
+    compiled_forwards,
+    eager_for_want_of_a_compiler,
+    explained_build_failures,
+    should_compile,
+)
 from finjust.train.log import MetricsLog
 from finjust.train.plan import StepPlan, plan_steps
 from finjust.train.recompute import recomputing, should_recompute
@@ -163,6 +168,9 @@ def _can_fuse(params: list[nn.Parameter]) -> bool:
 def _compiled_forwards(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> dict[nn.Module, Callable[..., Any]]:
     """The blocks' compiled forwards for the training steps; none where the run stays eager."""
     if not should_compile(setup.cfg.compile, setup.device, plan.total_steps):
+        if eager_for_want_of_a_compiler(setup.cfg.compile, setup.device, plan.total_steps):
+            setup.on_event("phase", {"text": f"not compiling this {plan.total_steps}-step run: no C++ compiler "
+                                     "(g++, or $CXX) or no Python headers found, which torch.compile needs"})  # fmt: skip
         return {}
     setup.on_event("phase", {"text": "compiling the model's blocks for training (the first step takes longer)"})
     return compiled_forwards(model)
