@@ -161,7 +161,8 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise ``gguf`` into a safetensors folder, written atomically (temp folder + rename)."""
     tmp = _conversion_folder(folder.parent, gguf)  # before the slow part: an unwritable cache fails at once
     try:
-        _convert_into(gguf, tmp)
+        with without_progress_bars():  # "Writing model shards" bars ran into logs as \r-joined lines
+            _convert_into(gguf, tmp)
         atomic.readable_and_synced(tmp)  # as the umask allows: a cache shared by accounts serves them all
         os.replace(tmp, folder)
     except OSError:
