@@ -103,3 +103,16 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_the_handler_is_given_back(mo
     assert main(["report", "somewhere"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "terminated (SIGTERM)\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_with_stderr_piped_to_a_reader_that_died_too_still_exits_130(monkeypatch):
+    class GonePipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    def interrupted(args):
+        raise KeyboardInterrupt  # `finjust train ... 2>&1 | tee log`: tee stopped by the same Ctrl-C
+
+    monkeypatch.setattr(sys, "stderr", GonePipe())
+    monkeypatch.setattr(subcommand("report"), "run", interrupted)
+    assert main(["report", "somewhere"]) == 130

@@ -106,7 +106,7 @@ def _dispatch(argv: list[str]) -> int:
     try:  # the subcommand's module, imported here, loads torch and transformers: seconds in which Ctrl-C may come
         parser = build_parser([command] if command in SUBCOMMANDS else [])
     except KeyboardInterrupt as stop:
-        print(_stopped(stop), file=sys.stderr)
+        _tell(_stopped(stop))
         return _status(stop)
     args = _parse_args(parser, argv)
     module = subcommand(args.command)  # imported by build_parser
@@ -115,13 +115,20 @@ def _dispatch(argv: list[str]) -> int:
     except (FinjustError, OSError) as error:  # OSError: an output path that is a folder, a full disk...
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        _tell(f"error: {error}")
         return 2
     except KeyboardInterrupt as stop:
         # a subcommand whose work can be continued says how (interrupted_hint); the others start over
         hint = getattr(module, "interrupted_hint", None)
-        print(_stopped(stop) + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
+        _tell(_stopped(stop) + (f"; {hint(args)}" if hint else ""))
         return _status(stop)
+
+
+def _tell(text: str) -> None:
+    """The last line on stderr, which may be a pipe whose reader is gone (``2>&1 | tee log``
+    stopped by the same Ctrl-C): the exit status still says what happened."""
+    with contextlib.suppress(BrokenPipeError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 class Terminated(KeyboardInterrupt):
