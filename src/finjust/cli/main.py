@@ -9,17 +9,13 @@ here), which ``finjust --help`` and a light command such as ``report`` need not 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import re
-import signal
 import sys
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Any
 
+from finjust.cli.process import exit_status, stopped, tell, termination_as_interrupt, tolerate_any_encoding
 from finjust.errors import FinjustError
 
 #: each subcommand: its module under finjust.cli, and the line ``finjust --help`` shows for it
@@ -63,14 +59,6 @@ def build_parser(full: Iterable[str] = tuple(SUBCOMMANDS)) -> argparse.ArgumentP
     return parser
 
 
-def _tolerate_any_encoding() -> None:
-    """Print what the terminal's encoding cannot show as escapes (``\\u2248``): under an ASCII or
-    Latin-1 locale the data report's "≈" or the demo's "€" crashed a finished run's scorecard print."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
-
-
 def _command_in(argv: Sequence[str]) -> str | None:
     """The subcommand ``argv`` asks for: its first item that is not an option."""
     return next((item for item in argv if not item.startswith("-")), None)
@@ -96,8 +84,8 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: the process arguments); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    _tolerate_any_encoding()
-    with _termination_as_interrupt():
+    tolerate_any_encoding()
+    with termination_as_interrupt():
         return _dispatch(argv)
 
 
@@ -106,8 +94,8 @@ def _dispatch(argv: list[str]) -> int:
     try:  # the subcommand's module, imported here, loads torch and transformers: seconds in which Ctrl-C may come
         parser = build_parser([command] if command in SUBCOMMANDS else [])
     except KeyboardInterrupt as stop:
-        _tell(_stopped(stop))
-        return _status(stop)
+        tell(stopped(stop))
+        return exit_status(stop)
     args = _parse_args(parser, argv)
     module = subcommand(args.command)  # imported by build_parser
     try:
@@ -115,56 +103,13 @@ def _dispatch(argv: list[str]) -> int:
     except (FinjustError, OSError) as error:  # OSError: an output path that is a folder, a full disk...
         if args.debug:
             raise
-        _tell(f"error: {error}")
+        tell(f"error: {error}")
         return 2
     except KeyboardInterrupt as stop:
         # a subcommand whose work can be continued says how (interrupted_hint); the others start over
         hint = getattr(module, "interrupted_hint", None)
-        _tell(_stopped(stop) + (f"; {hint(args)}" if hint else ""))
-        return _status(stop)
-
-
-def _tell(text: str) -> None:
-    """The last line on stderr, which may be a pipe whose reader is gone (``2>&1 | tee log``
-    stopped by the same Ctrl-C): the exit status still says what happened."""
-    with contextlib.suppress(BrokenPipeError, ValueError):
-        print(text, file=sys.stderr, flush=True)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (``docker stop``, ``timeout``, a batch scheduler, a closed terminal),
-    raised where the signal lands so that a run stops as at Ctrl-C: an overwrite stopped before
-    its first checkpoint puts the old run back, and the resume hint is printed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _termination_as_interrupt() -> Iterator[None]:
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated(signum)
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
-        yield
-        return
-    signals = (signal.SIGTERM, signal.SIGHUP)
-    saved = [signal.signal(number, stop) for number in signals]
-    try:
-        yield
-    finally:
-        for number, handler in zip(signals, saved, strict=True):
-            signal.signal(number, handler)
-
-
-def _stopped(stop: KeyboardInterrupt) -> str:
-    return f"terminated ({signal.Signals(stop.signum).name})" if isinstance(stop, Terminated) else "interrupted"
-
-
-def _status(stop: KeyboardInterrupt) -> int:
-    """The shell's status for a process a signal stopped: 128 + the signal's number."""
-    return 128 + (stop.signum if isinstance(stop, Terminated) else signal.SIGINT)
+        tell(stopped(stop) + (f"; {hint(args)}" if hint else ""))
+        return exit_status(stop)
 
 
 if __name__ == "__main__":
