@@ -138,3 +138,15 @@ def test_finjust_cache_expands_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("FINJUST_CACHE", "~/models-cache")
     assert load.cache_root() == tmp_path / "models-cache"
+
+
+def test_a_model_s_fingerprint_follows_its_content_not_its_path(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text('{"hidden_size": 8}')
+        (tmp_path / name / "model.safetensors").write_bytes(b"w" * 10)
+        (tmp_path / f"{name}.gguf").write_bytes(b"GGUF weights")
+    assert load.model_fingerprint(str(tmp_path / "a")) == load.model_fingerprint(str(tmp_path / "b"))
+    assert load.model_fingerprint(str(tmp_path / "a.gguf")) == load.model_fingerprint(str(tmp_path / "b.gguf"))
+    (tmp_path / "b" / "model.safetensors").write_bytes(b"w" * 11)
+    assert load.model_fingerprint(str(tmp_path / "a")) != load.model_fingerprint(str(tmp_path / "b"))

@@ -4,6 +4,7 @@ changed and what to do."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,23 @@ def test_a_project_moved_elsewhere_resumes_with_its_data_paths_changed(tiny_reci
     _edit_recipe(run, "data", "train", str(moved))  # the content, checked by hash, is the same
     (run / "scorecard.json").unlink()
     assert main(["train", "--resume", str(run)]) == 0
+
+
+def test_a_run_follows_its_base_model_to_another_path_but_not_to_other_weights(run, tmp_path, capsys):
+    # a run copied to another machine, where the same model lies elsewhere
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    moved = tmp_path / "models" / "tiny"
+    shutil.copytree(recipe["model"]["name"], moved)
+    _edit_recipe(run, "model", "name", str(moved))
+    (run / "scorecard.json").unlink()
+    assert main(["train", "--resume", str(run)]) == 0
+    other = tmp_path / "models" / "other"
+    shutil.copytree(moved, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-3}))
+    _edit_recipe(run, "model", "name", str(other))
+    (run / "scorecard.json").unlink()
+    assert f"model.name: {json.dumps(recipe['model']['name'])} -> {json.dumps(str(other))}" in _resume_error(run, capsys)
 
 
 @pytest.mark.parametrize("recorded", [5, None, "x", [1], {"train": 3}])

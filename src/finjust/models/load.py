@@ -145,6 +145,21 @@ def _cached_gguf_folder(gguf: Path) -> Path:
     return folder
 
 
+def model_fingerprint(name: str) -> str:
+    """What identifies the weights of model ``name`` wherever they lie, so a run can follow them to
+    another path: a GGUF file's content hash (computed anyway to key its conversion); a folder's
+    ``config.json`` with its weight files' names and sizes (hashing gigabytes at every start would
+    take seconds; weights rewritten at the same size would pass)."""
+    path = locate_model(name)
+    if path.is_file():
+        stat = path.stat()
+        return "gguf:" + _content_key(path.resolve(), stat.st_size, stat.st_mtime_ns)
+    digest = hashlib.blake2b((path / "config.json").read_bytes(), digest_size=16)
+    for weights in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return "folder:" + digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=32)
 def _content_key(gguf: Path, size: int, mtime_ns: int) -> str:
     """The file's content hash (size and mtime only key the in-process memo).

@@ -7,7 +7,7 @@ taken under the old evaluation settings. So the run's manifest records the recip
 with, beside the data's hashes, and a resume that finds either changed is refused, naming
 what changed. Only how long to train and how to run (threads, compiling) may change: a run
 extended from 4 to 6 steps continues (as the Trainer's resume does), and says so; and where
-the data files lie, as their content is checked by hash.
+the data files and the base model lie, as their content is checked instead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from finjust.data.report import SPLITS
 from finjust.errors import CheckpointError
+from finjust.models.load import model_fingerprint
 from finjust.recipe import Recipe
 from finjust.recipe.save import recipe_to_dict
 from finjust.train.saved_json import read_saved_object
@@ -34,6 +35,9 @@ CONTINUABLE = frozenset({"train.max_steps", "train.epochs", "train.patience", "t
 #: fields a resume may change silently: where the data lies (a project moved or copied), its
 #: content checked by the manifest's hashes instead
 LOCATIONS = frozenset({"data.train", "data.validation", "data.test"})
+#: the manifest's entry identifying the base model's weights (:func:`model_fingerprint`): with
+#: it, ``model.name`` may change too where it names the same weights at another path
+MODEL_KEY = "model_fingerprint"
 
 
 def started_with(recipe: Recipe) -> dict[str, Any]:
@@ -70,7 +74,8 @@ def check_same_start(
     recipe_file = manifest_path.parent / "recipe.yaml"
     # runs started before the recipe was recorded are checked on their data only
     changes = changed_fields(saved[RECIPE_KEY], started_with(recipe)) if RECIPE_KEY in saved else {}
-    changes = {field: change for field, change in changes.items() if field not in LOCATIONS}
+    moved = LOCATIONS | ({"model.name"} if _same_model(saved, recipe) else set())
+    changes = {field: change for field, change in changes.items() if field not in moved}
     refused = [f"{field}: {change}" for field, change in changes.items() if field not in CONTINUABLE]
     if refused:
         raise CheckpointError(
@@ -85,6 +90,12 @@ def check_same_start(
                               f"split(s) no longer match its manifest{changed_files(saved, data_manifest)}); "
                               "restore the data or start a new run")  # fmt: skip
     return [f"{field}: {change}" for field, change in changes.items()]
+
+
+def _same_model(saved: Mapping[str, Any], recipe: Recipe) -> bool:
+    """True where the recipe's model has the weights the run started on (runs started before the
+    fingerprint was recorded cannot tell: their model.name must stay)."""
+    return isinstance(saved.get(MODEL_KEY), str) and saved[MODEL_KEY] == model_fingerprint(recipe.model.name)
 
 
 def changed_files(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:

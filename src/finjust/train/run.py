@@ -26,11 +26,11 @@ from finjust.eval.scorecard import ModelScores
 from finjust.events import EventHandler, ignore_events
 from finjust.folder_lock import folder_lock
 from finjust.methods.registry import Method, get_method
-from finjust.models.load import LoadedModel, load_tokenizer, locate_model, resolve_model_folder
+from finjust.models.load import LoadedModel, load_tokenizer, locate_model, model_fingerprint, resolve_model_folder
 from finjust.objectives.registry import objective_for_task
 from finjust.recipe import Recipe, save_recipe, with_absolute_paths
 from finjust.train import replace_run
-from finjust.train.resume_checks import RECIPE_KEY, check_same_start, read_manifest, started_with
+from finjust.train.resume_checks import MODEL_KEY, RECIPE_KEY, check_same_start, read_manifest, started_with
 from finjust.train.run_folder import RunFolder
 from finjust.train.saved_json import read_saved_object
 
@@ -224,7 +224,8 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_ev
                                  "started)"})  # fmt: skip
             atomic.write_json(folder.manifest, {**saved, RECIPE_KEY: started_with(recipe)})
     else:
-        atomic.write_json(folder.manifest, {**data.manifest, RECIPE_KEY: started_with(recipe)})
+        atomic.write_json(folder.manifest, {**data.manifest, RECIPE_KEY: started_with(recipe),
+                                            MODEL_KEY: model_fingerprint(recipe.model.name)})  # fmt: skip
     return data
 
 
