@@ -82,10 +82,10 @@ def test_auto_compiles_only_long_cpu_runs(setting, steps, expected):
     assert compile_mod.should_compile(setting, torch.device("cpu"), steps) is expected
 
 
-@pytest.mark.parametrize(("device", "steps", "expected"), [("cuda", 1299, False), ("cuda", 1300, True),
+@pytest.mark.parametrize(("device", "steps", "expected"), [("cuda", 1499, False), ("cuda", 1500, True),
                                                           ("mps", 10_000, False)])  # fmt: skip
 def test_auto_compiles_gpu_runs_only_from_their_own_longer_threshold(device, steps, expected):
-    # an H100's compile took 128 s for 0.10 s a step: it pays off later than on a CPU; a device
+    # an H100's compile took 128-135 s for 0.08-0.10 s a step: it pays off later than on a CPU; a device
     # nobody measured stays eager
     assert compile_mod.should_compile(None, torch.device(device), steps) is expected
 

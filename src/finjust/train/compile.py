@@ -39,8 +39,9 @@ from finjust.models.forward_swap import repeated_blocks
 #: and the first compile costs 20 s with inductor's caches warm and 34 s without, so compiling
 #: pays off from ~155 (warm) to ~260 (cold) steps; the 105-step demo stays eager (2 min 49 s).
 #: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s
-#: eager and 0.17 s compiled after a 128 s first step with cold caches: from ~1,300 steps.
-AUTO_MIN_STEPS = {"cpu": 200, "cuda": 1300}
+#: eager and 0.17-0.19 s compiled after a 128-135 s first step with cold caches (two rounds):
+#: from ~1,300-1,700 steps.
+AUTO_MIN_STEPS = {"cpu": 200, "cuda": 1500}
 #: the share of the saved activations AOTAutograd's partitioner may keep for backward (1.0, its
 #: default, keeps what is cheapest to run; below it recomputes cheap elementwise work instead of
 #: saving it): on the training benchmark 0.5 lowered the compiled steps' peak RSS from 1.59-1.60
