@@ -151,3 +151,21 @@ def test_importing_finjust_loads_no_torch_until_the_api_is_used():
     script = "import sys, finjust; print('torch' in sys.modules); finjust.load_recipe; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_a_deleted_working_folder_is_one_line_not_onemkl_s_fatal_error(monkeypatch, capsys):
+    def deleted():
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(launch.os, "getcwd", deleted)
+    assert launch.entry() == 2
+    assert capsys.readouterr().err == "error: the current folder no longer exists (deleted or moved); cd into one that does\n"
+
+
+def test_no_writable_temporary_folder_is_one_line(monkeypatch, capsys):
+    def nowhere():
+        raise FileNotFoundError(2, "No usable temporary directory found")
+
+    monkeypatch.setattr(launch.tempfile, "gettempdir", nowhere)
+    assert launch.entry() == 2
+    assert "no writable temporary folder" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 from finjust import allocator
 from finjust.errors import SettingError
@@ -15,6 +16,9 @@ from finjust.errors import SettingError
 
 def entry() -> int:
     """Console-script entry: relaunch with tcmalloc/jemalloc if wanted and found, else run."""
+    if (problem := _unusable_surroundings()) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         environment = allocator.relaunch_environment()
     except SettingError as error:
@@ -27,3 +31,17 @@ def entry() -> int:
     from finjust.cli.main import main  # light: it imports the subcommand it runs, and catches Ctrl-C there
 
     return main()
+
+
+def _unusable_surroundings() -> str | None:
+    """What torch would fail on at import, said plainly: a working folder deleted under the shell
+    (oneMKL: "Cannot load libtorch_cpu.so") or no writable temporary folder (a traceback)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return "the current folder no longer exists (deleted or moved); cd into one that does"
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        return "no writable temporary folder (TMPDIR, /tmp, /var/tmp, the current folder); set TMPDIR to one"
+    return None
