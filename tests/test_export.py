@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import stat
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path

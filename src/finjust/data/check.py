@@ -54,7 +54,7 @@ def check_data(
     scan = QualityScan(settings, tokenizer)
     by = data.stratify_by or data.group_by
     roles = _roles(data)
-    _require_readable([source for source, _, _ in roles])
+    _require_readable(roles)
     files = [_read_file(scan, data, source, origin, role, by, on_progress) for source, origin, role in roles]
     _check_tasks(scan, files)
     codes, order = _assign_splits(scan, data, seed, bool(data.validation), bool(data.test))
@@ -87,25 +87,25 @@ def _roles(data: Any) -> list[tuple[DataSource, int, str]]:
 
 def require_readable(data: Any) -> None:
     """Every source of the data section exists and is of a known type, or one DataError naming each that is not."""
-    _require_readable([source for source, _, _ in _roles(data)])
+    _require_readable(_roles(data))
 
 
 def unreadable_sources(data: Any) -> list[Problem]:
     """Each source of the data section that is missing or of no known type."""
-    return _unreadable([source for source, _, _ in _roles(data)])
+    return _unreadable(_roles(data))
 
 
-def _unreadable(sources: list[DataSource]) -> list[Problem]:
-    return [problem for source in sources if (problem := source_problem(source.path)) is not None]
+def _unreadable(roles: list[tuple[DataSource, int, str]]) -> list[Problem]:
+    return [problem for source, _, _ in roles if (problem := source_problem(source.path)) is not None]
 
 
-def _require_readable(sources: list[DataSource]) -> None:
+def _require_readable(roles: list[tuple[DataSource, int, str]]) -> None:
     """Sources that cannot be opened are the recipe's error, not findings about data: all at once.
 
     Raises:
         DataError: naming each missing source or one of no known type.
     """
-    problems = _unreadable(sources)
+    problems = _unreadable(roles)
     if len(problems) == 1:
         raise problems[0].to_error()
     if problems:

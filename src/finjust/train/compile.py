@@ -55,8 +55,13 @@ def should_compile(setting: bool | None, device: torch.device, total_steps: int)
     (its CUDA kernels too need a compiler and the Python headers: Triton builds its launcher with them)."""
     if setting is not None:
         return setting
+    return _long_enough(device, total_steps) and has_cpp_compiler()
+
+
+def _long_enough(device: torch.device, total_steps: int) -> bool:
+    """A run "auto" compiles on this device type, where it can build (:data:`AUTO_MIN_STEPS`)."""
     threshold = AUTO_MIN_STEPS.get(device.type)
-    return threshold is not None and total_steps >= threshold and has_cpp_compiler()
+    return threshold is not None and total_steps >= threshold
 
 
 def has_cpp_compiler() -> bool:
@@ -85,8 +90,7 @@ def explained_build_failures(compiling: bool, setting: bool | None) -> Iterator[
 
 def eager_for_want_of_a_compiler(setting: bool | None, device: torch.device, total_steps: int) -> bool:
     """True where "auto" would compile this run but no compiler or Python headers are found."""
-    threshold = AUTO_MIN_STEPS.get(device.type)
-    return setting is None and threshold is not None and total_steps >= threshold and not has_cpp_compiler()
+    return setting is None and _long_enough(device, total_steps) and not has_cpp_compiler()
 
 
 def compiled_forwards(model: nn.Module) -> dict[nn.Module, Callable[..., Any]]:

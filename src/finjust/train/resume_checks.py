@@ -74,7 +74,8 @@ def check_same_start(
     recipe_file = manifest_path.parent / "recipe.yaml"
     # runs started before the recipe was recorded are checked on their data only
     changes = changed_fields(saved[RECIPE_KEY], started_with(recipe)) if RECIPE_KEY in saved else {}
-    moved = LOCATIONS | ({"model.name"} if _same_model(saved, recipe) else set())
+    # the model's fingerprint read only when its path changed (a GGUF's is a hash of the file)
+    moved = LOCATIONS | ({"model.name"} if "model.name" in changes and _same_model(saved, recipe) else set())
     changes = {field: change for field, change in changes.items() if field not in moved}
     refused = [f"{field}: {change}" for field, change in changes.items() if field not in CONTINUABLE]
     if refused:
