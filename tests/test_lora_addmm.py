@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from finjust.methods import get_method
-from finjust.models import row_chunked_mm
+from finjust.models import lora_addmm, row_chunked_mm
 from finjust.models.lora_addmm import lora_addmm_forwards
 
 
@@ -112,3 +112,21 @@ def test_layers_that_are_not_plain_lora_keep_peft_s_forward(tiny_model_dir, meth
     model = _lora_model(tiny_model_dir, method=method, **options)
     with lora_addmm_forwards(model) as swapped:
         assert swapped == 0
+
+
+def test_no_input_gradient_is_computed_for_an_input_that_needs_none(tiny_model_dir, monkeypatch):
+    """The first layer's q, k and v read the frozen embeddings: their input gradients would be
+    thrown away, so backward leaves them out, and the adapters' gradients stay the same."""
+    model = _lora_model(tiny_model_dir)
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    expected_logits, expected_grads = _logits_and_grads(model, ids, autocast=False)
+    calls = []
+    chunked = lora_addmm.chunked_mm
+    monkeypatch.setattr(lora_addmm, "chunked_mm", lambda a, b, bias=None: calls.append(a.shape) or chunked(a, b, bias))
+    with lora_addmm_forwards(model):
+        logits, grads = _logits_and_grads(model, ids, autocast=False)
+    # forward: 7 base matmuls a layer; backward: 7 in the second layer, 4 in the first (all but q, k, v)
+    assert len(calls) == 2 * 7 + 7 + 4
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-6)
