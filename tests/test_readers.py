@@ -231,3 +231,13 @@ def test_text_that_is_not_utf8_is_placed_as_an_editor_counts_and_utf16_is_named(
         load_examples(folder)
     assert "a.txt: the file is UTF-16 text (its byte-order mark says so)" in str(refused.value)
     assert "b.txt: not UTF-8 text (byte 4, 0xe9)" in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv"])
+def test_windows_line_ends_inside_a_quoted_cell_read_as_newlines(tmp_path, kind):
+    records = [{"instruction": "List two colours.", "output": "Red\r\nBlue"}]
+    path = _write(tmp_path, kind, records)  # the csv module ends rows with "\r\n" too
+    assert b"Red\r\nBlue" in path.read_bytes()
+    (example,) = load_examples(path)
+    assert example.reference_answer() == "Red\nBlue"
+    assert example.line == 2

@@ -242,7 +242,9 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
             if text is None:
                 bad_lines[number] = detail
                 text = "\n"  # keep the line count right; the record on it is reported below
-            yield text
+            # Windows line ends inside a quoted cell would reach the text as "\r\n" (training
+            # a model to write "\r"); as in a text file read by Python, they become "\n"
+            yield text[:-2] + "\n" if text.endswith("\r\n") else text
 
     # strict: a quote never closed is an error at the end of the file, not the rest of the file
     # read silently as one cell
