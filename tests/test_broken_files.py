@@ -34,6 +34,8 @@ CORPUS = [
     ("null_messages.jsonl", 2, "messages", "missing", "expected a non-empty list"),
     ("not_utf8.jsonl", 2, None, "not_utf8", "not UTF-8"),
     ("lone_surrogate.jsonl", 2, "instruction", "not_utf8", "lone UTF-16 surrogate"),
+    ("duplicate_key.jsonl", 2, "output", "malformed", "the key 'output' is given twice in one object"),
+    ("duplicate_key_nested.json", 2, "messages[1].content", "malformed", "JSON keeps only the last value"),
     ("assistant_first.jsonl", 2, "messages[0].role", "bad_turns", "opens with an assistant message"),
     ("content_parts.jsonl", 2, "messages[1].content", "wrong_type", "content parts are not read"),
     ("duplicate_column.csv", 1, None, "malformed", "names column 'output' twice"),

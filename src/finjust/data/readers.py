@@ -154,8 +154,9 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
             yield Problem("not_utf8", detail, str(path), number)
         elif text.strip():
             try:
-                record = RawRecord(number, json.loads(text.rstrip("\r\n")))
-                yield _checked_text(record, path, _SURROGATE_ESCAPE.search(text) is not None)
+                twice = _KeysGivenTwice()
+                record = RawRecord(number, json.loads(text.rstrip("\r\n"), object_pairs_hook=twice))
+                yield _checked(record, path, _SURROGATE_ESCAPE.search(text) is not None, twice)
             except json.JSONDecodeError as exc:
                 yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}); "
                               "each line must be one complete JSON object", str(path), number)  # fmt: skip
@@ -167,9 +168,10 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
 def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
     """A JSON array of records (read whole: the stdlib parser takes complete documents)."""
     raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    twice = _KeysGivenTwice()
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=twice)
     except UnicodeDecodeError as exc:
         yield Problem("not_utf8", _not_utf8(raw, exc), str(path))
         return
@@ -187,36 +189,66 @@ def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
         return
     escaped = _SURROGATE_ESCAPE.search(text) is not None  # once for the file, not per record
     for number, value in enumerate(data, start=1):
-        yield _checked_text(RawRecord(number, value), path, escaped)
+        yield _checked(RawRecord(number, value), path, escaped, twice)
 
 
 #: a JSON string escape of a UTF-16 surrogate: the one way JSON text can hold what is not Unicode
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _checked_text(record: RawRecord, path: Path, escaped: bool) -> Item:
-    """The record, or a problem where a string in it holds a lone surrogate (``"\\ud800"``, which
-    JSON's escapes allow): it is not text, and nothing downstream can encode it. ``escaped``: the
-    JSON text it was parsed from has a surrogate escape (only then is the record walked)."""
-    where = _lone_surrogate(record.value) if escaped else None
-    if where is None:
+class _KeysGivenTwice:
+    """``json``'s object_pairs_hook noting each object that gives a key twice: ``json`` keeps the
+    last value and drops the other without a word (a hand-edited or merged record)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[int, str] = {}  # id of the parsed object (alive in the record) -> the key
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        parsed = dict(pairs)
+        if len(parsed) < len(pairs):
+            seen: set[str] = set()
+            self.objects[id(parsed)] = next(key for key, _ in pairs if key in seen or seen.add(key))
+        return parsed
+
+
+def _checked(record: RawRecord, path: Path, escaped: bool, twice: _KeysGivenTwice) -> Item:
+    """The record, or a problem where an object in it gives a key twice, or a string holds a lone
+    surrogate (``"\\ud800"``, which JSON's escapes allow: it is not text, and nothing downstream can
+    encode it). ``escaped``: the JSON text it was parsed from has a surrogate escape (only then,
+    or when ``twice`` noted an object, is the record walked)."""
+    found = _first_field(record.value, lambda value: id(value) in twice.objects) if twice.objects else None
+    if found is not None:
+        where, parsed = found
+        key = twice.objects[id(parsed)]
+        return Problem("malformed", f"the key {key!r} is given twice in one object; JSON keeps only the last "
+                       "value, so the other would be lost: remove or rename one", str(path), record.number,
+                       f"{where}.{key}" if where else key)  # fmt: skip
+    found = _first_field(record.value, _is_lone_surrogate) if escaped else None
+    if found is None:
         return record
     return Problem("not_utf8", "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is "
-                   "not text; remove it or write the character itself", str(path), record.number, where or None)
+                   "not text; remove it or write the character itself", str(path), record.number, found[0] or None)
 
 
-def _lone_surrogate(value: Any, where: str = "") -> str | None:
-    """The field path of the first string holding a lone surrogate ("" for the value itself), or None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return where
-        return None
+def _is_lone_surrogate(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_field(value: Any, picked: Callable[[Any], bool], where: str = "") -> tuple[str, Any] | None:
+    """The field path ("" for ``value`` itself) and value of the first value in ``value`` that
+    ``picked`` picks, depth first, or None."""
+    if picked(value):
+        return where, value
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
-        found = _lone_surrogate(item, inner)
+        found = _first_field(item, picked, inner)
         if found is not None:
             return found
     return None
