@@ -22,6 +22,7 @@ from finjust.cli.main import main
 from finjust.errors import ExportError, FolderBusyError
 from finjust.export import FORMATS, export_run, get_format, read_result
 from finjust.export.parity import agreement, common_prefix
+from finjust.models import load_model
 
 ASSETS = Path(__file__).parent / "assets"
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
@@ -419,3 +420,15 @@ def test_load_hints_paste_into_a_shell_or_python_with_a_space_in_the_path(tmp_pa
                                                           "load_int8(folder)", "fp32_parameter_bytes": 1}))  # fmt: skip
     assert f"load_int8({str(folder)!r})" in get_format("int8").notes(folder, None)["load"]
     assert f".load(BASE, Path({str(folder)!r}))" in get_format("adapter").notes(folder, None)["load"]
+
+
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")
+def test_an_exported_gguf_loads_back_as_a_model_without_progress_bars(lora_run, tmp_path, monkeypatch, capfd):
+    export_run(lora_run, "gguf", out=tmp_path / "gguf", quant="f16")
+    monkeypatch.setenv("FINJUST_CACHE", str(tmp_path / "cache"))
+    capfd.readouterr()
+    loaded = load_model(str(tmp_path / "gguf" / "model-f16.gguf"))
+    assert loaded.folder.parent.parent == tmp_path / "cache"  # converted into the cache
+    assert loaded.model.config.num_hidden_layers == 2
+    printed = capfd.readouterr()
+    assert "quantizing" not in printed.err + printed.out and "shards" not in printed.err + printed.out

@@ -176,7 +176,8 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise ``gguf`` into a safetensors folder, written atomically (temp folder + rename)."""
     tmp = _conversion_folder(folder.parent, gguf)  # before the slow part: an unwritable cache fails at once
     try:
-        with without_progress_bars():  # "Writing model shards" bars ran into logs as \r-joined lines
+        # "Writing model shards" and "de-quantizing" bars ran into logs as \r-joined lines
+        with without_progress_bars(), _gguf_reader_bar_off():
             _convert_into(gguf, tmp)
         atomic.readable_and_synced(tmp)  # as the umask allows: a cache shared by accounts serves them all
         os.replace(tmp, folder)
@@ -265,6 +266,20 @@ def without_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _gguf_reader_bar_off() -> Iterator[None]:
+    """transformers' GGUF reader draws its "Converting and de-quantizing GGUF tensors" bar with
+    tqdm directly, past the switch :func:`without_progress_bars` turns: off while inside."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
+
+    bar = gguf_reader.tqdm
+    gguf_reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_reader.tqdm = bar
 
 
 def load_model(
