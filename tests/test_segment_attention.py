@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from finjust.data.templates import IGNORE_INDEX
 from finjust.models import segment_attention as seg
-from finjust.objectives.sft import pack, packed_hidden_states
+from finjust.objectives.sft import ROW_MULTIPLE, pack, packed_hidden_states
 
 
 @pytest.fixture()
@@ -39,7 +39,7 @@ def test_filler_tokens_get_no_slot_and_read_a_real_one():
 @pytest.mark.parametrize("math_max", [seg.MATH_KERNEL_MAX_TOKENS, 0])  # math kernel, flash kernel
 def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch, math_max):
     monkeypatch.setattr(seg, "MATH_KERNEL_MAX_TOKENS", math_max)
-    batch = pack(tiny_tokens[:6], row_tokens=60)  # several rows, each with a filler segment
+    batch = pack(tiny_tokens[:6], row_tokens=60, multiple=ROW_MULTIPLE)  # several rows, each with a filler segment
     assert batch.input_ids.shape[0] > 1 and batch.filler_tokens > 0
     with torch.no_grad():
         ours = packed_hidden_states(model, batch)

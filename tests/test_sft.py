@@ -8,7 +8,15 @@ from conftest import loss_and_grads
 from transformers import AutoModelForCausalLM
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
-from finjust.objectives.sft import batch_loss_sum, eval_batches, pack, packed_hidden_states
+from finjust.objectives.sft import (
+    ROW_MULTIPLE,
+    ROW_TOKENS,
+    batch_loss_sum,
+    eval_batches,
+    pack,
+    packed_hidden_states,
+    training_batches,
+)
 
 
 @pytest.fixture()
@@ -87,7 +95,7 @@ def test_example_losses_split_the_batch_loss_per_example(model, tiny_tokens, pac
 
 def test_rows_of_bounded_length_give_the_same_loss(model, tiny_tokens):
     examples = tiny_tokens[:7]
-    one_row, rows = pack(examples), pack(examples, row_tokens=60)
+    one_row, rows = pack(examples), pack(examples, row_tokens=60, multiple=ROW_MULTIPLE)
     assert rows.input_ids.shape[0] > 1 and one_row.input_ids.shape[0] == 1
     assert rows.real_tokens == one_row.real_tokens == sum(len(e.input_ids) for e in examples)
     with torch.no_grad():
@@ -101,7 +109,7 @@ def test_rows_with_filler_give_the_padded_gradients(model, tiny_tokens):
     from finjust.objectives.sft import pad
 
     examples = tiny_tokens[:7]
-    rows = pack(examples, row_tokens=60)
+    rows = pack(examples, row_tokens=60, multiple=ROW_MULTIPLE)
     assert rows.filler_tokens > 0 and rows.filler_mask().sum() == rows.filler_tokens
     got_grads, expected_grads = loss_and_grads(model, rows)[2], loss_and_grads(model, pad(examples))[2]
     for got, expected in zip(got_grads, expected_grads, strict=True):
@@ -138,7 +146,7 @@ def test_unpacked_rows_keep_each_segment_s_index_and_targets(tiny_tokens):
     from finjust.objectives.sft import pad, unpacked
 
     examples = tiny_tokens[:7]
-    rows = pack(examples, row_tokens=60)
+    rows = pack(examples, row_tokens=60, multiple=ROW_MULTIPLE)
     padded = unpacked(rows)
     assert padded.input_ids.shape[0] == int((rows.position_ids == 0).sum())  # fillers are rows too
     assert padded.trained_tokens == rows.trained_tokens and padded.real_tokens == rows.input_ids.numel()
@@ -147,3 +155,14 @@ def test_unpacked_rows_keep_each_segment_s_index_and_targets(tiny_tokens):
     reference = pad(examples)
     for ids, mask, labels in zip(reference.input_ids, reference.attention_mask, reference.labels):
         assert by_ids[tuple(ids[mask.bool()].tolist())] == labels[mask.bool()][1:].tolist()
+
+
+def test_a_training_step_is_one_row_where_attention_runs_per_example(model, tiny_tokens):
+    examples = [e for e in tiny_tokens if len(e.input_ids) > 8][:7]
+    total = sum(len(e.input_ids) for e in examples)
+    one_row = training_batches(model)(examples, True)
+    assert one_row.input_ids.shape == (1, -(-total // ROW_MULTIPLE) * ROW_MULTIPLE)
+    model.config.sliding_window = 4  # per-example attention would ignore it: a block mask spans each row
+    rows = training_batches(model)(examples * 20, True)
+    assert rows.input_ids.shape[0] == round(20 * total / ROW_TOKENS)
+    assert rows.input_ids.shape[1] % ROW_MULTIPLE == 0
