@@ -53,7 +53,10 @@ def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch
 
 @pytest.mark.parametrize(("heads", "kv_heads"), [(4, 2), (3, 3), (4, 1)])  # grouped, one per head, one for all
 @pytest.mark.parametrize("contiguous", [True, False])  # _to_segments hands over a transposed view
-def test_recomputing_attention_has_the_math_kernels_values_and_gradients(heads, kv_heads, contiguous):
+@pytest.mark.parametrize("traced", [False, True])  # query heads stacked per key head; k and v repeated (compiled)
+def test_recomputing_attention_has_the_math_kernels_values_and_gradients(heads, kv_heads, contiguous, traced,
+                                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: traced)
     generator = torch.Generator().manual_seed(0)
 
     def states(n: int) -> torch.Tensor:
