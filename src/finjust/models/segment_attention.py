@@ -152,14 +152,16 @@ class _RecomputedCausalAttention(torch.autograd.Function):
     Grouped-query heads: eager, the query heads that share a key head are stacked along the
     length axis (:func:`_by_key_head`), so keys and values are never copied per query head and
     their gradients sum over the group inside the matmuls: 15-30% less time a layer at 64-160
-    slots, eager steps +1.3% (Zen 4, 2026-11-26). Compiled steps ran 11% slower that way, so
-    traced code expands k and v per query head instead.
+    slots, the training benchmark's eager steps 4.5% faster (Zen 4, 2026-11-27; +1.3% when
+    a step was two rows). Compiled steps ran 5-11% slower that way, so traced code repeats k
+    and v per query head instead.
     """
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale, ctx.heads, ctx.stacked = scale, q.shape[1], not torch.compiler.is_compiling()
-        scaled_q, k, v = _grouped(ctx, q * scale, k, v)
+        ctx.scale, ctx.heads, ctx.kv_heads = scale, q.shape[1], k.shape[1]
+        ctx.stacked = not torch.compiler.is_compiling()
+        scaled_q, k, v = _grouped(q * scale, k, v, ctx.stacked)
         probs = _causal_probs(scaled_q, k)
         ctx.save_for_backward(scaled_q, k, v)
         return _by_query_head(probs.to(v.dtype) @ v, ctx.heads)
@@ -179,12 +181,11 @@ class _RecomputedCausalAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, None
 
 
-def _grouped(ctx: Any, scaled_q: torch.Tensor, k: torch.Tensor,
-             v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _grouped(scaled_q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             stacked: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """q, k and v laid out so that each query head meets its key head: query heads stacked per
-    key head (eager), or keys and values repeated per query head (compiled)."""
-    ctx.kv_heads = k.shape[1]
-    if ctx.stacked:
+    key head, or keys and values repeated per query head."""
+    if stacked:
         return _by_key_head(scaled_q, k.shape[1]), k, v
     groups = scaled_q.shape[1] // k.shape[1]
     return scaled_q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)

@@ -123,10 +123,10 @@ def training_batches(model: nn.Module) -> Callable[[Sequence[TokenizedExample], 
     """:func:`make_batch` for training ``model``: one packed row a micro-batch where attention
     runs per example, rows of :data:`ROW_TOKENS` where a block mask spans each row.
 
-    One row pads a step to the next multiple of :data:`ROW_MULTIPLE` only, where the rows of
-    two must all be as long as the longest: 2.6% padding instead of 6.0% on the training
-    benchmark's steps, whose eager steps then ran 4.3% faster (the sum of each step's best of
-    four alternating runs, Zen 4, 2026-11-27), for 0.02 GB more at the peak.
+    One row pads a step to the next multiple of :data:`ROW_MULTIPLE` only, where two rows must
+    both be as long as the longer: 2.6% padding instead of 6.0% on the training benchmark's
+    steps, whose eager steps then ran 4.3% faster (the sum of each step's best of four
+    alternating runs, Zen 4, 2026-11-27), for 0.02 GB more at the peak.
     """
     per_example = plain_head(model) is not None and supports_segments(model)
     return functools.partial(make_batch, row_tokens=None if per_example else ROW_TOKENS)
