@@ -234,10 +234,24 @@ def test_text_that_is_not_utf8_is_placed_as_an_editor_counts_and_utf16_is_named(
 
 
 @pytest.mark.parametrize("kind", ["csv", "tsv"])
-def test_windows_line_ends_inside_a_quoted_cell_read_as_newlines(tmp_path, kind):
-    records = [{"instruction": "List two colours.", "output": "Red\r\nBlue"}]
+def test_windows_and_old_mac_line_ends_inside_a_quoted_cell_read_as_newlines(tmp_path, kind):
+    records = [{"instruction": "List two colours.", "output": "Red\r\nBlue"},
+               {"instruction": "List three colours.", "output": "Red\rBlue\r\r\nGreen"}]  # fmt: skip
     path = _write(tmp_path, kind, records)  # the csv module ends rows with "\r\n" too
     assert b"Red\r\nBlue" in path.read_bytes()
-    (example,) = load_examples(path)
-    assert example.reference_answer() == "Red\nBlue"
-    assert example.line == 2
+    examples = load_examples(path)
+    assert [e.reference_answer() for e in examples] == ["Red\nBlue", "Red\nBlue\n\nGreen"]
+    assert [e.line for e in examples] == [2, 4]
+
+
+def test_a_record_after_one_with_keys_given_twice_is_not_blamed_for_them(tmp_path):
+    """The parser drops the first of two values for one key at once: an object dropped so must not
+    leave its id to a later record's object, which would then read as giving a key twice."""
+    from finjust.data.readers import read_records
+
+    dropped = ", ".join(f'"k{i}": {{"x": 1, "x": 2}}, "k{i}": 0' for i in range(200))
+    clean = [json.dumps({"instruction": "q", "output": {"y": n}}) for n in range(2000)]
+    path = tmp_path / "data.json"
+    path.write_text("[{" + dropped + "},\n" + ",\n".join(clean) + "]", encoding="utf-8")
+    problems = [item for item in read_records(path) if isinstance(item, Problem)]
+    assert [(p.line, p.field) for p in problems] == [(1, "k0")]

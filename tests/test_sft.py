@@ -66,6 +66,7 @@ def test_targets_never_cross_an_example_boundary(tiny_tokens):
 def test_eval_batches_keep_every_example(tiny_tokens):
     batches = eval_batches(tiny_tokens, tokens_per_batch=200)
     assert len(batches) > 1
+    assert all(b.input_ids.shape[0] == 1 and b.filler_tokens == 0 for b in batches)  # one row, unpadded
     assert sum(b.trained_tokens for b in batches) == sum(e.trained_tokens for e in tiny_tokens)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finjust.data.json_values import SURROGATE_ESCAPE, KeysGivenTwice, value_problem
 from finjust.data.problems import Problem
 from finjust.registry import Registry
 
@@ -154,9 +154,9 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
             yield Problem("not_utf8", detail, str(path), number)
         elif text.strip():
             try:
-                twice = _KeysGivenTwice()
+                twice = KeysGivenTwice()
                 record = RawRecord(number, json.loads(text.rstrip("\r\n"), object_pairs_hook=twice))
-                yield _checked(record, path, _SURROGATE_ESCAPE.search(text) is not None, twice)
+                yield _checked(record, path, SURROGATE_ESCAPE.search(text) is not None, twice)
             except json.JSONDecodeError as exc:
                 yield Problem("malformed", f"malformed JSON: {exc.msg} (column {exc.colno}); "
                               "each line must be one complete JSON object", str(path), number)  # fmt: skip
@@ -168,7 +168,7 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
 def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
     """A JSON array of records (read whole: the stdlib parser takes complete documents)."""
     raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    twice = _KeysGivenTwice()
+    twice = KeysGivenTwice()
     try:
         text = raw.decode("utf-8")
         data = json.loads(text, object_pairs_hook=twice)
@@ -187,71 +187,14 @@ def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
         yield Problem("malformed", f"expected a JSON array of records, got {json_type_name(data)}; "
                       "for one object per line use the .jsonl suffix", str(path))  # fmt: skip
         return
-    escaped = _SURROGATE_ESCAPE.search(text) is not None  # once for the file, not per record
+    escaped = SURROGATE_ESCAPE.search(text) is not None  # once for the file, not per record
     for number, value in enumerate(data, start=1):
         yield _checked(RawRecord(number, value), path, escaped, twice)
 
 
-#: a JSON string escape of a UTF-16 surrogate: the one way JSON text can hold what is not Unicode
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-class _KeysGivenTwice:
-    """``json``'s object_pairs_hook noting each object that gives a key twice: ``json`` keeps the
-    last value and drops the other without a word (a hand-edited or merged record)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[int, str] = {}  # id of the parsed object (alive in the record) -> the key
-
-    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        parsed = dict(pairs)
-        if len(parsed) < len(pairs):
-            seen: set[str] = set()
-            self.objects[id(parsed)] = next(key for key, _ in pairs if key in seen or seen.add(key))
-        return parsed
-
-
-def _checked(record: RawRecord, path: Path, escaped: bool, twice: _KeysGivenTwice) -> Item:
-    """The record, or a problem where an object in it gives a key twice, or a string holds a lone
-    surrogate (``"\\ud800"``, which JSON's escapes allow: it is not text, and nothing downstream can
-    encode it). ``escaped``: the JSON text it was parsed from has a surrogate escape (only then,
-    or when ``twice`` noted an object, is the record walked)."""
-    found = _first_field(record.value, lambda value: id(value) in twice.objects) if twice.objects else None
-    if found is not None:
-        where, parsed = found
-        key = twice.objects[id(parsed)]
-        return Problem("malformed", f"the key {key!r} is given twice in one object; JSON keeps only the last "
-                       "value, so the other would be lost: remove or rename one", str(path), record.number,
-                       f"{where}.{key}" if where else key)  # fmt: skip
-    found = _first_field(record.value, _is_lone_surrogate) if escaped else None
-    if found is None:
-        return record
-    return Problem("not_utf8", "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is "
-                   "not text; remove it or write the character itself", str(path), record.number, found[0] or None)
-
-
-def _is_lone_surrogate(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _first_field(value: Any, picked: Callable[[Any], bool], where: str = "") -> tuple[str, Any] | None:
-    """The field path ("" for ``value`` itself) and value of the first value in ``value`` that
-    ``picked`` picks, depth first, or None."""
-    if picked(value):
-        return where, value
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
-        found = _first_field(item, picked, inner)
-        if found is not None:
-            return found
-    return None
+def _checked(record: RawRecord, path: Path, escaped: bool, twice: KeysGivenTwice) -> Item:
+    """The record, or what its value hides (see :mod:`finjust.data.json_values`)."""
+    return value_problem(record.value, path, record.number, escaped, twice) or record
 
 
 @_register("csv", ".csv")
@@ -274,9 +217,7 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
             if text is None:
                 bad_lines[number] = detail
                 text = "\n"  # keep the line count right; the record on it is reported below
-            # Windows line ends inside a quoted cell would reach the text as "\r\n" (training
-            # a model to write "\r"); as in a text file read by Python, they become "\n"
-            yield text[:-2] + "\n" if text.endswith("\r\n") else text
+            yield text
 
     # strict: a quote never closed is an error at the end of the file, not the rest of the file
     # read silently as one cell
@@ -330,7 +271,13 @@ def _row_record(row: list[str], header: list[str], path: Path, number: int) -> I
         return Problem("malformed", f"the row has {len(row)} fields but the header has {len(header)}; "
                        "quote cells that contain the delimiter", str(path), number)  # fmt: skip
     # a short row leaves its last columns out, so they read as missing fields
-    return RawRecord(number, dict(zip(header, row)))
+    return RawRecord(number, dict(zip(header, map(_newlines, row))))
+
+
+def _newlines(cell: str) -> str:
+    """A cell's line breaks as "\n": a quoted cell keeps the file's "\r\n" (or old Macs' "\r"),
+    which would train a model to write "\r"; Python's text files read both as "\n" too."""
+    return cell.replace("\r\n", "\n").replace("\r", "\n") if "\r" in cell else cell
 
 
 @_register("parquet", ".parquet", ".pq")

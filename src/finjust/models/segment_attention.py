@@ -152,9 +152,8 @@ class _RecomputedCausalAttention(torch.autograd.Function):
     Grouped-query heads: eager, the query heads that share a key head are stacked along the
     length axis (:func:`_by_key_head`), so keys and values are never copied per query head and
     their gradients sum over the group inside the matmuls: 15-30% less time a layer at 64-160
-    slots, the training benchmark's eager steps 4.5% faster (Zen 4, 2026-11-27; +1.3% when
-    a step was two rows). Compiled steps ran 5-11% slower that way, so traced code repeats k
-    and v per query head instead.
+    slots, the training benchmark's eager steps 4.5% faster (Zen 4, 2026-11-27). Compiled
+    steps ran 5-11% slower that way, so traced code repeats k and v per query head instead.
     """
 
     @staticmethod
