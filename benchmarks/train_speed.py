@@ -195,6 +195,7 @@ def run_trainer(variant: str, bench: Bench) -> dict[str, Any]:
 
 def run_finjust(bench: Bench, compile_: bool, recompute: bool | None = None) -> dict[str, Any]:
     """finjust's loop with its defaults, timed from its own per-step events."""
+    import shutil
     import tempfile
 
     import torch
@@ -231,7 +232,10 @@ def run_finjust(bench: Bench, compile_: bool, recompute: bool | None = None) -> 
         on_event=on_event, make_batch=training_batches(model),
     )  # fmt: skip
     ends.last = time.perf_counter()
-    train_model(model, setup)
+    try:
+        train_model(model, setup)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the loop's last checkpoint: ~57 MB a run
     lengths = [[len(setup.train[i].input_ids) for i in step] for step in _plan(len(setup.train), steps)]
     _require_plan([[r["tokens"]] for r in records], [[sum(step)] for step in lengths], "finjust's loop")
     seconds = ends.seconds if bench.device == "cuda" else [r["seconds"] for r in records]
