@@ -136,9 +136,7 @@ def locate_model(name: str) -> Path:
 
 
 def _cached_gguf_folder(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = _content_key(gguf.resolve(), stat.st_size, stat.st_mtime_ns)
-    folder = cache_root() / "models" / f"{gguf.stem}-{key}"
+    folder = cache_root() / "models" / f"{gguf.stem}-{_gguf_key(gguf)}"
     if not (folder / "config.json").is_file():
         _remove_abandoned_conversions(folder.parent)
         _convert_gguf(gguf, folder)
@@ -152,12 +150,17 @@ def model_fingerprint(name: str) -> str:
     take seconds; weights rewritten at the same size would pass)."""
     path = locate_model(name)
     if path.is_file():
-        stat = path.stat()
-        return "gguf:" + _content_key(path.resolve(), stat.st_size, stat.st_mtime_ns)
+        return "gguf:" + _gguf_key(path)
     digest = hashlib.blake2b((path / "config.json").read_bytes(), digest_size=16)
     for weights in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
         digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
     return "folder:" + digest.hexdigest()
+
+
+def _gguf_key(gguf: Path) -> str:
+    """The GGUF file's content hash, hashed once a process while its size and mtime stay."""
+    stat = gguf.stat()
+    return _content_key(gguf.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=32)
