@@ -202,7 +202,6 @@ def run_finjust(bench: Bench, compile_: bool, recompute: bool | None = None) -> 
 
     from finjust.methods import get_method
     from finjust.models import load_model
-    from finjust.objectives.sft import training_batches
     from finjust.recipe import TrainSection
     from finjust.train.log import MetricsLog
     from finjust.train.loop import LoopSetup, train_model
@@ -229,7 +228,7 @@ def run_finjust(bench: Bench, compile_: bool, recompute: bool | None = None) -> 
         train=_tokenized(loaded.tokenizer), validation=[], cfg=cfg, lr=2e-4, checkpoints=folder / "checkpoints",
         log=MetricsLog(folder / "metrics.jsonl"), device=loaded.device,
         autocast_dtype=torch.bfloat16 if loaded.dtype == torch.bfloat16 else None,
-        on_event=on_event, make_batch=training_batches(model),
+        on_event=on_event,
     )  # fmt: skip
     ends.last = time.perf_counter()
     try:

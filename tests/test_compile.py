@@ -10,7 +10,6 @@ from transformers import AutoModelForCausalLM
 
 from finjust.methods import get_method
 from finjust.models.forward_swap import repeated_blocks
-from finjust.objectives.sft import training_batches
 from finjust.recipe import TrainSection
 from finjust.train import compile as compile_mod
 from finjust.train import loop
@@ -53,7 +52,6 @@ def _losses(
         train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / f"ck-{compile_}-{recompute}",
         log=MetricsLog(tmp_path / f"metrics-{compile_}-{recompute}.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
         on_event=lambda kind, payload: losses.append(payload["loss"]) if kind == "step" else None,
-        make_batch=training_batches(model),  # finjust's layout: one packed row a step
     )  # fmt: skip
     train_model(model, setup)
     return losses, model

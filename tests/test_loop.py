@@ -69,6 +69,27 @@ def test_training_leaves_the_model_in_eval_mode_for_scoring(tiny_model_dir, tiny
         assert batch_loss_sum(model, batch)[0] == batch_loss_sum(model, batch)[0]
 
 
+def test_a_hand_built_setup_trains_in_the_model_s_layout(tiny_model_dir, tiny_tokens, tmp_path):
+    # LoopSetup's default batches are training_batches(model): one packed row a step for the tiny Llama
+    model = get_method("lora").apply(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                                     get_method("lora").options_class())  # fmt: skip
+    shapes: list[tuple[int, ...]] = []
+
+    def loss_sum(model, batch):
+        shapes.append(tuple(batch.input_ids.shape))
+        return batch_loss_sum(model, batch)
+
+    cfg = TrainSection(epochs=1, max_steps=2, batch_size=8, patience=None, seed=0)
+    setup = LoopSetup(
+        train=tiny_tokens, validation=[], cfg=cfg, lr=5e-3, checkpoints=tmp_path / "ck",
+        log=MetricsLog(tmp_path / "metrics.jsonl"), device=torch.device("cpu"), autocast_dtype=None,
+        on_event=lambda kind, payload: None, loss_sum=loss_sum,
+    )  # fmt: skip
+    train_model(model, setup)
+    assert shapes and all(rows == 1 for rows, _ in shapes)
+    assert setup.make_batch is None  # the caller's setup is left as given
+
+
 @pytest.mark.parametrize(("step", "best", "evaluated", "due"), [
     (4, 4, True, True),  # a new best between save_every's multiples is saved
     (4, 2, True, False),

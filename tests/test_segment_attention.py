@@ -107,3 +107,43 @@ def test_recomputing_attention_in_bf16_is_as_accurate_as_the_math_kernel():
         errors[name] = [float((g - r).norm() / r.norm()) for g, r in zip(got, reference, strict=True)]
     for ours, math in zip(errors["ours"], errors["math"], strict=True):
         assert ours < 1.5 * math + 1e-3, errors
+
+
+def _tiny_mistral(window: int):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=window)  # fmt: skip
+    return MistralForCausalLM(config).eval()
+
+
+def _examples(lengths: list[int]):
+    from finjust.data.templates import TokenizedExample
+
+    ids = torch.randint(3, 300, (sum(lengths),), generator=torch.Generator().manual_seed(1)).tolist()
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    return [TokenizedExample(ids[s:s + n], ids[s:s + n]) for s, n in zip(starts, lengths, strict=True)]
+
+
+def _block_mask_states(model, batch):
+    with torch.no_grad():
+        return model.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                                   use_cache=False).last_hidden_state  # fmt: skip
+
+
+@pytest.mark.parametrize("longest", [12, 13])  # inside the window (per example), one token past it (block mask)
+def test_a_sliding_window_is_kept_where_an_example_outgrows_it(longest):
+    from finjust.objectives.sft import training_batches
+
+    model = _tiny_mistral(window=12)
+    examples = _examples([5, longest, 9])
+    batch = training_batches(model)(examples, True)
+    assert seg.supports_segments(model, longest) == (longest <= 12)
+    with torch.no_grad():
+        ours = packed_hidden_states(model, batch)
+    real = ~batch.filler_mask()  # every example token (the one the window hides a key from has no target)
+    torch.testing.assert_close(ours[real], _block_mask_states(model, batch)[real], rtol=1e-4, atol=1e-5)
+    model.config.sliding_window = None  # the window matters past its length: full attention differs there
+    differs = not torch.allclose(_block_mask_states(model, batch)[real], ours[real], rtol=1e-4, atol=1e-5)
+    assert differs == (longest > 12)

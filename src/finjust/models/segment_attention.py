@@ -87,13 +87,20 @@ def separates_packed_examples(model: nn.Module) -> bool:
     return found is not None and bool(type(found)._supports_attention_backend)
 
 
-def supports_segments(model: nn.Module) -> bool:
-    """True when the model's attention goes through transformers' attention interface without
-    a sliding window (which per-example attention would ignore)."""
+def supports_segments(model: nn.Module, longest_example: int | None = None) -> bool:
+    """True when the model's attention goes through transformers' attention interface and
+    attending per example is exact: the model has no sliding window, or every example (the
+    longest has ``longest_example`` tokens) fits inside it, where the window hides nothing.
+
+    transformers' window lets a query see the keys less than ``sliding_window`` positions back
+    (Mistral: 4,096), so an example of at most that many tokens attends causally in full; per-example
+    attention ignores the window, so a longer one needs the block mask, which applies it.
+    """
     config = model.config
-    return getattr(config, "_attn_implementation", None) in ("sdpa", "eager", NAME) and not getattr(
-        config, "sliding_window", None
-    )
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager", NAME):
+        return False
+    window = getattr(config, "sliding_window", None)
+    return not window or (longest_example is not None and longest_example <= window)
 
 
 def segment_attention(model: nn.Module) -> AbstractContextManager[None]:

@@ -121,15 +121,21 @@ def make_batch(
 
 def training_batches(model: nn.Module) -> Callable[[Sequence[TokenizedExample], bool], Batch]:
     """:func:`make_batch` for training ``model``: one packed row a micro-batch where attention
-    runs per example, rows of :data:`ROW_TOKENS` where a block mask spans each row.
+    runs per example, rows of :data:`ROW_TOKENS` where a block mask spans each row (a sliding
+    window that a micro-batch's longest example outgrows, see :func:`supports_segments`).
 
     One row pads a step to the next multiple of :data:`ROW_MULTIPLE` only, where two rows must
     both be as long as the longer: 2.6% padding instead of 6.0% on the training benchmark's
     steps, whose eager steps then ran 4.3% faster (the sum of each step's best of four
     alternating runs, Zen 4, 2026-11-27), for 0.02 GB more at the peak.
     """
-    per_example = plain_head(model) is not None and supports_segments(model)
-    return functools.partial(make_batch, row_tokens=None if per_example else ROW_TOKENS)
+    return functools.partial(_training_batch, model)
+
+
+def _training_batch(model: nn.Module, examples: Sequence[TokenizedExample], packing: bool = True) -> Batch:
+    longest = max(len(e.input_ids) for e in examples)
+    per_example = plain_head(model) is not None and supports_segments(model, longest)
+    return make_batch(examples, packing, row_tokens=None if per_example else ROW_TOKENS)
 
 
 def pad(examples: Sequence[TokenizedExample]) -> PaddedBatch:
@@ -238,13 +244,19 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
 def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     """The decoder's last hidden states of a packed batch, attention computed per example."""
     decoder = model.get_decoder()
-    if not supports_segments(model):
+    if not supports_segments(model, longest_example(batch)):
         return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     layout = segment_layout(batch.position_ids, batch.filler_mask())
     with segment_attention(model):
         out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
                       segment_layout=layout)  # fmt: skip
     return out.last_hidden_state
+
+
+def longest_example(batch: PackedBatch) -> int:
+    """The token count of the batch's longest example (positions restart at 0 in each)."""
+    real = batch.position_ids[~batch.filler_mask()]
+    return int(real.max()) + 1 if real.numel() else 0
 
 
 def plain_head(model: nn.Module) -> nn.Linear | None:

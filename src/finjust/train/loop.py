@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from finjust.models.lean_activations import lean_activations
 from finjust.models.load import align_layer_norm_dtypes, autocast
 from finjust.models.lora_addmm import lora_addmm_forwards
 from finjust.objectives.linear_ce import keep_transposed_head
-from finjust.objectives.sft import batch_loss_sum, make_batch, mean_loss, plain_head
+from finjust.objectives.sft import batch_loss_sum, mean_loss, plain_head, training_batches
 from finjust.recipe.sections import SCHEDULERS
 from finjust.train.checkpoint import (
     LoopState,
@@ -73,8 +73,9 @@ class LoopSetup:
     recompute: bool = True
     #: general-knowledge retention of the model now (1.0 = as the base); None: no guard
     retention_probe: Callable[[nn.Module], float] | None = None
-    #: (examples, packing) -> a batch with ``to``, ``trained_tokens`` and ``real_tokens``
-    make_batch: Callable[[Sequence[Any], bool], Any] = make_batch
+    #: (examples, packing) -> a batch with ``to``, ``trained_tokens`` and ``real_tokens``; None:
+    #: SFT's batches for the model trained (:func:`~finjust.objectives.sft.training_batches`)
+    make_batch: Callable[[Sequence[Any], bool], Any] | None = None
     #: (model, batch) -> (summed loss, items it is summed over)
     loss_sum: Callable[[nn.Module, Any], tuple[torch.Tensor, int]] = batch_loss_sum
     #: trained weights with no pretrained value (a classifier's new head): L2-SP pulls them
@@ -84,6 +85,8 @@ class LoopSetup:
 
 def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> LoopState:
     """Train ``model`` in place, leaving it in eval mode; returns the final loop state (best step included)."""
+    if setup.make_batch is None:
+        setup = replace(setup, make_batch=training_batches(model))
     cfg = setup.cfg
     plan = plan_steps(len(setup.train), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.seed)
     params = _fp32_masters(model)

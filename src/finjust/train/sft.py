@@ -21,7 +21,7 @@ from finjust.events import EventHandler
 from finjust.methods.preflight import check_method_fits
 from finjust.methods.registry import Method, count_parameters
 from finjust.models.load import LoadedModel, load_model
-from finjust.objectives.sft import eval_batches, training_batches
+from finjust.objectives.sft import eval_batches
 from finjust.recipe import Recipe
 from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
@@ -153,7 +153,6 @@ def _loop_setup(
         autocast_dtype=autocast,
         on_event=on_event,
         packing=packing,
-        make_batch=training_batches(loaded.model),
     )
 
 
