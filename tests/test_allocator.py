@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -103,6 +104,19 @@ def test_the_command_restarts_itself_in_the_relaunch_environment(monkeypatch):
     launch.entry()
     relaunch = [sys.executable, "-P", "-m", "finjust", "demo", "--quick"]
     assert calls == [(sys.executable, relaunch, {"LD_PRELOAD": "lib.so"})]
+
+
+def test_a_relaunch_the_system_refuses_is_one_note_and_the_command_runs_here(monkeypatch, capsys):
+    def refused(*args):
+        raise OSError(errno.E2BIG, "Argument list too long")
+
+    monkeypatch.setattr(launch.allocator, "relaunch_environment", lambda: {"LD_PRELOAD": "/lib/tc.so other.so"})
+    monkeypatch.setattr(launch.os, "execve", refused)
+    monkeypatch.setattr("finjust.cli.main.main", lambda: 7)
+    assert launch.entry() == 7
+    assert capsys.readouterr().err == ("note: starting again with /lib/tc.so preloaded failed (Argument list too "
+                                       "long); going on in this process's memory allocator (FINJUST_ALLOCATOR=glibc "
+                                       "skips the attempt)\n")  # fmt: skip
 
 
 def test_without_a_relaunch_the_command_runs_its_main(monkeypatch):

@@ -104,6 +104,18 @@ def test_an_empty_finjust_cache_means_the_default_not_the_working_folder(monkeyp
     assert load.cache_root() == tmp_path / ".cache" / "finjust"
 
 
+def test_an_empty_home_without_finjust_cache_is_refused_not_put_under_the_root_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.delenv("FINJUST_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="HOME is empty and FINJUST_CACHE is not set; set FINJUST_CACHE"):
+        load.cache_root()
+    (tmp_path / "m.gguf").write_bytes(b"GGUF weights")
+    with pytest.raises(ModelLoadError, match="HOME is empty"):
+        resolve_model_folder(str(tmp_path / "m.gguf"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
+
+
 def test_an_unwritable_cache_is_refused_before_converting_naming_finjust_cache(tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("FINJUST_CACHE", str(tmp_path / "a-file"))

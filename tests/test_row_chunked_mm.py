@@ -99,6 +99,16 @@ def test_an_unwritable_cache_keeps_the_plan_in_the_process(monkeypatch, fresh_pl
     assert timed == [(6, 3)]
 
 
+def test_no_cache_folder_at_all_keeps_the_plan_in_the_process(monkeypatch):
+    monkeypatch.setattr(chunking, "_PLANS", {})
+    monkeypatch.setenv("HOME", "")  # and no FINJUST_CACHE: cache_root() refuses
+    monkeypatch.delenv("FINJUST_CACHE", raising=False)
+    timed = _record_timings(monkeypatch)
+    for _ in range(2):
+        assert chunking.chunk_rows_for(torch.randn(10, 6), torch.randn(6, 3)) == 8
+    assert timed == [(6, 3)]
+
+
 @pytest.mark.parametrize(("halves_seconds", "plan"), [(1.0, 4), (1.7, None), (3.0, None)])
 def test_timing_keeps_the_faster_way(monkeypatch, halves_seconds, plan):
     monkeypatch.setattr(chunking, "CHUNK_ROWS", 4)

@@ -9,9 +9,6 @@ from typing import Any
 from finjust import atomic
 from finjust.cli.arguments import output_file
 from finjust.cli.progress import ProgressPrinter
-from finjust.data.check import check_data
-from finjust.data.report_html import render_html
-from finjust.data.report_text import format_report
 from finjust.errors import RecipeError
 from finjust.recipe import apply_overrides, data_section_from_dict, load_recipe
 
@@ -49,6 +46,11 @@ def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # here: --help needs no transformers or datasketch (finjust.cli.main)
+    from finjust.data.check import check_data
+    from finjust.data.report_html import render_html
+    from finjust.data.report_text import format_report
+
     data, seed, model = _data_section(args)
     tokenizer = None
     if model and not args.no_tokens:

@@ -9,7 +9,6 @@ from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
 from finjust.cli.train import resume_hint
 from finjust.recipe import Recipe, load_recipe
-from finjust.train.run import run_recipe
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "demo" / "recipe.yaml"
 
@@ -39,6 +38,8 @@ def interrupted_hint(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from finjust.train.run import run_recipe  # here: --help needs no torch model code (finjust.cli.main)
+
     recipe = demo_recipe(args.output, args.overrides)
     result = run_recipe(recipe, on_event=ProgressPrinter())
     show_scorecard(result.scorecard, args.json)

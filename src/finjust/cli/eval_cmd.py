@@ -6,7 +6,6 @@ import argparse
 
 from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
-from finjust.eval.evaluate import evaluate_run
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
@@ -23,5 +22,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from finjust.eval.evaluate import evaluate_run  # here: --help needs no torch model code (finjust.cli.main)
+
     show_scorecard(evaluate_run(args.run_dir, on_event=ProgressPrinter()), args.json)
     return 0

@@ -25,12 +25,23 @@ def entry() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if environment is not None:
-        # -P: "-m" would put the current folder first on the import path (a json.py there would
-        # run instead of the standard library's); the console script it replaces does not
-        os.execve(sys.executable, [sys.executable, "-P", "-m", "finjust", *sys.argv[1:]], environment)
+        _relaunch(environment)  # returns only where starting again failed
     from finjust.cli.main import main  # light: it imports the subcommand it runs, and catches Ctrl-C there
 
     return main()
+
+
+def _relaunch(environment: dict[str, str]) -> None:
+    """Replace this process with the command in ``environment``; where the system refuses (an
+    argument list over its limit, a sandbox that forbids exec), say so and go on in this one."""
+    try:
+        # -P: "-m" would put the current folder first on the import path (a json.py there would
+        # run instead of the standard library's); the console script it replaces does not
+        os.execve(sys.executable, [sys.executable, "-P", "-m", "finjust", *sys.argv[1:]], environment)
+    except OSError as error:
+        library = environment["LD_PRELOAD"].split()[0]
+        print(f"note: starting again with {library} preloaded failed ({error.strerror or error}); going on in "
+              f"this process's memory allocator ({allocator.SETTING}=glibc skips the attempt)", file=sys.stderr)
 
 
 def _unusable_surroundings() -> str | None:

@@ -7,7 +7,6 @@ from typing import Any
 
 from finjust import atomic
 from finjust.cli.arguments import output_file
-from finjust.eval.scorecard import format_scorecard
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +14,8 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def show_scorecard(scorecard: dict[str, Any], json_path: str | None) -> None:
+    from finjust.eval.scorecard import format_scorecard  # here: --help needs no torch model code (finjust.cli.main)
+
     print(format_scorecard(scorecard))
     if json_path:
         atomic.write_json(json_path, scorecard)

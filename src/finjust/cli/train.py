@@ -10,7 +10,6 @@ from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import FinjustError, RecipeError
 from finjust.recipe import load_recipe, section_help
-from finjust.train.run import run_recipe
 from finjust.train.run_folder import RunFolder
 
 
@@ -61,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
     else:
         raise RecipeError(["give a recipe file, or --resume RUN_DIR"], "train")
+    from finjust.train.run import run_recipe  # here: --help needs no torch model code (finjust.cli.main)
+
     result = run_recipe(recipe, resume=bool(args.resume), on_event=ProgressPrinter())
     show_scorecard(result.scorecard, args.json)
     print(f"\nrun folder: {result.run_dir}")

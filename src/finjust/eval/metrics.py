@@ -19,13 +19,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, ClassVar
-
-from rouge_score import rouge_scorer
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from finjust.data.example import Example
 from finjust.errors import EvaluationError
 from finjust.registry import Registry
+
+if TYPE_CHECKING:  # imported where used: it imports nltk and scipy (~0.5 s), which reading a recipe need not
+    from rouge_score import rouge_scorer
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCTUATION = frozenset(string.punctuation)  # SQuAD's set: also symbols such as $ and +
@@ -105,6 +106,8 @@ def token_f1(prediction: str, reference: str) -> float:
 
 @lru_cache(maxsize=1)
 def _rouge() -> rouge_scorer.RougeScorer:
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 

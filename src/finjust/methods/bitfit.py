@@ -28,7 +28,6 @@ from torch import nn
 from finjust.errors import MethodError
 from finjust.methods.registry import METHODS, Method
 from finjust.methods.selected import load_selected, read_description, save_selected
-from finjust.models.load import align_layer_norm_dtypes
 
 #: config switches that give a transformers architecture bias terms (Llama, Mistral-style configs)
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
@@ -123,6 +122,8 @@ def _add_zero_biases(model: nn.Module, module_names: list[str]) -> None:
 
 
 def _train_in_fp32(model: nn.Module, names: list[str]) -> None:
+    from finjust.models.load import align_layer_norm_dtypes  # transformers: see methods/peft_adapter.py
+
     params = dict(model.named_parameters())
     for name in names:
         parameter = params.get(name)

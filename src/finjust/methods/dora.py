@@ -9,13 +9,16 @@ the weight norm is recomputed in every forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig
 from torch import nn
 
 from finjust.methods.lora import LoraOptions, lora_config
 from finjust.methods.peft_adapter import PeftMethod
 from finjust.methods.registry import METHODS
+
+if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from peft import LoraConfig
 
 
 @dataclass

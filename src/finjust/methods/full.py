@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from finjust.errors import MethodError
 from finjust.methods.registry import METHODS, Method
@@ -30,11 +29,15 @@ class Full(Method):
         return model
 
     def save(self, model: nn.Module, folder: Path) -> None:
+        from transformers import PreTrainedModel  # where used: see methods/peft_adapter.py
+
         if not isinstance(model, PreTrainedModel):
             raise MethodError("full fine-tuning save expects a transformers model")
         model.save_pretrained(folder)
 
     def load(self, base: nn.Module, folder: Path) -> nn.Module:
+        from transformers import AutoModelForCausalLM, PreTrainedModel
+
         if not (folder / "config.json").is_file():
             raise MethodError(f"{folder} holds no saved model (config.json missing)")
         # the base's own class: a causal LM, or a classifier whose saved head comes back with it

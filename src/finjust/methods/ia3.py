@@ -7,13 +7,16 @@ trainable parameters than LoRA; the scaling folds into the weights, so it merges
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from peft import IA3Config
 from torch import nn
 
 from finjust.errors import MethodError
 from finjust.methods.peft_adapter import PeftMethod
 from finjust.methods.registry import METHODS
+
+if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from peft import IA3Config
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Ia3(PeftMethod):
                 "ia3: give both method.target_modules and method.feedforward_modules (the feed-forward "
                 "ones among the targets), or neither to use peft's defaults for the model type"
             )
+        from peft import IA3Config
+
         return IA3Config(
             target_modules=options.target_modules,
             feedforward_modules=options.feedforward_modules,

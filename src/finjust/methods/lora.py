@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig
 from torch import nn
 
 from finjust.methods.peft_adapter import PeftMethod
 from finjust.methods.registry import METHODS
+
+if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from peft import LoraConfig
 
 
 @dataclass
@@ -27,6 +30,8 @@ class LoraOptions:
 
 def lora_config(options: LoraOptions, use_dora: bool = False) -> LoraConfig:
     """The peft ``LoraConfig`` for ``options`` (shared by LoRA, DoRA and QLoRA)."""
+    from peft import LoraConfig
+
     return LoraConfig(
         r=options.r,
         lora_alpha=options.alpha,

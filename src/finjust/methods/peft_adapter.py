@@ -13,14 +13,18 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from peft import PeftConfig, PeftModel, get_peft_model
-from peft.utils.constants import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 from torch import nn
 
 from finjust.errors import MethodError
 from finjust.methods.registry import Method
+
+# peft is imported where it is used, here and in each peft method's module: the recipe's validation
+# and `finjust train --help` read every method's options, and importing peft (which imports
+# bitsandbytes where installed, and that torch's inductor) took 1.3 of the 7 s such a command waited
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 def task_type_of(model: nn.Module) -> str:
@@ -62,6 +66,8 @@ class PeftMethod(Method):
         """The peft configuration for ``model`` under ``options``."""
 
     def apply(self, model: nn.Module, options: Any) -> nn.Module:
+        from peft import get_peft_model
+
         try:  # peft checks options both in its config classes (IA3's subset rule) and when applying
             config = self.peft_config(model, options)
             config.task_type = task_type_of(model)
@@ -71,11 +77,16 @@ class PeftMethod(Method):
             raise MethodError(f"cannot apply {self.label}: {exc}") from exc
 
     def save(self, model: nn.Module, folder: Path) -> None:
+        from peft import PeftModel
+
         if not isinstance(model, PeftModel):
             raise MethodError(f"{self.label} save expects the model returned by apply()")
         model.save_pretrained(folder)
 
     def load(self, base: nn.Module, folder: Path) -> nn.Module:
+        from peft import PeftModel
+        from peft.utils.constants import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
+
         config_file = folder / "adapter_config.json"
         if not config_file.is_file():
             raise MethodError(f"{folder} holds no {self.label} adapter (adapter_config.json missing)")
@@ -89,6 +100,8 @@ class PeftMethod(Method):
             return PeftModel.from_pretrained(base, folder)
 
     def merge(self, model: nn.Module) -> nn.Module:
+        from peft import PeftModel
+
         if not isinstance(model, PeftModel):
             raise MethodError(f"{self.label} merge expects a model with a {self.label} adapter")
         return model.merge_and_unload()

@@ -8,14 +8,17 @@ adapter is the export. Batches are padded, one example per row (see objectives/s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from peft import PrefixTuningConfig
 from torch import nn
 
 from finjust.errors import MethodError
 from finjust.methods.peft_adapter import PeftMethod
 from finjust.methods.prompt_tuning import CANNOT_MERGE
 from finjust.methods.registry import METHODS
+
+if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from peft import PrefixTuningConfig
 
 
 @dataclass
@@ -40,6 +43,8 @@ class PrefixTuning(PeftMethod):
     classification_blocker = "peft's prefix tuning needs a key/value cache that classification models do not take"
 
     def peft_config(self, model: nn.Module, options: PrefixTuningOptions) -> PrefixTuningConfig:
+        from peft import PrefixTuningConfig
+
         return PrefixTuningConfig(
             num_virtual_tokens=options.virtual_tokens,
             prefix_projection=options.projection,

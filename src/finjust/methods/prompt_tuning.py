@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peft import PromptTuningConfig, PromptTuningInit
 from torch import nn
 
 from finjust.errors import MethodError
 from finjust.methods.peft_adapter import PeftMethod
 from finjust.methods.registry import METHODS
+
+if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from peft import PromptTuningConfig
 
 CANNOT_MERGE = "cannot merge: virtual tokens are not weights; export the adapter instead"
 
@@ -53,6 +56,8 @@ class PromptTuning(PeftMethod):
         elif options.init_text:  # peft would ignore the text silently
             raise MethodError(f"prompt_tuning: method.init_text is given but method.init is {options.init!r}; "
                               "set method.init=text to start from the text, or leave init_text out")  # fmt: skip
+        from peft import PromptTuningConfig, PromptTuningInit
+
         # starting from real token embeddings beats random vectors (Lester et al. 2021's ablation)
         return PromptTuningConfig(
             num_virtual_tokens=options.virtual_tokens,

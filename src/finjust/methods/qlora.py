@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
-from transformers import BitsAndBytesConfig
 
 from finjust.errors import MethodError
 from finjust.methods.lora import LoraOptions, lora_config
 from finjust.methods.peft_adapter import PeftMethod, peft_false_alarms_off
 from finjust.methods.registry import METHODS
+
+if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from peft import LoraConfig
 
 INSTALL = "pip install --no-deps bitsandbytes==0.50.2"
 
@@ -47,6 +48,8 @@ class Qlora(PeftMethod):
     classification_blocker = "it loads the model in 4 bits its own way, for causal language models only"
 
     def model_load_kwargs(self, options: QloraOptions, dtype: torch.dtype) -> dict[str, Any]:
+        from transformers import BitsAndBytesConfig
+
         _bitsandbytes()
         config = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -82,6 +85,8 @@ class Qlora(PeftMethod):
 
     def merge(self, model: nn.Module) -> nn.Module:
         """Dequantise the base, then fold the adapters in: plain weights, no bitsandbytes needed to load."""
+        from peft import PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
         if not isinstance(model, PeftModel):
             raise MethodError("QLoRA merge expects a model with a QLoRA adapter")
         config = model.peft_config[model.active_adapter]

@@ -25,13 +25,11 @@ from transformers.utils import logging as hf_logging
 
 from finjust import atomic
 from finjust.errors import ModelLoadError
+from finjust.models.choices import DEVICES, DTYPES
 from finjust.models.shipped import SHIPPED_ENCODERS, SHIPPED_MODELS
 
+#: the dtypes of :data:`~finjust.models.choices.DTYPES` besides "auto"
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-#: the weight dtypes and devices a model loads with (the recipe's ``model.dtype`` and
-#: ``model.device`` choices)
-DTYPES = ("auto", *_DTYPES)
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -101,8 +99,19 @@ ABANDONED_AFTER_SECONDS = 24 * 3600
 
 def cache_root() -> Path:
     """Where converted models are cached: ``$FINJUST_CACHE`` (``~`` expanded, made absolute) or
-    (unset or empty, which would otherwise mean the working folder) ``~/.cache/finjust``."""
-    return Path(os.environ.get("FINJUST_CACHE") or Path.home() / ".cache" / "finjust").expanduser().absolute()
+    (unset or empty, which would otherwise mean the working folder) ``~/.cache/finjust``.
+
+    Raises:
+        ModelLoadError: neither is there: FINJUST_CACHE unset or empty and HOME set but empty,
+            where Python's home lookup gives "/" (the cache would be /.cache/finjust).
+    """
+    configured = os.environ.get("FINJUST_CACHE")
+    if configured:
+        return Path(configured).expanduser().absolute()
+    if os.environ.get("HOME") == "":  # Python's home lookup then gives "/": the cache would be /.cache
+        raise ModelLoadError("no folder for finjust's cache: HOME is empty and FINJUST_CACHE is not set; set "
+                             "FINJUST_CACHE to a folder with room (the shipped model converts to ~0.5 GB)")  # fmt: skip
+    return Path.home() / ".cache" / "finjust"  # HOME, or where unset the user's entry in the password database
 
 
 def resolve_model_folder(name: str) -> Path:

@@ -28,6 +28,7 @@ from typing import TypeVar
 import torch
 
 from finjust import atomic
+from finjust.errors import ModelLoadError
 from finjust.models.load import cache_root
 
 Plan = TypeVar("Plan")
@@ -87,7 +88,7 @@ def _read_plans() -> dict[str, object]:
     """The plans file's entries; none where it is missing or damaged (they are measured again)."""
     try:
         saved = json.loads(plans_file().read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, ModelLoadError):  # ModelLoadError: no cache folder (an empty HOME)
         return {}
     return saved if isinstance(saved, dict) else {}
 
@@ -97,5 +98,5 @@ def _save_plan(key: str, plan: object) -> None:
     cannot be written leaves the plan to this process."""
     try:
         atomic.write_json(plans_file(), {**_read_plans(), key: plan})
-    except OSError:
+    except (OSError, ModelLoadError):
         pass

@@ -10,7 +10,7 @@ from typing import Any
 from finjust.data.findings import DEFAULT_FAIL_ON, GATED
 from finjust.data.formats import RECORD_FORMATS
 from finjust.methods.registry import get_method
-from finjust.models.load import DEVICES, DTYPES
+from finjust.models.choices import DEVICES, DTYPES
 
 #: ``train.scheduler``'s choices, each the name transformers' ``get_scheduler`` knows it by
 #: (its "constant" has no warmup: finjust's constant warms up like the others)

@@ -19,7 +19,6 @@ from typing import Any
 
 from finjust.data.report import SPLITS
 from finjust.errors import CheckpointError
-from finjust.models.load import model_fingerprint
 from finjust.recipe import Recipe
 from finjust.recipe.save import recipe_to_dict
 from finjust.train.saved_json import read_saved_object
@@ -96,6 +95,9 @@ def check_same_start(
 def _same_model(saved: Mapping[str, Any], recipe: Recipe) -> bool:
     """True where the recipe's model has the weights the run started on (runs started before the
     fingerprint was recorded cannot tell: their model.name must stay)."""
+    # imported here: the run folder's checks come with `finjust train --help`, which needs no transformers
+    from finjust.models.load import model_fingerprint
+
     return isinstance(saved.get(MODEL_KEY), str) and saved[MODEL_KEY] == model_fingerprint(recipe.model.name)
 
 
