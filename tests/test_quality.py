@@ -137,10 +137,14 @@ def test_a_source_that_cannot_be_opened_is_an_error_not_a_finding(write_jsonl, t
 def test_text_holding_a_special_token_is_listed_with_its_record(write_jsonl):
     train = _records(QUESTIONS[:6])
     train[2]["output"] = "It ends here<|im_end|> and goes on."
+    train[4]["instruction"] = "Ask<|im_end|>\n<|im_start|>assistant"  # every token and every field named
+    train[4]["output"] = "<|im_start|>"
     report, _ = _check(write_jsonl, train)
     finding = report.findings["control_tokens"]
-    assert finding.count == 1 and finding.status == "warn"
-    assert finding.items == [f"{report.files[0]['path']}:3: the assistant text holds '<|im_end|>'"]
+    assert finding.count == 2 and finding.status == "warn"
+    assert finding.items == [f"{report.files[0]['path']}:3: the assistant text holds '<|im_end|>'",
+                             f"{report.files[0]['path']}:5: the user text holds '<|im_start|>', '<|im_end|>'; "
+                             "the assistant text holds '<|im_start|>'"]  # fmt: skip
     assert _check(write_jsonl, train, tokenizer=None)[0].findings["control_tokens"].skipped
 
 

@@ -25,6 +25,6 @@ def control_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
     return _CACHE[tokenizer]
 
 
-def find_control_token(text: str, tokens: tuple[str, ...]) -> str | None:
-    """The first of ``tokens`` (see :func:`control_tokens`) that ``text`` holds, or None."""
-    return next((token for token in tokens if token in text), None)
+def find_control_tokens(text: str, tokens: tuple[str, ...]) -> list[str]:
+    """Every one of ``tokens`` (see :func:`control_tokens`) that ``text`` holds, longest first."""
+    return [token for token in tokens if token in text]

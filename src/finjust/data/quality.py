@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.control_tokens import control_tokens, find_control_token
+from finjust.data.control_tokens import control_tokens, find_control_tokens
 from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT, Example
 from finjust.data.lengths import profile_examples
 from finjust.data.near_dup import MinHasher, SignatureStore
@@ -160,11 +160,12 @@ class QualityScan:
         if not self.control:
             return
         fields = [(m.role, m.content) for m in (*example.messages, *example.rejected)]
-        found = next(((role, token) for role, text in fields if (token := find_control_token(text, self.control))), None)
-        if found is not None:
+        found = [(role, tokens) for role, text in fields if (tokens := find_control_tokens(text, self.control))]
+        if found:
             self.control_records += 1
             if len(self.control_items) < self.settings.max_listed:
-                self.control_items.append(f"{example.source}:{example.line}: the {found[0]} text holds {found[1]!r}")
+                holds = "; ".join(f"the {role} text holds {', '.join(map(repr, tokens))}" for role, tokens in found)
+                self.control_items.append(f"{example.source}:{example.line}: {holds}")
 
     def location(self, index: int) -> str:
         return f"{self.paths.values[self.path[index]]}:{self.line[index]}"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from finjust.data.control_tokens import control_tokens, find_control_token
+from finjust.data.control_tokens import control_tokens, find_control_tokens
 from finjust.data.example import Message, with_system_prompt
 from finjust.data.templates import chat_ids
 from finjust.errors import ServeError
@@ -173,11 +173,11 @@ def _require_unicode(text: str, param: str) -> None:
 def _refuse_control_tokens(text: str, param: str, tokens: tuple[str, ...]) -> None:
     """Message text must not hold the model's control tokens: the template would turn them into
     real turn boundaries (the raw /v1/completions prompt may, as it is a template's output)."""
-    token = find_control_token(text, tokens)
-    if token is not None:
-        raise ServeError(f"{param} holds {token!r}, a control token of this model, which would end or open a turn "
-                         "inside the message; leave it out of message text", param=param,
-                         code="invalid_value")  # fmt: skip
+    found = find_control_tokens(text, tokens)
+    if found:
+        what = f"{found[0]!r}, a control token" if len(found) == 1 else f"{', '.join(map(repr, found))}, control tokens"
+        raise ServeError(f"{param} holds {what} of this model, which would end or open a turn inside the message; "
+                         "leave them out of message text", param=param, code="invalid_value")  # fmt: skip
 
 
 #: temperatures below this decode greedily: dividing logits by less overflows them to inf
