@@ -68,6 +68,19 @@ def test_compiled_steps_give_the_eager_losses_and_leave_the_blocks_eager(tiny_mo
     assert all("forward" not in vars(block) for block in blocks)  # evaluation and generation run eager
 
 
+def test_one_graph_serves_the_blocks_traced_once(tiny_model_dir, tiny_tokens, tmp_path):
+    # the first block reads the frozen embeddings' output, which needs no gradient: compiled, its
+    # graph was a second one; and symbolic float constants made dynamo restart its first trace
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compilation_time_metrics.clear()
+    _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert "compile_attempt_0" in compilation_time_metrics and "compile_attempt_1" not in compilation_time_metrics
+
+
 def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_path, ran):
     eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False)
     recomputed, model = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True, recompute=True)
@@ -95,14 +108,16 @@ def test_compiled_blocks_are_partitioned_under_the_memory_budget(monkeypatch, ti
     # the process's own setting as it was
     from torch._functorch import config as functorch_config
 
-    budgets: list[float] = []
-    monkeypatch.setattr(torch, "compile", lambda forward, dynamic: lambda *args, **kwargs: budgets.append(
-        functorch_config.activation_memory_budget))  # fmt: skip
-    before = functorch_config.activation_memory_budget
+    from torch._dynamo import config as dynamo_config
+
+    settings: list[tuple[float, bool]] = []
+    monkeypatch.setattr(torch, "compile", lambda forward, dynamic: lambda *args, **kwargs: settings.append(
+        (functorch_config.activation_memory_budget, dynamo_config.specialize_float)))  # fmt: skip
+    before = functorch_config.activation_memory_budget, dynamo_config.specialize_float
     forwards = compile_mod.compiled_forwards(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
-    next(iter(forwards.values()))()
-    assert budgets == [compile_mod.ACTIVATION_MEMORY_BUDGET] and compile_mod.ACTIVATION_MEMORY_BUDGET < 1
-    assert functorch_config.activation_memory_budget == before
+    next(iter(forwards.values()))(torch.ones(1, requires_grad=True))
+    assert settings == [(compile_mod.ACTIVATION_MEMORY_BUDGET, True)] and compile_mod.ACTIVATION_MEMORY_BUDGET < 1
+    assert (functorch_config.activation_memory_budget, dynamo_config.specialize_float) == before
 
 
 def test_auto_does_not_compile_without_the_python_headers(monkeypatch, tmp_path):

@@ -3,9 +3,10 @@
 Compiling the whole decoder took 92-175 s on our CPU and recompiled for validation's
 no-grad forward, which ate the gain inside the demo (README "Training speed"). Compiling
 only the repeated block (``LlamaDecoderLayer``) with dynamic shapes compiles one graph that
-all 30 layers share: 51 s for the first step with empty caches, ~11 s once inductor's
-on-disk caches hold it, then 650-680 tokens/s against 472 eager on the demo's steps (it
-fuses RMSNorm, rotary and the adapters' elementwise work). Only the training forward runs
+the layers share (all but a first whose input needs no gradient, which runs eager): 51 s for
+the first step with empty caches, ~11 s once inductor's on-disk caches hold it, then 650-680
+tokens/s against 472 eager on the demo's steps, in the build that measured it (it fuses
+RMSNorm, rotary and the adapters' elementwise work). Only the training forward runs
 compiled: validation, the forgetting probe and generation stay eager, so they compile
 nothing.
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._dynamo import config as dynamo_config
 from torch._dynamo.exc import BackendCompilerFailed
 from torch._functorch import config as functorch_config
 
@@ -35,9 +37,12 @@ from finjust.errors import CompileError
 from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps, by device type. CPU: the
-#: training benchmark's steps (demo data, in tcmalloc) take 0.84 s eager and 0.71 s compiled,
-#: and the first compile costs 20 s with inductor's caches warm and 34 s without, so compiling
-#: pays off from ~155 (warm) to ~260 (cold) steps; the 105-step demo stays eager (2 min 49 s).
+#: training benchmark's steps (demo data, in tcmalloc) take 0.84 s eager and 0.71 s compiled on
+#: the AMX machine, and the first compile cost 20 s with inductor's caches warm and 34 s without,
+#: so compiling paid off from ~155 (warm) to ~260 (cold) steps; since the first block runs eager
+#: and floats specialise (:func:`_compiled_where_input_needs_grad`) the first step takes 11 s warm
+#: and 37 s cold on the Zen 4 machine (24 and 63 s before), not yet measured on the AMX one, whose
+#: threshold this stays until it is; the 105-step demo stays eager.
 #: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s
 #: eager and 0.17-0.19 s compiled after a 128-135 s first step with cold caches (two rounds):
 #: from ~1,300-1,700 steps.
@@ -96,17 +101,30 @@ def eager_for_want_of_a_compiler(setting: bool | None, device: torch.device, tot
 def compiled_forwards(model: nn.Module) -> dict[nn.Module, Callable[..., Any]]:
     """A compiled forward for each of the model's repeated blocks (all one graph: dynamic shapes),
     for the loop to swap in around each training step."""
-    return {block: _within_memory_budget(torch.compile(block.forward, dynamic=True))
-            for block in repeated_blocks(model)}  # fmt: skip
+    return {block: _compiled_where_input_needs_grad(block.forward) for block in repeated_blocks(model)}
 
 
-def _within_memory_budget(compiled: Callable[..., Any]) -> Callable[..., Any]:
-    """``compiled``, partitioned for backward under :data:`ACTIVATION_MEMORY_BUDGET` (the setting
-    is read when a call compiles, so every call carries it)."""
+def _compiled_where_input_needs_grad(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` compiled, for inputs that need a gradient; eager for those that do not.
 
-    @functools.wraps(compiled)
+    The first block's input is the embeddings' output, which needs no gradient where they are
+    frozen (LoRA, every peft method but prompt tuning): dynamo guards on that, and compiled
+    the one block's graph a second time (~5-6 s of a 24 s first step) for ~5 ms a step.
+
+    Compiling reads two settings when a call compiles, so every call carries them: AOTAutograd's
+    :data:`ACTIVATION_MEMORY_BUDGET`, and dynamo's ``specialize_float``: traced as symbols, the
+    blocks' float constants (LoRA's scaling, the norms' epsilon) made dynamo restart its first
+    analysis (~5 s; inductor turns symbolic floats into tensors and asks for a retrace).
+    """
+    compiled = torch.compile(forward, dynamic=True)
+
+    @functools.wraps(forward)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with functorch_config.patch(activation_memory_budget=ACTIVATION_MEMORY_BUDGET):
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if isinstance(hidden, torch.Tensor) and not hidden.requires_grad:
+            return forward(*args, **kwargs)
+        with functorch_config.patch(activation_memory_budget=ACTIVATION_MEMORY_BUDGET), \
+                dynamo_config.patch(specialize_float=True):
             return compiled(*args, **kwargs)
 
     return call
