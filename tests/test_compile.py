@@ -106,9 +106,8 @@ def test_auto_compiles_gpu_runs_only_from_their_own_longer_threshold(device, ste
 def test_compiled_blocks_are_partitioned_under_the_memory_budget(monkeypatch, tiny_model_dir):
     # the partitioner reads the budget when a call compiles: each call must carry it, and leave
     # the process's own setting as it was
-    from torch._functorch import config as functorch_config
-
     from torch._dynamo import config as dynamo_config
+    from torch._functorch import config as functorch_config
 
     settings: list[tuple[float, bool]] = []
     monkeypatch.setattr(torch, "compile", lambda forward, dynamic: lambda *args, **kwargs: settings.append(
