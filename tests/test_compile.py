@@ -39,11 +39,12 @@ def ran(monkeypatch) -> Counter:
 
 
 def _losses(
-    tiny_model_dir, tiny_tokens, tmp_path, compile_: bool, recompute: bool = False
+    tiny_model_dir, tiny_tokens, tmp_path, compile_: bool, recompute: bool = False, method: str = "lora"
 ) -> tuple[list[float], torch.nn.Module]:
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = get_method("lora").apply(base, get_method("lora").options_class())
+    options = get_method(method).options_class(**({"layers": 1} if method == "freeze" else {}))
+    model = get_method(method).apply(base, options)
     losses: list[float] = []
     cfg = TrainSection(epochs=1, max_steps=4, batch_size=4, warmup_ratio=0.0, scheduler="constant", lr=5e-3,
                        save_every=10**9, patience=None, seed=0, compile=compile_,
@@ -79,6 +80,19 @@ def test_one_graph_serves_the_blocks_traced_once(tiny_model_dir, tiny_tokens, tm
     _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True)
     assert counters["stats"]["unique_graphs"] == 1
     assert "compile_attempt_0" in compilation_time_metrics and "compile_attempt_1" not in compilation_time_metrics
+
+
+def test_blocks_that_train_nothing_are_compiled_too(tiny_model_dir, tiny_tokens, tmp_path):
+    # freeze's lower layers read and give no gradient: one graph of their own; the first trained
+    # block, whose input needs no gradient either, runs eager
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=False, method="freeze")
+    compiled, _ = _losses(tiny_model_dir, tiny_tokens, tmp_path, compile_=True, method="freeze")
+    assert compiled == pytest.approx(eager, rel=1e-3)
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 def test_compiled_blocks_recompute_in_backward(tiny_model_dir, tiny_tokens, tmp_path, ran):

@@ -72,6 +72,22 @@ def test_lean_swiglu_gives_transformers_values_and_gradients_exactly():
     _check_lean_matches(mlp, x, exact=True)
 
 
+def test_traced_the_lean_forwards_are_transformers_arithmetic_exactly(monkeypatch):
+    # compiled blocks run plain ops (an autograd.Function kept AOTAutograd's cache from the graph)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=96, hidden_act="silu")
+    x = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    for module in (LlamaMLP(config).to(torch.bfloat16), LlamaRMSNorm(32).to(torch.bfloat16)):
+        upstream = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(1))
+        expected = _outputs_and_grads(module, x, upstream)
+        with lean_activations(module) as swapped:
+            assert swapped == 1
+            got = _outputs_and_grads(module, x, upstream)
+        for ours, theirs in zip([got[0], *got[1]], [expected[0], *expected[1]], strict=True):
+            assert torch.equal(ours, theirs)
+
+
 def test_an_mlp_with_another_activation_keeps_its_forward():
     mlp = LlamaMLP(LlamaConfig(hidden_size=32, intermediate_size=64, hidden_act="gelu"))
     with lean_activations(mlp) as swapped:

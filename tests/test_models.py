@@ -98,6 +98,12 @@ def test_a_conversion_removes_temp_folders_that_killed_conversions_abandoned(tmp
     assert not abandoned.exists() and in_progress.exists()
 
 
+def test_the_recipe_s_dtype_names_are_the_ones_models_load_with():
+    from finjust.models.choices import DTYPES
+
+    assert DTYPES == ("auto", *load._DTYPES)
+
+
 def test_an_empty_finjust_cache_means_the_default_not_the_working_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("FINJUST_CACHE", "")

@@ -134,6 +134,14 @@ def test_a_source_that_cannot_be_opened_is_an_error_not_a_finding(write_jsonl, t
     assert "gone.jsonl: cannot open" in str(caught.value) and "unknown file type '.gz'" in str(caught.value)
 
 
+def test_a_token_found_only_inside_a_longer_one_is_not_named():
+    from finjust.data.control_tokens import find_control_tokens
+
+    tokens = ("<|im_end|>", "im_end")  # longest first, as control_tokens() gives them
+    assert find_control_tokens("a <|im_end|> b", tokens) == ["<|im_end|>"]
+    assert find_control_tokens("a <|im_end|> im_end", tokens) == ["<|im_end|>", "im_end"]
+
+
 def test_text_holding_a_special_token_is_listed_with_its_record(write_jsonl):
     train = _records(QUESTIONS[:6])
     train[2]["output"] = "It ends here<|im_end|> and goes on."

@@ -53,7 +53,7 @@ def test_hidden_states_equal_the_block_mask_path(model, tiny_tokens, monkeypatch
 
 @pytest.mark.parametrize(("heads", "kv_heads"), [(4, 2), (3, 3), (4, 1)])  # grouped, one per head, one for all
 @pytest.mark.parametrize("contiguous", [True, False])  # _to_segments hands over a transposed view
-@pytest.mark.parametrize("traced", [False, True])  # query heads stacked per key head; k and v repeated (compiled)
+@pytest.mark.parametrize("traced", [False, True])  # eager: query heads stacked per key head; compiled: plain ops
 def test_recomputing_attention_has_the_math_kernels_values_and_gradients(heads, kv_heads, contiguous, traced,
                                                                          monkeypatch):  # fmt: skip
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: traced)
@@ -70,7 +70,7 @@ def test_recomputing_attention_has_the_math_kernels_values_and_gradients(heads, 
     for attend in (
         lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v, None, 0.0, True, scale=0.3,
                                                                    enable_gqa=True)[0],  # fmt: skip
-        lambda: seg._RecomputedCausalAttention.apply(q, k, v, 0.3),
+        lambda: (seg._traced_causal_attention if traced else seg._RecomputedCausalAttention.apply)(q, k, v, 0.3),
     ):
         q.grad = k.grad = v.grad = None
         out = attend()
@@ -142,7 +142,7 @@ def test_a_sliding_window_is_kept_where_an_example_outgrows_it(longest):
     assert seg.supports_segments(model, longest) == (longest <= 12)
     with torch.no_grad():
         ours = packed_hidden_states(model, batch)
-    real = ~batch.filler_mask()  # every example token (the one the window hides a key from has no target)
+    real = ~batch.filler_mask()  # every example token
     torch.testing.assert_close(ours[real], _block_mask_states(model, batch)[real], rtol=1e-4, atol=1e-5)
     model.config.sliding_window = None  # the window matters past its length: full attention differs there
     differs = not torch.allclose(_block_mask_states(model, batch)[real], ours[real], rtol=1e-4, atol=1e-5)

@@ -26,5 +26,11 @@ def control_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
 
 
 def find_control_tokens(text: str, tokens: tuple[str, ...]) -> list[str]:
-    """Every one of ``tokens`` (see :func:`control_tokens`) that ``text`` holds, longest first."""
-    return [token for token in tokens if token in text]
+    """Every one of ``tokens`` (see :func:`control_tokens`) that ``text`` holds, longest first; a
+    token found only inside a longer one found before it is not named."""
+    found = []
+    for token in tokens:
+        if token in text:
+            found.append(token)
+            text = text.replace(token, "\0")  # what a tokenizer would make of it: one token
+    return found

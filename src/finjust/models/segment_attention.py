@@ -135,7 +135,8 @@ def _segment_attention_forward(
     q, k, v = (_to_segments(x.to(dtype), layout) for x in (query, key, value))
     gqa = q.shape[1] != k.shape[1]
     if layout.longest <= MATH_KERNEL_MAX_TOKENS and dropout == 0.0:
-        out = _RecomputedCausalAttention.apply(q, k, v, scaling or dim**-0.5)
+        attend = _traced_causal_attention if torch.compiler.is_compiling() else _RecomputedCausalAttention.apply
+        out = attend(q, k, v, scaling or dim**-0.5)
     elif layout.longest <= MATH_KERNEL_MAX_TOKENS:
         out, _ = torch.ops.aten._scaled_dot_product_attention_math(
             q, k, v, None, dropout, True, scale=scaling, enable_gqa=gqa
@@ -156,45 +157,44 @@ class _RecomputedCausalAttention(torch.autograd.Function):
     The scale is applied to q rather than to the (L x L) scores, as torch's math kernel does
     (exact for head size 64, whose scale is 1/8): ~5% less time a layer.
 
-    Grouped-query heads: eager, the query heads that share a key head are stacked along the
-    length axis (:func:`_by_key_head`), so keys and values are never copied per query head and
-    their gradients sum over the group inside the matmuls: 15-30% less time a layer at 64-160
-    slots, the training benchmark's eager steps 4.5% faster (Zen 4, 2026-11-27). Compiled
-    steps ran 5-11% slower that way, so traced code repeats k and v per query head instead.
+    Grouped-query heads: the query heads that share a key head are stacked along the length
+    axis (:func:`_by_key_head`), so keys and values are never copied per query head and their
+    gradients sum over the group inside the matmuls: 15-30% less time a layer at 64-160 slots,
+    the training benchmark's eager steps 4.5% faster (Zen 4, 2026-11-27).
+
+    Eager steps only: compiled blocks run :func:`_traced_causal_attention`.
     """
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale, ctx.heads, ctx.kv_heads = scale, q.shape[1], k.shape[1]
-        ctx.stacked = not torch.compiler.is_compiling()
-        scaled_q, k, v = _grouped(q * scale, k, v, ctx.stacked)
+        ctx.scale, ctx.heads = scale, q.shape[1]
+        scaled_q = _by_key_head(q * scale, k.shape[1])
         probs = _causal_probs(scaled_q, k)
         ctx.save_for_backward(scaled_q, k, v)
-        return _by_query_head(probs.to(v.dtype) @ v, ctx.heads)
+        return _by_query_head(probs @ v, ctx.heads)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         scaled_q, keys, values = ctx.saved_tensors
-        grad = _by_key_head(grad, keys.shape[1]) if ctx.stacked else grad
+        grad = _by_key_head(grad, keys.shape[1])
         probs = _causal_probs(scaled_q, keys)
-        grad_v = probs.to(grad.dtype).transpose(-1, -2) @ grad
-        grad_probs = (grad @ values.transpose(-1, -2)).to(probs.dtype)
-        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype).to(grad.dtype)
+        grad_v = probs.transpose(-1, -2) @ grad
+        grad_probs = grad @ values.transpose(-1, -2)
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
         grad_q = _by_query_head((grad_scores @ keys) * ctx.scale, ctx.heads)
         grad_k = grad_scores.transpose(-1, -2) @ scaled_q
-        if not ctx.stacked:  # sum the query heads sharing a key head
-            grad_k, grad_v = (_group_sum(g, ctx.kv_heads) for g in (grad_k, grad_v))
         return grad_q, grad_k, grad_v, None
 
 
-def _grouped(scaled_q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             stacked: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """q, k and v laid out so that each query head meets its key head: query heads stacked per
-    key head, or keys and values repeated per query head."""
-    if stacked:
-        return _by_key_head(scaled_q, k.shape[1]), k, v
-    groups = scaled_q.shape[1] // k.shape[1]
-    return scaled_q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+def _traced_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """What :class:`_RecomputedCausalAttention` computes, as plain differentiable ops for compiled
+    blocks: inductor fuses the cast, mask and softmax of the fp32 scores, and the partitioner
+    decides what backward keeps. An ``autograd.Function`` in the graph kept AOTAutograd's cache
+    from holding it (see :mod:`finjust.models.lean_activations`). Keys and values are repeated per query head: with
+    the query heads stacked instead, compiled steps ran 5-11% slower."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    return _causal_probs(q * scale, k).to(v.dtype) @ v
 
 
 def _by_key_head(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -208,12 +208,6 @@ def _by_query_head(x: torch.Tensor, heads: int) -> torch.Tensor:
     """The inverse of :func:`_by_key_head` (a no-op for (examples, heads, length, dim))."""
     examples, kv_heads, rows, dim = x.shape
     return x.view(examples, heads, rows * kv_heads // heads, dim)
-
-
-def _group_sum(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
-    """(examples, heads, length, dim) summed over the query heads of each key head."""
-    examples, heads, length, dim = x.shape
-    return x.view(examples, kv_heads, heads // kv_heads, length, dim).sum(2)
 
 
 def _causal_probs(scaled_q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

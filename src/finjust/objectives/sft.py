@@ -244,7 +244,9 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
 def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     """The decoder's last hidden states of a packed batch, attention computed per example."""
     decoder = model.get_decoder()
-    if not supports_segments(model, longest_example(batch)):
+    # the longest example matters only against a sliding window (reading it syncs with a GPU)
+    longest = _longest_example(batch) if getattr(model.config, "sliding_window", None) else None
+    if not supports_segments(model, longest):
         return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     layout = segment_layout(batch.position_ids, batch.filler_mask())
     with segment_attention(model):
@@ -253,7 +255,7 @@ def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def longest_example(batch: PackedBatch) -> int:
+def _longest_example(batch: PackedBatch) -> int:
     """The token count of the batch's longest example (positions restart at 0 in each)."""
     real = batch.position_ids[~batch.filler_mask()]
     return int(real.max()) + 1 if real.numel() else 0

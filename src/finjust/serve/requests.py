@@ -175,9 +175,10 @@ def _refuse_control_tokens(text: str, param: str, tokens: tuple[str, ...]) -> No
     real turn boundaries (the raw /v1/completions prompt may, as it is a template's output)."""
     found = find_control_tokens(text, tokens)
     if found:
-        what = f"{found[0]!r}, a control token" if len(found) == 1 else f"{', '.join(map(repr, found))}, control tokens"
+        what, them = (f"{found[0]!r}, a control token", "it") if len(found) == 1 else (
+            f"{', '.join(map(repr, found))}, control tokens", "them")  # fmt: skip
         raise ServeError(f"{param} holds {what} of this model, which would end or open a turn inside the message; "
-                         "leave them out of message text", param=param, code="invalid_value")  # fmt: skip
+                         f"leave {them} out of message text", param=param, code="invalid_value")  # fmt: skip
 
 
 #: temperatures below this decode greedily: dividing logits by less overflows them to inf

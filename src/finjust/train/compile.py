@@ -37,12 +37,11 @@ from finjust.errors import CompileError
 from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps, by device type. CPU: the
-#: training benchmark's steps (demo data, in tcmalloc) take 0.84 s eager and 0.71 s compiled on
-#: the AMX machine, and the first compile cost 20 s with inductor's caches warm and 34 s without,
-#: so compiling paid off from ~155 (warm) to ~260 (cold) steps; since the first block runs eager
-#: and floats specialise (:func:`_compiled_where_input_needs_grad`) the first step takes 11 s warm
-#: and 37 s cold on the Zen 4 machine (24 and 63 s before), not yet measured on the AMX one, whose
-#: threshold this stays until it is; the 105-step demo stays eager.
+#: training benchmark's steps (demo data, in tcmalloc) took 0.84 s eager and 0.71 s compiled on
+#: the AMX machine after a first compile of 20 s (inductor's caches warm) to 34 s (cold): from
+#: ~155 to ~260 steps. The first step compiles faster now (README "Training speed": 5-6 s warm
+#: and 37 s cold on the Zen 4 machine), which the AMX machine has yet to time; the 105-step demo
+#: stays eager.
 #: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s
 #: eager and 0.17-0.19 s compiled after a 128-135 s first step with cold caches (two rounds):
 #: from ~1,300-1,700 steps.
@@ -101,27 +100,30 @@ def eager_for_want_of_a_compiler(setting: bool | None, device: torch.device, tot
 def compiled_forwards(model: nn.Module) -> dict[nn.Module, Callable[..., Any]]:
     """A compiled forward for each of the model's repeated blocks (all one graph: dynamic shapes),
     for the loop to swap in around each training step."""
-    return {block: _compiled_where_input_needs_grad(block.forward) for block in repeated_blocks(model)}
+    return {block: _compiled_forward(block) for block in repeated_blocks(model)}
 
 
-def _compiled_where_input_needs_grad(forward: Callable[..., Any]) -> Callable[..., Any]:
-    """``forward`` compiled, for inputs that need a gradient; eager for those that do not.
+def _compiled_forward(block: nn.Module) -> Callable[..., Any]:
+    """``block.forward`` compiled, but eager where the block trains and its input needs no gradient.
 
-    The first block's input is the embeddings' output, which needs no gradient where they are
-    frozen (LoRA, every peft method but prompt tuning): dynamo guards on that, and compiled
-    the one block's graph a second time (~5-6 s of a 24 s first step) for ~5 ms a step.
+    That is the first block under LoRA and the other adapters, whose input is the frozen
+    embeddings' output: dynamo guards on the input's ``requires_grad``, and compiled that one
+    block's graph a second time (~5-6 s of a 24 s first step) for ~5 ms a step. Blocks that
+    train nothing (below ``method: freeze``'s layers) share one graph of their own.
 
     Compiling reads two settings when a call compiles, so every call carries them: AOTAutograd's
     :data:`ACTIVATION_MEMORY_BUDGET`, and dynamo's ``specialize_float``: traced as symbols, the
     blocks' float constants (LoRA's scaling, the norms' epsilon) made dynamo restart its first
-    analysis (~5 s; inductor turns symbolic floats into tensors and asks for a retrace).
+    trace (~5 s), as inductor turns symbolic floats into tensors and asks for a retrace.
     """
+    forward = block.forward
     compiled = torch.compile(forward, dynamic=True)
+    trains = any(parameter.requires_grad for parameter in block.parameters())
 
     @functools.wraps(forward)
     def call(*args: Any, **kwargs: Any) -> Any:
         hidden = args[0] if args else kwargs.get("hidden_states")
-        if isinstance(hidden, torch.Tensor) and not hidden.requires_grad:
+        if trains and isinstance(hidden, torch.Tensor) and not hidden.requires_grad:
             return forward(*args, **kwargs)
         with functorch_config.patch(activation_memory_budget=ACTIVATION_MEMORY_BUDGET), \
                 dynamo_config.patch(specialize_float=True):
