@@ -190,8 +190,8 @@ def _traced_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """What :class:`_RecomputedCausalAttention` computes, as plain differentiable ops for compiled
     blocks: inductor fuses the cast, mask and softmax of the fp32 scores, and the partitioner
     decides what backward keeps. An ``autograd.Function`` in the graph kept AOTAutograd's cache
-    from holding it (see :mod:`finjust.models.lean_activations`). Keys and values are repeated per query head: with
-    the query heads stacked instead, compiled steps ran 5-11% slower."""
+    from holding it (see :mod:`finjust.models.lean_activations`). Keys and values are repeated
+    per query head: with the query heads stacked instead, compiled steps ran 5-11% slower."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
     return _causal_probs(q * scale, k).to(v.dtype) @ v
