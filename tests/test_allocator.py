@@ -112,11 +112,14 @@ def test_a_relaunch_the_system_refuses_is_one_note_and_the_command_runs_here(mon
 
     monkeypatch.setattr(launch.allocator, "relaunch_environment", lambda: {"LD_PRELOAD": "/lib/tc.so other.so"})
     monkeypatch.setattr(launch.os, "execve", refused)
+    monkeypatch.delenv(allocator.RELAUNCH_REFUSED, raising=False)  # restored after the test
     monkeypatch.setattr("finjust.cli.main.main", lambda: 7)
     assert launch.entry() == 7
     assert capsys.readouterr().err == ("note: starting again with /lib/tc.so preloaded failed (Argument list too "
                                        "long); going on in this process's memory allocator (FINJUST_ALLOCATOR=glibc "
                                        "skips the attempt)\n")  # fmt: skip
+    # the run log's line says what happened, not how to install what is installed
+    assert "the system refused to start the command again with /lib/tc.so" in allocator.describe()
 
 
 def test_without_a_relaunch_the_command_runs_its_main(monkeypatch):

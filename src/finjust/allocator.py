@@ -31,6 +31,8 @@ from finjust.errors import SettingError
 SETTING = "FINJUST_ALLOCATOR"
 #: set in the relaunched process: relaunch once at most, whatever happened
 RELAUNCHED = "FINJUST_ALLOCATOR_RELAUNCHED"
+#: set where the system refused the relaunch: the library it was to preload
+RELAUNCH_REFUSED = "FINJUST_ALLOCATOR_RELAUNCH_REFUSED"
 #: libraries in order of preference (tcmalloc measured; jemalloc does the same job)
 LIBRARIES = ("tcmalloc_minimal", "tcmalloc", "jemalloc")
 #: where ``make`` puts the library inside the virtual environment
@@ -121,6 +123,9 @@ def describe(environ: Mapping[str, str] = os.environ) -> str:
         return f"memory allocator: {name}"
     if environ.get(SETTING, "").strip().lower() == "glibc":
         return f"memory allocator: glibc malloc ({SETTING}=glibc)"
+    if refused := environ.get(RELAUNCH_REFUSED):
+        return (f"memory allocator: glibc malloc (the system refused to start the command again with {refused} "
+                f"preloaded; {SETTING}=glibc silences this)")  # fmt: skip
     unusable = [path for path in sorted(BUNDLED.glob("lib*malloc*.so*")) if not preloadable(path)]
     if unusable:
         return (f"memory allocator: glibc malloc (the virtual environment's {unusable[0].name} cannot be preloaded "

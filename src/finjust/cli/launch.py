@@ -40,6 +40,7 @@ def _relaunch(environment: dict[str, str]) -> None:
         os.execve(sys.executable, [sys.executable, "-P", "-m", "finjust", *sys.argv[1:]], environment)
     except OSError as error:
         library = environment["LD_PRELOAD"].split()[0]
+        os.environ[allocator.RELAUNCH_REFUSED] = library  # for the run log's allocator line
         print(f"note: starting again with {library} preloaded failed ({error.strerror or error}); going on in "
               f"this process's memory allocator ({allocator.SETTING}=glibc skips the attempt)", file=sys.stderr)
 
