@@ -19,7 +19,7 @@ def model(tiny_model_dir):
 def test_layout_gathers_and_scatters_back_every_token():
     positions = torch.tensor([[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 0, 1]])
     layout = seg.segment_layout(positions)
-    assert layout.examples == 5 and layout.longest % seg.LENGTH_MULTIPLE == 0
+    assert layout.examples == 5 and layout.longest % seg.LENGTH_MULTIPLE == 0 and layout.longest_example == 4
     states = torch.arange(12.0).view(2, 1, 6, 1)  # (rows, heads, length, dim)
     per_example = seg._to_segments(states, layout)
     assert per_example[1, 0, :2, 0].tolist() == [3.0, 4.0]  # row 0's second example

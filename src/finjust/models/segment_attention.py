@@ -47,7 +47,8 @@ class SegmentLayout:
     gather: torch.Tensor  # (examples * longest,) flat row position of each padded slot
     scatter: torch.Tensor  # (rows * row length,) padded slot of each flat row position
     examples: int
-    longest: int
+    longest: int  # the layout's length: the longest example's, rounded up to LENGTH_MULTIPLE
+    longest_example: int  # that example's own token count
 
 
 def segment_layout(position_ids: torch.Tensor, filler: torch.Tensor | None = None) -> SegmentLayout:
@@ -64,14 +65,15 @@ def segment_layout(position_ids: torch.Tensor, filler: torch.Tensor | None = Non
     positions = flat[tokens]
     starts = torch.nonzero(positions == 0).flatten()
     lengths = torch.diff(starts, append=torch.tensor([tokens.numel()], device=flat.device))
-    longest = round_up(int(lengths.max()), LENGTH_MULTIPLE)
+    longest_example = int(lengths.max())
+    longest = round_up(longest_example, LENGTH_MULTIPLE)
     example = torch.repeat_interleave(torch.arange(len(starts), device=flat.device), lengths)
     slots = example * longest + positions  # slot = example's row in the layout, position within it
     gather = torch.zeros(len(starts) * longest, dtype=torch.long, device=flat.device)  # pads read token 0
     gather[slots] = tokens
     scatter = torch.zeros(flat.numel(), dtype=torch.long, device=flat.device)
     scatter[tokens] = slots
-    return SegmentLayout(gather, scatter, len(starts), longest)
+    return SegmentLayout(gather, scatter, len(starts), longest, longest_example)
 
 
 def separates_packed_examples(model: nn.Module) -> bool:

@@ -244,21 +244,13 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
 def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     """The decoder's last hidden states of a packed batch, attention computed per example."""
     decoder = model.get_decoder()
-    # the longest example matters only against a sliding window (reading it syncs with a GPU)
-    longest = _longest_example(batch) if getattr(model.config, "sliding_window", None) else None
-    if not supports_segments(model, longest):
-        return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     layout = segment_layout(batch.position_ids, batch.filler_mask())
+    if not supports_segments(model, layout.longest_example):
+        return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     with segment_attention(model):
         out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
                       segment_layout=layout)  # fmt: skip
     return out.last_hidden_state
-
-
-def _longest_example(batch: PackedBatch) -> int:
-    """The token count of the batch's longest example (positions restart at 0 in each)."""
-    real = batch.position_ids[~batch.filler_mask()]
-    return int(real.max()) + 1 if real.numel() else 0
 
 
 def plain_head(model: nn.Module) -> nn.Linear | None:
