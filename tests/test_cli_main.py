@@ -31,9 +31,10 @@ def test_help_and_argument_errors_import_no_torch(argv):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("command", ["train", "demo", "data", "eval"])
-def test_the_help_of_commands_that_read_recipes_imports_no_transformers_or_peft(command):
-    # their recipe help reads every method's options; peft and transformers' model code took ~6 s of it
+@pytest.mark.parametrize("command", ["train", "demo", "data", "eval", "compare", "export"])
+def test_the_help_of_commands_that_read_recipes_or_registries_imports_no_transformers_or_peft(command):
+    # recipe help reads every method's options, compare's and export's help their registries of rows
+    # and formats; peft and transformers' model code took ~6 s of each
     argv = [command, "--help"] if command != "data" else ["data", "check", "--help"]
     done = subprocess.run([sys.executable, "-c", LOADED_AFTER, *argv], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] in ("[]", "['torch']")

@@ -9,7 +9,7 @@ from finjust import atomic
 from finjust.cli.arguments import output_file
 from finjust.cli.progress import ProgressPrinter
 from finjust.eval.augment import FEW_SHOT_INSTRUCTION
-from finjust.eval.compare import DEFAULT_ROWS, STRATEGIES, CompareOptions, compare_run, format_comparison
+from finjust.eval.compare_rows import DEFAULT_ROWS, STRATEGIES
 from finjust.eval.retrieval import DEFAULT_ENCODER
 
 
@@ -44,6 +44,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from finjust.eval.compare import CompareOptions, compare_run, format_comparison  # here: --help loads no model code
+
     options = CompareOptions(
         rows=[r.strip() for r in args.rows.split(",") if r.strip()],
         shots=args.shots,

@@ -9,7 +9,7 @@ from finjust import atomic
 from finjust.cli.arguments import fraction, output_file, positive_int
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import ExportError
-from finjust.export import FORMATS, export_run, get_format
+from finjust.export import FORMATS, get_format
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
@@ -50,6 +50,8 @@ def _quant_choices() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from finjust.export import export_run  # here: --help loads no model code
+
     try:
         result = export_run(args.run_dir, args.format, out=args.out, quant=args.quant, prompts=args.prompts,
                             max_new_tokens=args.max_new_tokens, min_agreement=args.min_agreement,

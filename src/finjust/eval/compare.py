@@ -22,6 +22,7 @@ from finjust.data.example import TASK_TEXT, Example
 from finjust.data.templates import prompt_ids
 from finjust.errors import EvaluationError
 from finjust.eval.augment import CONTEXTS, FEW_SHOT_INSTRUCTION, Augmented, ContextInputs, cites_a_source
+from finjust.eval.compare_rows import DEFAULT_ROWS, STRATEGIES, Strategy
 from finjust.eval.costs import PeakMemory, training_cost
 from finjust.eval.evaluate import RunInputs, load_tuned, open_run
 from finjust.eval.retrieval import (
@@ -38,28 +39,8 @@ from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, lo
 from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
-from finjust.registry import Registry
 from finjust.train.max_length import fitted_to_model
 from finjust.train.run import compute_dtype, training_dtype
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """One way of answering: a prompt context (a name in ``CONTEXTS``) and which model answers."""
-
-    description: str
-    context: str
-    #: True: the run's fine-tuned model answers; False: the pretrained base model
-    tuned: bool
-
-
-STRATEGIES: Registry[Strategy] = Registry("compare row")
-STRATEGIES.add("base", Strategy("pretrained model, zero-shot", "none", tuned=False))
-STRATEGIES.add("prompt", Strategy("pretrained model, system prompt + k training examples", "few_shot", tuned=False))
-STRATEGIES.add("rag", Strategy("pretrained model, top-k retrieved sources in the prompt, cited", "rag", tuned=False))
-STRATEGIES.add("tuned", Strategy("fine-tuned model, zero-shot", "none", tuned=True))
-STRATEGIES.add("hybrid", Strategy("fine-tuned model + the same retrieved sources", "rag", tuned=True))
-DEFAULT_ROWS = ("base", "prompt", "rag", "tuned", "hybrid")
 
 
 @dataclass

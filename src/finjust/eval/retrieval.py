@@ -20,7 +20,6 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, AutoTokenizer
 
 from finjust.data.example import Example
 from finjust.errors import EvaluationError, ModelLoadError
@@ -46,6 +45,8 @@ class TransformerEncoder:
     """A Hugging Face encoder folder with mean pooling and L2 normalisation."""
 
     def __init__(self, folder: Path, device: torch.device | None = None, batch_size: int = 32) -> None:
+        from transformers import AutoModel, AutoTokenizer  # here: `finjust compare --help` reads this module
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from finjust.eval.evaluate import load_tuned
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
-from finjust.export.source import ExportSource
+
+if TYPE_CHECKING:
+    from finjust.export.source import ExportSource
 
 
 class Adapter(ExportFormat):
@@ -31,6 +33,8 @@ class Adapter(ExportFormat):
 
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         exported = dataclasses.replace(source.run, artifact=folder)
+        from finjust.eval.evaluate import load_tuned
+
         model, _ = load_tuned(exported, source.fresh_base())
         # the stop token the folder's own tokenizer declares, so the parity check can catch a wrong one
         tokenizer = folder_tokenizer(folder)

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +32,9 @@ from finjust.errors import ExportError
 from finjust.export.gguf_writer import OUTTYPES, write_gguf
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Generation, Runtime
-from finjust.export.source import ExportSource
+
+if TYPE_CHECKING:
+    from finjust.export.source import ExportSource
 
 INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
            '-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF" pip install --no-deps llama-cpp-python==0.3.36')  # fmt: skip

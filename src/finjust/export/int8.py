@@ -22,17 +22,21 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 
 from finjust.errors import ExportError
 from finjust.export.merged import stop_ids_of
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
-from finjust.export.source import ExportSource
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from finjust.export.source import ExportSource
 
 WEIGHTS = "model_int8.pt"
 DESCRIPTION = "int8.json"
@@ -56,6 +60,8 @@ def load_int8(folder: str | Path) -> PreTrainedModel:
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise ExportError(f"{folder} holds no {WEIGHTS}; is it an int8 export?")
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig.from_pretrained(folder)
@@ -74,6 +80,8 @@ class Int8(ExportFormat):
     def write(self, source: ExportSource, folder: Path, quant: str | None) -> None:
         merged = source.merged()
         fp32_bytes = sum(p.numel() * p.element_size() for p in merged.parameters())
+        from transformers import AutoModelForCausalLM
+
         # quantise a copy: the fp32 merged model stays usable for other formats
         model = AutoModelForCausalLM.from_config(merged.config, dtype=torch.float32)
         model.load_state_dict(merged.state_dict())

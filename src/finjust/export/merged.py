@@ -10,13 +10,17 @@ report shows what that costs against the 4-bit model that trained.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Runtime, TorchRuntime, folder_tokenizer
-from finjust.export.source import ExportSource
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from finjust.export.source import ExportSource
 
 
 def save_merged(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
@@ -39,6 +43,8 @@ class Merged(ExportFormat):
         save_merged(source.merged(), source.tokenizer, folder)
 
     def open(self, folder: Path, source: ExportSource) -> Runtime:
+        from transformers import AutoModelForCausalLM
+
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id,
                             tokenizer=folder_tokenizer(folder))  # fmt: skip

@@ -18,7 +18,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,7 +27,9 @@ from torch import nn
 from finjust.errors import ExportError
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Generation, Runtime, folder_tokenizer, greedy_without_cache
-from finjust.export.source import ExportSource
+
+if TYPE_CHECKING:
+    from finjust.export.source import ExportSource
 
 GRAPH = "model.onnx"
 INSTALL = "pip install --no-deps onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2 onnx-ir==1.1.0 ml-dtypes==0.6.0"

@@ -12,16 +12,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from finjust.data.example import Message
 from finjust.data.templates import chat_ids
 from finjust.errors import ExportError
 from finjust.methods.peft_adapter import peft_false_alarms_off
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -91,6 +94,8 @@ def folder_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     Raises:
         ExportError: its files are missing or broken.
     """
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as exc:  # transformers raises many types for missing or broken files
