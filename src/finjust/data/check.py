@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -78,10 +78,18 @@ def check_data(
     return apply_gate(report, data.quality, data.too_long)
 
 
-def _roles(data: Any) -> list[tuple[DataSource, int, str]]:
+class _Role(NamedTuple):
+    """One source of the data section, where its records come from and the split it feeds."""
+
+    source: DataSource
+    origin: int
+    split: str
+
+
+def _roles(data: Any) -> list[_Role]:
     """Each source of the data section with its origin and split role."""
-    roles = [(s, POOL, "train") for s in parse_sources(data.train)]
-    return roles + [(held_out_source(p, name), origin, name) for p, origin, name in
+    roles = [_Role(s, POOL, "train") for s in parse_sources(data.train)]
+    return roles + [_Role(held_out_source(p, name), origin, name) for p, origin, name in
                     ((data.validation, VALIDATION_FILE, "validation"), (data.test, TEST_FILE, "test")) if p]  # fmt: skip
 
 
@@ -95,11 +103,11 @@ def unreadable_sources(data: Any) -> list[Problem]:
     return _unreadable(_roles(data))
 
 
-def _unreadable(roles: list[tuple[DataSource, int, str]]) -> list[Problem]:
-    return [problem for source, _, _ in roles if (problem := source_problem(source.path)) is not None]
+def _unreadable(roles: list[_Role]) -> list[Problem]:
+    return [problem for role in roles if (problem := source_problem(role.source.path)) is not None]
 
 
-def _require_readable(roles: list[tuple[DataSource, int, str]]) -> None:
+def _require_readable(roles: list[_Role]) -> None:
     """Sources that cannot be opened are the recipe's error, not findings about data: all at once.
 
     Raises:
