@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import threading
 import time
@@ -583,3 +584,12 @@ def test_serving_configures_logging_only_when_asked(monkeypatch, log_config, con
     app.state.engine = SimpleNamespace(close=lambda: None)
     server_module.run_server(app, "127.0.0.1", 0, log_config=log_config)
     assert len(configs) == configured
+
+
+def test_the_context_is_the_smaller_of_the_models_and_its_tokenizers_limit(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 40}))
+    assert load_served_model(tiny_model_dir).context == 512  # the config's max_position_embeddings
+    assert load_served_model(folder).context == 40  # as training fits data.max_length to the model

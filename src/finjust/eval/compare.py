@@ -39,7 +39,7 @@ from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, lo
 from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
-from finjust.train.max_length import fitted_to_model
+from finjust.train.max_length import fitted_to_model, model_positions
 from finjust.train.run import compute_dtype, training_dtype
 
 
@@ -122,7 +122,8 @@ def compare_run(
         packing = run.method.supports_packing if strategy.tuned else True
         with PeakMemory(loaded.device) as memory:
             scores[name] = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval,
-                                       _max_length(recipe, answering, strategy.context), loaded.device, autocast,
+                                       _max_length(recipe, answering, loaded.tokenizer, strategy.context), loaded.device,
+                                       autocast,
                                        packing)  # fmt: skip
         rows[name] = _row(name, strategy, augmented, scores[name], memory, loaded, run)
         if rows[name]["loss_examples"] < len(test):
@@ -178,13 +179,12 @@ def _retriever_factory(
     return build
 
 
-def _max_length(recipe: Recipe, model: nn.Module, context: str) -> int:
+def _max_length(recipe: Recipe, model: nn.Module, tokenizer: Any, context: str) -> int:
     """Plain test prompts are cut where the scorecard cuts them (``data.max_length`` fitted to
     the model); augmented prompts are longer than training examples: the model's whole context."""
     if context == "none":
         return recipe.data.max_length
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return max(recipe.data.max_length, int(positions or 0))
+    return max(recipe.data.max_length, model_positions(model, tokenizer) or 0)
 
 
 def _row(

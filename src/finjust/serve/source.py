@@ -14,6 +14,7 @@ from finjust.errors import ModelLoadError
 from finjust.eval.evaluate import load_tuned, open_trained
 from finjust.export.registry import recorded_result
 from finjust.models.load import load_model
+from finjust.train.max_length import model_positions
 from finjust.train.run import compute_dtype, training_dtype
 
 #: context length assumed when the model's config does not say
@@ -68,7 +69,7 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
             "(no recipe.yaml); pass a folder written by `finjust train` or `finjust export`"
         )
     served.name = name or _default_name(folder.resolve())
-    served.context = _context_length(served.model)
+    served.context = model_positions(served.model, served.tokenizer) or _DEFAULT_CONTEXT
     served.model.eval()
     return served
 
@@ -117,8 +118,3 @@ def _from_run(folder: Path) -> ServedModel:
     model, loaded = load_tuned(run, loaded)
     return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "", 0,
                        equal_lengths=not run.method.supports_packing, system_prompt=run.recipe.data.system_prompt)
-
-
-def _context_length(model: nn.Module) -> int:
-    config = getattr(model, "config", None)
-    return int(getattr(config, "max_position_embeddings", None) or _DEFAULT_CONTEXT)
