@@ -110,9 +110,22 @@ def test_labels_map_both_ways():
     assert numeric.labels == ("1", "2", "10")  # integer classes keep their numeric order
 
 
-def test_one_label_is_not_a_classification_task():
-    with pytest.raises(DataError, match="at least two labels"):
-        LabelMap.from_examples(_examples([{"text": "a", "label": "x"}, {"text": "b", "label": "x"}]))
+def test_one_label_is_not_a_classification_task_and_the_error_names_the_file():
+    examples = [Example((Message("user", t),), source="train.jsonl", line=i + 1, task="classification", label="x")
+                for i, t in enumerate("ab")]  # fmt: skip
+    with pytest.raises(DataError, match=r"at least two labels .*; found \['x'\] in train.jsonl: add records"):
+        LabelMap.from_examples(examples)
+
+
+def test_every_held_out_label_the_training_split_lacks_is_named_at_once():
+    labels = LabelMap(("neg", "pos"))
+    held_out = [Example((Message("user", f"t{i}"),), source="test.jsonl", line=i + 1, task="classification",
+                        label=label) for i, label in enumerate(["pos", "mixed", "neg", "other"])]  # fmt: skip
+    with pytest.raises(DataError, match="2 bad records") as raised:
+        labels.check(held_out, "test")
+    assert "test.jsonl:2 field 'label': label 'mixed'" in str(raised.value)
+    assert "test.jsonl:4 field 'label': label 'other'" in str(raised.value)
+    labels.check(held_out[:1] + held_out[2:3], "test")  # known labels pass
 
 
 def test_labels_that_differ_only_in_case_are_refused_naming_where():

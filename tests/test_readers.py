@@ -10,7 +10,7 @@ import pytest
 from conftest import build_tokenizer
 
 from finjust.data.example import TASK_CLASSIFICATION, TASK_PREFERENCE, TASK_TEXT
-from finjust.data.formats import detect_format
+from finjust.data.formats import RecordProblem, detect_format
 from finjust.data.load import load_examples
 from finjust.data.problems import Problem
 from finjust.data.templates import IGNORE_INDEX, tokenize_examples
@@ -185,8 +185,9 @@ def test_detection_prefers_the_complete_format_and_flags_real_ambiguity():
     assert detect_format({"text": "x"}) == "text"
     assert detect_format({"instruction": "x", "output": "y", "label": "z"}) == "instruction"
     assert detect_format({"instruction": "x"}) == "instruction"
-    with pytest.raises(ValueError, match="set data.format"):
+    with pytest.raises(RecordProblem, match="set data.format") as raised:
         detect_format({"instruction": "x", "output": "y", "text": "z"})
+    assert raised.value.kind == "ambiguous_format"
 
 
 @pytest.mark.parametrize("where", ["file", "folder"])

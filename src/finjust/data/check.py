@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.example import SFT_TASKS, Example
+from finjust.data.example import Example, shared_task
 from finjust.data.findings import FINDINGS
 from finjust.data.gate import apply_gate
 from finjust.data.load import iter_examples
@@ -158,7 +158,7 @@ def _read_file(
 
 def _check_tasks(scan: QualityScan, files: list[dict[str, Any]]) -> None:
     """One data set holds one task (chat and raw text may mix); else every file's records are suspect."""
-    if len(scan.tasks) > 1 and not set(scan.tasks) <= set(SFT_TASKS):
+    if scan.tasks and shared_task(scan.tasks) is None:
         found = "; ".join(f"{n} {task}, the first at {scan.first_of_task[task]}"
                           for task, n in scan.tasks.most_common())  # fmt: skip
         scan.add_problem(Problem("mixed_formats", f"the files hold records of several tasks ({found}); one "
@@ -169,7 +169,7 @@ def _check_tasks(scan: QualityScan, files: list[dict[str, Any]]) -> None:
 def _task(scan: QualityScan) -> str:
     if not scan.tasks:
         return "none"
-    return scan.tasks.most_common(1)[0][0] if len(scan.tasks) == 1 else "chat"
+    return shared_task(scan.tasks) or scan.tasks.most_common(1)[0][0]
 
 
 def _assign_splits(scan: QualityScan, data: Any, seed: int, has_val: bool, has_test: bool

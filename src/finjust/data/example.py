@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,14 @@ class Message:
     #: 1 trains this (assistant) message, 0 shows it as context only
     weight: int = 1
 
+
+
+def shared_task(tasks: Collection[str]) -> str | None:
+    """The task a data set holding records of ``tasks`` trains as: its one task, or chat where
+    chat and raw text mix (both train with SFT); None where tasks that cannot mix do."""
+    if len(tasks) == 1:
+        return next(iter(tasks))
+    return TASK_CHAT if set(tasks) <= set(SFT_TASKS) else None
 
 def with_system_prompt(messages: Iterable[Message], system_prompt: str | None) -> tuple[Message, ...]:
     """``messages`` led by a ``system_prompt`` message where they have no system message first

@@ -228,14 +228,19 @@ def _order() -> list[RecordFormat]:
 
 
 def detect_format(record: Mapping[str, Any]) -> str | None:
-    """The format a record looks like, or None; raises ValueError when it fits several."""
+    """The format a record looks like, or None.
+
+    Raises:
+        RecordProblem: (kind ``ambiguous_format``) when its fields fit several formats.
+    """
     keys = {k for k, v in record.items() if v is not None}
     full = [f for f in _order() if f.required <= keys]
     # text ⊂ classification: a record with text and label is a classification record
     full = [f for f in full if not any(f.required < g.required for g in full)]
     if len(full) > 1:
         names = " and ".join(repr(f.name) for f in full)
-        raise ValueError(f"the fields fit both {names} records; set data.format to the one you mean")
+        raise RecordProblem(None, f"the fields fit both {names} records; set data.format to the one you mean",
+                            "ambiguous_format")  # fmt: skip
     if full:
         return full[0].name
     return next((f.name for f in _order() if f.signature & keys), None)

@@ -71,8 +71,8 @@ def _read_raw(
     record = _renamed(record, columns)
     try:
         name = data_format if data_format != "auto" else detect_format(record)
-    except ValueError as exc:
-        return Problem("ambiguous_format", str(exc), path, item.number)
+    except RecordProblem as problem:
+        return Problem(problem.kind, str(problem), path, item.number)
     if data_format == "auto" and first is not None and _belongs_to(record, RECORD_FORMATS.get(first[0]), name):
         name = first[0]  # an incomplete record of the file's format: say which of its fields is wrong
     if name is None:

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from finjust.data.example import SFT_TASKS, TASK_CHAT, Example
+from finjust.data.example import TASK_CHAT, Example, shared_task
 from finjust.data.load import iter_examples
 from finjust.data.pii import redact_pii
 from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
@@ -151,22 +151,9 @@ def common_task(parts: Iterable[Sequence[Example]]) -> str:
         for example in part:
             first = first or example
             tasks.add(example.task)
-            if example.task != first.task and not tasks <= set(SFT_TASKS):
+            if shared_task(tasks) is None:
                 raise DataError(f"this is a {example.task} record but {first.source}:{first.line} is a "
                                 f"{first.task} record; one data set holds one task", example.source, example.line)
     if first is None:
         raise DataError("no records in any data file")
-    return first.task if len(tasks) == 1 else TASK_CHAT
-
-
-def require_sft(prepared: PreparedData) -> None:
-    """Raise unless the examples are conversations or raw text, which the SFT trainer consumes.
-
-    Raises:
-        DataError: for classification and preference data, which need another objective.
-    """
-    if prepared.task not in SFT_TASKS:
-        objective = {"classification": "a classification objective", "preference": "a preference (DPO or "
-                     "reward) objective"}.get(prepared.task, "another objective")  # fmt: skip
-        raise DataError(f"the data are {prepared.task} records, which supervised fine-tuning cannot train on; "
-                        f"they need {objective}. Convert them to instruction or chat records to use SFT")
+    return shared_task(tasks) or first.task  # not None: a mix that cannot train raised above

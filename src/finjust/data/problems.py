@@ -14,7 +14,8 @@ from finjust.errors import DataError
 #: how many problems are listed before the rest are only counted
 MAX_REPORTED_PROBLEMS = 20
 
-#: every kind of problem, with what it means (the report groups problems by kind)
+#: every kind of problem, with what it means (the report counts problems by kind; a Problem
+#: of another kind is refused)
 PROBLEM_KINDS: dict[str, str] = {
     "unreadable": "the file or folder cannot be opened or is of an unknown type",
     "empty_file": "the file holds no records",
@@ -44,6 +45,10 @@ class Problem:
     path: str
     line: int | None = None
     field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROBLEM_KINDS:  # a reader's mistake: every kind the report counts is described
+            raise ValueError(f"unknown problem kind {self.kind!r}; add it to PROBLEM_KINDS")
 
     def to_error(self) -> DataError:
         return DataError(self.message, self.path, self.line, self.field)

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from finjust.data.example import Example, case_variants
+from finjust.data.problems import Problem, combine
 from finjust.errors import DataError
 from finjust.models.load import autocast
 
@@ -44,8 +45,9 @@ class LabelMap:
         """
         found = {e.label for e in examples if e.label is not None}
         if len(found) < 2:
+            files = ", ".join(sorted({e.source for e in examples if e.source})) or "the training data"
             raise DataError(f"classification needs at least two labels in the training split; found "
-                            f"{sorted(found) or 'none'}")  # fmt: skip
+                            f"{sorted(found) or 'none'} in {files}: add records of another class (field 'label')")
         _refuse_case_variants(examples)
         numeric = all(label.lstrip("-").isdigit() for label in found)
         return cls(tuple(sorted(found, key=int if numeric else str)))
@@ -65,17 +67,17 @@ class LabelMap:
         return {label: i for i, label in enumerate(self.labels)}
 
     def check(self, examples: Sequence[Example], split: str) -> None:
-        """Raise for the first example whose label the training split never uses.
+        """Raise for the examples whose labels the training split never uses, all at once.
 
         Raises:
-            DataError: naming the file and line of that example.
+            DataError: naming the file and line of each such example.
         """
-        for example in examples:
-            if example.label not in self.labels:
-                raise DataError(f"label {example.label!r} of this {split} record never occurs in the training "
-                                f"split (labels: {', '.join(self.labels)}); the model cannot learn it. Fix the "
-                                "label, add training records with it, or set data.stratify_by: label",
-                                example.source, example.line, "label")  # fmt: skip
+        unseen = [Problem("bad_value", f"label {e.label!r} of this {split} record never occurs in the training split "
+                          f"(labels: {', '.join(self.labels)}); the model cannot learn it. Fix the label, add "
+                          "training records with it, or set data.stratify_by: label", e.source or "", e.line, "label")
+                  for e in examples if e.label not in self.labels]  # fmt: skip
+        if unseen:
+            raise unseen[0].to_error() if len(unseen) == 1 else combine(unseen)
 
     def to_json(self) -> dict[str, Any]:
         return {"labels": list(self.labels)}

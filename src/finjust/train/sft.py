@@ -13,7 +13,7 @@ from torch import nn
 
 from finjust import atomic
 from finjust.data.example import Example
-from finjust.data.prepare import PreparedData, require_sft
+from finjust.data.prepare import PreparedData
 from finjust.data.templates import TokenizedExample, prompt_ids, tokenize_examples
 from finjust.eval.forgetting import probe_model, replay_texts, retention, text_examples
 from finjust.eval.scorecard import ModelScores, build_scorecard, score_model
@@ -36,7 +36,6 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     recipe, folder, method, data, resume, on_event = (
         run.recipe, run.folder, run.method, run.data, run.resume, run.on_event
     )  # fmt: skip
-    require_sft(data)
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
