@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from finjust.data.templates import IGNORE_INDEX
 from finjust.models import segment_attention as seg
-from finjust.objectives.sft import ROW_MULTIPLE, pack, packed_hidden_states
+from finjust.models.shapes import ROW_MULTIPLE
+from finjust.objectives.sft import pack, packed_hidden_states
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ from conftest import loss_and_grads
 from transformers import AutoModelForCausalLM
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
+from finjust.models.shapes import ROW_MULTIPLE
 from finjust.objectives.sft import (
-    ROW_MULTIPLE,
     ROW_TOKENS,
     batch_loss_sum,
     eval_batches,

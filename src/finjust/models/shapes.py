@@ -8,6 +8,9 @@ to hold them cost 3x the time. Lengths rounded up to a multiple keep the set of 
 
 from __future__ import annotations
 
+#: rows of tokens (a step's packed rows, the loss's last chunk) are padded to a multiple of this
+ROW_MULTIPLE = 32
+
 
 def round_up(n: int, multiple: int) -> int:
     """The smallest multiple of ``multiple`` that is >= ``n``."""

@@ -33,15 +33,12 @@ import torch
 
 from finjust.models.load import matmul_dtype
 from finjust.models.machine_plans import Timer, best_times, machine_plan
-from finjust.models.shapes import round_up
+from finjust.models.shapes import ROW_MULTIPLE, round_up
 
 #: tokens per chunk: a chunk's fp32 logits are CHUNK x vocabulary (12.6 MB for SmolLM2);
 #: on the demo's steps 64 and 128 ran equally fast (32 and 512 slower), and 64 lowered the
 #: training benchmark's peak RSS by 0.08 GB
 CHUNK = 64
-#: a last, partial chunk is padded to a multiple of this many rows, so few shapes reach
-#: oneDNN (see :mod:`finjust.models.shapes`)
-ROW_MULTIPLE = 32
 #: the transposed copy must take under this share of the direct way's time to be worth its
 #: memory (Zen 4: 0.62)
 MARGIN = 0.8

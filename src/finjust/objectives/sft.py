@@ -33,7 +33,7 @@ from finjust.models.segment_attention import (
     separates_packed_examples,
     supports_segments,
 )
-from finjust.models.shapes import round_up
+from finjust.models.shapes import ROW_MULTIPLE, round_up
 from finjust.objectives.linear_ce import linear_cross_entropy
 
 #: packed rows of about this many tokens where attention runs under a block mask over the row,
@@ -42,10 +42,6 @@ from finjust.objectives.linear_ce import linear_cross_entropy
 #: 8 rows 345. Where attention runs per example, rows cost nothing and a step is one row
 #: (:func:`training_batches`)
 ROW_TOKENS = 320
-
-#: training rows are padded (with a filler segment) to a multiple of this many tokens, so
-#: few shapes reach oneDNN (see :mod:`finjust.models.shapes`)
-ROW_MULTIPLE = 32
 
 #: families whose logits are ``lm_head(decoder(...))`` and nothing more: their loss runs
 #: through :func:`linear_cross_entropy`, which never holds the whole logits matrix

@@ -9,6 +9,7 @@ from typing import Any
 
 from finjust.data.findings import DEFAULT_FAIL_ON, GATED
 from finjust.data.formats import RECORD_FORMATS
+from finjust.data.templates import TOO_LONG
 from finjust.methods.registry import get_method
 from finjust.models.choices import DEVICES, DTYPES
 
@@ -85,7 +86,7 @@ class DataSection:
         "Longest example in tokens; longer ones are handled as too_long says.", gt=0))
     too_long: str = field(default="truncate", metadata=_doc(
         "Examples over max_length: truncate (raw text is cut into max_length windows), drop, or error.",
-        choices=("truncate", "drop", "error")))
+        choices=TOO_LONG))
     system_prompt: str | None = field(default=None, metadata=_doc(
         "System message put before conversations that have none."))
     quality: QualitySection = field(default_factory=QualitySection, metadata=_doc(
