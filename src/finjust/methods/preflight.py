@@ -1,8 +1,8 @@
 """A method's options checked against the model before anything costly runs.
 
 Options only the model can judge (target modules that match none of its layers, more top
-layers to train than it has, peft's own rules between options) failed when the method was
-applied, after the model's base scores had been computed (~30 s on the demo). Here the method
+layers to train than it has, peft's own rules between options) would fail when the method is
+applied, after the model's base scores are computed (~30 s on the demo). Here the method
 is applied to a weightless copy of the model, its parameters on the meta device (no memory,
 well under a second), which raises the same :class:`~finjust.errors.MethodError` at once.
 """

@@ -13,14 +13,14 @@ keep more than their backward needs:
 Forward values are exactly transformers' (the same operations in the same order); gradients
 equal theirs to rounding (``tests/test_lean_activations.py``). Measured on the training
 benchmark (SmolLM2-135M, 8 demo answers a step, bf16): together 0.10 GB lower peak RSS at
-the same speed (1.82 -> 1.72 GB before the loss's chunk was halved).
+the same speed (1.82 -> 1.72 GB).
 
 Compiled blocks trace the same arithmetic as plain differentiable ops instead: inductor fuses
 it and the partitioner chooses what backward keeps, and an ``autograd.Function`` in the graph
 kept AOTAutograd's cache from holding the compiled block (measured with the attention's
 :func:`~finjust.models.segment_attention._traced_causal_attention`: the first step 9.3-10.1 s
 with the caches warm, 5.0-5.6 s without the Functions; steps and peak the same, each step's
-best 14.38 against 14.12 s over 12 steps, 1.35 GB; Zen 4, 2026-11-27). Traced through the
+best 14.38 against 14.12 s over 12 steps, 1.35 GB; Zen 4). Traced through the
 classes' own forwards instead, the same steps peaked ~0.07 GB higher (1.42 GB).
 
 Why ours: transformers swaps these blocks only for kernels from its hub (``kernels``

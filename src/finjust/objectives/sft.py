@@ -123,7 +123,7 @@ def training_batches(model: nn.Module) -> Callable[[Sequence[TokenizedExample], 
     One row pads a step to the next multiple of :data:`ROW_MULTIPLE` only, where two rows must
     both be as long as the longer: 2.6% padding instead of 6.0% on the training benchmark's
     steps, whose eager steps then ran 4.3% faster (the sum of each step's best of four
-    alternating runs, Zen 4, 2026-11-27), for 0.02 GB more at the peak.
+    alternating runs, Zen 4), for 0.02 GB more at the peak.
     """
     return functools.partial(_training_batch, model)
 

@@ -38,10 +38,9 @@ from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps, by device type. CPU: the
 #: training benchmark's steps (demo data, in tcmalloc) took 0.84 s eager and 0.71 s compiled on
-#: the AMX machine after a first compile of 20 s (inductor's caches warm) to 34 s (cold): from
-#: ~155 to ~260 steps. The first step compiles faster now (README "Training speed": 5-6 s warm
-#: and 37 s cold on the Zen 4 machine), which the AMX machine has yet to time; the 105-step demo
-#: stays eager.
+#: an AMX machine, ~7% less compiled on a Zen 4 one, where compiling costs 5-6 s with inductor's
+#: caches warm and 37-39 s cold: a cold cache pays off after a few hundred steps (timings:
+#: benchmarks/RESULTS.md); the 105-step demo stays eager.
 #: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s
 #: eager and 0.17-0.19 s compiled after a 128-135 s first step with cold caches (two rounds):
 #: from ~1,300-1,700 steps.

@@ -2,9 +2,9 @@
 
 The recipe's default (1,024 tokens) is more than some bases take: the shipped MiniLM encoder
 has 512 learned positions, GPT-2-style models ``n_positions``, and prompt and prefix tuning
-put their virtual tokens in front of every example. A longer example failed deep inside the
-model (``The expanded size of the tensor (600) must match ... (512)``, ``index out of range``)
-after the base had been scored; rotary models ran past their trained context unwarned. So
+put their virtual tokens in front of every example. A longer example would fail deep inside
+the model (``The expanded size of the tensor (600) must match ... (512)``, ``index out of
+range``) after the base is scored; rotary models would run past their trained context unwarned. So
 examples are cut at what the model takes, as ``data.max_length`` would cut them, with a warning.
 """
 
