@@ -146,11 +146,12 @@ def test_a_training_file_edited_since_the_run_is_refused(tiny_recipe, tmp_path, 
     assert str(refused.value).endswith("restore the data it was trained on, or train a new run on the new data")
 
 
-def test_unknown_row_and_bad_k_are_rejected(tmp_path, capsys):
-    assert main(["compare", str(tmp_path), "--rows", "base,finetuned"]) == 2
-    assert "valid compare rows: base, hybrid, prompt, rag, tuned" in capsys.readouterr().err
-    assert main(["compare", str(tmp_path), "--top-k", "0"]) == 2
-    assert "--top-k must be at least 1" in capsys.readouterr().err
+def test_unknown_rows_and_bad_counts_are_rejected_together(tmp_path, capsys):
+    assert main(["compare", str(tmp_path), "--rows", "base,finetuned,retrieval", "--top-k", "0", "--shots", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown compare row 'finetuned'; unknown compare row 'retrieval' (valid compare rows: base, hybrid, " \
+           "prompt, rag, tuned)" in err  # fmt: skip
+    assert "--shots must be at least 1, got 0; --top-k must be at least 1, got 0" in err
 
 
 def test_retrieval_finds_an_exact_duplicate_first():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from finjust import atomic
@@ -107,25 +108,19 @@ def compare_run(
     contexts: dict[str, Augmented] = {}
     scores: dict[str, ModelScores] = {}
     rows: dict[str, dict[str, Any]] = {}
-    model: nn.Module | None = None
+    tuned: nn.Module | None = None
     # the adapter is loaded into the base model in place, so every base-model row goes first
     for name in sorted(options.rows, key=lambda n: STRATEGIES.get(n).tuned):
         strategy = STRATEGIES.get(name)
-        if strategy.tuned and model is None:
+        if strategy.tuned and tuned is None:
             on_event("phase", {"text": f"loading the tuned model from {run.artifact}"})
-            model, loaded = load_tuned(run, loaded)
+            tuned, loaded = load_tuned(run, loaded)
         if strategy.context not in contexts:
             contexts[strategy.context] = CONTEXTS.get(strategy.context)(inputs)
-        augmented = contexts[strategy.context]
         on_event("phase", {"text": f"row {name}: {strategy.description} ({len(test)} questions)"})
-        answering = model if strategy.tuned else loaded.model
-        packing = run.method.supports_packing if strategy.tuned else True
-        with PeakMemory(loaded.device) as memory:
-            scores[name] = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval,
-                                       _max_length(recipe, answering, loaded.tokenizer, strategy.context), loaded.device,
-                                       autocast,
-                                       packing)  # fmt: skip
-        rows[name] = _row(name, strategy, augmented, scores[name], memory, loaded, run)
+        answering = tuned if tuned is not None and strategy.tuned else loaded.model
+        scores[name], rows[name] = _score_row(name, strategy, contexts[strategy.context], answering, loaded, recipe,
+                                              run, autocast)  # fmt: skip
         if rows[name]["loss_examples"] < len(test):
             on_event("warning", {"text": f"row {name}: {len(test) - rows[name]['loss_examples']} of {len(test)} "
                                  "prompts are longer than the model's context and left out of its test_loss and "
@@ -136,11 +131,31 @@ def compare_run(
     return result
 
 
+def _score_row(
+    name: str, strategy: Strategy, augmented: Augmented, answering: nn.Module, loaded: LoadedModel,
+    recipe: Recipe, run: RunInputs, autocast: torch.dtype | None,
+) -> tuple[ModelScores, dict[str, Any]]:  # fmt: skip
+    """One row's scores on its prompts, and the row as the comparison reports it."""
+    packing = run.method.supports_packing if strategy.tuned else True
+    max_length = _max_length(recipe, answering, loaded.tokenizer, strategy.context)
+    with PeakMemory(loaded.device) as memory:
+        scores = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval, max_length, loaded.device,
+                             autocast, packing)  # fmt: skip
+    return scores, _row(name, strategy, augmented, scores, memory, loaded, run)
+
+
 def _check(options: CompareOptions) -> None:
-    for name in options.rows:
-        STRATEGIES.get(name)  # raises, listing the valid rows
-    problems = [f"{flag} must be at least 1, got {value}"
-                for flag, value in (("--shots", options.shots), ("--top-k", options.top_k)) if value < 1]  # fmt: skip
+    """Every problem with the options at once.
+
+    Raises:
+        EvaluationError: naming each unknown row and each count out of range.
+    """
+    unknown = [name for name in options.rows if name not in STRATEGIES]
+    problems = [f"unknown compare row {name!r}" for name in unknown]
+    if unknown:
+        problems[-1] += f" (valid compare rows: {', '.join(STRATEGIES.names())})"
+    problems += [f"{flag} must be at least 1, got {value}"
+                 for flag, value in (("--shots", options.shots), ("--top-k", options.top_k)) if value < 1]  # fmt: skip
     if not options.rows or len(set(options.rows)) != len(options.rows):
         problems.append("choose each row at most once, and at least one row")
     if options.max_examples is not None and options.max_examples < 1:
