@@ -360,10 +360,13 @@ def test_a_classifier_graph_traced_where_every_text_is_one_token_answers_them(ti
     assert np.allclose(got, expected.numpy(), atol=1e-4)
 
 
-def test_a_classifier_export_without_its_trained_files_says_which(classification_recipe, capsys):
+def test_a_classifier_export_refuses_generation_options_and_names_missing_files(classification_recipe, capsys):
     recipe = classification_recipe(train={"max_steps": 1})
     assert main(["train", str(recipe)]) == 0
     run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
+    assert main(["export", str(run), "--format", "onnx", "--min-agreement", "0.5", "--max-new-tokens", "4"]) == 2
+    assert "--max-new-tokens, --min-agreement do not apply to a classification run's onnx export" \
+        in capsys.readouterr().err  # fmt: skip
     (run / "labels.json").write_text('{"labels": ')
     assert main(["export", str(run), "--format", "onnx"]) == 2
     assert f"{run / 'labels.json'} is damaged" in capsys.readouterr().err

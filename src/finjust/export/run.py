@@ -56,8 +56,11 @@ def export_run(
     """
     _check_options(prompts, max_new_tokens, min_agreement)
     if RunFolder(run_dir).task() == TASK_CLASSIFICATION:
-        if quant is not None:
-            raise ExportError("--quant does not apply to a classification run's onnx export")
+        given = [flag for flag, value in (("--quant", quant), ("--max-new-tokens", max_new_tokens),
+                                          ("--min-agreement", min_agreement)) if value is not None]  # fmt: skip
+        if given:  # its parity compares label logits and predicted labels: no answers, no token agreement
+            raise ExportError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a "
+                              "classification run's onnx export")  # fmt: skip
         target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
         refuse_file_in_the_way(target)
         with folder_lock(target), without_progress_bars():
