@@ -12,6 +12,8 @@ demo: $(STAMP)
 	$(BIN)/finjust demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # scripts/fetch-tcmalloc.sh puts Debian's tcmalloc into the venv where apt can download it: the

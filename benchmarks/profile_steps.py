@@ -16,7 +16,6 @@ from pathlib import Path
 # import what the run needs before profiling starts: transformers' lazy imports of torch._dynamo
 # and of the Trainer fail when they first happen under the profiler
 import peft  # noqa: F401
-import torch
 import train_speed
 from torch.profiler import ProfilerActivity, profile
 from transformers import Trainer  # noqa: F401

@@ -48,6 +48,7 @@ def iter_examples(
         if isinstance(item, Problem):
             yield item
             continue
+        result: tuple[Example, str] | Example | Problem  # a tuple is unpacked to its example below
         result = _read_raw(item, str(path), data_format, system_prompt, columns, first)
         if isinstance(result, tuple):
             result, name = result

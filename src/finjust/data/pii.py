@@ -92,6 +92,7 @@ def find_pii(text: str) -> list[PiiMatch]:
     if not has_at and not has_digits:  # most records: skip the patterns entirely
         return []
     claimed: list[PiiMatch] = []
+    end: int | None  # a candidate's end, then its confirmed end (None: not confirmed)
     for name in ("email", "iban", "card", "personnummer", "phone"):
         if name == "email" and not has_at or name != "email" and not has_digits:
             continue

@@ -83,6 +83,7 @@ def read_records(path: str | Path, split: str | None = None) -> Iterator[Item]:
                       f"is a {file_type} {'folder' if path.is_dir() else 'file'}: remove split from its data.train "
                       "entry", str(path))  # fmt: skip
         return
+    assert file_type is not None  # source_problem found none: the path has a known type
     try:
         yield from FILE_TYPES.get(file_type).read(path, split)
     except OSError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from finjust.data.example import SFT_TASKS, TASK_TEXT, Example, Message
 from finjust.errors import DataError
@@ -49,8 +49,8 @@ class TokenizeReport:
 def chat_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> list[int]:
     """Token ids of ``messages`` rendered with the tokenizer's chat template."""
     chat = [{"role": m.role, "content": m.content} for m in messages]
-    out = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=generation_prompt)
-    # transformers 5 returns a BatchEncoding here; older versions a plain list
+    out: Any = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=generation_prompt)
+    # transformers 5 returns a BatchEncoding here; older versions a plain list (hence Any: hasattr tells them apart)
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 

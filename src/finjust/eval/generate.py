@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,7 +38,8 @@ def generate_answers(
     for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
         ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
         with autocast(device, autocast_dtype), peft_false_alarms_off():
-            output = model.generate(
+            # torch types a module's attributes as Tensor | Module; generate is transformers' (or peft's) method
+            output = cast("Callable[..., torch.Tensor]", model.generate)(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,
@@ -47,7 +49,7 @@ def generate_answers(
             )
         new_tokens = output[:, ids.shape[1] :]
         for index, row in zip(chunk, new_tokens, strict=True):
-            answers[index] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            answers[index] = cast(str, tokenizer.decode(row, skip_special_tokens=True)).strip()  # one row: one str
     return [answers[i] for i in range(len(prompts))]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from finjust.objectives.classification import LABELS_FILE, LabelMap, tokenize_la
 from finjust.recipe import load_recipe
 from finjust.train.run import test_examples
 from finjust.train.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: the same fp32 weights, other kernels: every label equal, logits within rounding
 MAX_LOGIT_DIFF = 1e-3
@@ -64,7 +67,8 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     refuse_artifact_folder(target, folder.trained_artifact(method))
     labels = _saved_labels(folder.root / LABELS_FILE)
     reference = _trained(recipe, method, folder, labels)
-    merged = method.merge(_trained(recipe, method, folder, labels).model).float().eval()
+    # every method that merges gives back the transformers model (peft's merge_and_unload unwraps it)
+    merged = cast("PreTrainedModel", method.merge(_trained(recipe, method, folder, labels).model)).float().eval()
     texts = _test_ids(recipe, reference.tokenizer, labels, prompts)
     atomic.recover(target.parent, target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
@@ -100,7 +104,7 @@ def _saved_labels(path: Path) -> LabelMap:
 def _trained(recipe: Any, method: Any, folder: RunFolder, labels: LabelMap) -> Any:
     """The trained classifier in fp32 on the CPU (a fresh base, its head and trained weights restored)."""
     loaded = load_classifier(recipe.model.name, labels.id2label, "float32", "cpu")
-    loaded.model = load_trained(method, loaded.model, folder.artifact(method)).eval()
+    loaded.model = cast("PreTrainedModel", load_trained(method, loaded.model, folder.artifact(method))).eval()
     return loaded
 
 

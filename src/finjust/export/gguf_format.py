@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -34,6 +34,8 @@ from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Generation, Runtime
 
 if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
+
     from finjust.export.source import ExportSource
 
 INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
@@ -172,7 +174,9 @@ class LlamaCppRuntime(Runtime):
             raise ExportError("the GGUF file carries no chat template (tokenizer.chat_template)")
         formatter = Jinja2ChatFormatter(template, eos_token=self._text(self.llm.token_eos()),
                                         bos_token=self._text(self.llm.token_bos()))  # fmt: skip
-        rendered = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        # roles are system, user or assistant (checked when the data loads), typed str on Message
+        chat = cast("list[ChatCompletionRequestMessage]", [{"role": m.role, "content": m.content} for m in messages])
+        rendered = formatter(messages=chat)
         return self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def _text(self, token: int) -> str:

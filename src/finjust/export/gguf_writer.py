@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gguf
 import numpy as np
@@ -82,7 +83,7 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token
 
 
 def _write_parameters(writer: gguf.GGUFWriter, config: object, file_type: gguf.LlamaFileType) -> None:
-    get = config.__dict__.get
+    get: Callable[[str], Any] = config.__dict__.get  # the config's values are untyped
     heads = get("num_attention_heads")
     writer.add_name(str(get("_name_or_path") or "finjust export"))
     writer.add_block_count(get("num_hidden_layers"))

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -73,7 +73,8 @@ class TorchRuntime(Runtime):
         start = time.perf_counter()
         ids = torch.tensor([prompt], dtype=torch.long)
         with peft_false_alarms_off():
-            out = self.model.generate(
+            # torch types a module's attributes as Tensor | Module; generate is transformers' (or peft's) method
+            out = cast("Callable[..., Any]", self.model.generate)(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,

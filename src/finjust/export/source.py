@@ -9,8 +9,10 @@ a full-precision merge, and the runtimes it is compared with (llama.cpp, onnxrun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -35,7 +37,7 @@ class ExportSource:
     base: LoadedModel
     prompts: list[list[int]]
     #: the conversations the prompts were rendered from (what the artifact's own chat template renders)
-    conversations: list[list[Message]]
+    conversations: list[Sequence[Message]]
     max_new_tokens: int
     _reference: nn.Module | None = field(default=None, repr=False)
     _merged: PreTrainedModel | None = field(default=None, repr=False)
@@ -72,9 +74,10 @@ class ExportSource:
                               "are not a change of weights); export it with --format adapter")  # fmt: skip
         if self._merged is None:
             model, _ = load_tuned(self.run, self.fresh_base())
-            merged = method.merge(model)
+            # every method that merges gives back the transformers model (peft's merge_and_unload unwraps it)
+            merged = cast(PreTrainedModel, method.merge(model))
             _drop_quantization_config(merged)
-            merged = merged.to(torch.float32).eval()
+            merged = merged.to(torch.float32).eval()  # type: ignore[arg-type]  # PreTrainedModel.to: see models/load.py
             merged.generation_config.eos_token_id = self.stop_id
             if merged.generation_config.pad_token_id is None:
                 merged.generation_config.pad_token_id = self.tokenizer.pad_token_id
@@ -89,7 +92,7 @@ def _drop_quantization_config(model: PreTrainedModel) -> None:
     for attribute in ("is_quantized", "is_loaded_in_4bit", "is_loaded_in_8bit"):
         if getattr(model, attribute, False):
             setattr(model, attribute, False)
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module.__setattr__ values as Tensor | Module
 
 
 def open_source(run_dir: str | Path, prompts: int = 8, max_new_tokens: int | None = None) -> ExportSource:

@@ -43,7 +43,9 @@ class Full(Method):
         # the base's own class: a causal LM, or a classifier whose saved head comes back with it
         model_class = type(base) if isinstance(base, PreTrainedModel) else AutoModelForCausalLM
         weight = next(base.parameters())
-        return model_class.from_pretrained(folder, dtype=weight.dtype).to(weight.device)  # where the base is
+        # typed as the torch module: mypy reads PreTrainedModel.to (wrapped with functools.wraps) as unbound
+        model: nn.Module = model_class.from_pretrained(folder, dtype=weight.dtype)
+        return model.to(weight.device)  # where the base is
 
     def merge(self, model: nn.Module) -> nn.Module:
         return model  # nothing to fold in: the weights themselves were trained

@@ -34,7 +34,7 @@ def lora_config(options: LoraOptions, use_dora: bool = False) -> LoraConfig:
 
     return LoraConfig(
         r=options.r,
-        lora_alpha=options.alpha,
+        lora_alpha=options.alpha,  # type: ignore[arg-type]  # peft declares an int; it only scales by alpha / r
         lora_dropout=options.dropout,
         target_modules=options.target_modules,
         use_dora=use_dora,

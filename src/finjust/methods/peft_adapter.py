@@ -81,7 +81,7 @@ class PeftMethod(Method):
 
         if not isinstance(model, PeftModel):
             raise MethodError(f"{self.label} save expects the model returned by apply()")
-        model.save_pretrained(folder)
+        model.save_pretrained(str(folder))  # peft declares a str (it only joins paths onto it)
 
     def load(self, base: nn.Module, folder: Path) -> nn.Module:
         from peft import PeftModel

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -46,13 +46,14 @@ class PromptTuning(PeftMethod):
     classification_blocker = "a decoder's head would read padding: its virtual tokens hide where each text ends"
 
     def peft_config(self, model: nn.Module, options: PromptTuningOptions) -> PromptTuningConfig:
-        text_init = {}
+        text_init: dict[str, Any] = {}
         if options.init == "text":
             if not options.init_text:
                 raise MethodError("prompt_tuning: init is 'text' but method.init_text is empty; give the text")
-            # the tokenizer is saved beside the model's weights, so the model's folder finds it
+            # the tokenizer is saved beside the model's weights, so the model's folder finds it (cast: torch
+            # types a module's attributes as Tensor | Module; transformers' name_or_path is a str)
             text_init = {"prompt_tuning_init_text": options.init_text,
-                         "tokenizer_name_or_path": str(Path(model.name_or_path))}  # fmt: skip
+                         "tokenizer_name_or_path": str(Path(cast(str, model.name_or_path)))}  # fmt: skip
         elif options.init_text:  # peft would ignore the text silently
             raise MethodError(f"prompt_tuning: method.init_text is given but method.init is {options.init!r}; "
                               "set method.init=text to start from the text, or leave init_text out")  # fmt: skip

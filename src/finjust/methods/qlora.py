@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from finjust.methods.peft_adapter import PeftMethod, peft_false_alarms_off
 from finjust.methods.registry import METHODS
 
 if TYPE_CHECKING:  # peft is imported where it is used (see methods/peft_adapter.py)
+    from bitsandbytes.nn import Linear4bit, Params4bit
     from peft import LoraConfig
 
 INSTALL = "pip install --no-deps bitsandbytes==0.50.2"
@@ -73,7 +74,9 @@ class Qlora(PeftMethod):
         if not layers:
             raise MethodError("qlora expects a base loaded in 4-bit (load it with the method's model_load_kwargs); "
                               "for a full-precision base use lora")  # fmt: skip
-        if any(getattr(layer.weight.quant_state, "packing_format_for_cpu", False) for layer in layers):
+        # bitsandbytes swaps each layer's weight for a Params4bit, which its types leave as nn.Linear's Tensor
+        if any(getattr(cast("Params4bit", layer.weight).quant_state, "packing_format_for_cpu", False)
+               for layer in layers):
             raise MethodError("qlora: this 4-bit model already ran inference on the CPU, which repacked its weights "
                               "into a layout that has no gradient; load a fresh model for training")  # fmt: skip
         _keep_trainable_layout(layers)
@@ -109,7 +112,7 @@ def _bitsandbytes() -> Any:
     return bitsandbytes
 
 
-def _four_bit_layers(model: nn.Module) -> list[nn.Module]:
+def _four_bit_layers(model: nn.Module) -> list[Linear4bit]:
     try:
         from bitsandbytes.nn import Linear4bit
     except ImportError:
@@ -117,7 +120,7 @@ def _four_bit_layers(model: nn.Module) -> list[nn.Module]:
     return [module for module in model.modules() if isinstance(module, Linear4bit)]
 
 
-def _keep_trainable_layout(layers: list[nn.Module]) -> None:
+def _keep_trainable_layout(layers: list[Linear4bit]) -> None:
     """Stop bitsandbytes repacking 4-bit weights for fast CPU inference.
 
     On CPUs with AVX512-BF16, bitsandbytes 0.50 rewrites a layer's weight into an

@@ -57,7 +57,8 @@ def load_classifier_folder(
             )  # fmt: skip
     except Exception as exc:  # transformers raises many types, e.g. for a model with no classification class
         raise ModelLoadError(f"cannot load the model in {folder} with a classification head: {exc}") from exc
-    return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)
+    # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy reads as unbound
+    return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)  # type: ignore[arg-type]
 
 
 def unfreeze_head(model: torch.nn.Module) -> list[str]:

@@ -16,7 +16,7 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     """The model's repeated blocks (decoder or encoder layers), which compiling and recomputing
     share: transformers' checkpointable layers, else the classes it names in
     ``_no_split_modules`` (its unit for splitting a model, which may name the embeddings too)."""
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     if layers:
         return layers
     names = set(getattr(model, "_no_split_modules", None) or ())

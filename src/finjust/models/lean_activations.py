@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -78,11 +78,20 @@ class _SiluProduct(torch.autograd.Function):
         return torch.ops.aten.silu_backward(grad * up, gate), grad * F.silu(gate)
 
 
+class _RMSNormBlock(Protocol):
+    """What the lean forward reads of a transformers RMSNorm."""
+
+    weight: torch.Tensor
+    variance_epsilon: float
+
+
 def _lean_rms_norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    norm = cast(_RMSNormBlock, module)  # torch types a module's attributes as Tensor | Module
+
     def forward(hidden_states: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():  # plain ops: see the module docstring
-            return _rms_norm(hidden_states, module.weight, module.variance_epsilon)
-        return _RMSNorm.apply(hidden_states, module.weight, module.variance_epsilon)
+            return _rms_norm(hidden_states, norm.weight, norm.variance_epsilon)
+        return _RMSNorm.apply(hidden_states, norm.weight, norm.variance_epsilon)
 
     return forward
 
@@ -93,14 +102,24 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
+class _SwiGLUBlock(Protocol):
+    """What the lean forward reads of a transformers SwiGLU MLP."""
+
+    act_fn: nn.Module
+    gate_proj: nn.Module
+    up_proj: nn.Module
+    down_proj: nn.Module
+
+
 def _lean_swiglu(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    if not isinstance(module.act_fn, (SiLUActivation, nn.SiLU)):
+    mlp = cast(_SwiGLUBlock, module)  # torch types a module's attributes as Tensor | Module
+    if not isinstance(mlp.act_fn, (SiLUActivation, nn.SiLU)):
         return None  # another activation: the class's own forward
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        gate, up = module.gate_proj(x), module.up_proj(x)
+        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
         product = F.silu(gate) * up if torch.compiler.is_compiling() else _SiluProduct.apply(gate, up)
-        return module.down_proj(product)
+        return mlp.down_proj(product)
 
     return forward
 

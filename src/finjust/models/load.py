@@ -323,4 +323,5 @@ def load_model(
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model in {folder}: {exc}") from exc
     _set_stop_token(model, tokenizer)
-    return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)
+    # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy reads as unbound
+    return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ import functools
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +32,7 @@ from finjust.errors import ModelLoadError
 from finjust.models.load import cache_root
 
 Plan = TypeVar("Plan")
-Timer = Callable[[dict[str, Callable[[], None]]], dict[str, float]]
+Timer = Callable[[dict[str, Callable[[], object]]], dict[str, float]]
 
 
 def machine_plan(problem: str, valid: Callable[[object], bool], measure: Callable[[], Plan]) -> Plan:
@@ -59,7 +59,7 @@ def plan_key(problem: str) -> str:
     return f"{_cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | {problem}"
 
 
-def best_times(runs: dict[str, Callable[[], None]], rounds: int = 5) -> dict[str, float]:
+def best_times(runs: Mapping[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
     """Each run's best time over ``rounds`` taken in turn, so that a burst of load elsewhere
     slows both ways rather than one."""
     for run in runs.values():

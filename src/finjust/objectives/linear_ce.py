@@ -74,6 +74,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for part, n, _, probs, chunk_losses in _chunks(hidden.to(ctx.dtype), w, targets, chunk):
             losses[part] = chunk_losses[:n]
             if times_w is not None:
+                assert grad_hidden is not None  # times_w is made only where grad_hidden is
                 grad_hidden[part] = times_w(probs.to(ctx.dtype))[:n]
         ctx.save_for_backward(*((grad_hidden,) if ctx.precomputed else (hidden, weight, targets)))
         return losses
@@ -104,8 +105,8 @@ def keep_transposed_head(weight: torch.Tensor | None) -> Iterator[None]:
     The copy is made at the first use and dropped on leaving; ``weight`` must not change while
     inside. A weight that trains, or is no CPU matrix, is left as it is.
     """
-    kept = weight is None or id(weight) in _TRANSPOSED  # nothing, or by an enclosing context
-    if kept or weight.requires_grad or weight.dim() != 2 or weight.device.type != "cpu":
+    if (weight is None or id(weight) in _TRANSPOSED  # nothing, or kept by an enclosing context
+            or weight.requires_grad or weight.dim() != 2 or weight.device.type != "cpu"):  # fmt: skip
         yield
         return
     _TRANSPOSED[id(weight)] = (weight, {})

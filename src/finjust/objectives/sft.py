@@ -19,7 +19,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -239,7 +239,8 @@ def token_losses(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
 
 def packed_hidden_states(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     """The decoder's last hidden states of a packed batch, attention computed per example."""
-    decoder = model.get_decoder()
+    # torch types a module's attributes as Tensor | Module; get_decoder is transformers' method
+    decoder = cast("Callable[[], nn.Module]", model.get_decoder)()
     layout = segment_layout(batch.position_ids, batch.filler_mask())
     if not supports_segments(model, layout.longest_example):
         return decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
@@ -257,7 +258,7 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
     """
     if getattr(model.config, "model_type", None) not in PLAIN_HEAD_MODELS:
         return None
-    head = model.get_output_embeddings()
+    head = cast("Callable[[], nn.Module | None]", model.get_output_embeddings)()  # transformers' method, as above
     return head if type(head) is nn.Linear and head.bias is None else None
 
 

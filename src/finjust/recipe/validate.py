@@ -72,7 +72,7 @@ def _valid_part(cls: type, raw: Any) -> types.SimpleNamespace:
     return types.SimpleNamespace(**values)
 
 
-def _check_test_split(data: DataSection) -> list[str]:
+def _check_test_split(data: DataSection | types.SimpleNamespace) -> list[str]:
     """Every run ends with a scorecard on held-out test examples: there must be some."""
     if data.test is None and (data.test_count == 0 or (data.test_count is None and data.test_fraction == 0)):
         return ["data.test_fraction / data.test_count: the run's scorecard needs test examples; hold some out "
@@ -140,7 +140,7 @@ def _build_dataclass(cls: type, prefix: str, raw: Mapping[str, Any], problems: l
         return None
 
 
-def _check_metrics(section: EvalSection, problems: list[str]) -> None:
+def _check_metrics(section: EvalSection | types.SimpleNamespace, problems: list[str]) -> None:
     """Metric names must be registered; their options are validated like method options."""
     for name in section.metrics:
         if name not in METRICS:
@@ -170,7 +170,7 @@ def _build_nested(cls: type, key: str, value: Any, problems: list[str]) -> Any:
     return _build_dataclass(cls, key, value, problems)
 
 
-def _check_data(data: DataSection) -> list[str]:
+def _check_data(data: DataSection | types.SimpleNamespace) -> list[str]:
     held_out = (data.validation_fraction if data.validation is None else 0.0) + (
         data.test_fraction if data.test is None else 0.0)
     if held_out >= 1:
@@ -196,6 +196,7 @@ def _check_data_raw(raw: Any) -> list[str]:
             problems.append(f"data.columns.{target}: expected the column name in your files, got {shown(column)}")
     mapped = [c for c in (columns.values() if isinstance(columns, Mapping) else ()) if isinstance(c, str)]
     for column in sorted({c for c in mapped if mapped.count(c) > 1}):
+        assert isinstance(columns, Mapping)  # mapped holds its values
         targets = [str(t) for t, c in columns.items() if c == column]
         problems.append(f"data.columns: the column {column!r} is mapped to {' and '.join(targets)}; each field "
                         "needs a column of its own (a prompt mapped as its own answer would train an echo)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -76,7 +77,8 @@ def generate_rows(served: ServedModel, rows: Sequence[Row]) -> None:
         sampling_args = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p, "top_k": 0}
     with _seeded(first.seed if not first.greedy else None, served.device), torch.inference_mode(), \
             autocast(served.device, served.autocast_dtype), peft_false_alarms_off():  # fmt: skip
-        served.model.generate(
+        # torch types a module's attributes as Tensor | Module; generate is transformers' (or peft's) method
+        cast("Callable[..., object]", served.model.generate)(
             input_ids=ids.to(served.device),
             attention_mask=mask.to(served.device),
             max_new_tokens=max(r.sampling.max_tokens for r in rows),
@@ -117,7 +119,8 @@ class _Watcher(StoppingCriteria):
             if row.finish_reason is None:
                 self._step(row, token)
             done.append(row.finish_reason is not None)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        # a bool tensor; transformers declares torch's legacy BoolTensor class, which torch.tensor's type is not
+        return cast("torch.BoolTensor", torch.tensor(done, dtype=torch.bool, device=input_ids.device))
 
     def _step(self, row: Row, token: int) -> None:
         row.tokens.append(token)
@@ -150,7 +153,7 @@ class _Watcher(StoppingCriteria):
 
     def _decode(self, row: Row) -> str:
         tokens = row.tokens[:-1] if row.tokens and row.tokens[-1] == self.eos else row.tokens
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return cast(str, self.tokenizer.decode(tokens, skip_special_tokens=True))  # one sequence: one str
 
     def _send(self, row: Row, upto: int) -> None:
         if row.on_text and upto > row.sent:

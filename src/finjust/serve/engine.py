@@ -10,12 +10,13 @@ submitted the job.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 from finjust.errors import ServeError
 from finjust.serve.decode import Row, Sampling, generate_rows
@@ -25,7 +26,15 @@ log = logging.getLogger("finjust.serve")
 
 #: event kinds a job receives: a piece of streamed text, the finished row, or the error that ended it
 TEXT, DONE, FAILED = "text", "done", "failed"
-_NOTHING_WAITING = object()
+
+
+class _Waiting(enum.Enum):
+    """What :meth:`Engine._take_waiting` returns when no job waits (an enum member: a sentinel mypy can narrow)."""
+
+    NOTHING = enum.auto()
+
+
+_NOTHING_WAITING: Final = _Waiting.NOTHING
 
 
 @dataclass
@@ -143,7 +152,7 @@ class Engine:
         self._held.extendleft(reversed(skipped))
         return batch
 
-    def _take_waiting(self) -> Job | None | object:
+    def _take_waiting(self) -> Job | None | Literal[_Waiting.NOTHING]:
         if self._held:
             return self._held.popleft()
         try:

@@ -231,7 +231,7 @@ def _refuse_unsupported(request: _Generation, served: ServedModel) -> None:
         "frequency_penalty": request.frequency_penalty not in (None, 0.0),
         "logit_bias": bool(request.logit_bias),
         "tools": bool(request.tools),
-        "response_format": bool(request.response_format) and request.response_format.get("type") != "text",
+        "response_format": bool(request.response_format and request.response_format.get("type") != "text"),
     }
     for name, refused in unsupported.items():
         if refused:

@@ -90,6 +90,7 @@ def _refuse_unservable_export(path: Path, exported: dict[str, Any] | None) -> No
     Raises:
         ModelLoadError: ``path`` is such an export.
     """
+    fmt: object  # export.json's "format": unchecked JSON (None where it names none)
     if path.suffix == ".gguf":
         fmt, run = "gguf", None
     elif exported is not None:

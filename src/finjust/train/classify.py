@@ -88,6 +88,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
         make_batch=batcher, loss_sum=label_loss_sum, new_weights=frozenset(head),
     )  # fmt: skip
     state = train_model(model, setup, resume=run.resume)
+    assert state.best_step is not None  # train_model sets it before it returns
     restore_trainable(model, best_weights(folder.checkpoints, state.best_step))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save(run, model, loaded, labels, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -197,6 +197,12 @@ def _training_forwards(model: nn.Module, compiled: bool) -> Iterator[None]:
         yield
 
 
+class _CastsAdapterInput(Protocol):
+    """A peft adapter layer with the switch for casting its input to the adapter's dtype."""
+
+    cast_input_dtype_enabled: bool
+
+
 @contextmanager
 def _autocast_owns_adapter_casts(model: nn.Module, autocast_dtype: torch.dtype | None) -> Iterator[None]:
     """Stop peft casting each adapter's input to the adapter's fp32 weights while autocast runs.
@@ -206,7 +212,11 @@ def _autocast_owns_adapter_casts(model: nn.Module, autocast_dtype: torch.dtype |
     Ours rather than ``peft.helpers.disable_input_dtype_casting``, which fails on adapter layers
     without the switch (peft 0.21's IA3).
     """
-    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")] if autocast_dtype else []
+    # the modules hasattr found with peft's switch (mypy does not follow hasattr to the Protocol)
+    layers = cast(
+        "list[_CastsAdapterInput]",
+        [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")] if autocast_dtype else [],
+    )
     saved = [m.cast_input_dtype_enabled for m in layers]
     for layer in layers:
         layer.cast_input_dtype_enabled = False
@@ -238,6 +248,7 @@ def _one_step(
     anchors: dict[str, torch.Tensor],
 ) -> None:  # fmt: skip
     started = time.perf_counter()
+    assert setup.make_batch is not None  # train_model fills it in before the first step
     batches = [setup.make_batch([setup.train[i] for i in micro], setup.packing) for micro in plan.steps[state.step]]
     n_trained = sum(b.trained_tokens for b in batches)
     optimizer.zero_grad(set_to_none=True)

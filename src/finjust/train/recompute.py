@@ -133,6 +133,7 @@ def should_recompute(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> bool
     first = next((micro for step in plan.steps for micro in step if micro), None)
     if first is None:
         return False
+    assert setup.make_batch is not None  # train_model fills it in before anything runs
     batch = setup.make_batch([setup.train[first[0]]], setup.packing).to(setup.device)
 
     def forward_one() -> None:
@@ -143,6 +144,7 @@ def should_recompute(model: nn.Module, setup: LoopSetup, plan: StepPlan) -> bool
     estimate = memory_estimate(forward_one, sizes[first[0]], largest_batch_positions(plan.steps, sizes),
                                model.parameters(), setup.device)  # fmt: skip
     if not estimate.fits:
+        assert estimate.free_bytes is not None  # an estimate without it fits
         setup.on_event("phase", {"text": f"gradient checkpointing on: the largest step's activations (~"
                                  f"{estimate.activation_bytes / 1e9:.1f} GB) would take more than half of the "
                                  f"{estimate.free_bytes / 1e9:.1f} GB free"})  # fmt: skip

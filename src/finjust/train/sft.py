@@ -52,6 +52,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     setup.retention_probe = _guard_probe(recipe, loaded, base, autocast, method.supports_packing)
     setup.recompute = method.supports_recompute
     state = train_model(model, setup, resume=resume)
+    assert state.best_step is not None  # train_model sets it before it returns
     restore_trainable(model, best_weights(folder.checkpoints, state.best_step))
     atomic.write_folder(folder.artifact(method), lambda tmp: _save_artifact(method, model, loaded, tmp))
     on_event("phase", {"text": f"best checkpoint: step {state.best_step}; scoring the tuned model"})
