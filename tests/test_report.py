@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from finjust.cli.main import main
-from finjust.eval.html import Markup, escape, table
 from finjust.eval.report import build_report
+from finjust.html import Markup, escape, table
 
 # retention is measured by its own tests; here it is written into the scorecard by hand
 FAST = ["train.max_steps=2", "train.eval_every=1", "eval.retention=false"]

@@ -17,7 +17,7 @@ from finjust import atomic
 from finjust.errors import CheckpointError
 from finjust.eval import plots
 from finjust.eval.compare import describe_one_off
-from finjust.eval.html import Cell, Markup, image, number, page, paragraph, section, table
+from finjust.html import Cell, Markup, image, number, page, paragraph, section, table
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
 from finjust.train.run_folder import RunFolder

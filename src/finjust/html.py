@@ -88,12 +88,12 @@ def section(title: str, *parts: Markup) -> Markup:
     return Markup(f"<section><h2>{escape(title)}</h2>{''.join(p.html for p in parts)}</section>")
 
 
-def page(title: str, subtitle: str, sections: Sequence[Markup]) -> str:
-    """A whole HTML document with inline CSS and no external references."""
+def page(title: str, subtitle: object, sections: Sequence[Markup], style: str = "") -> str:
+    """A whole HTML document with inline CSS (``style`` added to the common rules) and no external references."""
     body = "".join(s.html for s in sections)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<title>{escape(title)}</title><style>{_STYLE}{style}</style></head>"
         f'<body><h1>{escape(title)}</h1><p class="note">{escape(subtitle)}</p>{body}</body></html>\n'
     )
