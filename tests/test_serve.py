@@ -355,6 +355,13 @@ def test_an_export_this_server_cannot_load_says_what_to_serve_instead(tmp_path, 
     assert "serve the run folder it came from (/runs/first) or a merged export" in str(caught.value)
 
 
+def test_a_damaged_export_json_and_a_folder_without_a_tokenizer_are_load_errors(tmp_path):
+    (tmp_path / "export.json").write_text(json.dumps({"format": ["merged"]}))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=f"cannot load the tokenizer in {tmp_path}"):
+        load_served_model(tmp_path)
+
+
 def test_an_export_in_its_default_place_is_served_under_its_runs_name(tmp_path):
     from finjust.serve.source import _default_name
 

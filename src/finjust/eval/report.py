@@ -91,12 +91,13 @@ def _training_section(run: RunRecord, samples: int) -> Markup:
     note = f"{len(steps)} optimizer steps, {seconds:.0f} s of training, {tokens:,} tokens."
     if (run.scorecard or {}).get("stopped_early"):
         assert run.scorecard is not None  # stopped_early came from it
-        note += " Stopped early: " + STOP_REASONS.get(run.scorecard.get("stop_reason"), "before its last step.")
+        reason = run.scorecard.get("stop_reason")  # unchecked JSON: a damaged file may hold a list here
+        note += " Stopped early: " + STOP_REASONS.get(str(reason), "before its last step.")
     return section("Training", image(png, "training and validation loss per step"), paragraph(note, "note"))
 
 
-#: the loop's ``stop_reason`` values, as the report says them (looked up with None where a scorecard has none)
-STOP_REASONS: dict[str | None, str] = {
+#: the loop's ``stop_reason`` values, as the report says them
+STOP_REASONS = {
     "patience": "validation loss stopped improving.",
     "forgetting": "retention fell under the forgetting guard's budget.",
 }

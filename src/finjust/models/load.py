@@ -258,8 +258,14 @@ def load_tokenizer(folder: Path, chat: bool = True) -> PreTrainedTokenizerBase:
     """The folder's tokenizer, with a pad token (the EOS token when it has none).
 
     ``chat`` requires a chat template (SFT renders conversations with it; classification does not).
+
+    Raises:
+        ModelLoadError: the folder's tokenizer files are missing or broken, or it has no chat template.
     """
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:  # transformers raises many types for missing or broken tokenizer files
+        raise ModelLoadError(f"cannot load the tokenizer in {folder}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat and not tokenizer.chat_template:

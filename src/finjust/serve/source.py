@@ -90,11 +90,10 @@ def _refuse_unservable_export(path: Path, exported: dict[str, Any] | None) -> No
     Raises:
         ModelLoadError: ``path`` is such an export.
     """
-    fmt: object  # export.json's "format": unchecked JSON (None where it names none)
     if path.suffix == ".gguf":
         fmt, run = "gguf", None
-    elif exported is not None:
-        fmt, run = exported.get("format"), exported.get("run")
+    elif exported is not None and isinstance(exported.get("format"), str):
+        fmt, run = exported["format"], exported.get("run")
     else:
         return  # no export, or a damaged export.json: the load below says what is wrong
     if fmt in SERVABLE_EXPORTS:
