@@ -365,7 +365,7 @@ def test_a_classifier_export_refuses_generation_options_and_names_missing_files(
     assert main(["train", str(recipe)]) == 0
     run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
     assert main(["export", str(run), "--format", "onnx", "--min-agreement", "0.5", "--max-new-tokens", "4"]) == 2
-    assert "--max-new-tokens, --min-agreement do not apply to a classification run's onnx export" \
+    assert "--max-new-tokens, --min-agreement do not apply to a classification run's export" \
         in capsys.readouterr().err  # fmt: skip
     (run / "labels.json").write_text('{"labels": ')
     assert main(["export", str(run), "--format", "onnx"]) == 2

@@ -237,3 +237,15 @@ def test_few_shot_and_rag_see_each_training_record_once():
     one, two = load_examples(ASSETS / "tiny_train.jsonl")[:2]
     run = SimpleNamespace(data=SimpleNamespace(splits=SimpleNamespace(train=[two, one, two, one, two])))  # weight 2-3
     assert distinct_training(run) == [two, one]
+
+
+def test_augmented_prompts_take_the_models_context_less_a_tuned_rows_virtual_tokens():
+    from types import SimpleNamespace
+
+    from finjust.eval.compare import _max_length
+
+    recipe = SimpleNamespace(data=SimpleNamespace(max_length=128))
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=512))
+    assert _max_length(recipe, model, None, "none", 20) == 128  # plain prompts: cut as the scorecard cuts them
+    assert _max_length(recipe, model, None, "rag", 0) == 512
+    assert _max_length(recipe, model, None, "rag", 20) == 492  # prompt tuning's tokens sit before every prompt

@@ -12,6 +12,7 @@ from finjust.cli.demo import DEMO_RECIPE
 from finjust.data.check import check_data
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import prepare_data
+from finjust.data.problems import Problem
 from finjust.data.report_html import render_html
 from finjust.data.report_text import format_report
 from finjust.errors import DataError
@@ -195,6 +196,26 @@ def test_report_renders_as_json_text_and_self_contained_html(write_jsonl, tmp_pa
     assert page.lower().startswith("<!doctype html>") and "<svg" in page and "leakage" in page
     assert "<script" not in page and "http" not in page  # nothing to fetch: it opens offline
     assert "quality gate: FAILED on leakage" in format_report(report)
+
+
+def test_the_html_page_escapes_what_the_data_holds_once(write_jsonl):
+    labels = ["<b>&", "plain"]
+    report, _ = _check(write_jsonl, [{"text": f"text {i}", "label": labels[i % 2]} for i in range(12)])
+    page = render_html(report)
+    assert "<td>&lt;b&gt;&amp;</td>" in page  # the label's row in the labels table
+    assert "<b>&" not in page and "&amp;lt;" not in page  # neither raw nor escaped twice
+
+
+def test_files_of_tasks_that_cannot_mix_are_flagged_and_reported_as_the_commoner_task(write_jsonl):
+    records = [{"text": f"review {i}", "label": "good" if i % 2 else "bad"} for i in range(6)]
+    records += [{"instruction": "How much is the tent?", "output": "It costs 40 euros."}] * 2
+    report, _ = _check(write_jsonl, records)
+    assert report.problems_by_kind.get("mixed_formats") and report.task == "classification"
+
+
+def test_a_problem_of_an_undescribed_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown problem kind 'typo'; add it to PROBLEM_KINDS"):
+        Problem("typo", "a message", "train.jsonl", 3)
 
 
 def test_ignore_overrides_the_default_fail_on(write_jsonl):

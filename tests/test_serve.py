@@ -307,6 +307,7 @@ def test_serves_a_trained_run_folder_like_eval_loads_it(tiny_recipe, tmp_path, m
     served = load_served_model(tmp_path / "run")
     assert served.name == "run" and type(served.model).__name__ == "PeftModelForCausalLM"
     assert served.equal_lengths == (method == "prompt_tuning")  # virtual tokens: no padded batches
+    assert served.context == 512 - (20 if method == "prompt_tuning" else 0)  # they take positions before a prompt
     with Server(create_app(served)) as running:
         reply = running.client(None).chat.completions.create(model="run", messages=HELLO, max_tokens=4)
     prompt = chat_ids(served.tokenizer, [Message("user", HELLO[0]["content"])], generation_prompt=True)

@@ -30,13 +30,13 @@ class Message:
     weight: int = 1
 
 
-
 def shared_task(tasks: Collection[str]) -> str | None:
     """The task a data set holding records of ``tasks`` trains as: its one task, or chat where
-    chat and raw text mix (both train with SFT); None where tasks that cannot mix do."""
-    if len(tasks) == 1:
-        return next(iter(tasks))
+    chat and raw text mix (both train with SFT); None where tasks that cannot mix do, or none is given."""
+    if len(tasks) <= 1:
+        return next(iter(tasks), None)
     return TASK_CHAT if set(tasks) <= set(SFT_TASKS) else None
+
 
 def with_system_prompt(messages: Iterable[Message], system_prompt: str | None) -> tuple[Message, ...]:
     """``messages`` led by a ``system_prompt`` message where they have no system message first

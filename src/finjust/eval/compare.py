@@ -40,7 +40,7 @@ from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, lo
 from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
-from finjust.train.max_length import fitted_to_model, model_positions
+from finjust.train.max_length import fitted_to_model, model_positions, virtual_tokens
 from finjust.train.run import compute_dtype, training_dtype
 
 
@@ -137,7 +137,8 @@ def _score_row(
 ) -> tuple[ModelScores, dict[str, Any]]:  # fmt: skip
     """One row's scores on its prompts, and the row as the comparison reports it."""
     packing = run.method.supports_packing if strategy.tuned else True
-    max_length = _max_length(recipe, answering, loaded.tokenizer, strategy.context)
+    virtual = virtual_tokens(recipe) if strategy.tuned else 0
+    max_length = _max_length(recipe, answering, loaded.tokenizer, strategy.context, virtual)
     with PeakMemory(loaded.device) as memory:
         scores = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval, max_length, loaded.device,
                              autocast, packing)  # fmt: skip
@@ -194,12 +195,13 @@ def _retriever_factory(
     return build
 
 
-def _max_length(recipe: Recipe, model: nn.Module, tokenizer: Any, context: str) -> int:
+def _max_length(recipe: Recipe, model: nn.Module, tokenizer: Any, context: str, virtual: int) -> int:
     """Plain test prompts are cut where the scorecard cuts them (``data.max_length`` fitted to
-    the model); augmented prompts are longer than training examples: the model's whole context."""
+    the model); augmented prompts are longer than training examples: the model's whole context,
+    less a prompt- or prefix-tuned model's ``virtual`` tokens."""
     if context == "none":
         return recipe.data.max_length
-    return max(recipe.data.max_length, model_positions(model, tokenizer) or 0)
+    return max(recipe.data.max_length, (model_positions(model, tokenizer) or 0) - virtual)
 
 
 def _row(

@@ -60,7 +60,7 @@ def export_run(
                                           ("--min-agreement", min_agreement)) if value is not None]  # fmt: skip
         if given:  # its parity compares label logits and predicted labels: no answers, no token agreement
             raise ExportError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a "
-                              "classification run's onnx export")  # fmt: skip
+                              "classification run's export")  # fmt: skip
         target = Path(os.path.abspath(Path(out) if out else Path(run_dir) / "export" / format_name))
         refuse_file_in_the_way(target)
         with folder_lock(target), without_progress_bars():

@@ -14,10 +14,10 @@ from finjust.errors import ModelLoadError
 from finjust.eval.evaluate import load_tuned, open_trained
 from finjust.export.registry import recorded_result
 from finjust.models.load import load_model
-from finjust.train.max_length import model_positions
+from finjust.train.max_length import model_positions, virtual_tokens
 from finjust.train.run import compute_dtype, training_dtype
 
-#: context length assumed when the model's config does not say
+#: context length assumed where neither the model's config nor its tokenizer says
 _DEFAULT_CONTEXT = 2048
 
 
@@ -59,7 +59,8 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
     if (folder / "config.json").is_file():
         loaded = load_model(str(folder))
         prompt = (exported or {}).get("system_prompt")  # the run's data.system_prompt, for a finjust export
-        served = ServedModel(loaded.model, loaded.tokenizer, loaded.device, None, "", 0,
+        served = ServedModel(loaded.model, loaded.tokenizer, loaded.device, None, "",
+                             _context(loaded.model, loaded.tokenizer),
                              system_prompt=prompt if isinstance(prompt, str) else None)  # fmt: skip
     elif (folder / "recipe.yaml").is_file():
         served = _from_run(folder)
@@ -69,7 +70,6 @@ def load_served_model(path: str | Path, name: str | None = None) -> ServedModel:
             "(no recipe.yaml); pass a folder written by `finjust train` or `finjust export`"
         )
     served.name = name or _default_name(folder.resolve())
-    served.context = model_positions(served.model, served.tokenizer) or _DEFAULT_CONTEXT
     served.model.eval()
     return served
 
@@ -111,10 +111,17 @@ def _default_name(folder: Path) -> str:
     return folder.name
 
 
+def _context(model: nn.Module, tokenizer: Any, virtual: int = 0) -> int:
+    """Tokens a request may hold: the model's positions as training reads them, less a prompt- or
+    prefix-tuned run's virtual tokens, which take positions before every prompt."""
+    return (model_positions(model, tokenizer) or _DEFAULT_CONTEXT) - virtual
+
+
 def _from_run(folder: Path) -> ServedModel:
     run = open_trained(folder)
     loaded = load_model(run.recipe.model.name, training_dtype(run.recipe, run.method), run.recipe.model.device)
     autocast = compute_dtype(run.recipe, loaded)
     model, loaded = load_tuned(run, loaded)
-    return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "", 0,
+    return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "",
+                       _context(model, loaded.tokenizer, virtual_tokens(run.recipe)),
                        equal_lengths=not run.method.supports_packing, system_prompt=run.recipe.data.system_prompt)

@@ -1,7 +1,7 @@
 """Regional torch.compile for training steps: one compiled decoder block, reused by every layer.
 
 Compiling the whole decoder took 92-175 s on our CPU and recompiled for validation's
-no-grad forward, which ate the gain inside the demo (README "Training speed"). Compiling
+no-grad forward, which ate the gain inside the demo (benchmarks/RESULTS.md). Compiling
 only the repeated block (``LlamaDecoderLayer``) with dynamic shapes compiles one graph that
 the layers share (all but a first whose input needs no gradient, which runs eager): 51 s for
 the first step with empty caches, ~11 s once inductor's on-disk caches hold it, then 650-680
@@ -38,7 +38,7 @@ from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps, by device type. CPU: the
 #: training benchmark's steps (demo data, in tcmalloc) took 0.84 s eager and 0.71 s compiled on
-#: an AMX machine, ~7% less compiled on a Zen 4 one, where compiling costs 5-6 s with inductor's
+#: an AMX machine, 1.41 s and 1.25 s on a Zen 4 one, where compiling costs 5-6.4 s with inductor's
 #: caches warm and 37-39 s cold: a cold cache pays off after a few hundred steps (timings:
 #: benchmarks/RESULTS.md); the 105-step demo stays eager.
 #: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s

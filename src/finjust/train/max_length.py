@@ -35,6 +35,11 @@ def model_positions(model: nn.Module, tokenizer: Any = None) -> int | None:
     return min(found) if found else None
 
 
+def virtual_tokens(recipe: Recipe) -> int:
+    """Positions the recipe's method puts before every example (prompt and prefix tuning), else 0."""
+    return getattr(recipe.method.options, "virtual_tokens", 0) or 0
+
+
 def fitted_to_model(recipe: Recipe, loaded: Any, on_event: EventHandler) -> Recipe:
     """``recipe`` with ``data.max_length`` lowered to what the loaded model (``.model`` and
     ``.tokenizer``) takes, less the method's virtual tokens, with a warning where it was more.
@@ -45,7 +50,7 @@ def fitted_to_model(recipe: Recipe, loaded: Any, on_event: EventHandler) -> Reci
     positions = model_positions(loaded.model, getattr(loaded, "tokenizer", None))
     if positions is None:
         return recipe
-    virtual = getattr(recipe.method.options, "virtual_tokens", 0) or 0
+    virtual = virtual_tokens(recipe)
     room = positions - virtual
     if room < 2:
         raise MethodError(f"method.virtual_tokens: {virtual} leaves no room for an example in the model's "
