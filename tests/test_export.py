@@ -230,10 +230,15 @@ def test_int8_loads_back_and_answers(lora_run, tmp_path):
     assert result["parity"]["agreement"] >= 0.6  # a wrong model agrees on none of the tokens
     model = load_int8(tmp_path / "int8")
     layer = model.model.layers[0]
-    assert "quantized" in type(layer.self_attn.q_proj).__module__  # torch's dynamic-quantised Linear
-    assert type(layer.mlp.down_proj) is torch.nn.Linear  # kept in fp32 (activation outliers)
+    for linear in (layer.self_attn.q_proj, layer.mlp.down_proj):
+        assert type(linear.weight).__name__ == "Int8Tensor" and linear.weight.qdata.dtype == torch.int8
+    assert model.lm_head.weight.dtype == torch.float32  # the head (the tied embedding here) stays fp32
     out = model.generate(torch.tensor([[1, 5, 7]]), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 3
+    description = tmp_path / "int8" / "int8.json"
+    description.write_text(json.dumps({**json.loads(description.read_text()), "scheme": "torch.ao quantize_dynamic"}))
+    with pytest.raises(ExportError, match="written with another int8 scheme .* export the run again"):
+        load_int8(tmp_path / "int8")  # a folder of the dynamic-quantisation scheme earlier versions wrote
 
 
 def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path, monkeypatch):

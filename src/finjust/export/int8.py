@@ -1,17 +1,17 @@
-"""``int8``: the merged model with PyTorch dynamic int8 quantisation of its ``nn.Linear`` layers.
+"""``int8``: the merged model with its linear layers' weights stored as int8 (torchao, weight-only).
 
-``torch.ao.quantization.quantize_dynamic`` stores linear weights as int8 with a scale per
-output channel and quantises each layer's input on the fly with one scale per tensor;
-embeddings and norms stay fp32. Two kinds of layer stay fp32 too (:data:`KEEP_FP32`): the
-MLP output projections (``down_proj``), whose inputs carry activation outliers that one int8
-scale per tensor cannot hold, and the output head. Measured on the demo run's SmolLM2
-(greedy token agreement with the trained model, 8 questions): every linear layer in int8,
-0.017; these two kept in fp32 with per-channel weight scales, 0.178, still under this
-format's 0.6 bar, so for that model the check fails and says so (``--min-agreement`` accepts
-it anyway). A quantised
-module has no ``save_pretrained``, so the folder holds the config, generation config and
-tokenizer plus the quantised ``state_dict`` (``model_int8.pt``); :func:`load_int8` rebuilds
-the architecture, quantises it the same way (empty) and loads the state dict::
+torchao's ``Int8WeightOnlyConfig`` stores each ``nn.Linear`` weight as int8 with one scale per
+output channel and dequantises it inside the matmul; activations stay fp32, and so do
+embeddings, norms and the output head (:data:`KEEP_FP32`; SmolLM2's head is its embedding
+matrix). PyTorch's own dynamic quantisation (``torch.ao.quantization.quantize_dynamic``,
+deprecated since torch 2.10 for torchao) also rounds each layer's input to int8 with one
+scale per tensor, which SmolLM2's activation outliers cannot take: on the demo run its greedy
+answers agreed with the trained model's to 0.178 (8 questions, ``down_proj`` and the head
+kept fp32), under this format's 0.6 bar; torchao's int8 activations reached 0.45, its
+weight-only int8 0.76 at the fp32 model's speed on the CPU. A quantised module has no
+``save_pretrained``, so the folder holds the config, generation config and tokenizer plus the
+quantised ``state_dict`` (``model_int8.pt``); :func:`load_int8` rebuilds the architecture,
+quantises it the same way (empty) and loads the state dict (torchao must be installed)::
 
     from finjust.export.int8 import load_int8
     model = load_int8("runs/demo/export/int8")   # then model.generate(...) as usual
@@ -20,13 +20,14 @@ the architecture, quantises it the same way (empty) and loads the state dict::
 from __future__ import annotations
 
 import json
-import warnings
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from finjust.errors import ExportError
 from finjust.export.merged import stop_ids_of
@@ -41,41 +42,72 @@ if TYPE_CHECKING:
 WEIGHTS = "model_int8.pt"
 DESCRIPTION = "int8.json"
 #: linear layers left in fp32 (see the module docstring), matched by name
-KEEP_FP32 = ("down_proj", "lm_head")
+KEEP_FP32 = ("lm_head",)
+#: what int8.json records; a folder of another scheme (an earlier finjust's dynamic
+#: quantisation) is refused by :func:`load_int8` rather than misread
+SCHEME = "torchao Int8WeightOnlyConfig (nn.Linear weights int8, a scale per output channel)"
 
 
 def quantize(model: nn.Module, keep_fp32: tuple[str, ...] = KEEP_FP32) -> nn.Module:
-    """Dynamic int8 quantisation (in place) of ``model``'s linear layers whose names contain none of ``keep_fp32``."""
-    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and not any(part in name for part in keep_fp32)}  # fmt: skip
-    with warnings.catch_warnings():
-        # torch 2.13 points eager quantisation users to torchao; the API still works and needs no new package
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*torchao.*")
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    """Int8 weight-only quantisation (in place) of ``model``'s linear layers whose names contain none of ``keep_fp32``.
+
+    Raises:
+        ExportError: torchao is not installed.
+    """
+    try:
+        with _quiet_loggers("torchao", "torch.utils._pytree"):
+            # torchao logs a warning for each of its CUDA kernel libraries that cannot load on a
+            # CPU-only machine, and torch one for each enum torchao registers: none concerns int8 here
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError as exc:
+        raise ExportError("the int8 format quantises with torchao, which is not installed: install the version "
+                          "requirements.lock pins (pip install --no-deps torchao==0.18.0)") from exc  # fmt: skip
+    quantize_(model, Int8WeightOnlyConfig(),
+              filter_fn=lambda module, name: isinstance(module, nn.Linear) and not any(k in name for k in keep_fp32))
+    return model
+
+
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The named loggers report errors only while inside."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def load_int8(folder: str | Path) -> PreTrainedModel:
-    """Load a folder written by the ``int8`` export (see the module docstring)."""
+    """Load a folder written by the ``int8`` export (see the module docstring).
+
+    Raises:
+        ExportError: the folder holds no int8 export, or one of an earlier finjust's scheme.
+    """
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise ExportError(f"{folder} holds no {WEIGHTS}; is it an int8 export?")
+    description = json.loads((folder / DESCRIPTION).read_text()) if (folder / DESCRIPTION).is_file() else {}
+    if description.get("scheme") != SCHEME:
+        raise ExportError(f"{folder} was written with another int8 scheme ({description.get('scheme')!r}); export "
+                          "the run again: finjust export RUN --format int8")  # fmt: skip
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig.from_pretrained(folder)
-    keep = tuple(json.loads((folder / DESCRIPTION).read_text())["fp32_layers"]) if (folder / DESCRIPTION).is_file() \
-        else KEEP_FP32  # fmt: skip
-    quantize(model.eval(), keep)
-    # quantised tensors and packed params load under weights_only (torch allows them)
+    quantize(model.eval(), tuple(description["fp32_layers"]))
+    # torchao's int8 tensors load under weights_only (torchao registers them as safe)
     model.load_state_dict(torch.load(folder / WEIGHTS, weights_only=True), strict=True)
     return model.eval()
 
 
 class Int8(ExportFormat):
     name = "int8"
-    summary = "merged model with PyTorch dynamic int8 linear layers (CPU inference)"
+    summary = "merged model with int8 linear weights (torchao weight-only; CPU or GPU)"
 
     def write(self, source: ExportSource, folder: Path, quant: str | None) -> None:
         merged = source.merged()
@@ -92,14 +124,14 @@ class Int8(ExportFormat):
         model.generation_config.save_pretrained(folder)
         source.tokenizer.save_pretrained(folder)
         (folder / DESCRIPTION).write_text(json.dumps({
-            "scheme": "torch.ao.quantization.quantize_dynamic(nn.Linear, qint8, per-channel weights)",
+            "scheme": SCHEME,
             "fp32_layers": list(KEEP_FP32),
             "fp32_parameter_bytes": fp32_bytes,
             "load": "from finjust.export.int8 import load_int8; load_int8(folder)"}, indent=2))  # fmt: skip
 
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         model = load_int8(folder)
-        return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id, name="torch int8",
+        return TorchRuntime(model, stop_ids_of(model), model.generation_config.pad_token_id, name="torchao int8",
                             tokenizer=folder_tokenizer(folder))  # fmt: skip
 
     def thresholds(self, quant: str | None) -> ParityThresholds:
