@@ -16,7 +16,7 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
 .note { color: #555; font-size: 0.92rem; }
 table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
 th, td { border: 1px solid #ddd; padding: 0.3rem 0.55rem; vertical-align: top; text-align: left; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f4f4f4; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.better td.verdict { color: #1a7f37; font-weight: 600; } tr.worse td.verdict { color: #c62828; font-weight: 600; }
 table.answers td { width: 25%; } img { max-width: 100%; height: auto; display: block; margin: 0.6rem 0; }
 """
@@ -54,10 +54,10 @@ def number(value: object, digits: int = 4) -> str:
 
 
 def table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], row_classes: Sequence[str] = (), css: str = ""
+    headers: Sequence[object], rows: Sequence[Sequence[object]], row_classes: Sequence[str] = (), css: str = ""
 ) -> Markup:
-    """A table; a cell may be a :class:`Cell`, :class:`Markup` or any value (escaped)."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    """A table; a header or cell may be a :class:`Cell`, :class:`Markup` or any value (escaped)."""
+    head = "".join(_cell(h, "th") for h in headers)
     body = []
     for index, row in enumerate(rows):
         css_row = row_classes[index] if index < len(row_classes) else ""
@@ -67,10 +67,10 @@ def table(
     return Markup(f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
-def _cell(cell: object) -> str:
+def _cell(cell: object, tag: str = "td") -> str:
     if isinstance(cell, Cell):
-        return f'<td class="{escape(cell.css)}">{escape(cell.value)}</td>'
-    return f"<td>{escape(cell)}</td>"
+        return f'<{tag} class="{escape(cell.css)}">{escape(cell.value)}</{tag}>'
+    return f"<{tag}>{escape(cell)}</{tag}>"
 
 
 def image(png: bytes, alt: str) -> Markup:

@@ -36,7 +36,7 @@ def _num(value: object) -> Cell:
 def _files(report: QualityReport) -> Markup:
     rows = [[f["role"], _code(short_path(f["path"])), _num(f["records"]), _num(f["bad"]),
              _num(f"{f.get('weight', 1):g}")] for f in report.files]  # fmt: skip
-    return section("Files", table(["role", "path", "records", "bad", "weight"], rows))
+    return section("Files", table(["role", "path", *map(_num, ("records", "bad", "weight"))], rows))
 
 
 def _splits(report: QualityReport) -> Markup:
@@ -46,7 +46,7 @@ def _splits(report: QualityReport) -> Markup:
         numbers = [f"{stats.mean:.1f}", stats.p50, stats.p90, stats.p99, stats.max] if stats else [""] * 5
         rows.append([split, _num(report.sizes.get(split, 0)), *map(_num, numbers),
                      _code(report.sha256.get(split, "")[:16])])  # fmt: skip
-    head = ["split", "records", "mean tokens", "p50", "p90", "p99", "max", "content sha256"]
+    head = ["split", *map(_num, ("records", "mean tokens", "p50", "p90", "p99", "max")), "content sha256"]
     note = [] if report.tokens else [paragraph("Token statistics skipped: no tokenizer (give a recipe, or --model).")]
     return section("Splits", table(head, rows), *note)
 
@@ -83,7 +83,7 @@ def _labels(report: QualityReport) -> Markup:
         return Markup("")
     names = sorted({label for counts in report.labels.values() for label in counts})
     rows = [[n, *[_num(report.labels.get(s, {}).get(n, 0)) for s in SPLITS]] for n in names]
-    return section("Labels", table(["label", *SPLITS], rows))
+    return section("Labels", table(["label", *map(_num, SPLITS)], rows))
 
 
 def _findings(report: QualityReport) -> Markup:
@@ -101,4 +101,4 @@ def _findings(report: QualityReport) -> Markup:
                                   f"<ul>{listed}</ul>{more}</details>"))  # fmt: skip
     pii = ", ".join(f"{n} {kind}" for kind, n in sorted(report.pii.items()))
     pii_line = [paragraph(f"PII matches: {pii}.")] if pii else []
-    return section("Findings", table(["finding", "count", "status", "what"], rows), *pii_line, *details)
+    return section("Findings", table(["finding", _num("count"), "status", "what"], rows), *pii_line, *details)
