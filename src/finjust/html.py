@@ -16,7 +16,8 @@ h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin
 .note { color: #555; font-size: 0.92rem; }
 table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
 th, td { border: 1px solid #ddd; padding: 0.3rem 0.55rem; vertical-align: top; text-align: left; }
-th { background: #f4f4f4; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f4f4f4; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.better td.verdict { color: #1a7f37; font-weight: 600; } tr.worse td.verdict { color: #c62828; font-weight: 600; }
 table.answers td { width: 25%; } img { max-width: 100%; height: auto; display: block; margin: 0.6rem 0; }
 """
