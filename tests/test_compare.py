@@ -165,9 +165,10 @@ def test_retrieval_finds_an_exact_duplicate_first():
     assert hits[0][0].document.text == f"Q: {train[0].prompt_text()}\nA: {train[0].reference_answer()}"
 
 
-def test_the_shipped_minilm_encoder_retrieves_the_duplicate():
+def test_the_shipped_minilm_encoder_retrieves_the_duplicate(capfd):
     train = load_examples(ASSETS / "tiny_train.jsonl")[:12]
     encoder = load_encoder()
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar: the command reports its phases
     vectors = encoder.encode(["a bike", "a bicycle", "tax law"])
     assert vectors.shape == (3, 384)
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(3), atol=1e-5)

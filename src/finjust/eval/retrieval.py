@@ -47,9 +47,12 @@ class TransformerEncoder:
     def __init__(self, folder: Path, device: torch.device | None = None, batch_size: int = 32) -> None:
         from transformers import AutoModel, AutoTokenizer  # here: `finjust compare --help` reads this module
 
+        from finjust.models.load import without_progress_bars
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+            with without_progress_bars():  # the command reports its own phases
+                self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         except Exception as exc:  # transformers raises many types for an unreadable folder
             raise ModelLoadError(f"cannot load the sentence encoder in {folder}: {exc}") from exc
         self.device = device or torch.device("cpu")
