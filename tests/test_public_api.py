@@ -1,5 +1,8 @@
 """The public API is pinned: changing it is a deliberate act."""
 
+import subprocess
+import sys
+
 import pytest
 
 import finjust
@@ -31,9 +34,6 @@ def test_every_error_class_is_public():
 
 
 def test_importing_finjust_loads_no_torch():
-    import subprocess
-    import sys
-
     code = "import sys, finjust; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
@@ -89,3 +89,13 @@ def test_an_api_run_shows_no_peft_deprecation_warning(tiny_recipe):
         warnings.simplefilter("always")
         evaluate_run(run_recipe(recipe).run_dir)  # wraps the model with peft twice: to train, to load
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
+def test_importing_finjust_quiets_other_packages_noise_and_keeps_their_errors():
+    # transformers imports torchao (pinned for the int8 export) with peft: on a CPU machine it logged a
+    # failure per CUDA library, and torch a deprecation per enum it registers; bitsandbytes a hub kernel
+    script = ("import logging, finjust, peft, torchao.quantization; "
+              "logging.getLogger('torchao').error('a real error')")  # fmt: skip
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+    assert "Failed to load" not in err and "_pytree" not in err and "kernels-community" not in err, err
+    assert "a real error" in err

@@ -21,6 +21,9 @@ from finjust.errors import (
     SettingError,
     UnknownNameError,
 )
+from finjust.third_party_logs import quiet_third_party_logs
+
+quiet_third_party_logs()  # before torch, peft or transformers load: see finjust.third_party_logs
 
 # The rest of the API is imported on first use (PEP 562): ``import finjust`` stays light, so
 # the CLI can restart itself with another allocator (finjust.allocator) before torch loads.

@@ -20,9 +20,6 @@ quantises it the same way (empty) and loads the state dict (torchao must be inst
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,30 +52,13 @@ def quantize(model: nn.Module, keep_fp32: tuple[str, ...] = KEEP_FP32) -> nn.Mod
         ExportError: torchao is not installed.
     """
     try:
-        with _quiet_loggers("torchao", "torch.utils._pytree"):
-            # torchao logs a warning for each of its CUDA kernel libraries that cannot load on a
-            # CPU-only machine, and torch one for each enum torchao registers: none concerns int8 here
-            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_  # its log noise: finjust.third_party_logs
     except ImportError as exc:
         raise ExportError("the int8 format quantises with torchao, which is not installed: install the version "
                           "requirements.lock pins (pip install --no-deps torchao==0.18.0)") from exc  # fmt: skip
     quantize_(model, Int8WeightOnlyConfig(),
               filter_fn=lambda module, name: isinstance(module, nn.Linear) and not any(k in name for k in keep_fp32))
     return model
-
-
-@contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """The named loggers report errors only while inside."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def load_int8(folder: str | Path) -> PreTrainedModel:
