@@ -26,6 +26,7 @@ from finjust.models import load_model
 
 ASSETS = Path(__file__).parent / "assets"
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
 
 
@@ -222,6 +223,7 @@ def test_onnx_logits_match(lora_run, tmp_path):
     assert parity["max_logit_diff"] < 1e-4
 
 
+@pytest.mark.skipif(not HAS_TORCHAO, reason="torchao (the int8 export's quantiser) is not installed")
 def test_int8_loads_back_and_answers(lora_run, tmp_path):
     from finjust.export.int8 import load_int8
 
@@ -239,6 +241,20 @@ def test_int8_loads_back_and_answers(lora_run, tmp_path):
     description.write_text(json.dumps({**json.loads(description.read_text()), "scheme": "torch.ao quantize_dynamic"}))
     with pytest.raises(ExportError, match="written with another int8 scheme .* export the run again"):
         load_int8(tmp_path / "int8")  # a folder of the dynamic-quantisation scheme earlier versions wrote
+    description.write_text("{")
+    with pytest.raises(ExportError, match="int8.json is missing or damaged"):
+        load_int8(tmp_path / "int8")
+
+
+@pytest.mark.skipif(not HAS_TORCHAO, reason="torchao (the int8 export's quantiser) is not installed")
+def test_int8_refuses_a_model_without_linear_layers_to_quantise():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from finjust.export.int8 import quantize
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    with pytest.raises(ExportError, match="GPT2LMHeadModel has no nn.Linear layer for int8"):
+        quantize(model)  # its blocks' layers are Conv1D, its head (nn.Linear) stays fp32
 
 
 def test_a_failed_parity_check_raises_and_writes_nothing(lora_run, tmp_path, monkeypatch):

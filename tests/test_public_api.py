@@ -1,5 +1,6 @@
 """The public API is pinned: changing it is a deliberate act."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -91,11 +92,12 @@ def test_an_api_run_shows_no_peft_deprecation_warning(tiny_recipe):
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
 
 
-def test_importing_finjust_quiets_other_packages_noise_and_keeps_their_errors():
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao (the int8 export's) is not installed")
+def test_importing_finjust_drops_other_packages_known_noise_and_nothing_else():
     # transformers imports torchao (pinned for the int8 export) with peft: on a CPU machine it logged a
     # failure per CUDA library, and torch a deprecation per enum it registers; bitsandbytes a hub kernel
     script = ("import logging, finjust, peft, torchao.quantization; "
-              "logging.getLogger('torchao').error('a real error')")  # fmt: skip
+              "logging.getLogger('torchao').warning('a real warning')")  # fmt: skip
     err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
     assert "Failed to load" not in err and "_pytree" not in err and "kernels-community" not in err, err
-    assert "a real error" in err
+    assert "a real warning" in err  # only the known lines are dropped

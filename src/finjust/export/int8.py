@@ -2,9 +2,11 @@
 
 torchao's ``Int8WeightOnlyConfig`` stores each ``nn.Linear`` weight as int8 with one scale per
 output channel and dequantises it inside the matmul; activations stay fp32, and so do
-embeddings, norms and the output head (:data:`KEEP_FP32`; SmolLM2's head is its embedding
-matrix). PyTorch's own dynamic quantisation (``torch.ao.quantization.quantize_dynamic``,
-deprecated since torch 2.10 for torchao) also rounds each layer's input to int8 with one
+embeddings, norms and the output head (:data:`KEEP_FP32`: SmolLM2's head is its embedding
+matrix, which quantising would untie; an untied head stays fp32 too). Only ``nn.Linear``
+layers are quantised: a model without them (GPT-2's ``Conv1D``) is refused. PyTorch's own
+dynamic quantisation (``torch.ao.quantization.quantize_dynamic``, deprecated: torch says it is
+to be removed in favour of torchao) also rounds each layer's input to int8 with one
 scale per tensor, which SmolLM2's activation outliers cannot take. Greedy token agreement with
 the trained model (8 test questions; this format's bar is 0.6): on an 8-step run of the demo
 0.178 that way (``down_proj`` and the head kept fp32) against 0.621 weight-only; on the full
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 WEIGHTS = "model_int8.pt"
 DESCRIPTION = "int8.json"
-#: linear layers left in fp32 (see the module docstring), matched by name
+#: linear layers left in fp32 (see the module docstring), matched by the last part of their name
 KEEP_FP32 = ("lm_head",)
 #: what int8.json records; a folder of another scheme (an earlier finjust's dynamic
 #: quantisation) is refused by :func:`load_int8` rather than misread
@@ -47,18 +49,25 @@ SCHEME = "torchao Int8WeightOnlyConfig (nn.Linear weights int8, a scale per outp
 
 
 def quantize(model: nn.Module, keep_fp32: tuple[str, ...] = KEEP_FP32) -> nn.Module:
-    """Int8 weight-only quantisation (in place) of ``model``'s linear layers whose names contain none of ``keep_fp32``.
+    """Int8 weight-only quantisation (in place) of ``model``'s linear layers but those named in ``keep_fp32``.
 
     Raises:
-        ExportError: torchao is not installed.
+        ExportError: torchao is not installed, or the model has no linear layer to quantise.
     """
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_  # its log noise: finjust.third_party_logs
     except ImportError as exc:
-        raise ExportError("the int8 format quantises with torchao, which is not installed: install the version "
-                          "requirements.lock pins (pip install --no-deps torchao==0.18.0)") from exc  # fmt: skip
-    quantize_(model, Int8WeightOnlyConfig(),
-              filter_fn=lambda module, name: isinstance(module, nn.Linear) and not any(k in name for k in keep_fp32))
+        raise ExportError("the int8 format quantises with torchao, which is not installed: install the torchao "
+                          "that requirements.lock pins, or finjust's export extra (pip install -e '.[export]')") \
+            from exc  # fmt: skip
+
+    def chosen(module: nn.Module, name: str) -> bool:
+        return isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in keep_fp32
+
+    if not any(chosen(module, name) for name, module in model.named_modules()):
+        raise ExportError(f"{type(model).__name__} has no nn.Linear layer for int8 to quantise (GPT-2's are Conv1D); "
+                          "export it as merged, onnx or gguf")  # fmt: skip
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=chosen)
     return model
 
 
@@ -71,7 +80,7 @@ def load_int8(folder: str | Path) -> PreTrainedModel:
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise ExportError(f"{folder} holds no {WEIGHTS}; is it an int8 export?")
-    description = json.loads((folder / DESCRIPTION).read_text()) if (folder / DESCRIPTION).is_file() else {}
+    description = _description(folder)
     if description.get("scheme") != SCHEME:
         raise ExportError(f"{folder} was written with another int8 scheme ({description.get('scheme')!r}); export "
                           "the run again: finjust export RUN --format int8")  # fmt: skip
@@ -86,9 +95,26 @@ def load_int8(folder: str | Path) -> PreTrainedModel:
     return model.eval()
 
 
+def _description(folder: Path) -> dict[str, Any]:
+    """The folder's int8.json.
+
+    Raises:
+        ExportError: it is missing or unreadable.
+    """
+    try:
+        description = json.loads((folder / DESCRIPTION).read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{folder / DESCRIPTION} is missing or damaged ({exc}); export the run again: "
+                          "finjust export RUN --format int8") from exc  # fmt: skip
+    if not isinstance(description, dict) or not isinstance(description.get("fp32_layers"), list):
+        raise ExportError(f"{folder / DESCRIPTION} is damaged (no fp32_layers list); export the run again: "
+                          "finjust export RUN --format int8")  # fmt: skip
+    return description
+
+
 class Int8(ExportFormat):
     name = "int8"
-    summary = "merged model with int8 linear weights (torchao weight-only; CPU or GPU)"
+    summary = "merged model with int8 linear weights (torchao weight-only)"
 
     def write(self, source: ExportSource, folder: Path, quant: str | None) -> None:
         merged = source.merged()
