@@ -13,6 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import finjust  # noqa: F401  (first: it drops other packages' known log noise, see finjust.third_party_logs)
+
+# isort: split
 # import what the run needs before profiling starts: transformers' lazy imports of torch._dynamo
 # and of the Trainer fail when they first happen under the profiler
 import peft  # noqa: F401
