@@ -43,6 +43,11 @@ def escape(value: object) -> str:
     return value.html if isinstance(value, Markup) else html.escape(str(value), quote=True)
 
 
+def numeric(value: object) -> Cell:
+    """A cell, or a header, of a column of numbers: right-aligned."""
+    return Cell(value, "num")
+
+
 def number(value: object, digits: int = 4) -> str:
     """A number with ``digits`` significant digits; anything else as text, None as a dash."""
     if value is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from finjust.data.report import SPLITS, QualityReport, TokenStats
 from finjust.data.report_text import short_path, shorten_paths
-from finjust.html import Cell, Markup, escape, page, paragraph, section, table
+from finjust.html import Markup, escape, numeric, page, paragraph, section, table
 
 #: the gate's verdict and each finding's status as coloured badges; the histograms' labels
 _STYLE = """
@@ -29,14 +29,10 @@ def _code(text: str) -> Markup:
     return Markup(f"<code>{escape(text)}</code>")
 
 
-def _num(value: object) -> Cell:
-    return Cell(value, "num")
-
-
 def _files(report: QualityReport) -> Markup:
-    rows = [[f["role"], _code(short_path(f["path"])), _num(f["records"]), _num(f["bad"]),
-             _num(f"{f.get('weight', 1):g}")] for f in report.files]  # fmt: skip
-    return section("Files", table(["role", "path", *map(_num, ("records", "bad", "weight"))], rows))
+    rows = [[f["role"], _code(short_path(f["path"])), numeric(f["records"]), numeric(f["bad"]),
+             numeric(f"{f.get('weight', 1):g}")] for f in report.files]  # fmt: skip
+    return section("Files", table(["role", "path", *map(numeric, ("records", "bad", "weight"))], rows))
 
 
 def _splits(report: QualityReport) -> Markup:
@@ -44,9 +40,9 @@ def _splits(report: QualityReport) -> Markup:
     for split in SPLITS:
         stats = report.tokens.get(split)
         numbers = [f"{stats.mean:.1f}", stats.p50, stats.p90, stats.p99, stats.max] if stats else [""] * 5
-        rows.append([split, _num(report.sizes.get(split, 0)), *map(_num, numbers),
+        rows.append([split, numeric(report.sizes.get(split, 0)), *map(numeric, numbers),
                      _code(report.sha256.get(split, "")[:16])])  # fmt: skip
-    head = ["split", *map(_num, ("records", "mean tokens", "p50", "p90", "p99", "max")), "content sha256"]
+    head = ["split", *map(numeric, ("records", "mean tokens", "p50", "p90", "p99", "max")), "content sha256"]
     note = [] if report.tokens else [paragraph("Token statistics skipped: no tokenizer (give a recipe, or --model).")]
     return section("Splits", table(head, rows), *note)
 
@@ -82,8 +78,8 @@ def _labels(report: QualityReport) -> Markup:
     if not report.labels:
         return Markup("")
     names = sorted({label for counts in report.labels.values() for label in counts})
-    rows = [[n, *[_num(report.labels.get(s, {}).get(n, 0)) for s in SPLITS]] for n in names]
-    return section("Labels", table(["label", *map(_num, SPLITS)], rows))
+    rows = [[n, *[numeric(report.labels.get(s, {}).get(n, 0)) for s in SPLITS]] for n in names]
+    return section("Labels", table(["label", *map(numeric, SPLITS)], rows))
 
 
 def _findings(report: QualityReport) -> Markup:
@@ -92,7 +88,7 @@ def _findings(report: QualityReport) -> Markup:
     for finding in report.findings.values():
         badge = Markup(f'<span class="badge {escape(finding.status)}">{escape(finding.status)}</span>')
         skipped = f" (skipped: {finding.skipped})" if finding.skipped else ""
-        rows.append([finding.name, _num(finding.count), badge, finding.description + skipped])
+        rows.append([finding.name, numeric(finding.count), badge, finding.description + skipped])
         if finding.items:
             listed = "".join(f"<li>{_code(shorten_paths(item, paths)).html}</li>" for item in finding.items)
             unlisted = finding.count - len(finding.items)
@@ -101,4 +97,4 @@ def _findings(report: QualityReport) -> Markup:
                                   f"<ul>{listed}</ul>{more}</details>"))  # fmt: skip
     pii = ", ".join(f"{n} {kind}" for kind, n in sorted(report.pii.items()))
     pii_line = [paragraph(f"PII matches: {pii}.")] if pii else []
-    return section("Findings", table(["finding", _num("count"), "status", "what"], rows), *pii_line, *details)
+    return section("Findings", table(["finding", numeric("count"), "status", "what"], rows), *pii_line, *details)

@@ -17,7 +17,7 @@ from finjust import atomic
 from finjust.errors import CheckpointError
 from finjust.eval import plots
 from finjust.eval.compare import describe_one_off
-from finjust.html import Cell, Markup, image, number, page, paragraph, section, table
+from finjust.html import Cell, Markup, image, number, numeric, page, paragraph, section, table
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
 from finjust.train.run_folder import RunFolder
@@ -103,11 +103,6 @@ STOP_REASONS = {
 }
 
 
-def _num(header: str) -> Cell:
-    """A header over a column of numbers, aligned with them."""
-    return Cell(header, "num")
-
-
 def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
     card = run.scorecard
     if card is None:
@@ -116,7 +111,7 @@ def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
     comparison = card.get("comparison") or {}
     percent = round(100 * confidence)
     if comparison:
-        headers = ["metric", *map(_num, ("base", f"base {percent}% CI", "tuned", f"tuned {percent}% CI", "change",
+        headers = ["metric", *map(numeric, ("base", f"base {percent}% CI", "tuned", f"tuned {percent}% CI", "change",
                                          f"change {percent}% CI")), "verdict"]  # fmt: skip
         rows = [[name, Cell(number(r["base"]), "num"), Cell(_interval(r["base_ci"]), "num"),
                  Cell(number(r["tuned"]), "num"), Cell(_interval(r["tuned_ci"]), "num"),
@@ -126,7 +121,7 @@ def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
         body = table(headers, rows, classes)
     else:  # a scorecard written before intervals existed: point values only
         names = list(card.get("base") or {})
-        body = table(["metric", _num("base"), _num("tuned")], [[n, Cell(number(card["base"][n]), "num"),
+        body = table(["metric", numeric("base"), numeric("tuned")], [[n, Cell(number(card["base"][n]), "num"),
                      Cell(number((card.get("tuned") or {}).get(n)), "num")] for n in names])  # fmt: skip
     parts = [paragraph(f"On {card.get('n_test', '?')} held-out test examples the model never trained on. "
                        f"Verdicts: 'better' or 'worse' only when the paired bootstrap's {percent}% interval of the "
@@ -152,7 +147,7 @@ def _retention_section(run: RunRecord, samples: int) -> Markup | None:
                        "note")]  # fmt: skip
     if probes:
         rows = [[name, *(Cell(number(values.get(c)), "num") for c in columns)] for name, values in probes.items()]
-        parts.append(table(["probe", *map(_num, columns)], rows))
+        parts.append(table(["probe", *map(numeric, columns)], rows))
     if scalars:
         parts.append(paragraph("; ".join(f"{name}: {number(value)}" for name, value in scalars.items())))
     return section("Retention", *parts)
@@ -167,8 +162,8 @@ def comparison_section(result: dict[str, Any]) -> Markup:
     rows, headline = result["rows"], result["headline"]
     metrics = list(rows[0]["metrics"]) if rows else []
     percent = round(100 * result.get("confidence", 0.95))
-    headers = ["row", "what answers", *map(_num, (*metrics, "prompt tokens", "latency / answer", "peak RSS")),
-               "one-off cost", _num(f"{headline} vs base ({percent}% CI)"), "verdict"]  # fmt: skip
+    headers = ["row", "what answers", *map(numeric, (*metrics, "prompt tokens", "latency / answer", "peak RSS")),
+               "one-off cost", numeric(f"{headline} vs base ({percent}% CI)"), "verdict"]  # fmt: skip
     body, classes = [], []
     for row in rows:
         versus = (row.get("vs_base") or {}).get(headline)
