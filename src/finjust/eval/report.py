@@ -113,16 +113,16 @@ def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
     if comparison:
         headers = ["metric", *map(numeric, ("base", f"base {percent}% CI", "tuned", f"tuned {percent}% CI", "change",
                                          f"change {percent}% CI")), "verdict"]  # fmt: skip
-        rows = [[name, Cell(number(r["base"]), "num"), Cell(_interval(r["base_ci"]), "num"),
-                 Cell(number(r["tuned"]), "num"), Cell(_interval(r["tuned_ci"]), "num"),
-                 Cell(_signed(r["delta"]), "num"), Cell(_interval(r["delta_ci"], signed=True), "num"),
+        rows = [[name, numeric(number(r["base"])), numeric(_interval(r["base_ci"])),
+                 numeric(number(r["tuned"])), numeric(_interval(r["tuned_ci"])),
+                 numeric(_signed(r["delta"])), numeric(_interval(r["delta_ci"], signed=True)),
                  Cell(r["verdict"], "verdict")] for name, r in comparison.items()]  # fmt: skip
         classes = [_css(r["verdict"]) for r in comparison.values()]
         body = table(headers, rows, classes)
     else:  # a scorecard written before intervals existed: point values only
         names = list(card.get("base") or {})
-        body = table(["metric", numeric("base"), numeric("tuned")], [[n, Cell(number(card["base"][n]), "num"),
-                     Cell(number((card.get("tuned") or {}).get(n)), "num")] for n in names])  # fmt: skip
+        body = table(["metric", numeric("base"), numeric("tuned")], [[n, numeric(number(card["base"][n])),
+                     numeric(number((card.get("tuned") or {}).get(n)))] for n in names])  # fmt: skip
     parts = [paragraph(f"On {card.get('n_test', '?')} held-out test examples the model never trained on. "
                        f"Verdicts: 'better' or 'worse' only when the paired bootstrap's {percent}% interval of the "
                        "change excludes zero and a sign test over the questions whose score changed agrees "
@@ -146,7 +146,7 @@ def _retention_section(run: RunRecord, samples: int) -> Markup | None:
                        "Measured on general text and general questions shipped with finjust, not on domain data.",
                        "note")]  # fmt: skip
     if probes:
-        rows = [[name, *(Cell(number(values.get(c)), "num") for c in columns)] for name, values in probes.items()]
+        rows = [[name, *(numeric(number(values.get(c))) for c in columns)] for name, values in probes.items()]
         parts.append(table(["probe", *map(numeric, columns)], rows))
     if scalars:
         parts.append(paragraph("; ".join(f"{name}: {number(value)}" for name, value in scalars.items())))
@@ -169,10 +169,10 @@ def comparison_section(result: dict[str, Any]) -> Markup:
         versus = (row.get("vs_base") or {}).get(headline)
         latency = f"{1000 * row['latency_s']:.0f} ms" if row.get("latency_s") is not None else "–"
         body.append([
-            row["name"], row["description"], *(Cell(number(row["metrics"].get(m)), "num") for m in metrics),
-            Cell(number(row["prompt_tokens"]), "num"), Cell(latency, "num"),
-            Cell(f"{row['peak_rss_mb']:.0f} MB", "num"), describe_one_off(row.get("one_off") or []),
-            Cell(_change(versus) if versus else "–", "num"),
+            row["name"], row["description"], *(numeric(number(row["metrics"].get(m))) for m in metrics),
+            numeric(number(row["prompt_tokens"])), numeric(latency),
+            numeric(f"{row['peak_rss_mb']:.0f} MB"), describe_one_off(row.get("one_off") or []),
+            numeric(_change(versus) if versus else "–"),
             Cell(versus["verdict"] if versus else "–", "verdict"),
         ])  # fmt: skip
         classes.append(_css(versus["verdict"]) if versus else "")
