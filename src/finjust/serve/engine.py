@@ -16,7 +16,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from finjust.errors import ServeError
 from finjust.serve.decode import Row, Sampling, generate_rows
@@ -32,9 +32,6 @@ class _Waiting(enum.Enum):
     """What :meth:`Engine._take_waiting` returns when no job waits (an enum member: a sentinel mypy can narrow)."""
 
     NOTHING = enum.auto()
-
-
-_NOTHING_WAITING: Final = _Waiting.NOTHING
 
 
 @dataclass
@@ -116,7 +113,7 @@ class Engine:
     def _drain(self) -> list[Job]:
         """Every job still waiting, taken off the queue."""
         waiting: list[Job] = []
-        while (job := self._take_waiting()) is not _NOTHING_WAITING:
+        while (job := self._take_waiting()) is not _Waiting.NOTHING:
             if isinstance(job, Job):
                 waiting.append(job)
         return waiting
@@ -141,7 +138,7 @@ class Engine:
         skipped: list[Job | None] = []
         while len(batch) < self.max_batch:
             job = self._take_waiting()
-            if job is _NOTHING_WAITING:
+            if job is _Waiting.NOTHING:
                 break
             if job is None or not self._compatible(batch or [first], job):
                 skipped.append(job)  # answered after this batch, in arrival order (a shutdown marker too)
@@ -158,7 +155,7 @@ class Engine:
         try:
             return self._queue.get_nowait()
         except queue.Empty:
-            return _NOTHING_WAITING
+            return _Waiting.NOTHING
 
     def _compatible(self, batch: list[Job], job: Job) -> bool:
         """``job`` can join ``batch``: it batches, its prompt length suits the model, and the batch
