@@ -17,7 +17,7 @@ def test_check_a_recipe_writes_text_json_and_html(tiny_recipe, tmp_path, capsys)
     assert status == 0, out
     assert "quality gate: passed" in out and "tokens: mean" in out
     assert json.loads(report_json.read_text())["gate"]["passed"] is True
-    assert page.read_text().lower().startswith("<!doctype html>")
+    assert page.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_check_the_demo_recipe_without_a_tokenizer(capsys):

@@ -193,7 +193,7 @@ def test_report_renders_as_json_text_and_self_contained_html(write_jsonl, tmp_pa
     assert data["gate"] == {"passed": False, "failed": ["leakage"], "warned": ["conflicts"]}
     assert data["tokens"]["train"]["count"] == 20 and len(data["tokens"]["train"]["edges"]) == 13
     page = render_html(report)
-    assert page.lower().startswith("<!doctype html>") and "<svg" in page and "leakage" in page
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "leakage" in page
     assert "<script" not in page and "http" not in page  # nothing to fetch: it opens offline
     assert "quality gate: FAILED on leakage" in format_report(report)
 
