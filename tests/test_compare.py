@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ASSETS, build_tokenizer
+from conftest import ASSETS, build_tokenizer, needs_minilm
 
 from finjust.cli.main import main
 from finjust.data.load import load_examples
@@ -43,6 +43,7 @@ def trained_run(tiny_recipe, tmp_path) -> Path:
     return tmp_path / "run"
 
 
+@needs_minilm
 def test_compare_produces_all_five_rows(trained_run, tmp_path, capsys):
     out, page = tmp_path / "compare.json", tmp_path / "compare.html"
     assert main(["compare", str(trained_run), "--json", str(out), "--html", str(page), "--max-examples", "4"]) == 0
@@ -165,6 +166,7 @@ def test_retrieval_finds_an_exact_duplicate_first():
     assert hits[0][0].document.text == f"Q: {train[0].prompt_text()}\nA: {train[0].reference_answer()}"
 
 
+@needs_minilm
 def test_the_shipped_minilm_encoder_retrieves_the_duplicate(capfd):
     train = load_examples(ASSETS / "tiny_train.jsonl")[:12]
     encoder = load_encoder()

@@ -93,7 +93,7 @@ def test_merging_dequantises_into_plain_weights(tiny_model_dir, tiny_tokens):
     for name, weight in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(weight, std=0.1)  # adapters that move the output
-    ids = torch.tensor([tiny_tokens[0].input_ids])
+    ids = torch.tensor([tiny_tokens[0].input_ids], device=model.device)  # bitsandbytes loads onto a GPU if any
     with torch.no_grad():
         adapted = model(input_ids=ids).logits
     merged = QLORA.merge(model)
