@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finjust.methods.peft_adapter import peft_false_alarms_off
+from finjust.methods.peft_adapter import model_generate
 from finjust.models.load import autocast
 
 
@@ -37,9 +37,9 @@ def generate_answers(
     model.eval()
     for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
         ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
-        with autocast(device, autocast_dtype), peft_false_alarms_off():
-            # torch types a module's attributes as Tensor | Module; generate is transformers' (or peft's) method
-            output = cast("Callable[..., torch.Tensor]", model.generate)(
+        with autocast(device, autocast_dtype):
+            output = model_generate(
+                model,
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens,

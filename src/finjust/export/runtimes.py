@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch import nn
 from finjust.data.example import Message
 from finjust.data.templates import chat_ids
 from finjust.errors import ExportError
-from finjust.methods.peft_adapter import peft_false_alarms_off
+from finjust.methods.peft_adapter import model_generate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -72,18 +72,17 @@ class TorchRuntime(Runtime):
     def greedy(self, prompt: list[int], max_new_tokens: int, stop_id: int) -> Generation:
         start = time.perf_counter()
         ids = torch.tensor([prompt], dtype=torch.long)
-        with peft_false_alarms_off():
-            # torch types a module's attributes as Tensor | Module; generate is transformers' (or peft's) method
-            out = cast("Callable[..., Any]", self.model.generate)(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=stop_id,
-                pad_token_id=self.pad_id if self.pad_id is not None else stop_id,
-                output_logits=True,
-                return_dict_in_generate=True,
-            )
+        out = model_generate(
+            self.model,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop_id,
+            pad_token_id=self.pad_id if self.pad_id is not None else stop_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         tokens = out.sequences[0, len(prompt) :].tolist()
         logits = [row[0].float().numpy() for row in out.logits][: len(tokens)]
         return Generation(tokens, logits, time.perf_counter() - start)

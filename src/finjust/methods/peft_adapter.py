@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from torch import nn
 
@@ -50,6 +50,13 @@ def peft_false_alarms_off() -> Iterator[None]:
         for message, category in PEFT_FALSE_ALARMS:
             warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+def model_generate(model: nn.Module, **kwargs: Any) -> Any:
+    """``model.generate(**kwargs)`` (transformers' or peft's), without peft's false alarms."""
+    with peft_false_alarms_off():
+        # torch types a module's attributes as Tensor | Module; generate is a method here
+        return cast("Callable[..., Any]", model.generate)(**kwargs)
 
 
 class PeftMethod(Method):

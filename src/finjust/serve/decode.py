@@ -17,7 +17,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from finjust.eval.generate import left_pad
-from finjust.methods.peft_adapter import peft_false_alarms_off
+from finjust.methods.peft_adapter import model_generate
 from finjust.models.load import autocast
 from finjust.serve.source import ServedModel
 
@@ -76,9 +76,9 @@ def generate_rows(served: ServedModel, rows: Sequence[Row]) -> None:
         # top_k=0: OpenAI's sampling has no top-k; transformers would otherwise apply its default 50
         sampling_args = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p, "top_k": 0}
     with _seeded(first.seed if not first.greedy else None, served.device), torch.inference_mode(), \
-            autocast(served.device, served.autocast_dtype), peft_false_alarms_off():  # fmt: skip
-        # torch types a module's attributes as Tensor | Module; generate is transformers' (or peft's) method
-        cast("Callable[..., object]", served.model.generate)(
+            autocast(served.device, served.autocast_dtype):
+        model_generate(
+            served.model,
             input_ids=ids.to(served.device),
             attention_mask=mask.to(served.device),
             max_new_tokens=max(r.sampling.max_tokens for r in rows),
