@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,8 +16,9 @@ from finjust.data.load import load_examples
 from finjust.data.templates import tokenize_example
 from finjust.errors import EvaluationError, FinjustError
 from finjust.eval.augment import CONTEXTS, ContextInputs, cites_a_source
-from finjust.eval.compare import CompareOptions, compare_run, format_comparison
+from finjust.eval.compare import CompareOptions, _versus_base, compare_run, format_comparison
 from finjust.eval.retrieval import Retriever, chunk_text, documents_from_examples, documents_from_folder, load_encoder
+from finjust.eval.scorecard import ModelScores
 
 ROW_KEYS = {"name", "description", "model", "metrics", "prompt_tokens", "latency_s", "peak_rss_mb", "peak_gpu_mb",
             "one_off", "citation_rate", "answers", "vs_base", "loss_examples"}  # fmt: skip
@@ -86,6 +88,7 @@ def test_a_row_whose_prompts_all_outgrow_the_context_reports_no_loss(trained_run
     assert base["loss_examples"] == 2 and base["metrics"]["test_loss"] > 0
     assert prompt["loss_examples"] == 0
     assert prompt["metrics"]["test_loss"] is None and prompt["metrics"]["perplexity"] is None
+    assert "test_loss" not in prompt["vs_base"] and "perplexity" not in prompt["vs_base"]  # no loss, no verdict
     assert ("warning", {"text": "row prompt: 2 of 2 prompts are longer than the model's context and left out of "
                                 "its test_loss and perplexity; their answers, generated past the context, still "
                                 "count in its answer metrics (lower --top-k or --shots to fit)"}) in events  # fmt: skip
@@ -98,10 +101,27 @@ def test_base_and_tuned_rows_score_the_loss_as_the_scorecard_does(tiny_recipe, t
     assert main(["train", str(tiny_recipe()), *settings]) == 0
     card = json.loads((tmp_path / "run" / "scorecard.json").read_text())
     assert card["loss_examples"] < card["n_test"]
-    result = compare_run(tmp_path / "run", CompareOptions(rows=["base", "tuned"]))
+    events = []
+    result = compare_run(tmp_path / "run", CompareOptions(rows=["base", "tuned"]),
+                         on_event=lambda kind, payload: events.append((kind, payload["text"])))  # fmt: skip
     for row in result["rows"]:
         assert row["metrics"]["test_loss"] == pytest.approx(card[row["name"]]["test_loss"], rel=1e-6)
         assert row["loss_examples"] == card["loss_examples"]
+    uncovered = card["n_test"] - card["loss_examples"]
+    assert ("warning", f"row tuned: {uncovered} of {card['n_test']} test answers begin beyond data.max_length and "
+                       "are left out of its test_loss and perplexity (raise data.max_length to count them)") in events
+
+
+def test_a_loss_is_compared_over_the_examples_both_rows_cover():
+    # base covers examples 0 and 1, the row 0 and 2 (their prompts cut at different lengths)
+    metrics = {"test_loss": 0.0, "exact_match": 0.0}  # their order: the comparison's after the headline
+    base = ModelScores(metrics, [], {"test_loss": [(2.0, 2), (3.0, 3), (0.0, 0)], "exact_match": [1.0, 0.0, 1.0]})
+    row = ModelScores({}, [], {"test_loss": [(1.0, 2), (0.0, 0), (9.0, 1)], "exact_match": [1.0, 1.0, 1.0]})
+    versus = _versus_base({"base": base, "row": row}, "row", "exact_match", SimpleNamespace(bootstrap_samples=50))
+    assert (versus["test_loss"]["base"], versus["test_loss"]["tuned"]) == (1.0, 0.5)  # example 0's alone
+    assert list(versus) == ["exact_match", "test_loss"]
+    nothing_shared = ModelScores({}, [], {"test_loss": [(0.0, 0), (0.0, 0), (1.0, 1)]})
+    assert "test_loss" not in _versus_base({"base": base, "row": nothing_shared}, "row", "test_loss", SimpleNamespace())
 
 
 def test_compare_retrieves_from_a_docs_folder(trained_run, tmp_path):

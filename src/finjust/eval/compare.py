@@ -122,10 +122,7 @@ def compare_run(
         scores[name], rows[name] = _score_row(name, strategy, contexts[strategy.context], answering, loaded, recipe,
                                               run, autocast)  # fmt: skip
         if rows[name]["loss_examples"] < len(test):
-            on_event("warning", {"text": f"row {name}: {len(test) - rows[name]['loss_examples']} of {len(test)} "
-                                 "prompts are longer than the model's context and left out of its test_loss and "
-                                 "perplexity; their answers, generated past the context, still count in its answer "
-                                 "metrics (lower --top-k or --shots to fit)"})  # fmt: skip
+            on_event("warning", {"text": _uncovered_warning(name, strategy, rows[name]["loss_examples"], len(test))})
     result = _result(run, options, test, loaded, contexts, rows, scores)
     atomic.write_json(run.folder.compare, result)
     return result
@@ -143,6 +140,16 @@ def _score_row(
         scores = score_model(answering, loaded.tokenizer, augmented.examples, recipe.eval, max_length, loaded.device,
                              autocast, packing)  # fmt: skip
     return scores, _row(name, strategy, augmented, scores, memory, loaded, run)
+
+
+def _uncovered_warning(name: str, strategy: Strategy, covered: int, n: int) -> str:
+    """Why ``n - covered`` test examples are left out of a row's loss, and what to do about it."""
+    if strategy.context == "none":  # cut where the scorecard cuts them
+        return (f"row {name}: {n - covered} of {n} test answers begin beyond data.max_length and are left out of "
+                "its test_loss and perplexity (raise data.max_length to count them)")
+    return (f"row {name}: {n - covered} of {n} prompts are longer than the model's context and left out of its "
+            "test_loss and perplexity; their answers, generated past the context, still count in its answer "
+            "metrics (lower --top-k or --shots to fit)")
 
 
 def _check(options: CompareOptions) -> None:
@@ -266,18 +273,34 @@ def _versus_base(
 ) -> dict[str, dict[str, Any]]:
     """Paired-bootstrap comparisons with ``base``, headline metric first.
 
-    A loss metric is left out where the two rows scored different numbers of examples (a prompt
-    longer than the model's context is dropped from the loss), since the pairing would break.
+    The losses are compared over the examples both rows have answer tokens for (a prompt past a
+    row's length limit has none), and left out where there are none.
     """
     base, row = scores["base"], scores[name]
-    shared = {m: base.items[m] for m in base.items if m in row.items and len(row.items[m]) == len(base.items[m])}
+    base_items, row_items = {}, {}
+    for metric in base.items.keys() & row.items.keys():
+        pair = (base.items[metric], row.items[metric])
+        if metric in LOSS_METRICS:
+            pair = _shared_losses(*pair)
+        if pair[0]:
+            base_items[metric], row_items[metric] = pair
     comparison = compare_scores(
-        ModelScores(base.metrics, base.answers, shared),
-        ModelScores(row.metrics, row.answers, {m: row.items[m] for m in shared}),
-        eval_cfg,
+        ModelScores(base.metrics, base.answers, base_items), ModelScores(row.metrics, row.answers, row_items), eval_cfg
     )
     order = sorted(comparison, key=lambda m: (m != headline, list(base.metrics).index(m)))
     return {m: comparison[m].to_json() for m in order}
+
+
+def _shared_losses(
+    base: list[tuple[float, int]], row: list[tuple[float, int]]
+) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """Each row's (summed loss, tokens) items with those of examples the other row did not cover
+    emptied, pairs kept in place for the bootstrap; two empty lists where no example is shared."""
+    both = [bool(b[1] and r[1]) for b, r in zip(base, row, strict=True)]
+    if not any(both):
+        return [], []
+    return ([item if ok else (0.0, 0) for item, ok in zip(base, both)],
+            [item if ok else (0.0, 0) for item, ok in zip(row, both)])  # fmt: skip
 
 
 def _cell(value: float | None, width: int) -> str:
