@@ -31,6 +31,19 @@ def test_rouge_l_by_hand():
     assert rouge_l("alpha beta gamma delta", "alpha gamma delta epsilon") == pytest.approx(0.75)
 
 
+def test_rouge_l_reads_words_in_any_script_and_ascii_as_rouge_score_does():
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    from finjust.eval.metrics import _UnicodeWords
+
+    assert rouge_l("Москва столица России", "Москва столица России") == 1.0  # rouge-score's own: 0
+    assert rouge_l("café crème", "café noir") == pytest.approx(0.5)  # not "caf" + "cr" + "me"
+    # a character a token where words are not spaced: LCS 5 of 5 and 8 characters
+    assert rouge_l("巴黎是首都", "巴黎是法国的首都") == pytest.approx(2 * 5 / 13)
+    text = "Running the 2 fjord_tours, at 14:30 -- isn't it RELAXING? (visits: 3x)"
+    assert _UnicodeWords().tokenize(text) == DefaultTokenizer(use_stemmer=True).tokenize(text)
+
+
 def test_score_answers_averages_and_unknown_metric_lists_valid():
     scores = score_answers(["exact_match"], ["x", "y"], ["x", "z"])
     assert scores == {"exact_match": 0.5}

@@ -7,7 +7,7 @@ scorecard bootstrap a confidence interval for every metric, macro-F1 included.
 Exact match and token F1 follow the SQuAD evaluation script's normalisation (lower case,
 no punctuation, no articles, single spaces), extended to Unicode: case-folded, and every
 punctuation character dropped (chat models write curly quotes and apostrophes); ROUGE-L is
-Google's ``rouge-score``; JSON schemas are checked with ``jsonschema``.
+Google's ``rouge-score`` with words in any script; JSON schemas are checked with ``jsonschema``.
 """
 
 from __future__ import annotations
@@ -104,11 +104,32 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+#: Chinese and Japanese characters, which texts do not separate by spaces: one token each
+_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+_WORD = re.compile(r"[^\W_]+")
+
+
+class _UnicodeWords:
+    """rouge-score's tokenizer, for words in any script: its own keeps ``[a-z0-9]`` alone, so
+    "Москва" or "巴黎" had no tokens (ROUGE-L 0 for an identical answer) and "café" became "caf".
+    ASCII text gives its tokens exactly: lower case, letter and digit runs, Porter stems of those
+    longer than 3 characters (only ASCII words are stemmed: the stemmer is English)."""
+
+    def __init__(self) -> None:
+        from nltk.stem import porter
+
+        self._stemmer = porter.PorterStemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        words = _WORD.findall(_CJK.sub(r" \1 ", text.lower()))
+        return [self._stemmer.stem(w) if len(w) > 3 and w.isascii() else w for w in words]
+
+
 @lru_cache(maxsize=1)
 def _rouge() -> rouge_scorer.RougeScorer:
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeWords())
 
 
 def rouge_l(prediction: str, reference: str) -> float:
