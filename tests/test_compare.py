@@ -12,10 +12,11 @@ import torch
 from conftest import ASSETS, build_tokenizer, needs_minilm
 
 from finjust.cli.main import main
+from finjust.data.example import Example, Message
 from finjust.data.load import load_examples
 from finjust.data.templates import tokenize_example
 from finjust.errors import EvaluationError, FinjustError
-from finjust.eval.augment import CONTEXTS, ContextInputs, cites_a_source
+from finjust.eval.augment import CONTEXTS, ContextInputs, augment_example, cites_a_source
 from finjust.eval.compare import CompareOptions, _versus_base, compare_run, format_comparison
 from finjust.eval.retrieval import Retriever, chunk_text, documents_from_examples, documents_from_folder, load_encoder
 from finjust.eval.scorecard import ModelScores
@@ -272,3 +273,11 @@ def test_augmented_prompts_take_the_models_context_less_a_tuned_rows_virtual_tok
     assert _max_length(recipe, model, None, "none", 20) == 128  # plain prompts: cut as the scorecard cuts them
     assert _max_length(recipe, model, None, "rag", 0) == 512
     assert _max_length(recipe, model, None, "rag", 20) == 492  # prompt tuning's tokens sit before every prompt
+
+
+def test_retrieved_sources_are_asked_where_a_test_record_has_no_user_message():
+    greeting = (Message("system", "You are Fjord's assistant."), Message("assistant", "Welcome!"))
+    example = Example(greeting, "t.jsonl", 3)
+    augmented = augment_example(example, "Use the sources.", [], question="Sources:\n[1] x\n\nQuestion: ")
+    assert [m.role for m in augmented.messages] == ["system", "user", "assistant"]
+    assert augmented.messages[1].content.startswith("Sources:") and augmented.reference_answer() == "Welcome!"

@@ -115,7 +115,8 @@ def augment_example(
         example: a chat test example (its last message is the reference answer).
         instruction: appended to the example's own system prompt (or the whole system prompt).
         turns: earlier chat turns put between the system prompt and the example's own turns.
-        question: replaces the text of the example's last user message when given.
+        question: replaces the text of the example's last user message when given (or is
+            asked after its prompt where it has none: an answer to a system prompt alone).
 
     Returns:
         A copy whose prompt is augmented and whose last message is the same reference answer.
@@ -127,8 +128,11 @@ def augment_example(
     system = [m.content for m in prompt if m.role == "system"]
     own = [m for m in prompt if m.role != "system"]
     if question is not None:
-        last = max(i for i, m in enumerate(own) if m.role == "user")
-        own[last] = Message("user", question)
+        asked = [i for i, m in enumerate(own) if m.role == "user"]
+        if asked:
+            own[asked[-1]] = Message("user", question)
+        else:
+            own.append(Message("user", question))
     messages = (Message("system", "\n\n".join([*system, instruction])), *turns, *own, example.messages[-1])
     return dataclasses.replace(example, messages=messages)
 
