@@ -152,3 +152,14 @@ def test_nan_is_not_json_to_the_format_metric():
 
     assert _satisfies_schema('{"price": 3}', {"type": "object"})
     assert not _satisfies_schema('{"price": NaN}', {"type": "object"})
+
+
+def test_test_records_a_metric_cannot_read_stop_the_run_before_the_model_loads(tiny_recipe, capsys):
+    from finjust.cli.main import main
+
+    recipe = tiny_recipe(eval={"metrics": ["exact_match", "fact_recall"]})
+    assert main(["train", str(recipe)]) == 2
+    out, err = capsys.readouterr()
+    assert "fact_recall needs a list of strings in field 'facts' of every test record; " in err
+    assert "tiny_test.jsonl:1 has None" in err and " more" in err  # the first five named, the rest counted
+    assert "loading model" not in out + err

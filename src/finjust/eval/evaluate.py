@@ -110,6 +110,7 @@ def evaluate_run(
     run = open_run(run_dir)
     folder, recipe, method, artifact, test = run.folder, run.recipe, run.method, run.artifact, run.test
     atomic.require_writable(folder.scorecard, "scoring again rewrites it: copy the run folder somewhere you can write")
+    training_facts = _training_facts(folder.scorecard)  # read first: a damaged file must not waste the scoring
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     recipe = fitted_to_model(recipe, loaded, on_event)
     autocast = compute_dtype(recipe, loaded)
@@ -117,7 +118,7 @@ def evaluate_run(
     on_event("phase", {"text": f"scoring the tuned model from {artifact}"})
     tuned_model, loaded = load_tuned(run, loaded)
     scorecard = score_tuned(recipe, tuned_model, loaded, test, base, autocast, method.supports_packing, on_event)
-    scorecard.update(_training_facts(folder.scorecard))
+    scorecard.update(training_facts)
     atomic.write_json(folder.scorecard, scorecard)
     return scorecard
 

@@ -63,6 +63,10 @@ class Metric:
         """What is wrong with ``options`` for this metric (checked with the recipe, before any run)."""
         return []
 
+    def example_problems(self, examples: Sequence[Example], options: Any) -> list[str]:
+        """What this metric cannot read in the test ``examples`` (checked before any model is scored)."""
+        return []
+
     def aggregate(self, items: Sequence[Any]) -> float:
         return sum(items) / len(items) if items else 0.0
 
@@ -208,20 +212,35 @@ class FactRecall(Metric):
     name = "fact_recall"
     options_class = FactRecallOptions
 
+    def example_problems(self, examples: Sequence[Example], options: FactRecallOptions) -> list[str]:
+        bad = [f"{e.source}:{e.line} has {_short(e.meta.get(options.field))}" for e in examples
+               if not _is_fact_list(e.meta.get(options.field))]  # fmt: skip
+        if not bad:
+            return []
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        return [f"fact_recall needs a list of strings in field {options.field!r} of every test record; "
+                f"{', '.join(bad[:5])}{more}"]  # fmt: skip
+
     def items(self, answers: Answers, options: FactRecallOptions) -> list[float]:
+        if problems := self.example_problems(answers.examples, options):
+            raise EvaluationError(problems[0])
         scores = []
         for prediction, example in zip(answers.predictions, answers.examples, strict=True):
-            facts = example.meta.get(options.field)
-            if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
-                raise EvaluationError(
-                    f"fact_recall needs a list of strings in field {options.field!r} of every test record; "
-                    f"{example.source}:{example.line} has {facts!r}"
-                )
+            facts = example.meta[options.field]
             # whole words of the normalised answer: "10" is not found in "100", nor "cat" in "concatenate"
             answer = f" {normalize_answer(prediction)} "
             found = sum(1 for fact in facts if f" {normalize_answer(fact)} " in answer)
             scores.append(found / len(facts) if facts else 1.0)
         return scores
+
+
+def _is_fact_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(fact, str) for fact in value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from finjust.data.example import TASK_TEXT, Example
 from finjust.data.templates import prompt_ids, tokenize_examples
+from finjust.errors import EvaluationError
 from finjust.eval.bootstrap import Comparison, paired_bootstrap
 from finjust.eval.generate import generate_answers
 from finjust.eval.metrics import METRICS, Answers, metric_items
@@ -98,7 +99,7 @@ def score_model(
     items: dict[str, list[Any]] = {name: losses for name in LOSS_METRICS}
     answers: list[str] = []
     generation_seconds = 0.0
-    if eval_cfg.generate and not any(example.task == TASK_TEXT for example in test):
+    if _answers_scored(eval_cfg, test):
         prompts = [prompt_ids(tokenizer, example) for example in test]
         started = time.perf_counter()
         answers = generate_answers(
@@ -112,6 +113,28 @@ def score_model(
             items[name] = metric_items(name, graded, options.get(name))
     metrics = {name: aggregate(name, values) for name, values in items.items()}
     return ModelScores(metrics, answers, items, generation_seconds=generation_seconds)
+
+
+def check_metric_inputs(eval_cfg: Any, test: Sequence[Example]) -> None:
+    """Refuse test examples that a metric of ``eval_cfg`` cannot read, before any model is scored.
+
+    Raises:
+        EvaluationError: naming the metric, its field and the records that lack it.
+    """
+    if not _answers_scored(eval_cfg, test):
+        return
+    options = _metric_options(eval_cfg)
+    problems = []
+    for name in eval_cfg.metrics:
+        metric = METRICS.get(name)
+        problems += metric.example_problems(test, options.get(name) or metric.options_class())
+    if problems:
+        raise EvaluationError("; ".join(problems))
+
+
+def _answers_scored(eval_cfg: Any, test: Sequence[Example]) -> bool:
+    """Whether answers are generated and graded (raw text has no question to answer)."""
+    return bool(eval_cfg.generate) and not any(example.task == TASK_TEXT for example in test)
 
 
 def _metric_options(eval_cfg: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from finjust.data.example import Example
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data
 from finjust.errors import CheckpointError, FinjustError, ModelLoadError, RecipeError
-from finjust.eval.scorecard import ModelScores
+from finjust.eval.scorecard import ModelScores, check_metric_inputs
 from finjust.events import EventHandler, ignore_events
 from finjust.folder_lock import folder_lock
 from finjust.methods.registry import Method, get_method
@@ -230,8 +230,15 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_ev
 
 
 def test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
+    """The test examples the scorecard scores, checked for what its metrics read of them.
+
+    Raises:
+        EvaluationError: a metric needs a record field that some of them lack.
+    """
     test = data.splits.test
-    return test[: recipe.eval.max_examples] if recipe.eval.max_examples else test
+    test = test[: recipe.eval.max_examples] if recipe.eval.max_examples else test
+    check_metric_inputs(recipe.eval, test)
+    return test
 
 
 def saved_base_scores(folder: RunFolder, examples: int) -> ModelScores | None:

@@ -36,12 +36,12 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     recipe, folder, method, data, resume, on_event = (
         run.recipe, run.folder, run.method, run.data, run.resume, run.on_event
     )  # fmt: skip
+    test = test_examples(recipe, data)
     on_event("phase", {"text": f"loading model {recipe.model.name}"})
     loaded = load_model(recipe.model.name, training_dtype(recipe, method), recipe.model.device)
     check_method_fits(method, recipe.method.options, loaded.model, loaded.dtype)
     recipe = fitted_to_model(recipe, loaded, on_event)
     autocast = compute_dtype(recipe, loaded)
-    test = test_examples(recipe, data)
     base = _base_scores(recipe, loaded, test, folder, autocast, on_event)
     loaded = _training_model(recipe, method, loaded, on_event)
     torch.manual_seed(recipe.train.seed)  # adapters start from random weights: part of the seeded run
