@@ -117,6 +117,15 @@ def test_recipe_validates_metric_names_and_options():
     raw["eval"] = {"metrics": ["brand_voice"], "metric_options": {"brand_voice": {"required": ["Ride on!"]}}}
     recipe = recipe_from_dict(raw)
     assert recipe.eval.metric_options["brand_voice"].required == ["Ride on!"]
+    raw["eval"] = {"metrics": ["brand_voice"], "metric_options": {"brand_voice": {"banned": ["as an AI", ""]}}}
+    with pytest.raises(RecipeError, match=r"brand_voice.banned holds an empty phrase, which fails every answer"):
+        recipe_from_dict(raw)  # "" is in every answer
+    raw["eval"] = {"metrics": ["brand_voice"]}
+    with pytest.raises(RecipeError, match=r"brand_voice needs eval.metric_options.brand_voice.required, .banned"):
+        recipe_from_dict(raw)  # nothing to check: every answer would score 1
+    raw["eval"] = {"metrics": ["token_f1"], "metric_options": {"format": {"regex": "["}}}
+    with pytest.raises(RecipeError, match=r"format.regex: '\[' is not a regular expression"):
+        recipe_from_dict(raw)  # options of a metric not scored are still checked
 
 
 def test_unicode_punctuation_and_case_are_normalised_away():

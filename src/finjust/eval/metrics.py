@@ -54,6 +54,8 @@ class Metric:
     higher_is_better: ClassVar[bool] = True
 
     def items(self, answers: Answers, options: Any) -> list[Any]:
+        if problems := self.option_problems(options):  # once, not per answer: a schema check is not free
+            raise EvaluationError("; ".join(problems))
         return [self.item(p, r, options) for p, r in zip(answers.predictions, answers.references, strict=True)]
 
     def item(self, prediction: str, reference: str, options: Any) -> Any:
@@ -276,8 +278,6 @@ class FormatAdherence(Metric):
         return problems
 
     def item(self, prediction: str, reference: str, options: FormatOptions) -> float:
-        if problems := self.option_problems(options):
-            raise EvaluationError("; ".join(problems))
         if options.regex is not None and not re.search(options.regex, prediction):
             return 0.0
         return float(options.json_schema is None or _satisfies_schema(prediction, options.json_schema))
@@ -320,8 +320,6 @@ class BrandMention(Metric):
         return []
 
     def item(self, prediction: str, reference: str, options: BrandMentionOptions) -> float:
-        if problems := self.option_problems(options):
-            raise EvaluationError("; ".join(problems))
         # whole words, as fact_recall matches: the brand "Sky" is not in "skyline"
         return float(any(re.search(rf"(?<!\w){re.escape(name.strip())}(?!\w)", prediction, re.IGNORECASE)
                          for name in options.names))  # fmt: skip
@@ -348,6 +346,14 @@ class BrandVoice(Metric):
 
     name = "brand_voice"
     options_class = BrandVoiceOptions
+
+    def option_problems(self, options: BrandVoiceOptions) -> list[str]:
+        key = "eval.metric_options.brand_voice"
+        if not (options.required or options.banned or options.formality):
+            return [f"brand_voice needs {key}.required, .banned or .formality, else every answer keeps the voice"]
+        return [f"{key}.{name} holds an empty phrase, which {what}"
+                for name, what in (("required", "every answer contains"), ("banned", "fails every answer"))
+                if not all(isinstance(p, str) and p.strip() for p in getattr(options, name))]  # fmt: skip
 
     def item(self, prediction: str, reference: str, options: BrandVoiceOptions) -> float:
         text = prediction.lower()

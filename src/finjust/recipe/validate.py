@@ -154,7 +154,9 @@ def _check_metrics(section: EvalSection | types.SimpleNamespace, problems: list[
             problems.append(f"{key}: expected a mapping of options, got {shown(raw)}")
         else:
             section.metric_options[name] = _build_dataclass(METRICS.get(name).options_class, key, raw, problems)
-    for name in section.metrics:  # options the metric needs, whether given or not
+    # the options each listed metric needs, whether given or not, and those given for any other
+    # (an override may leave out a metric whose options the recipe keeps: they are checked all the same)
+    for name in dict.fromkeys([*section.metrics, *section.metric_options]):
         if name in METRICS and (name not in section.metric_options or section.metric_options[name] is not None):
             metric = METRICS.get(name)
             problems.extend(metric.option_problems(section.metric_options.get(name) or metric.options_class()))
