@@ -128,6 +128,13 @@ def test_the_report_names_why_a_run_stopped_early(run):
     assert "Stopped early: retention fell under the forgetting guard" in page and "stopped improving" not in page
 
 
+def test_the_report_states_the_sign_tests_level_the_run_used(run):
+    card = json.loads((run / "scorecard.json").read_text())
+    (run / "scorecard.json").write_text(json.dumps({**card, "confidence": 0.9}))
+    page = build_report(run)
+    assert "90% interval of the change" in page and "(p below 10%)" in page
+
+
 @pytest.mark.parametrize("argv", [["report", "RUN"], ["eval", "RUN"], ["compare", "RUN"], ["serve", "RUN"],
                                   ["export", "RUN", "--format", "adapter"], ["train", "--resume", "RUN"]])  # fmt: skip
 def test_a_run_folder_that_does_not_exist_is_named_so(tmp_path, capsys, argv):

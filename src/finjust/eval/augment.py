@@ -20,7 +20,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from finjust.data.example import TASK_CHAT, Example, Message
@@ -64,7 +64,6 @@ class Augmented:
     query_seconds: float = 0.0
     #: one-off cost before the first question, e.g. {"kind": "index", "seconds": s, "documents": n}
     one_off: dict[str, Any] | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 Context = Callable[[ContextInputs], Augmented]
@@ -86,7 +85,7 @@ def few_shot_context(inputs: ContextInputs) -> Augmented:
         turns += [_as_context(m) for m in shot.prompt_messages() if m.role != "system"]
         turns.append(Message("assistant", shot.reference_answer(), weight=0))
     examples = [augment_example(e, inputs.instruction, turns) for e in inputs.test]
-    return Augmented(examples, notes={"shots": [s.prompt_text() for s in shots]})
+    return Augmented(examples)
 
 
 @CONTEXTS.register("rag")

@@ -8,6 +8,7 @@ comparison row from the one before it. On CUDA the allocator's own peak is repor
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -60,7 +61,12 @@ def training_cost(metrics_path: str | Path) -> dict[str, Any] | None:
     Validation passes are not counted: they measure the run, they are not needed to produce it.
     Returns None when the log has no training steps (or does not exist).
     """
-    steps = [r for r in MetricsLog(Path(metrics_path)).records() if r.get("type") == "train"]
+    return cost_of_steps(MetricsLog(Path(metrics_path)).records())
+
+
+def cost_of_steps(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """:func:`training_cost` of a metrics log's records already read."""
+    steps = [r for r in records if r.get("type") == "train"]
     if not steps:
         return None
     return {

@@ -12,7 +12,6 @@ the same text, for replay during training; probe and replay never share a passag
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from finjust.data.example import Message
 from finjust.data.templates import TokenizedExample, chat_ids
 from finjust.eval.generate import generate_answers
+from finjust.eval.metrics import mentions
 from finjust.objectives.sft import eval_batches, mean_loss, perplexity
 
 PROBES = Path(__file__).resolve().parent / "probes"
@@ -68,8 +68,7 @@ def text_examples(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_toke
 
 def is_correct(prediction: str, accepted: list[str]) -> bool:
     """True when any accepted answer appears in the prediction as whole words (case ignored)."""
-    text = prediction.lower()
-    return any(re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", text) for a in accepted)
+    return any(mentions(prediction, answer) for answer in accepted)
 
 
 def probe_model(

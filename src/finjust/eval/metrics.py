@@ -321,8 +321,12 @@ class BrandMention(Metric):
 
     def item(self, prediction: str, reference: str, options: BrandMentionOptions) -> float:
         # whole words, as fact_recall matches: the brand "Sky" is not in "skyline"
-        return float(any(re.search(rf"(?<!\w){re.escape(name.strip())}(?!\w)", prediction, re.IGNORECASE)
-                         for name in options.names))  # fmt: skip
+        return float(any(mentions(prediction, name.strip()) for name in options.names))
+
+
+def mentions(text: str, phrase: str) -> bool:
+    """Whether ``phrase`` appears in ``text`` as whole words, case ignored."""
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, re.IGNORECASE) is not None
 
 
 # 's is a contraction only after these words ("it's"); elsewhere it is a possessive ("the company's")
@@ -370,13 +374,3 @@ def metric_items(name: str, answers: Answers, options: Any = None) -> list[Any]:
     """Per-example items of the metric ``name`` (default options when none are given)."""
     metric = METRICS.get(name)
     return metric.items(answers, options if options is not None else metric.options_class())
-
-
-def score_answers(
-    names: Sequence[str], predictions: Sequence[str], references: Sequence[str],
-    examples: Sequence[Example] = (), options: dict[str, Any] | None = None,
-) -> dict[str, float]:  # fmt: skip
-    """Aggregate value of each named metric over the answers."""
-    answers = Answers(predictions, references, examples)
-    options = options or {}
-    return {n: METRICS.get(n).aggregate(metric_items(n, answers, options.get(n))) for n in names}

@@ -17,6 +17,7 @@ from finjust import atomic
 from finjust.errors import CheckpointError
 from finjust.eval import plots
 from finjust.eval.compare import describe_one_off
+from finjust.eval.costs import cost_of_steps
 from finjust.html import Cell, Markup, image, number, numeric, page, paragraph, section, table
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
@@ -85,10 +86,8 @@ def _training_section(run: RunRecord, samples: int) -> Markup:
     png = plots.loss_curves(run.metrics, best)
     if png is None:
         return section("Training", paragraph("metrics.jsonl has no training steps yet.", "note"))
-    steps = [r for r in run.metrics if r.get("type") == "train"]
-    seconds = sum(float(r.get("seconds", 0.0)) for r in steps)
-    tokens = sum(int(r.get("tokens", 0)) for r in steps)
-    note = f"{len(steps)} optimizer steps, {seconds:.0f} s of training, {tokens:,} tokens."
+    cost = cost_of_steps(run.metrics) or {"steps": 0, "seconds": 0.0, "tokens": 0}
+    note = f"{cost['steps']} optimizer steps, {cost['seconds']:.0f} s of training, {cost['tokens']:,} tokens."
     if (run.scorecard or {}).get("stopped_early"):
         assert run.scorecard is not None  # stopped_early came from it
         reason = run.scorecard.get("stop_reason")  # unchecked JSON: a damaged file may hold a list here
@@ -126,7 +125,7 @@ def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
     parts = [paragraph(f"On {card.get('n_test', '?')} held-out test examples the model never trained on. "
                        f"Verdicts: 'better' or 'worse' only when the paired bootstrap's {percent}% interval of the "
                        "change excludes zero and a sign test over the questions whose score changed agrees "
-                       "(p below 5%). Lower is better for test_loss and perplexity.",
+                       f"(p below {100 - percent}%). Lower is better for test_loss and perplexity.",
                        "note"), body]  # fmt: skip
     png = plots.metric_intervals(comparison, confidence) if comparison else None
     if png is not None:
