@@ -262,3 +262,41 @@ def test_a_damaged_checkpoint_is_named_with_how_to_go_on(tiny_model_dir, tiny_to
         train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=3), resume=True)
     message = str(caught.value)
     assert f"{damaged} is missing or damaged" in message and "resume from the checkpoint before it" in message
+
+
+def test_a_run_without_validation_extended_on_resume_ships_its_new_last_step(tiny_model_dir, tiny_tokens, tmp_path):
+    first = train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2))
+    assert first.best_step == 2  # no validation: the last step
+    extended = train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=4), resume=True)
+    assert extended.step == 4 and extended.best_step == 4  # not the step 2 that the first end chose
+
+
+def test_a_run_stopped_by_patience_trains_on_when_resumed_with_more(tiny_model_dir, tiny_tokens, tmp_path, monkeypatch):
+    import finjust.train.loop as loop
+
+    losses = iter([1.0, 1.5, 0.5, 0.4])
+    monkeypatch.setattr(loop, "mean_loss", lambda *args, **kwargs: next(losses))
+
+    def run(patience, events):
+        setup = _setup(tiny_tokens, tmp_path, events, max_steps=4, eval_every=1, patience=patience)
+        setup.validation = [make_batch(tiny_tokens[:4])]
+        return train_model(_tiny_lora(tiny_model_dir), setup, resume=True)
+
+    stopped = run(1, [])
+    assert (stopped.step, stopped.stopped_early, stopped.stop_reason) == (2, True, "patience")
+    events = []
+    assert run(1, events).step == 2  # the same patience: still stopped, and it says why
+    assert any(kind == "warning" and "raise it (or set 0) to train on" in p["text"] for kind, p in events)
+    resumed = run(3, [])
+    assert (resumed.step, resumed.stopped_early, resumed.best_step) == (4, False, 4)
+
+
+def test_a_nan_validation_loss_is_never_the_best(tiny_model_dir, tiny_tokens, tmp_path, monkeypatch):
+    import finjust.train.loop as loop
+
+    losses = iter([float("nan"), 2.0, 1.0])
+    monkeypatch.setattr(loop, "mean_loss", lambda *args, **kwargs: next(losses))
+    setup = _setup(tiny_tokens, tmp_path, [], max_steps=3, eval_every=1, patience=2)
+    setup.validation = [make_batch(tiny_tokens[:4])]
+    state = train_model(_tiny_lora(tiny_model_dir), setup)
+    assert (state.best_step, state.best_loss, state.step) == (3, 1.0, 3)

@@ -9,6 +9,7 @@ pieces are torch's and transformers' own: AdamW, ``get_scheduler``, gradient cli
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -116,9 +117,10 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
             if _save_due(setup.cfg, plan, state, evaluated):
                 save_checkpoint(setup.checkpoints, model, optimizer, scheduler, state)
     model.eval()  # what follows (scoring, saving, export) must run without dropout
-    if state.best_step is None:
+    if state.best_loss is None:
         # no validation data: the last step is the best we know; a guard that no evaluation
-        # passed: the evaluation that forgot least
+        # passed: the evaluation that forgot least (again where a resume trained past a best
+        # step chosen this way: best_loss is set only by an evaluation within the budget)
         state.best_step = state.fallback_step or state.step
         if state.fallback_step is not None:
             setup.on_event("warning", {"text": f"no evaluation kept retention >= {cfg.forgetting_guard}; "
@@ -142,10 +144,27 @@ def _starting_state(
                     f"after the fact; plan at least {state.step} steps, or start a new run")  # fmt: skip
             setup.log.truncate_after(state.step)
             setup.on_event("resumed", {"step": state.step, "total_steps": plan.total_steps})
+            _continue_past_patience(setup, state)
             return state
         setup.log.truncate_after(0)  # killed before its first checkpoint: it starts over, so does its log
     torch.manual_seed(setup.cfg.seed)
     return LoopState()
+
+
+def _continue_past_patience(setup: LoopSetup, state: LoopState) -> None:
+    """A run that patience stopped trains on where the resumed recipe's ``train.patience`` allows
+    more evaluations without improvement (raised, or 0: off); else it stays stopped, and says so."""
+    if not (state.stopped_early and state.stop_reason == "patience"):
+        return
+    patience = setup.cfg.patience
+    if patience and state.evals_since_best >= patience:
+        setup.on_event("warning", {"text": f"the run stopped early at step {state.step}: {state.evals_since_best} "
+                                   f"evaluations without improvement, and train.patience is {patience}; raise it "
+                                   "(or set 0) to train on"})  # fmt: skip
+        return
+    state.stopped_early, state.stop_reason = False, None
+    setup.on_event("phase", {"text": f"training on past the early stop at step {state.step} (train.patience "
+                             f"{patience or 'off'})"})  # fmt: skip
 
 
 def _fp32_masters(model: nn.Module) -> list[nn.Parameter]:
@@ -294,7 +313,10 @@ def _maybe_evaluate(model: nn.Module, setup: LoopSetup, plan: StepPlan, state: L
     kept = setup.retention_probe(model) if setup.retention_probe else None
     model.train()
     within_budget = kept is None or kept >= setup.cfg.forgetting_guard
-    improved = within_budget and (state.best_loss is None or loss < state.best_loss - MIN_IMPROVEMENT)
+    # a NaN loss is no improvement: as the first best, no later loss could beat it
+    improved = within_budget and math.isfinite(loss) and (
+        state.best_loss is None or loss < state.best_loss - MIN_IMPROVEMENT
+    )
     if improved:
         state.best_loss, state.best_step, state.evals_since_best = loss, state.step, 0
     elif within_budget or setup.cfg.forgetting_action != "best":
