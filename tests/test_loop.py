@@ -264,6 +264,28 @@ def test_a_damaged_checkpoint_is_named_with_how_to_go_on(tiny_model_dir, tiny_to
     assert f"{damaged} is missing or damaged" in message and "resume from the checkpoint before it" in message
 
 
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_an_optimizer_file_holding_more_than_tensors_and_values_is_refused_not_run(
+    tiny_model_dir, tiny_tokens, tmp_path, capsys
+):  # fmt: skip
+    from finjust.errors import CheckpointError
+    from finjust.train.checkpoint import DIGESTS, _digest
+
+    train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2, save_every=1))
+    folder = latest_checkpoint(tmp_path / "ck")
+    saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    torch.save({**saved, "extra": _RunsCodeWhenUnpickled()}, folder / "optimizer.pt")
+    digests = json.loads((folder / DIGESTS).read_text())
+    (folder / DIGESTS).write_text(json.dumps({**digests, "optimizer.pt": _digest(folder / "optimizer.pt")}))
+    with pytest.raises(CheckpointError, match="optimizer.pt is missing or damaged"):
+        train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=3), resume=True)
+    assert "unpickled" not in capsys.readouterr().out
+
+
 def test_a_run_without_validation_extended_on_resume_ships_its_new_last_step(tiny_model_dir, tiny_tokens, tmp_path):
     first = train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2))
     assert first.best_step == 2  # no validation: the last step

@@ -261,6 +261,9 @@ def test_a_damaged_best_checkpoint_says_it_cannot_be_made_again(run):
     (folder / "trainable.safetensors").write_bytes(b"damaged")
     with pytest.raises(CheckpointError, match=r"best checkpoint \(step 2\).*restore it from a backup, or start a new run"):
         best_weights(run / "checkpoints", 2)
+    with pytest.raises(CheckpointError) as caught:
+        best_weights(run / "checkpoints", 2)
+    assert "delete its folder" not in str(caught.value)  # that resumes from an earlier one: not for the best
     with pytest.raises(CheckpointError, match=r"step 9 is missing.*best checkpoint \(step 9\)"):
         best_weights(run / "checkpoints", 9)
 

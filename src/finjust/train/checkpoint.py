@@ -77,7 +77,7 @@ def save_checkpoint(
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+             "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
             tmp / "optimizer.pt",
         )  # fmt: skip
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
@@ -99,7 +99,7 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _check_digest(path: Path) -> None:
+def _check_digest(path: Path, advice: str | None = None) -> None:
     """Raise if ``path`` differs from what its checkpoint recorded (checkpoints written before
     digests were recorded are not checked; a missing file is left to the reader to report)."""
     record = path.parent / DIGESTS
@@ -108,9 +108,9 @@ def _check_digest(path: Path) -> None:
     try:
         recorded = json.loads(record.read_text())[path.name]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise _damaged(record, exc) from exc
+        raise _damaged(record, exc, advice) from exc
     if _digest(path) != recorded:
-        raise _damaged(path, ValueError("its SHA-256 is not the one recorded when the checkpoint was written"))
+        raise _damaged(path, ValueError("its SHA-256 is not the one recorded when the checkpoint was written"), advice)
 
 
 def _prune(root: Path, keep: set[int | None]) -> None:
@@ -137,13 +137,6 @@ def latest_checkpoint(root: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def checkpoint_for_step(root: Path, step: int) -> Path:
-    folder = _step_dir(root, step)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint for step {step} is missing from {root}")
-    return folder
-
-
 def _rates_from_schedule(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
     """Set the learning rates the schedule gives at its restored step. The checkpoint's rates
     came from the schedule the run was planned with: a run resumed with more (or fewer) steps
@@ -164,12 +157,12 @@ def best_weights(root: Path, step: int) -> dict[str, torch.Tensor]:
         CheckpointError: it is missing or damaged; unlike a latest checkpoint, no earlier one
             stands in for it.
     """
-    try:
-        return load_weights(checkpoint_for_step(root, step))
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc}. It is the run's best checkpoint (step {step}), which the run is saved and "
-                              "scored from and which training cannot make again: restore it from a backup, or "
-                              "start a new run") from exc  # fmt: skip
+    advice = (f"it is the run's best checkpoint (step {step}), which the run is saved and scored from and which "
+              "training cannot make again: restore it from a backup, or start a new run")
+    folder = _step_dir(root, step)
+    if not folder.is_dir():
+        raise CheckpointError(f"the checkpoint for step {step} is missing from {root}; {advice}")
+    return load_weights(folder, advice)
 
 
 def load_loop_state(folder: Path) -> LoopState:
@@ -200,28 +193,30 @@ def _described(annotation: Any) -> str:
     return " or ".join(_JSON_NAMES[t] for t in (typing.get_args(annotation) or (annotation,)))
 
 
-def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+def load_weights(folder: Path, advice: str | None = None) -> dict[str, torch.Tensor]:
     """The trained weights a checkpoint holds.
 
     Raises:
-        CheckpointError: the file is missing or damaged.
+        CheckpointError: the file is missing or damaged (with ``advice``, else how to resume before it).
     """
-    return _read_checked(folder / "trainable.safetensors", lambda file: load_file(str(file)))
+    return _read_checked(folder / "trainable.safetensors", lambda file: load_file(str(file)), advice)
 
 
-def _read_checked(path: Path, read: Callable[[Path], T]) -> T:
+def _read_checked(path: Path, read: Callable[[Path], T], advice: str | None = None) -> T:
     """``read(path)`` after checking the file's recorded digest; a missing or damaged file is a
     CheckpointError naming it (readers raise SafetensorError, UnpicklingError, EOFError, OSError...)."""
-    _check_digest(path)
+    _check_digest(path, advice)
     try:
         return read(path)
     except Exception as exc:
-        raise _damaged(path, exc) from exc
+        raise _damaged(path, exc, advice) from exc
 
 
-def _damaged(path: Path, error: Exception) -> CheckpointError:
-    return CheckpointError(f"{path} is missing or damaged ({type(error).__name__}: {error}); delete its folder "
-                           f"{path.parent} to resume from the checkpoint before it")  # fmt: skip
+def _damaged(path: Path, error: Exception, advice: str | None = None) -> CheckpointError:
+    """The error for a missing or damaged checkpoint file, with ``advice``, by default how to
+    resume from the checkpoint before it."""
+    advice = advice or f"delete its folder {path.parent} to resume from the checkpoint before it"
+    return CheckpointError(f"{path} is missing or damaged ({type(error).__name__}: {error}); {advice}")
 
 
 def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> LoopState:
@@ -231,11 +226,24 @@ def restore_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Op
         CheckpointError: a file of the checkpoint is missing or damaged.
     """
     restore_trainable(model, load_weights(folder))
-    saved = _read_checked(folder / "optimizer.pt", lambda file: torch.load(file, weights_only=False))
+    # onto the CPU (a GPU run's states load on a machine without one; load_state_dict moves them to
+    # their parameters' device), and tensors and plain values only: nothing in it runs code
+    saved = _read_checked(folder / "optimizer.pt",
+                          lambda file: torch.load(file, map_location="cpu", weights_only=True))  # fmt: skip
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     _rates_from_schedule(optimizer, scheduler)
     torch.set_rng_state(saved["rng"])
-    if saved.get("cuda_rng") is not None and torch.cuda.is_available():  # GPU dropout draws from these
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    if saved.get("cuda_rng") is not None and torch.cuda.is_available():  # GPU dropout draws from it
+        _set_cuda_rng(saved["cuda_rng"])
     return load_loop_state(folder)
+
+
+def _set_cuda_rng(saved: torch.Tensor | list[torch.Tensor]) -> None:
+    """The training GPU's random state; checkpoints written before held one per visible GPU, of
+    which those a resume still sees get theirs (fewer visible GPUs made an IndexError)."""
+    if isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved)
+        return
+    for index, state in enumerate(saved[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(state, index)
