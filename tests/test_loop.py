@@ -322,3 +322,16 @@ def test_a_nan_validation_loss_is_never_the_best(tiny_model_dir, tiny_tokens, tm
     setup.validation = [make_batch(tiny_tokens[:4])]
     state = train_model(_tiny_lora(tiny_model_dir), setup)
     assert (state.best_step, state.best_loss, state.step) == (3, 1.0, 3)
+
+
+def test_only_a_checkpoint_or_one_moved_aside_counts_as_one(tmp_path):
+    from finjust.train.checkpoint import has_checkpoint
+
+    assert not has_checkpoint(tmp_path / "none")
+    (tmp_path / ".step-000001.x1y2.finjust-tmp").mkdir()  # a first save killed while writing
+    assert not has_checkpoint(tmp_path)
+    (tmp_path / ".step-000002.old").mkdir()  # a save killed while renaming its replacement in
+    assert has_checkpoint(tmp_path)
+    (tmp_path / ".step-000002.old").rmdir()
+    (tmp_path / "step-000003").mkdir()
+    assert has_checkpoint(tmp_path)

@@ -144,11 +144,11 @@ def _out_of_space(error: Exception, path: Path, tmp: Path) -> OSError | None:
 def is_leftover(entry: Path) -> bool:
     """True for what a killed :func:`write_text`, :func:`folder` or :func:`remove_folder` leaves:
     ``.NAME.old`` (a folder moved aside) or ``.NAME.<random>.finjust-tmp`` (a temp)."""
-    return entry.name.startswith(".") and (entry.name.endswith(TEMP_SUFFIX) or _moved_aside(entry) is not None)
+    return entry.name.startswith(".") and (entry.name.endswith(TEMP_SUFFIX) or moved_aside(entry) is not None)
 
 
-def _moved_aside(entry: Path) -> str | None:
-    """``NAME`` for a ``.NAME.old`` entry, else None."""
+def moved_aside(entry: Path) -> str | None:
+    """``NAME`` for a ``.NAME.old`` entry (a complete ``NAME`` that :func:`recover` brings back), else None."""
     name = entry.name
     return name[1 : -len(".old")] if name.startswith(".") and name.endswith(".old") and len(name) > 5 else None
 
@@ -161,7 +161,7 @@ def recover(parent: Path, pattern: str = "*") -> None:
     for entry in parent.glob(f".{pattern}.*"):
         if not is_leftover(entry):
             continue
-        name = _moved_aside(entry)
+        name = moved_aside(entry)
         if name is not None and not (parent / name).exists():
             os.replace(entry, parent / name)
         elif entry.is_dir() and not entry.is_symlink():

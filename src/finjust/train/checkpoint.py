@@ -131,6 +131,13 @@ def recover_interrupted_saves(root: Path) -> None:
     atomic.recover(root, f"{_PREFIX}*")
 
 
+def has_checkpoint(root: Path) -> bool:
+    """Whether ``root`` holds a checkpoint to resume from: a complete one, or one a killed save
+    moved aside (resuming brings it back); the temps a killed first save left do not count."""
+    aside = (atomic.moved_aside(entry) for entry in root.glob(f".{_PREFIX}*"))
+    return root.is_dir() and (latest_checkpoint(root) is not None or any(name is not None for name in aside))
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The complete checkpoint with the highest step, or None."""
     found = [(s, f) for f in root.glob(f"{_PREFIX}*") if (s := _step_of(f)) is not None and f.is_dir()]

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from finjust import atomic
+from finjust.train.checkpoint import has_checkpoint
 
 
 def aside(root: Path) -> Path:
@@ -41,10 +42,6 @@ def set_aside(root: Path, finished: bool) -> None:
     if old.exists():
         atomic.remove_folder(old)
     os.replace(root, old)
-
-
-def has_checkpoint(checkpoints: Path) -> bool:
-    return checkpoints.is_dir() and any(checkpoints.iterdir())
 
 
 def roll_back(root: Path, checkpoints: Path) -> bool:

@@ -30,6 +30,7 @@ from finjust.models.load import LoadedModel, load_tokenizer, locate_model, model
 from finjust.objectives.registry import objective_for_task
 from finjust.recipe import Recipe, save_recipe, with_absolute_paths
 from finjust.train import replace_run
+from finjust.train.checkpoint import has_checkpoint
 from finjust.train.resume_checks import MODEL_KEY, RECIPE_KEY, check_same_start, read_manifest, started_with
 from finjust.train.run_folder import RunFolder
 from finjust.train.saved_json import read_saved_object
@@ -104,7 +105,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
             if replacing and replace_run.roll_back(folder.root, folder.checkpoints):
                 on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} "
                                      "holds the previous run again"})  # fmt: skip
-            elif isinstance(error, FinjustError) and not replace_run.has_checkpoint(folder.checkpoints):
+            elif isinstance(error, FinjustError) and not has_checkpoint(folder.checkpoints):
                 on_event("warning", {"text": f"the run stopped before its first checkpoint; {folder.root} keeps "
                                      "what it wrote: once the cause is fixed, start again with "
                                      "output.overwrite=true"})  # fmt: skip
@@ -181,7 +182,7 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
 
 def _exists_message(folder: RunFolder) -> str:
     exists = f"run folder {folder.root} already exists"
-    finished_or_resumable = folder.scorecard.is_file() or replace_run.has_checkpoint(folder.checkpoints)
+    finished_or_resumable = folder.scorecard.is_file() or has_checkpoint(folder.checkpoints)
     if folder.recipe.is_file() and not finished_or_resumable:
         # e.g. a method option refused after the base was scored: --resume would repeat its recipe
         return (f"{exists} and holds a run that stopped before its first checkpoint, so nothing trained is lost "
@@ -217,7 +218,7 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_ev
     """Split the data; a resumed run must see exactly the data the interrupted one saw."""
     data = prepare_data(recipe.data, recipe.train.seed)
     # a run killed before its manifest was written had no checkpoint either: it starts over
-    if resume and (folder.manifest.is_file() or replace_run.has_checkpoint(folder.checkpoints)):
+    if resume and (folder.manifest.is_file() or has_checkpoint(folder.checkpoints)):
         saved = read_manifest(folder.manifest)
         if changes := check_same_start(folder.manifest, saved, recipe, data.manifest):
             on_event("warning", {"text": f"resuming with {'; '.join(changes)} (recipe.yaml changed since the run "
