@@ -336,3 +336,13 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tiny_recipe, 
     saved.write_text(saved.read_text().replace("max_steps: 100000", f"max_steps: {last + 2}"))
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "scorecard.json").is_file()
+
+
+def test_a_validation_split_left_empty_by_the_length_limit_is_a_warning(tiny_recipe, write_jsonl, capsys):
+    long_answer = " ".join(["fjordbike"] * 400)  # far past data.max_length: dropped
+    validation = write_jsonl("validation.jsonl", [{"instruction": "Tell me everything.", "output": long_answer}])
+    recipe = tiny_recipe(data={"validation": str(validation), "too_long": "drop"}, train={"max_steps": 1})
+    assert main(["train", str(recipe), "eval.generate=false", "eval.retention=false"]) == 0
+    err = capsys.readouterr().err
+    assert "0 validation examples truncated to data.max_length=" in err and "1 dropped as too long" in err
+    assert "none of the 1 validation examples is left to validate on: no early stopping" in err

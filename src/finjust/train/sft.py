@@ -136,12 +136,16 @@ def _loop_setup(
         replay = _replay_examples(recipe, loaded, len(train))
         on_event("phase", {"text": f"replay: {len(replay)} general-text passages mixed into training"})
         train = train + replay
-    validation, _ = tokenize_examples(data.splits.validation, loaded.tokenizer, recipe.data.max_length,
-                                      recipe.data.too_long)  # fmt: skip
-    if report.truncated or report.dropped_no_trainable_token or report.dropped_too_long:
-        on_event("warning", {"text": f"{report.truncated} training examples truncated to data.max_length="
-                 f"{recipe.data.max_length}; {report.dropped_no_trainable_token} dropped (no answer token left); "
-                 f"{report.dropped_too_long} dropped as too long"})
+    validation, checked = tokenize_examples(data.splits.validation, loaded.tokenizer, recipe.data.max_length,
+                                            recipe.data.too_long)  # fmt: skip
+    for split, split_report in (("training", report), ("validation", checked)):
+        if split_report.truncated or split_report.dropped_no_trainable_token or split_report.dropped_too_long:
+            on_event("warning", {"text": f"{split_report.truncated} {split} examples truncated to data.max_length="
+                     f"{recipe.data.max_length}; {split_report.dropped_no_trainable_token} dropped (no answer token "
+                     f"left); {split_report.dropped_too_long} dropped as too long"})  # fmt: skip
+    if data.splits.validation and not validation:
+        on_event("warning", {"text": f"none of the {len(data.splits.validation)} validation examples is left to "
+                             "validate on: no early stopping, and the last step is the one shipped"})  # fmt: skip
     return LoopSetup(
         train=train,
         validation=eval_batches(validation, packing),
