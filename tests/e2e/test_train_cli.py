@@ -132,6 +132,13 @@ def test_the_demo_writes_exactly_the_output_folder_given(tmp_path):
     assert recipe.output.dir == str(output) and recipe.output.overwrite and recipe.train.epochs == 1
 
 
+def test_the_demo_refuses_output_overrides_that_its_output_option_would_replace(capsys):
+    assert main(["demo", "output.dir=/tmp/mine", "output.overwrite=false"]) == 2
+    assert "not to output.dir=/tmp/mine, output.overwrite=false: give the folder as --output DIR" in (
+        capsys.readouterr().err
+    )
+
+
 def test_resume_continues_the_folder_given_wherever_the_run_began(tiny_recipe, tmp_path):
     assert main(["train", str(tiny_recipe()), "train.max_steps=2", "eval.generate=false", "eval.retention=false"]) == 0
     moved = tmp_path / "moved"

@@ -8,6 +8,7 @@ from pathlib import Path
 from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.progress import ProgressPrinter
 from finjust.cli.train import resume_hint
+from finjust.errors import RecipeError
 from finjust.recipe import Recipe, load_recipe
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "demo" / "recipe.yaml"
@@ -28,7 +29,14 @@ def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) ->
 
 
 def demo_recipe(output: str, overrides: list[str]) -> Recipe:
-    """The shipped demo recipe writing to ``output`` (replaced if it holds a run)."""
+    """The shipped demo recipe writing to ``output`` (replaced if it holds a run).
+
+    Raises:
+        RecipeError: an ``output.*`` override, which ``--output`` would silently replace.
+    """
+    if given := [o for o in overrides if o.split("=", 1)[0].strip().startswith("output.")]:
+        raise RecipeError([f"finjust demo writes its run to --output (default runs/demo, replaced each time), not "
+                           f"to {', '.join(given)}: give the folder as --output DIR"], "finjust demo")  # fmt: skip
     return load_recipe(DEMO_RECIPE, overrides).writing_to(output, overwrite=True)
 
 
