@@ -438,3 +438,16 @@ def test_texts_longer_than_an_encoder_takes_are_cut_at_its_positions(classificat
     assert "data.max_length 1024 is more than the model takes (128 positions): examples are cut at 128 tokens" in (
         capsys.readouterr().err
     )
+
+
+def test_data_check_of_detected_classification_data_needs_no_chat_template(tmp_path, write_jsonl, capsys):
+    encoder_tokenizer = tmp_path / "encoder"
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = None  # as an encoder's (MiniLM's) has none
+    tokenizer.save_pretrained(encoder_tokenizer)
+    BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(encoder_tokenizer)  # fmt: skip
+    labelled = write_jsonl("labelled.jsonl", _records(20))  # data.format auto: detected as classification
+    status = main(["data", "check", str(labelled), "--model", str(encoder_tokenizer)])
+    out, err = capsys.readouterr()
+    assert "no chat template" not in err and "tokens" in out and status == 0

@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if model and not args.no_tokens:
         from finjust.models.load import load_tokenizer, resolve_model_folder
 
-        # classification data are tokenized as plain text: an encoder without a chat template will do
-        tokenizer = load_tokenizer(resolve_model_folder(model), chat=data.format != "classification")
+        tokenizer = load_tokenizer(resolve_model_folder(model), chat=_needs_chat_template(data))
     printer = ProgressPrinter()
     report = check_data(data, seed, tokenizer, lambda n: printer("phase", {"text": f"read {n:,} records"}), model)
     print(format_report(report))
@@ -66,6 +65,30 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         atomic.write_text(args.html, render_html(report))
     return 0 if report.passed else 1
+
+
+def _needs_chat_template(data: Any) -> bool:
+    """Whether training would render these records with a chat template, decided as `finjust
+    train` decides it, from their task (the first readable training record's where data.format
+    is auto): classification data are tokenized as plain text, so an encoder without one will do."""
+    from finjust.data.example import Example
+    from finjust.data.formats import RECORD_FORMATS
+    from finjust.data.load import iter_examples
+    from finjust.data.sources import parse_sources
+    from finjust.errors import DataError
+    from finjust.objectives.registry import objective_for_task
+
+    task: str | None = None
+    if data.format != "auto":
+        task = RECORD_FORMATS.get(data.format).task
+    else:
+        records = (item for source in parse_sources(data.train)
+                   for item in iter_examples(source.path, columns=data.columns, split=source.split))  # fmt: skip
+        task = next((item.task for item in records if isinstance(item, Example)), None)
+    try:
+        return task is None or objective_for_task(task).needs_chat_template
+    except DataError:  # no objective trains it (preference records): their turns render as chat
+        return True
 
 
 def _data_section(args: argparse.Namespace) -> tuple[Any, int, str | None]:
