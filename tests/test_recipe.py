@@ -488,3 +488,11 @@ def test_overrides_given_as_one_string_are_one_clear_problem(tmp_path: Path) -> 
         load_recipe(path, "train.lr=1e-4")
     assert refused.value.problems == ["overrides: expected a list of 'section.key=value' strings, got the string "
                                       "'train.lr=1e-4': pass ['train.lr=1e-4']"]  # fmt: skip
+
+
+def test_counts_replace_their_fractions_in_the_held_out_check():
+    from finjust.recipe import recipe_from_dict
+
+    base = {"model": {"name": "m"}, "output": {"dir": "o"}}
+    both = {"train": "t.jsonl", "validation_count": 5, "test_count": 5, "validation_fraction": 0.5, "test_fraction": 0.5}
+    assert recipe_from_dict({**base, "data": both}).data.test_count == 5  # not "0.5 + 0.5 must be < 1": counts win

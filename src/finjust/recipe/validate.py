@@ -173,8 +173,9 @@ def _build_nested(cls: type, key: str, value: Any, problems: list[str]) -> Any:
 
 
 def _check_data(data: DataSection | types.SimpleNamespace) -> list[str]:
-    held_out = (data.validation_fraction if data.validation is None else 0.0) + (
-        data.test_fraction if data.test is None else 0.0)
+    # a fraction counts where it splits: no file given for that split and no count (a count wins)
+    held_out = (data.validation_fraction if data.validation is None and data.validation_count is None else 0.0) + (
+        data.test_fraction if data.test is None and data.test_count is None else 0.0)
     if held_out >= 1:
         return [f"data.validation_fraction + data.test_fraction: expected < 1 (train must keep "
                 f"some examples), got {data.validation_fraction} + {data.test_fraction}"]
