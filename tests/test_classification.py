@@ -109,6 +109,15 @@ def test_labels_map_both_ways():
     assert numeric.labels == ("1", "2", "10")  # integer classes keep their numeric order
 
 
+@pytest.mark.parametrize(("found", "ordered"), [
+    (("10", "-2", "01", "1"), ("-2", "01", "1", "10")),  # equal numbers by their text: the same ids every run
+    (("2", "²", "1"), ("1", "2", "²")),  # "²" is a digit to str.isdigit, not to int(): sorted as text
+    (("--1", "3"), ("--1", "3")),
+])  # fmt: skip
+def test_label_order_is_numeric_for_integers_alone_and_the_same_every_run(found, ordered):
+    assert LabelMap.from_examples(_examples([{"text": "a", "label": v} for v in found])).labels == ordered
+
+
 def test_one_label_is_not_a_classification_task_and_the_error_names_the_file():
     examples = [Example((Message("user", t),), source="train.jsonl", line=i + 1, task="classification", label="x")
                 for i, t in enumerate("ab")]  # fmt: skip

@@ -9,6 +9,7 @@ first token, or a decoder's last non-pad token (hence the pad id must be the con
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ LABELS_FILE = "labels.json"
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """The labels in id order: id ``i`` is ``labels[i]``."""
@@ -49,8 +53,10 @@ class LabelMap:
             raise DataError(f"classification needs at least two labels in the training split; found "
                             f"{sorted(found) or 'none'} in {files}: add records of another class (field 'label')")
         _refuse_case_variants(examples)
-        numeric = all(label.lstrip("-").isdigit() for label in found)
-        return cls(tuple(sorted(found, key=int if numeric else str)))
+        # ASCII digits only: "²".isdigit() holds but int("²") fails; ties ("1", "01") by their text,
+        # else the set's order, which differs between processes, would decide the class ids
+        numeric = all(_INTEGER.fullmatch(label) for label in found)
+        return cls(tuple(sorted(found, key=(lambda label: (int(label), label)) if numeric else str)))
 
     def id_of(self, label: str) -> int:
         return self.labels.index(label)
