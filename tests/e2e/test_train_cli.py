@@ -283,13 +283,23 @@ def test_ctrl_c_before_a_recipe_loaded_says_to_start_again(monkeypatch, capsys, 
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_says_to_start_again(tiny_recipe, tmp_path, capsys):
-    refused = ["method.name=ia3", "method.target_modules=[q_proj]"]  # no feedforward_modules: refused at apply
+    refused = ["method.name=freeze", "method.layers=99"]  # past the tiny model's depth: refused once it loads
     assert main(["train", str(tiny_recipe()), *refused, *QUICK]) == 2
     capsys.readouterr()
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 2
     err = capsys.readouterr().err
     assert "stopped before its first checkpoint" in err and "output.overwrite=true" in err
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", "output.overwrite=true", *QUICK]) == 0
+
+
+def test_method_options_that_conflict_are_listed_with_the_recipes_other_problems(tiny_recipe, tmp_path, capsys):
+    options = ["method.name=ia3", "method.target_modules=[q_proj]", "train.lrr=1"]
+    assert main(["train", str(tiny_recipe()), *options]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "ia3 needs both method.target_modules and method.feedforward_modules" in err
+    assert not (tmp_path / "run").exists()  # before any run folder: nothing to overwrite after the fix
+    assert main(["train", str(tiny_recipe()), "method.name=prompt_tuning", "method.init_text=hello"]) == 2
+    assert "method.init_text is given but method.init is 'sample_vocab'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("options", [["method.name=freeze", "method.layers=99"],

@@ -37,12 +37,15 @@ class Ia3(PeftMethod):
     # T-Few (Liu et al. 2022) trains (IA)³ with a learning rate of 3e-3
     default_lr = 3e-3
 
-    def peft_config(self, model: nn.Module, options: Ia3Options) -> IA3Config:
+    def option_problems(self, options: Ia3Options) -> list[str]:
         if (options.target_modules is None) != (options.feedforward_modules is None):
-            raise MethodError(
-                "ia3: give both method.target_modules and method.feedforward_modules (the feed-forward "
-                "ones among the targets), or neither to use peft's defaults for the model type"
-            )
+            return ["method: ia3 needs both method.target_modules and method.feedforward_modules (the "
+                    "feed-forward ones among the targets), or neither to use peft's defaults for the model type"]
+        return []
+
+    def peft_config(self, model: nn.Module, options: Ia3Options) -> IA3Config:
+        if problems := self.option_problems(options):  # a recipe built past its checks
+            raise MethodError(problems[0])
         from peft import IA3Config
 
         return IA3Config(

@@ -45,18 +45,23 @@ class PromptTuning(PeftMethod):
     can_merge = False
     classification_blocker = "a decoder's head would read padding: its virtual tokens hide where each text ends"
 
+    def option_problems(self, options: PromptTuningOptions) -> list[str]:
+        if options.init == "text" and not options.init_text:
+            return ["method: prompt_tuning's init is 'text' but method.init_text is empty; give the text"]
+        if options.init != "text" and options.init_text:  # peft would ignore the text silently
+            return [f"method: prompt_tuning's method.init_text is given but method.init is {options.init!r}; set "
+                    "method.init=text to start from the text, or leave init_text out"]
+        return []
+
     def peft_config(self, model: nn.Module, options: PromptTuningOptions) -> PromptTuningConfig:
+        if problems := self.option_problems(options):  # a recipe built past its checks
+            raise MethodError(problems[0])
         text_init: dict[str, Any] = {}
         if options.init == "text":
-            if not options.init_text:
-                raise MethodError("prompt_tuning: init is 'text' but method.init_text is empty; give the text")
             # the tokenizer is saved beside the model's weights, so the model's folder finds it (cast: torch
             # types a module's attributes as Tensor | Module; transformers' name_or_path is a str)
             text_init = {"prompt_tuning_init_text": options.init_text,
                          "tokenizer_name_or_path": str(Path(cast(str, model.name_or_path)))}  # fmt: skip
-        elif options.init_text:  # peft would ignore the text silently
-            raise MethodError(f"prompt_tuning: method.init_text is given but method.init is {options.init!r}; "
-                              "set method.init=text to start from the text, or leave init_text out")  # fmt: skip
         from peft import PromptTuningConfig, PromptTuningInit
 
         # starting from real token embeddings beats random vectors (Lester et al. 2021's ablation)

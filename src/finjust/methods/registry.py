@@ -70,6 +70,11 @@ class Method(ABC):
         """
         return {}
 
+    def option_problems(self, options: Any) -> list[str]:
+        """What is wrong with ``options`` that needs no model to see (checked with the recipe, so
+        that it is listed with the recipe's other problems before any run starts)."""
+        return []
+
     def warnings_for(self, options: Any, device: torch.device) -> list[str]:
         """Sentences worth telling the user before training on ``device`` (e.g. 'this is slow here')."""
         return []

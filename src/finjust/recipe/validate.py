@@ -100,7 +100,10 @@ def _build_method(raw: Mapping[str, Any], problems: list[str]) -> MethodSection 
         return None
     options = {key: value for key, value in raw.items() if key != "name"}
     built = _build_dataclass(method.options_class, "method", options, problems, extra=("name",))
-    return None if built is None else MethodSection(name=name, options=built)
+    if built is None:
+        return None
+    problems.extend(method.option_problems(built))
+    return MethodSection(name=name, options=built)
 
 
 def _build_dataclass(cls: type, prefix: str, raw: Mapping[str, Any], problems: list[str],
