@@ -31,6 +31,7 @@ LABELS_FILE = "labels.json"
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 
 
+#: labels written as integers, which sort by value (2 before 10)
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
