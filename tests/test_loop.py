@@ -335,3 +335,17 @@ def test_only_a_checkpoint_or_one_moved_aside_counts_as_one(tmp_path):
     (tmp_path / ".step-000002.old").rmdir()
     (tmp_path / "step-000003").mkdir()
     assert has_checkpoint(tmp_path)
+
+
+def test_a_resume_that_trains_on_retires_the_finished_outputs_first(tiny_model_dir, tiny_tokens, tmp_path):
+    calls = []
+
+    def run(max_steps, resume):
+        setup = _setup(tiny_tokens, tmp_path, [], max_steps=max_steps)
+        setup.on_more_steps = lambda: calls.append(max_steps)
+        return train_model(_tiny_lora(tiny_model_dir), setup, resume=resume)
+
+    run(2, resume=False)  # a new run has nothing finished to retire
+    run(2, resume=True)  # every step had run: what it finished with still holds
+    assert calls == []
+    assert run(3, resume=True).step == 3 and calls == [3]

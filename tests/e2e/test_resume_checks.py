@@ -310,3 +310,21 @@ def test_scoring_again_refuses_a_damaged_scorecard_naming_it(run, capsys):
     capsys.readouterr()
     assert main(["eval", str(run)]) == 2
     assert f"{run / 'scorecard.json'} is unreadable" in capsys.readouterr().err
+
+
+def test_an_extension_interrupted_in_its_first_step_leaves_no_finished_look(run, monkeypatch, capsys):
+    import finjust.train.loop as loop
+
+    _edit_recipe(run, "train", "max_steps", 3)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_one_step", interrupted)
+        assert main(["train", "--resume", str(run)]) == 130
+    # the step-2 weights and their scorecard would pass for the 3-step run's
+    assert not (run / "scorecard.json").exists() and not (run / "adapter").exists()
+    assert main(["eval", str(run)]) == 2 and "the run has not finished" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run)]) == 0
+    assert json.loads((run / "scorecard.json").read_text())["best_step"] in (2, 3)

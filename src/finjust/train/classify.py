@@ -86,6 +86,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
         cfg=recipe.train, lr=recipe.learning_rate, checkpoints=folder.checkpoints, log=MetricsLog(folder.metrics),
         device=loaded.device, autocast_dtype=autocast, on_event=on_event, packing=False,
         make_batch=batcher, loss_sum=label_loss_sum, new_weights=frozenset(head),
+        on_more_steps=lambda: folder.retire_finished(method),
     )  # fmt: skip
     state = train_model(model, setup, resume=run.resume)
     assert state.best_step is not None  # train_model sets it before it returns

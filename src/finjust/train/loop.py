@@ -82,6 +82,9 @@ class LoopSetup:
     #: trained weights with no pretrained value (a classifier's new head): L2-SP pulls them
     #: towards zero, as Li et al. (2018) do for new layers, not towards their random start
     new_weights: frozenset[str] = frozenset()
+    #: called once before a resumed run trains past its checkpoint, from when what the run
+    #: finished with before (its artifact and scorecard) no longer describes it
+    on_more_steps: Callable[[], None] | None = None
 
 
 def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> LoopState:
@@ -105,6 +108,8 @@ def train_model(model: nn.Module, setup: LoopSetup, resume: bool = False) -> Loo
         setup.on_event("warning", {"text": "train.forgetting_guard needs validation data, and this run has none: "
                                    "retention is not checked during training (set data.validation_fraction "
                                    "or data.validation)"})  # fmt: skip
+    if resume and setup.on_more_steps is not None and state.step < plan.total_steps and not state.stopped_early:
+        setup.on_more_steps()
     compiled = _compiled_forwards(model, setup, plan)
     model.train()
     with _autocast_owns_adapter_casts(model, setup.autocast_dtype), _training_forwards(model, bool(compiled)), \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finjust import atomic
 from finjust.errors import CheckpointError
 from finjust.methods.registry import Method
 from finjust.train.resume_checks import read_manifest
@@ -38,6 +39,15 @@ class RunFolder:
 
     def artifact(self, method: Method) -> Path:
         return self.root / method.artifact_dir
+
+    def retire_finished(self, method: Method) -> None:
+        """Remove what the run finished with (``method``'s artifact, then the scorecard) before a
+        resume trains on: an interrupted extension must look unfinished, not pass the old
+        weights off as its own. The artifact goes first: a kill between the two leaves a
+        scorecard that names its artifact missing, never weights that no scorecard describes."""
+        if self.artifact(method).is_dir():
+            atomic.remove_folder(self.artifact(method))
+        self.scorecard.unlink(missing_ok=True)
 
     def trained_artifact(self, method: Method) -> Path:
         """``method``'s trained artifact in this run.

@@ -51,6 +51,7 @@ def train_sft(run: RunContext) -> dict[str, Any]:
     setup = _loop_setup(recipe, loaded, data, folder, autocast, on_event, packing=method.supports_packing)
     setup.retention_probe = _guard_probe(recipe, loaded, base, autocast, method.supports_packing)
     setup.recompute = method.supports_recompute
+    setup.on_more_steps = lambda: folder.retire_finished(method)
     state = train_model(model, setup, resume=resume)
     assert state.best_step is not None  # train_model sets it before it returns
     restore_trainable(model, best_weights(folder.checkpoints, state.best_step))
