@@ -328,3 +328,17 @@ def test_an_extension_interrupted_in_its_first_step_leaves_no_finished_look(run,
     assert main(["eval", str(run)]) == 2 and "the run has not finished" in capsys.readouterr().err
     assert main(["train", "--resume", str(run)]) == 0
     assert json.loads((run / "scorecard.json").read_text())["best_step"] in (2, 3)
+
+
+def test_a_refused_resume_leaves_the_recorded_recipe_as_it_was(run, capsys):
+    _edit_recipe(run, "train", "max_steps", 1)  # below the checkpoint's step 2: the loop refuses it
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "a run cannot be shortened after the fact" in capsys.readouterr().err
+    _edit_recipe(run, "train", "max_steps", 2)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "resuming with" not in capsys.readouterr().err  # no "1 -> 2": 1 was never recorded
+    _edit_recipe(run, "train", "max_steps", 3)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "resuming with train.max_steps: 2 -> 3" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "resuming with" not in capsys.readouterr().err  # recorded once that resume trained

@@ -151,11 +151,13 @@ def _threads(count: int | None) -> Iterator[None]:
 def _train_and_score_now(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> dict[str, Any]:
     on_event("phase", {"text": allocator.describe()})
     method = get_method(recipe.method.name)
-    data = _prepare_checked_data(recipe, folder, resume, on_event)
+    data, resumed_with = _prepare_checked_data(recipe, folder, resume, on_event)
     objective = objective_for_task(data.task)
     _quality_gate(recipe, folder, on_event, chat=objective.needs_chat_template)
     on_event("phase", {"text": f"data: {data.manifest['sizes']}; objective: {objective.name}"})
     scorecard = objective.train_function()(RunContext(recipe, folder, method, data, resume, on_event))
+    if resumed_with is not None:  # recorded once the resume trained: the loop may still refuse one
+        atomic.write_json(folder.manifest, resumed_with)
     atomic.write_json(folder.scorecard, scorecard)
     return scorecard
 
@@ -214,8 +216,11 @@ def _quality_gate(recipe: Recipe, folder: RunFolder, on_event: EventHandler, cha
                  f"(all in {folder.root / 'data_report.json'})"})  # fmt: skip
 
 
-def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> PreparedData:
-    """Split the data; a resumed run must see exactly the data the interrupted one saw."""
+def _prepare_checked_data(
+    recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler
+) -> tuple[PreparedData, dict[str, Any] | None]:
+    """Split the data; a resumed run must see exactly the data the interrupted one saw. Returns
+    the data, and the manifest to record once a resume with a changed recipe has trained."""
     data = prepare_data(recipe.data, recipe.train.seed)
     # a run killed before its manifest was written had no checkpoint either: it starts over
     if resume and (folder.manifest.is_file() or has_checkpoint(folder.checkpoints)):
@@ -223,11 +228,11 @@ def _prepare_checked_data(recipe: Recipe, folder: RunFolder, resume: bool, on_ev
         if changes := check_same_start(folder.manifest, saved, recipe, data.manifest):
             on_event("warning", {"text": f"resuming with {'; '.join(changes)} (recipe.yaml changed since the run "
                                  "started)"})  # fmt: skip
-            atomic.write_json(folder.manifest, {**saved, RECIPE_KEY: started_with(recipe)})
+            return data, {**saved, RECIPE_KEY: started_with(recipe)}
     else:
         atomic.write_json(folder.manifest, {**data.manifest, RECIPE_KEY: started_with(recipe),
                                             MODEL_KEY: model_fingerprint(recipe.model.name)})  # fmt: skip
-    return data
+    return data, None
 
 
 def test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
