@@ -42,6 +42,8 @@ CORPUS = [
     ("semicolon.csv", 1, None, "malformed", "separate its columns with ';'"),
     ("extra_field.csv", 3, None, "malformed", "the row has 3 fields but the header has 2"),
     ("unclosed_quote.csv", 3, None, "malformed", "a quote opened in the record on line 3 is never closed"),
+    ("blank_header.csv", 1, None, "malformed", "the header is blank: the first line must name the columns"),
+    ("not_utf8_header.csv", 1, None, "not_utf8", "not UTF-8 text (byte 2 of the line, 0xe9)"),
     ("empty.jsonl", None, None, "empty_file", "no records"),
     ("not_an_array.json", None, None, "malformed", "expected a JSON array"),
     ("not_parquet.parquet", None, None, "malformed", "not a readable Parquet file"),
@@ -72,6 +74,13 @@ def test_a_record_nested_past_the_parsers_limit_is_malformed_at_its_line(tmp_pat
     (problem,) = [item for item in iter_examples(path) if isinstance(item, Problem)]
     assert (problem.kind, problem.line, problem.field) == ("malformed", 2, None)
     assert "nested too deeply" in problem.message
+
+
+def test_a_csv_cell_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text('text,label\n"' + "a long document " * 10_000 + '",long\nshort,short\n')  # 160,000 characters
+    texts = [example.messages[0].content for example in load_examples(path)]
+    assert [len(text) for text in texts] == [160_000, 5]
 
 
 def test_every_file_of_the_corpus_is_covered():

@@ -210,6 +210,11 @@ def read_tsv(path: Path, split: str | None = None) -> Iterator[Item]:
     yield from _read_delimited(path, "\t")
 
 
+# the csv module refuses cells over 131,072 characters by default, and a long document is one
+# record; the limit is process-wide, and raising it only lets other readers take longer cells too
+csv.field_size_limit(2**31 - 1)
+
+
 def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
     bad_lines: dict[int, str] = {}
 
@@ -227,6 +232,9 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
     try:
         header = next(reader, None)
         if header is None:
+            return
+        if 1 in bad_lines:
+            yield Problem("not_utf8", bad_lines.pop(1), str(path), 1)
             return
         if (problem := _header_problem(header, delimiter, path, reader.line_num)) is not None:
             yield problem
@@ -253,6 +261,9 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
 def _header_problem(header: list[str], delimiter: str, path: Path, line: int) -> Problem | None:
     """What makes a header unusable: a column named twice (one would silently replace the other in
     every record), or one column that holds another delimiter's separators."""
+    if not any(name.strip() for name in header):
+        return Problem("malformed", "the header is blank: the first line must name the columns (such as "
+                       f"text{delimiter}label)", str(path), line)  # fmt: skip
     seen: dict[str, int] = {}
     for number, name in enumerate(header, start=1):
         if name in seen:
