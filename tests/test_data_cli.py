@@ -120,5 +120,5 @@ def test_a_pool_that_cannot_be_split_says_its_table_counts_it_all_as_train(write
     path = write_jsonl("g.jsonl", [{"instruction": f"q{i}", "output": f"a{i}", "doc": "same"} for i in range(20)])
     assert main(["data", "check", str(path), "data.group_by=doc"]) == 1
     out = capsys.readouterr().out
-    assert "grouping the 20 records into 1 group left none for training" in out
+    assert "grouping the 20 records into 1 group holds out no test records: the smallest group has 20" in out
     assert "(the pool could not be split, see the invalid finding: all of it is counted as train here)" in out

@@ -61,7 +61,21 @@ def test_grouped_split_puts_each_group_in_one_split():
     for name in ("train", "validation", "test"):
         for example in getattr(splits, name):
             assert where.setdefault(example.meta["doc"], name) == name
-    assert len(splits.test) >= 12 and len(splits.validation) >= 12
+    assert len(splits.test) in (10, 15) and len(splits.validation) in (10, 15)  # groups of 5 nearest 12
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_large_group_goes_to_training_rather_than_overfill_a_held_out_split(seed):
+    # two 40-record documents and 20 single ones: 10 each to hold out, which the singles fill
+    groups = ["a"] * 40 + ["b"] * 40 + [f"single{i}" for i in range(20)]
+    splits = split_examples(_pool(100), seed, 0.1, 0.1, groups=groups)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (80, 10, 10)
+
+
+def test_groups_too_large_to_hold_out_any_test_records_are_named():
+    with pytest.raises(DataError, match="holds out no test records: the smallest group has 50 records, over twice "
+                                        "the 10 to hold out"):  # fmt: skip
+        split_examples(_pool(100), 0, 0.0, 0.1, groups=["one"] * 50 + ["other"] * 50)
 
 
 def _write(tmp_path, name, n, offset=0, **extra):

@@ -132,6 +132,12 @@ def _allocate(total: int, sizes: Sequence[int], caps: Sequence[int]) -> list[int
     return shares
 
 
+def _closer(size: int, group: int, target: int) -> bool:
+    """Whether a group of ``group`` records leaves a split of ``size`` no further from ``target``
+    records (a tie holds it out: groups of 4 fill a 10-record split to 12, not 8)."""
+    return abs(size + group - target) <= abs(size - target)
+
+
 def _grouped(total: int, seed: int, n_val: int, n_test: int, groups: Sequence[Hashable]) -> SplitIndices:
     rng = random.Random(seed)
     members: dict[Hashable, list[int]] = {}
@@ -141,16 +147,23 @@ def _grouped(total: int, seed: int, n_val: int, n_test: int, groups: Sequence[Ha
     rng.shuffle(keys)
     parts: tuple[list[int], list[int], list[int]] = ([], [], [])
     for key in keys:
-        if len(parts[2]) < n_test:
+        # held out only where that leaves the split no further from its size: a 40-record group
+        # must not become the test split of a 10-record target
+        if _closer(len(parts[2]), len(members[key]), n_test):
             parts[2].extend(members[key])
-        elif len(parts[1]) < n_val:
+        elif _closer(len(parts[1]), len(members[key]), n_val):
             parts[1].extend(members[key])
         else:
             parts[0].extend(members[key])
+    groups = f"{len(keys)} group{'s' if len(keys) != 1 else ''}"
     if not parts[0]:
-        groups = f"{len(keys)} group{'s' if len(keys) != 1 else ''}"
         raise DataError(f"grouping the {total} records into {groups} left none for training; lower the held-out "
                         "fractions or use more groups")  # fmt: skip
+    if n_test and not parts[2]:
+        smallest = min(len(indices) for indices in members.values())
+        raise DataError(f"grouping the {total} records into {groups} holds out no test records: the smallest group "
+                        f"has {smallest} records, over twice the {n_test} to hold out; raise the test fraction, "
+                        "give a test file, or use smaller groups")  # fmt: skip
     for part in parts:
         rng.shuffle(part)
     return SplitIndices(*parts)
