@@ -39,10 +39,23 @@ def test_valid_identifiers_are_found(text, kind):
         "version 1.2.3 on 2024-01-15",
         "delivered 01.02.2023, returned 05-06-2021, meeting 09.30-10.45",  # dates and times, not phones
         "git clone git@github.com:acme/repo.git",  # an SSH remote, not a person's address
+        "meeting on 01-02-2023 10:30, kl. 01.02.2023 12.30",  # a date and a time: not one phone number
+        "due 01.13.2023 or 12/31/2024",  # month first
     ],
 )
 def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):
     assert find_pii(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("mail anna.öberg@example.se", "mail [EMAIL]"),  # the whole user, not "anna.ö[EMAIL]"
+        ("ssh to jo_e@host.example.com:8080 please", "ssh to [EMAIL]:8080 please"),  # a port may follow
+    ],
+)
+def test_an_address_is_redacted_whole(text, redacted):
+    assert redact_pii(text) == redacted
 
 
 def test_redaction_replaces_each_match_by_its_placeholder():

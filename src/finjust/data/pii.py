@@ -57,19 +57,30 @@ def _card(text: str) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn.is_valid(digits)
 
 
-#: what the national-trunk pattern also matches but a phone number is not: a date
-#: (01.02.2023, 05-06-2021) or a span of times (09.30-10.45)
-_DATE = re.compile(r"(0?[1-9]|[12]\d|3[01])([./-])(0?[1-9]|1[0-2])\2(\d{2}|\d{4})")
+#: what the national-trunk pattern also matches but a phone number is not: a date, day or month
+#: first (01.02.2023, 05-06-2021, 12/31/2024), or a span of times (09.30-10.45)
+_DATE = re.compile(r"(\d{1,2})([./-])(\d{1,2})\2(\d{2}|\d{4})")
 _TIME_SPAN = re.compile(r"([01]?\d|2[0-3])[.:][0-5]\d ?[-\u2013] ?([01]?\d|2[0-3])[.:][0-5]\d")
 
 
+def _is_date(text: str) -> bool:
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return False
+    first, second = int(match.group(1)), int(match.group(3))
+    return 1 <= min(first, second) <= 12 and max(first, second) <= 31
+
+
 def _phone(text: str) -> bool:
-    return 8 <= len(_digits(text)) <= 15 and not _DATE.fullmatch(text) and not _TIME_SPAN.fullmatch(text)
+    # a date leading the candidate is one followed by a time ("01-02-2023 10:30" matches the trunk shape)
+    return (8 <= len(_digits(text)) <= 15 and not _is_date(text.split()[0]) and not _TIME_SPAN.fullmatch(text))
 
 
-#: an address, but not an SSH remote (``git@github.com:acme/repo.git``), whose user is the
-#: service's (the domain must end there, not go on into ``:path``)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])(?!:[\w~/])")
+#: an address, its user in any script (``anna.öberg@``), whole: the match starts where the
+#: address does; but not an SSH remote (``git@github.com:acme/repo.git``), whose user is the
+#: service's (the domain must end there, not go on into ``:path``; a ``:port`` may follow)
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+                    r"(?!:[A-Za-z~/])")
 
 for _detector in (
     Detector("email", _EMAIL, None, "[EMAIL]"),
