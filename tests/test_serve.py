@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from finjust.cli.main import main
 from finjust.data.example import Message
 from finjust.data.templates import chat_ids
-from finjust.errors import ModelLoadError
+from finjust.errors import ModelLoadError, ServeError
 from finjust.eval.generate import generate_answers
 from finjust.serve import ServedModel, ServeOptions, create_app, load_served_model
 from finjust.serve import engine as engine_module
@@ -601,3 +601,22 @@ def test_the_context_is_the_smaller_of_the_models_and_its_tokenizers_limit(tiny_
     (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 40}))
     assert load_served_model(tiny_model_dir).context == 512  # the config's max_position_embeddings
     assert load_served_model(folder).context == 40  # as training fits data.max_length to the model
+
+
+def test_jobs_held_back_from_a_batch_count_towards_the_queue_limit(served):
+    """Gathering a batch moves the jobs it cannot take out of the queue: they still wait."""
+    import asyncio
+
+    from finjust.serve.decode import Sampling
+    from finjust.serve.engine import Engine, Job
+
+    loop = asyncio.new_event_loop()
+    engine = Engine(served, max_batch=8, max_queue=2)
+    try:
+        engine._held.extend(Job([5, 6], Sampling(max_tokens=2), True, loop) for _ in range(2))
+        with pytest.raises(ServeError) as caught:
+            engine.submit(Job([5, 6], Sampling(max_tokens=2), False, loop))
+        assert caught.value.status == 503 and caught.value.code == "server_busy"
+    finally:
+        engine.close()
+        loop.close()

@@ -84,6 +84,9 @@ class Engine:
         if self._stopping.is_set() or not self._thread.is_alive():
             raise _shutting_down()
         try:
+            # the held jobs wait too: a batch's gathering moves what it cannot take out of the queue
+            if self._queue.qsize() + len(self._held) >= self.max_queue:
+                raise queue.Full
             self._queue.put_nowait(job)
         except queue.Full:
             raise ServeError(
@@ -125,10 +128,13 @@ class Engine:
             except IndexError:
                 first = self._queue.get()
             if first is None:
-                return
+                break
             batch = self._gather(first)
             if batch:
                 self._answer(batch)
+        # what a batch being gathered put back after a shutdown drained the rest
+        for job in self._drain():
+            job.post(FAILED, _shutting_down())
 
     def _gather(self, first: Job) -> list[Job]:
         """``first`` and, when it batches, the compatible jobs already waiting; cancelled jobs are dropped."""
