@@ -212,3 +212,19 @@ def test_the_method_check_leaves_the_random_stream_where_it_was(tiny_model_dir):
     after_check = torch.rand(4)
     torch.manual_seed(0)
     assert torch.equal(after_check, torch.rand(4))
+
+
+def test_greedy_generation_is_argmax_whatever_the_models_generation_config_says(tiny_model_dir, tiny_tokens):
+    from finjust.methods.peft_adapter import model_generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model.generation_config.repetition_penalty = 10.0  # as an instruct model may ship one
+    model.generation_config.no_repeat_ngram_size = 1
+    ids = torch.tensor([tiny_tokens[0].input_ids[:12]])
+    out = model_generate(model, input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                         do_sample=False, eos_token_id=None, pad_token_id=0)  # fmt: skip
+    expected = ids
+    with torch.no_grad():
+        for _ in range(6):
+            expected = torch.cat([expected, model(input_ids=expected).logits[:, -1:].argmax(-1)], dim=1)
+    assert out.tolist() == expected.tolist()

@@ -52,11 +52,18 @@ def peft_false_alarms_off() -> Iterator[None]:
         yield
 
 
+#: logit processors a model's ``generation_config`` may switch on (Qwen2.5-Instruct ships a
+#: repetition penalty) that would make greedy decoding other than argmax: the scorecard, serve's
+#: temperature 0 and the export check (against runtimes that take the argmax) all mean argmax
+_ARGMAX_ONLY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+
+
 def model_generate(model: nn.Module, **kwargs: Any) -> Any:
-    """``model.generate(**kwargs)`` (transformers' or peft's), without peft's false alarms."""
+    """``model.generate(**kwargs)`` (transformers' or peft's), without peft's false alarms and
+    without the model's own repetition processors (``kwargs`` may still set them)."""
     with peft_false_alarms_off():
         # torch types a module's attributes as Tensor | Module; generate is a method here
-        return cast("Callable[..., Any]", model.generate)(**kwargs)
+        return cast("Callable[..., Any]", model.generate)(**{**_ARGMAX_ONLY, **kwargs})
 
 
 class PeftMethod(Method):
