@@ -351,9 +351,11 @@ def test_a_classifier_export_that_misses_its_parity_bar_writes_nothing(classific
     assert main(["train", str(recipe)]) == 0
     run = Path(yaml.safe_load(recipe.read_text())["output"]["dir"])
     monkeypatch.setattr("finjust.export.classifier.MAX_LOGIT_DIFF", -1.0)  # no graph can meet it
-    assert main(["export", str(run), "--format", "onnx"]) == 2
+    report = run.parent / "why.json"
+    assert main(["export", str(run), "--format", "onnx", "--json", str(report)]) == 2
     assert "failed its parity check" in capsys.readouterr().err
     assert not (run / "export" / "onnx").exists()
+    assert json.loads(report.read_text())["parity"]["passed"] is False  # --json says why, as for other runs
 
 
 def test_a_classifier_graph_traced_where_every_text_is_one_token_answers_them(tiny_model_dir, tmp_path):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
 import pytest
 import torch
 import yaml
@@ -140,6 +141,9 @@ def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, qu
         assert parity["agreement"] >= 0.8 and parity["max_logit_diff"] < 0.1, parity
     modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
     assert f"FROM ./model-{quant}.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    fields = gguf.GGUFReader(tmp_path / "gguf" / f"model-{quant}.gguf").fields
+    head_dim = fields["llama.embedding_length"].contents() // fields["llama.attention.head_count"].contents()
+    assert [fields[f"llama.attention.{kind}_length"].contents() for kind in ("key", "value")] == [head_dim] * 2
     assert "<|im_start|>{{ .Role }}" in modelfile
     # a request's system message reaches the template twice (.System and .Messages): rendered once
     assert '{{- if ne .Role "system" }}' in modelfile

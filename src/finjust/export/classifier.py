@@ -81,10 +81,12 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
                   "method": method.name, "base_model": recipe.model.name, "path": str(target),
                   "size_bytes": sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()), "parity": parity}
         if not parity["passed"]:
-            raise ExportError(f"the {format_name} export failed its parity check against the trained classifier: "
-                              f"label agreement {parity['label_agreement']:.3f} (need 1.0), max logit diff "
-                              f"{parity['max_logit_diff']:.2e} (need <= {MAX_LOGIT_DIFF:.0e}); nothing was "
-                              f"written to {target}")  # fmt: skip
+            failed = ExportError(f"the {format_name} export failed its parity check against the trained "
+                                 f"classifier: label agreement {parity['label_agreement']:.3f} (need 1.0), max "
+                                 f"logit diff {parity['max_logit_diff']:.2e} (need <= {MAX_LOGIT_DIFF:.0e}); "
+                                 f"nothing was written to {target}")  # fmt: skip
+            failed.result = result  # export --json writes the report of why
+            raise failed
         atomic.write_json(tmp / RESULT_FILE, result)
     return result
 

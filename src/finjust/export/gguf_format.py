@@ -161,7 +161,10 @@ class LlamaCppRuntime(Runtime):
     def __init__(self, path: Path, n_ctx: int) -> None:
         llama_cpp = _llama_cpp()
         # logits_all keeps every row's logits, which the parity check compares
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0)
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0)
+        except ValueError as exc:  # llama-cpp-python's word for a file llama.cpp could not load
+            raise ExportError(f"llama.cpp cannot load {path} ({exc}): the GGUF file is not one it reads") from exc
         self.stop_ids = {int(self.llm.token_eos())}
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:

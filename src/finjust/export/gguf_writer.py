@@ -94,7 +94,11 @@ def _write_parameters(writer: gguf.GGUFWriter, config: object, file_type: gguf.L
     writer.add_head_count_kv(get("num_key_value_heads") or heads)
     writer.add_layer_norm_rms_eps(get("rms_norm_eps"))
     writer.add_rope_freq_base(_rope_theta(config))
-    writer.add_rope_dimension_count(get("head_dim") or get("hidden_size") // heads)
+    head_dim = get("head_dim") or get("hidden_size") // heads
+    writer.add_rope_dimension_count(head_dim)
+    # llama.cpp takes hidden / heads where these are missing: wrong for a head_dim set apart
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_vocab_size(get("vocab_size"))
     writer.add_file_type(file_type)
 

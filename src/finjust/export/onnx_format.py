@@ -49,7 +49,7 @@ class _Logits(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: Path, sample: list[int]) -> None:
-    """Write ``model``'s logits graph to ``path``, with batch and sequence length left dynamic."""
+    """Write ``model``'s logits graph to ``path``: one sequence (batch 1) of any length."""
     ids = torch.tensor([sample], dtype=torch.long)
     seq = torch.export.Dim("seq", min=1, max=int(getattr(model.config, "max_position_embeddings", 4096)))
     trace_to_onnx(_Logits(model), (ids,), path, {"input_ids": {1: seq}})
