@@ -620,3 +620,19 @@ def test_jobs_held_back_from_a_batch_count_towards_the_queue_limit(served):
     finally:
         engine.close()
         loop.close()
+
+
+def test_a_request_being_read_and_tokenized_counts_as_waiting(served):
+    """A full server refuses before reading a body and tokenizing it, not after."""
+    from finjust.serve.engine import Engine
+
+    engine = Engine(served, max_batch=1, max_queue=1)
+    try:
+        with engine.admitted():
+            with pytest.raises(ServeError) as caught, engine.admitted():
+                pass
+            assert caught.value.status == 503 and caught.value.code == "server_busy"
+        with engine.admitted():  # its place is free again once it is submitted or refused
+            pass
+    finally:
+        engine.close()

@@ -122,14 +122,16 @@ async def _generate(request: Request, endpoint: str, served: ServedModel, option
                     preparing: ThreadPoolExecutor) -> Any:  # fmt: skip
     _check_key(request, options)
     handled = _ENDPOINTS[endpoint]
-    body = await _read_body(request, options.max_body_bytes)
-    try:
-        parsed = handled.schema.model_validate(_json(body))
-    except ValidationError as error:
-        raise _validation_error(error) from None
-    prepared = await asyncio.get_running_loop().run_in_executor(preparing, handled.prepare, parsed, served, options)
-    job = Job(prepared.prompt, prepared.sampling, prepared.stream, asyncio.get_running_loop())
-    engine.submit(job)
+    with engine.admitted():  # a full server refuses before reading and tokenizing, not after
+        body = await _read_body(request, options.max_body_bytes)
+        try:
+            parsed = handled.schema.model_validate(_json(body))
+        except ValidationError as error:
+            raise _validation_error(error) from None
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(preparing, handled.prepare, parsed, served, options)
+        job = Job(prepared.prompt, prepared.sampling, prepared.stream, loop)
+        engine.submit(job)
     envelope = Envelope.new(handled.shape, served.name)
     if prepared.stream:
         return StreamingResponse(_stream(job, envelope, prepared), media_type="text/event-stream",

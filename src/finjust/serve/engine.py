@@ -10,11 +10,13 @@ submitted the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import queue
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,8 +74,30 @@ class Engine:
         self._held: deque[Job | None] = deque()  # taken while gathering a batch, but not compatible with it
         self._stopping = threading.Event()
         self._running: list[Job] = []  # the batch the worker is answering
+        self._admitted = 0  # requests read and tokenized before they are submitted: waiting too
+        self._admitting = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="finjust-serve-worker", daemon=True)
         self._thread.start()
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count a request as waiting from before its body is read and tokenized until it is
+        submitted (or fails): a full server refuses it before that work, not after.
+
+        Raises:
+            ServeError: the server is full or shutting down.
+        """
+        with self._admitting:
+            if self._stopping.is_set() or not self._thread.is_alive():
+                raise _shutting_down()
+            if self._waiting() + self._admitted >= self.max_queue:
+                raise self._busy()
+            self._admitted += 1
+        try:
+            yield
+        finally:
+            with self._admitting:
+                self._admitted -= 1
 
     def submit(self, job: Job) -> None:
         """Queue ``job``; a full queue refuses it at once (503) instead of letting clients pile up.
@@ -84,15 +108,21 @@ class Engine:
         if self._stopping.is_set() or not self._thread.is_alive():
             raise _shutting_down()
         try:
-            # the held jobs wait too: a batch's gathering moves what it cannot take out of the queue
-            if self._queue.qsize() + len(self._held) >= self.max_queue:
+            if self._waiting() >= self.max_queue:
                 raise queue.Full
             self._queue.put_nowait(job)
         except queue.Full:
-            raise ServeError(
-                f"the server is busy: {self.max_queue} requests are already waiting; retry shortly "
-                "(the operator can raise --max-queue)", status=503, code="server_busy", kind="server_error",
-            ) from None  # fmt: skip
+            raise self._busy() from None
+
+    def _waiting(self) -> int:
+        """Jobs submitted and not yet answered: the queue's and those held back from a batch
+        (gathering a batch moves the jobs it cannot take out of the queue)."""
+        return self._queue.qsize() + len(self._held)
+
+    def _busy(self) -> ServeError:
+        return ServeError(f"the server is busy: {self.max_queue} requests are already waiting; retry shortly "
+                          "(the operator can raise --max-queue)", status=503, code="server_busy",
+                          kind="server_error")  # fmt: skip
 
     def stop_accepting(self) -> None:
         """Refuse new requests and answer the waiting ones 503; the batch being answered goes on."""
