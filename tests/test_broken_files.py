@@ -83,6 +83,15 @@ def test_a_csv_cell_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
     assert [len(text) for text in texts] == [160_000, 5]
 
 
+def test_every_malformed_csv_record_is_reported_in_one_pass(tmp_path):
+    path = tmp_path / "two_bad.csv"
+    path.write_text('instruction,output\nq1,a1\n"q2"x,a2\nq3,a3\nq4,a4,extra\n"q5,a5\nq6,a6\n')
+    items = list(iter_examples(path))
+    assert [(i.kind, i.line) for i in items if isinstance(i, Problem)] == [("malformed", 3), ("malformed", 5),
+                                                                            ("malformed", 6)]  # fmt: skip
+    assert [i.line for i in items if not isinstance(i, Problem)] == [2, 4]  # the good records around them
+
+
 def test_every_file_of_the_corpus_is_covered():
     assert sorted(p.name for p in BROKEN.iterdir()) == sorted(c[0] for c in CORPUS)
 

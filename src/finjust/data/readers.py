@@ -228,34 +228,46 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
     # strict: a quote never closed is an error at the end of the file, not the rest of the file
     # read silently as one cell
     reader = csv.reader(lines(), delimiter=delimiter, strict=True)
-    start = 1
     try:
         header = next(reader, None)
-        if header is None:
-            return
-        if 1 in bad_lines:
-            yield Problem("not_utf8", bad_lines.pop(1), str(path), 1)
-            return
-        if (problem := _header_problem(header, delimiter, path, reader.line_num)) is not None:
-            yield problem
-            return
-        start = reader.line_num + 1
-        for row in reader:
-            end, number = reader.line_num, start
-            start = end + 1
-            bad = [n for n in range(number, end + 1) if n in bad_lines]
-            if bad:
-                yield Problem("not_utf8", bad_lines.pop(bad[0]), str(path), bad[0])
-            elif any(cell.strip() for cell in row):
-                yield _row_record(row, header, path, number)
     except csv.Error as exc:
-        kind = "TSV" if delimiter == chr(9) else "CSV"
-        if reader.line_num > start and "unexpected end of data" in str(exc):
-            yield Problem("malformed", f"malformed {kind}: a quote opened in the record on line {start} is never "
-                          f"closed, so lines {start}-{reader.line_num} would read as one cell; close the quote, "
-                          'or write a quote inside a quoted cell as ""', str(path), start)  # fmt: skip
-        else:
-            yield Problem("malformed", f"malformed {kind}: {exc}", str(path), reader.line_num)
+        yield _csv_problem(exc, delimiter, path, 1, reader.line_num)
+        return
+    if header is None:
+        return
+    if 1 in bad_lines:
+        yield Problem("not_utf8", bad_lines.pop(1), str(path), 1)
+        return
+    if (problem := _header_problem(header, delimiter, path, reader.line_num)) is not None:
+        yield problem
+        return
+    start = reader.line_num + 1
+    while True:
+        try:  # the reader goes on after a malformed record: every one is reported in one pass
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield _csv_problem(exc, delimiter, path, start, reader.line_num)
+            start = reader.line_num + 1
+            continue
+        end, number = reader.line_num, start
+        start = end + 1
+        bad = [n for n in range(number, end + 1) if n in bad_lines]
+        if bad:
+            yield Problem("not_utf8", bad_lines.pop(bad[0]), str(path), bad[0])
+        elif any(cell.strip() for cell in row):
+            yield _row_record(row, header, path, number)
+
+
+def _csv_problem(error: csv.Error, delimiter: str, path: Path, start: int, line: int) -> Problem:
+    """The malformed record that began on line ``start`` (the reader stopped on ``line``)."""
+    kind = "TSV" if delimiter == chr(9) else "CSV"
+    if line > start and "unexpected end of data" in str(error):
+        return Problem("malformed", f"malformed {kind}: a quote opened in the record on line {start} is never "
+                       f"closed, so lines {start}-{line} would read as one cell; close the quote, or write a "
+                       'quote inside a quoted cell as ""', str(path), start)  # fmt: skip
+    return Problem("malformed", f"malformed {kind}: {error}", str(path), line)
 
 
 def _header_problem(header: list[str], delimiter: str, path: Path, line: int) -> Problem | None:
