@@ -144,3 +144,14 @@ def test_train_and_data_check_refuse_a_one_record_pool(write_jsonl, tiny_recipe,
     assert "no test records: a pool of 1 record" in capsys.readouterr().out
     assert main(["train", str(recipe)]) == 2
     assert "no test records: a pool of 1 record" in capsys.readouterr().err
+
+
+def test_a_stratified_pool_with_nothing_left_to_hold_out_names_the_stratification(tmp_path):
+    import json
+
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps({"text": f"sample {i} text", "label": f"l{i}"}) + "\n" for i in range(20)))
+    data = data_section_from_dict({"train": str(path), "stratify_by": "label", "test_fraction": 0.1})
+    with pytest.raises(DataError, match="data.stratify_by keeps one record of each of its 20 values for training.*"
+                                        "or drop data.stratify_by"):  # fmt: skip
+        prepare_data(data, 42)

@@ -110,9 +110,12 @@ def split_pool(
     indices = split_indices(size, seed, n_val, n_test, strata, groups)
     asked = data.test_count > 0 if data.test_count is not None else data.test_fraction > 0
     if size and asked and not has_test and not indices.test:  # the fraction's one record gave way to training's
-        raise DataError(f"no test records: a pool of {size} record{'s' if size != 1 else ''} leaves none to hold "
-                        "out once one is kept for training, and every run ends with a scorecard on held-out "
-                        "test examples; give more data, or a data.test file")  # fmt: skip
+        why = (f"data.stratify_by keeps one record of each of its {len(set(strata))} values for training, which "
+               f"leaves none of the {size} to hold out" if strata is not None else
+               f"a pool of {size} record{'s' if size != 1 else ''} leaves none to hold out once one is kept for "
+               "training")  # fmt: skip
+        raise DataError(f"no test records: {why}, and every run ends with a scorecard on held-out test examples; "
+                        "give more data, or a data.test file" + (", or drop data.stratify_by" if strata else ""))
     return indices
 
 
