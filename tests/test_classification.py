@@ -342,6 +342,7 @@ def test_a_classifier_exports_to_onnx_with_the_trained_labels_and_logits(model_f
     result = json.loads((run / "export" / "onnx" / "export.json").read_text())
     assert result["parity"]["passed"] and result["parity"]["label_agreement"] == 1.0
     assert result["parity"]["max_logit_diff"] < 1e-3 and result["parity"]["texts"] == 8
+    assert result["parity"]["batch_logit_diff"] < 1e-3  # the 8 texts padded into one batch, masked
     config = json.loads((run / "export" / "onnx" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 

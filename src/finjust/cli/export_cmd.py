@@ -104,7 +104,8 @@ def _format_classifier(result: dict[str, Any]) -> str:
         ("runtime", parity["runtime"]),
         ("test texts", str(parity["texts"])),
         ("same label", f"{parity['label_agreement']:.3f}  (need 1.0)"),
-        ("max logit diff", f"{parity['max_logit_diff']:.2e}"),
+        ("max logit diff", f"{parity['max_logit_diff']:.2e} one by one, {parity['batch_logit_diff']:.2e} "
+                           "as one padded batch"),
         ("seconds", f"export {parity['export_seconds']:.2f} s, trained {parity['reference_seconds']:.2f} s"),
         ("parity", "passed" if parity["passed"] else "FAILED"),
     ]
