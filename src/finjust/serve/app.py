@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +33,6 @@ from finjust.serve.requests import ChatRequest, CompletionRequest, Prepared, pre
 from finjust.serve.responses import CHAT, DONE_EVENT, TEXT_COMPLETION, Envelope, Shape, error_body, sse, usage
 from finjust.serve.source import ServedModel, load_served_model
 
-log = logging.getLogger("finjust.serve")
 
 @dataclass(frozen=True)
 class _Endpoint:
@@ -274,7 +272,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return answer(error.status_code, error_body(message, "invalid_request_error", code=code))
 
     async def crashed(request: Request, error: Exception) -> JSONResponse:
-        log.exception("request failed", exc_info=error)
+        # not logged here: Starlette raises the error on after this answer, and uvicorn logs its traceback
         return answer(500, error_body(f"internal error: {error}", "server_error"))
 
     handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
