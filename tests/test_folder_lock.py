@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -21,3 +22,21 @@ def test_a_folder_whose_parent_cannot_be_written_is_refused_naming_the_parent(tm
     message = str(raised.value)
     assert raised.value.errno == errno.EROFS and f"in {tmp_path} (its lock file .out.lock" in message
     assert f"e.g. {tmp_path / 'out' / 'run1'}" in message
+
+
+def test_the_lock_file_is_open_for_writing_where_it_can_be(tmp_path):
+    # NFS refuses an exclusive lock on a file open for reading only, and the run went on unlocked
+    import fcntl
+
+    seen = []
+    real_flock = fcntl.flock
+
+    def flock(handle, operation):
+        seen.append(fcntl.fcntl(handle, fcntl.F_GETFL) & os.O_ACCMODE)
+        real_flock(handle, operation)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lock_module.fcntl, "flock", flock)
+        with folder_lock(tmp_path / "out"):
+            pass
+    assert seen == [os.O_RDWR]

@@ -30,6 +30,18 @@ def lock_file(root: Path) -> Path:
     return root.with_name(f".{root.name}.lock")
 
 
+def _open_lock(lock: Path) -> int:
+    """The lock file opened for writing where it can be (NFS takes an exclusive lock only on a
+    file open for writing, and refused it on one open for reading, leaving the run unlocked), else
+    for reading (a lock file another user made: locks work on it where they work locally)."""
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    return os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+
+
 @contextmanager
 def folder_lock(root: Path) -> Iterator[None]:
     """Hold the folder ``root`` (its parent made if missing) for this process while inside.
@@ -40,7 +52,7 @@ def folder_lock(root: Path) -> Iterator[None]:
     lock = lock_file(root)
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        handle = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+        handle = _open_lock(lock)
     except OSError as error:
         if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
