@@ -69,6 +69,16 @@ def test_plans_are_kept_for_the_next_process_on_the_machine(monkeypatch, fresh_p
     assert timed == [(6, 3)] and len(json.loads(fresh_plans.read_text())) == 1
 
 
+def test_a_plan_another_process_kept_while_this_one_measured_wins(fresh_plans):
+    def measured_beside_another_process():  # it kept its plan for the problem meanwhile
+        fresh_plans.parent.mkdir(parents=True, exist_ok=True)
+        fresh_plans.write_text(json.dumps({machine_plans.plan_key("p"): 16}))
+        return 8
+
+    assert machine_plans.machine_plan("p", lambda saved: type(saved) is int, measured_beside_another_process) == 16
+    assert json.loads(fresh_plans.read_text()) == {machine_plans.plan_key("p"): 16}
+
+
 def test_another_thread_count_is_measured_again(monkeypatch, fresh_plans):
     timed = _record_timings(monkeypatch)
     weight = torch.randn(3, 6)

@@ -44,9 +44,7 @@ def machine_plan(problem: str, valid: Callable[[object], bool], measure: Callabl
     saved = _read_plans()
     if key in saved and valid(saved[key]):
         return saved[key]  # type: ignore[return-value]  # valid() vouches for it
-    plan = measure()
-    _save_plan(key, plan)
-    return plan
+    return _kept(key, measure(), valid)
 
 
 def plans_file() -> Path:
@@ -93,10 +91,16 @@ def _read_plans() -> dict[str, object]:
     return saved if isinstance(saved, dict) else {}
 
 
-def _save_plan(key: str, plan: object) -> None:
-    """Add a plan to the file (merged with what other processes wrote since); a cache that
+def _kept(key: str, plan: Plan, valid: Callable[[object], bool]) -> Plan:
+    """``plan`` added to the file (merged with what other processes wrote since), unless another
+    process kept one for ``key`` while this one measured: the first kept wins, so that both
+    follow one plan (the later one's run, resumed, would have read the other's). A cache that
     cannot be written leaves the plan to this process."""
+    saved = _read_plans()
+    if key in saved and valid(saved[key]):
+        return saved[key]  # type: ignore[return-value]  # valid() vouches for it
     try:
-        atomic.write_json(plans_file(), {**_read_plans(), key: plan})
+        atomic.write_json(plans_file(), {**saved, key: plan})
     except (OSError, ModelLoadError):
         pass
+    return plan
