@@ -168,3 +168,29 @@ def test_a_model_s_fingerprint_follows_its_content_not_its_path(tmp_path):
     assert load.model_fingerprint(str(tmp_path / "a.gguf")) == load.model_fingerprint(str(tmp_path / "b.gguf"))
     (tmp_path / "b" / "model.safetensors").write_bytes(b"w" * 11)
     assert load.model_fingerprint(str(tmp_path / "a")) != load.model_fingerprint(str(tmp_path / "b"))
+
+
+def test_a_conversion_that_cannot_be_written_names_the_cache_and_the_fix(tmp_path):
+    from types import SimpleNamespace
+
+    class SafetensorError(Exception):  # what safetensors raises for a full disk, no OSError
+        pass
+
+    def full_disk(folder):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    model = SimpleNamespace(save_pretrained=full_disk)
+    with pytest.raises(ModelLoadError, match=r"cannot write the converted m.gguf into the model cache .*"
+                                             r"GB free there.*set FINJUST_CACHE"):  # fmt: skip
+        load._save_converted(model, SimpleNamespace(save_pretrained=full_disk), tmp_path, tmp_path / "m.gguf")
+
+
+def test_a_pad_token_id_of_0_is_kept_as_the_stop_settings_are_written(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.generation_config.pad_token_id = None
+    load._set_stop_token(model, SimpleNamespace(eos_token_id=2, pad_token_id=0))
+    assert model.generation_config.pad_token_id == 0  # not taken for "none" and replaced by EOS

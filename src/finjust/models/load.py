@@ -231,8 +231,18 @@ def _convert_into(gguf: Path, tmp: Path) -> None:
     plain.load_state_dict(quantised.state_dict())
     plain.generation_config = quantised.generation_config
     _set_stop_token(plain, tokenizer)
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    _save_converted(plain, tokenizer, tmp, gguf)
+
+
+def _save_converted(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tmp: Path, gguf: Path) -> None:
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    except Exception as exc:  # safetensors reports a full disk as a bare SafetensorError ("I/O error")
+        free = shutil.disk_usage(tmp).free / 1e9
+        raise ModelLoadError(f"cannot write the converted {gguf.name} into the model cache {tmp.parent} "
+                             f"({type(exc).__name__}: {exc}; {free:.1f} GB free there, and it needs ~4x the "
+                             "file's size); free some space, or set FINJUST_CACHE to another folder") from exc
 
 
 def _remove_abandoned_conversions(models: Path) -> None:
@@ -251,7 +261,8 @@ def _set_stop_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.config.eos_token_id = tokenizer.eos_token_id
     if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id  # 0 is a token id like any other
+        model.generation_config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
 
 
 def load_tokenizer(folder: Path, chat: bool = True) -> PreTrainedTokenizerBase:
