@@ -146,3 +146,14 @@ def test_timing_keeps_the_faster_head_layout(transposed_seconds, layout):
     before = torch.get_rng_state()
     assert linear_ce._faster_layout(w, w.T.contiguous(), 4, timer) == layout
     assert torch.equal(torch.get_rng_state(), before)  # timing must not move the run's random stream
+
+
+def test_a_bf16_input_gradient_is_scaled_in_fp32():
+    # a mean over 300 tokens scales by 1/300: in bf16 that factor was off by 0.3%, and every step's gradient with it
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 16, dtype=torch.bfloat16, requires_grad=True)
+    weight, targets = torch.randn(40, 16, dtype=torch.bfloat16), torch.randint(0, 40, (300,))
+    linear_cross_entropy(hidden, weight, targets).sum().backward()
+    unscaled, hidden.grad = hidden.grad, None
+    linear_cross_entropy(hidden, weight, targets).mean().backward()
+    assert torch.equal(hidden.grad, (unscaled.float() * torch.tensor(1 / 300)).to(torch.bfloat16))
