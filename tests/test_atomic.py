@@ -133,3 +133,15 @@ def test_a_report_into_a_read_only_run_is_refused_before_it_is_built(tmp_path, m
     monkeypatch.setattr(report, "build_report", lambda *args: pytest.fail("built before the check"))
     with pytest.raises(PermissionError, match=r"finjust report --output PATH"):
         report.write_report(tmp_path)
+
+
+def test_a_published_folder_has_its_folders_synced_deepest_first(tmp_path, monkeypatch):
+    # the files were synced, but not the folder entries that name them
+    from finjust import atomic
+
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "weights.bin").write_bytes(b"w")
+    synced = []
+    monkeypatch.setattr(atomic, "_fsync_dir", synced.append)
+    atomic.readable_and_synced(tmp_path / "tree")
+    assert synced == [tmp_path / "tree" / "sub", tmp_path / "tree"]

@@ -25,8 +25,8 @@ def write_text(path: str | Path, text: str) -> None:
         raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _beside(path, tempfile.mkstemp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
         with naming_file(path), os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -98,8 +98,8 @@ def folder(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(_beside(path, tempfile.mkdtemp))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder should read like any other
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder should read like any other
         try:
             yield tmp
         except Exception as error:
@@ -190,8 +190,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def readable_and_synced(root: Path) -> None:
-    """fsync every file under ``root``, it and them readable as the umask allows: some writers make private
-    files (safetensors writes 0600), which another account serving the artifact could not read."""
+    """fsync everything under ``root``, it and them readable as the umask allows: some writers make private
+    files (safetensors writes 0600), which another account serving the artifact could not read. Folders
+    are synced too, deepest first: their entries are what makes the files' names survive a power loss."""
     umask = _umask()
     for entry in [root, *root.rglob("*")]:
         if entry.is_symlink():
@@ -203,6 +204,9 @@ def readable_and_synced(root: Path) -> None:
         if entry.is_file():
             with entry.open("rb") as handle:
                 os.fsync(handle.fileno())
+    for entry in sorted((d for d in [root, *root.rglob("*")] if d.is_dir() and not d.is_symlink()),
+                        key=lambda d: len(d.parts), reverse=True):  # fmt: skip
+        _fsync_dir(entry)
 
 
 def write_folder(path: str | Path, fill: Callable[[Path], None]) -> None:
