@@ -52,6 +52,18 @@ def test_a_path_that_is_not_a_file_is_refused_with_the_variable_named(tmp_path):
         allocator.find({"FINJUST_ALLOCATOR": str(tmp_path / "missing.so")})
 
 
+def test_a_library_this_account_cannot_read_is_refused_not_a_traceback(tmp_path, monkeypatch):
+    unreadable = tmp_path / "libtcmalloc.so.4"
+    unreadable.write_bytes(b"\x7fELF")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(allocator.Path, "open", denied)
+    with pytest.raises(SettingError, match=r"libtcmalloc.so.4: cannot be read \(Permission denied\)"):
+        allocator.find({"FINJUST_ALLOCATOR": str(unreadable)})
+
+
 def test_a_file_that_is_no_library_or_holds_a_separator_is_refused(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -101,8 +113,10 @@ def test_the_command_restarts_itself_in_the_relaunch_environment(monkeypatch):
     monkeypatch.setattr(launch.os, "execve", lambda *args: calls.append(args))
     monkeypatch.setattr("finjust.cli.main.main", lambda: 0)
     monkeypatch.setattr(sys, "argv", ["finjust", "demo", "--quick"])
+    # the interpreter's own flags go along (python -u -X utf8 -m finjust ... lost them)
+    monkeypatch.setattr(launch.subprocess, "_args_from_interpreter_flags", lambda: ["-u", "-X", "utf8"])
     launch.entry()
-    relaunch = [sys.executable, "-P", "-m", "finjust", "demo", "--quick"]
+    relaunch = [sys.executable, "-u", "-X", "utf8", "-P", "-m", "finjust", "demo", "--quick"]
     assert calls == [(sys.executable, relaunch, {"LD_PRELOAD": "lib.so"})]
 
 

@@ -65,7 +65,7 @@ def find(environ: Mapping[str, str] = os.environ) -> Path | None:
                                f"apt install {package}, or set 'auto' (the first one found) or 'glibc'")  # fmt: skip
         return found
     path = Path(setting)
-    problem = "no such file" if not path.is_file() else None if _is_elf(path) else "not a shared library"
+    problem = "no such file" if not path.is_file() else _not_a_library(path)
     if problem:
         raise SettingError(f"{SETTING}={setting}: {problem}; give a tcmalloc or jemalloc library's path, 'auto', "
                            "'tcmalloc', 'jemalloc' or 'glibc'")  # fmt: skip
@@ -75,9 +75,13 @@ def find(environ: Mapping[str, str] = os.environ) -> Path | None:
     return path
 
 
-def _is_elf(path: Path) -> bool:
-    with path.open("rb") as file:
-        return file.read(4) == b"\x7fELF"
+def _not_a_library(path: Path) -> str | None:
+    """Why ``path`` is no library to preload, or None where it is an ELF file."""
+    try:
+        with path.open("rb") as file:
+            return None if file.read(4) == b"\x7fELF" else "not a shared library"
+    except OSError as error:  # read before main() catches OSError: a traceback otherwise
+        return f"cannot be read ({error.strerror or error})"
 
 
 def preloadable(path: Path) -> bool:

@@ -7,6 +7,7 @@ Kept apart from :mod:`finjust.cli.main` so that nothing heavy is imported before
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -36,8 +37,11 @@ def _relaunch(environment: dict[str, str]) -> None:
     argument list over its limit, a sandbox that forbids exec), say so and go on in this one."""
     try:
         # -P: "-m" would put the current folder first on the import path (a json.py there would
-        # run instead of the standard library's); the console script it replaces does not
-        os.execve(sys.executable, [sys.executable, "-P", "-m", "finjust", *sys.argv[1:]], environment)
+        # run instead of the standard library's); the console script it replaces does not. The
+        # interpreter's own flags (-u, -I, -X ...) go along: subprocess's helper writes them as
+        # multiprocessing does for its children
+        flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+        os.execve(sys.executable, [sys.executable, *flags, "-P", "-m", "finjust", *sys.argv[1:]], environment)
     except OSError as error:
         library = environment["LD_PRELOAD"].split()[0]
         os.environ[allocator.RELAUNCH_REFUSED] = library  # for the run log's allocator line
