@@ -83,8 +83,9 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
         if not parity["passed"]:
             failed = ExportError(f"the {format_name} export failed its parity check against the trained "
                                  f"classifier: label agreement {parity['label_agreement']:.3f} (need 1.0), max "
-                                 f"logit diff {parity['max_logit_diff']:.2e} (need <= {MAX_LOGIT_DIFF:.0e}); "
-                                 f"nothing was written to {target}")  # fmt: skip
+                                 f"logit diff {parity['max_logit_diff']:.2e} one text at a time and "
+                                 f"{parity['batch_logit_diff']:.2e} as one padded batch (need <= "
+                                 f"{MAX_LOGIT_DIFF:.0e}); nothing was written to {target}")  # fmt: skip
             failed.result = result  # export --json writes the report of why
             raise failed
         atomic.write_json(tmp / RESULT_FILE, result)

@@ -272,7 +272,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return answer(error.status_code, error_body(message, "invalid_request_error", code=code))
 
     async def crashed(request: Request, error: Exception) -> JSONResponse:
-        # not logged here: Starlette raises the error on after this answer, and uvicorn logs its traceback
+        # not logged here: after this answer Starlette raises the error again, and uvicorn logs its traceback
         return answer(500, error_body(f"internal error: {error}", "server_error"))
 
     handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
