@@ -636,3 +636,14 @@ def test_a_request_being_read_and_tokenized_counts_as_waiting(served):
             pass
     finally:
         engine.close()
+
+
+def test_a_request_for_another_model_is_refused_before_its_prompt_is_tokenized(served, monkeypatch):
+    from finjust.serve import requests as requests_module
+    from finjust.serve.requests import ChatRequest, prepare_chat
+
+    monkeypatch.setattr(requests_module, "chat_ids", lambda *args, **kwargs: pytest.fail("tokenized"))
+    request = ChatRequest.model_validate({"model": "another", "messages": HELLO})
+    with pytest.raises(ServeError) as caught:
+        prepare_chat(request, served, ServeOptions())
+    assert caught.value.status == 404 and caught.value.code == "model_not_found"

@@ -116,6 +116,7 @@ class Prepared:
 
 def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOptions) -> Prepared:
     """Render the messages with the model's chat template, ending with the assistant header."""
+    _refuse_unsupported(request, served)  # before any tokenizing: a request for another model is cheap to refuse
     if len(request.messages) > options.max_messages:
         raise ServeError(f"{len(request.messages)} messages, more than this server's limit of "
                          f"{options.max_messages}", param="messages", code="too_many_messages")  # fmt: skip
@@ -135,6 +136,7 @@ def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOption
 
 def prepare_completion(request: CompletionRequest, served: ServedModel, options: ServeOptions) -> Prepared:
     """Tokenize the raw prompt (no chat template): a string, a list of one string, or token ids."""
+    _refuse_unsupported(request, served)
     for name in ("echo", "suffix"):
         if getattr(request, name):
             raise ServeError(f"{name} is not supported by finjust serve", param=name, code="unsupported")
@@ -193,7 +195,6 @@ def _prepare(
     request: _Generation, prompt: list[int], max_tokens: int | None, served: ServedModel, options: ServeOptions,
     prompt_param: str, max_tokens_param: str = "max_tokens",
 ) -> Prepared:  # fmt: skip
-    _refuse_unsupported(request, served)
     limit = min(options.max_prompt_tokens or served.context, served.context - 1)
     if len(prompt) > limit:
         raise ServeError(f"the prompt is {len(prompt)} tokens, more than this server's limit of {limit}; "
