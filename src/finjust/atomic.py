@@ -194,6 +194,7 @@ def readable_and_synced(root: Path) -> None:
     files (safetensors writes 0600), which another account serving the artifact could not read. Folders
     are synced too, deepest first: their entries are what makes the files' names survive a power loss."""
     umask = _umask()
+    folders = []
     for entry in [root, *root.rglob("*")]:
         if entry.is_symlink():
             continue
@@ -201,12 +202,13 @@ def readable_and_synced(root: Path) -> None:
         wanted = (0o555 if entry.is_dir() else 0o444) & ~umask  # folders: read and search
         if mode & wanted != wanted:
             os.chmod(entry, stat.S_IMODE(mode) | wanted)
-        if entry.is_file():
+        if entry.is_dir():
+            folders.append(entry)
+        elif entry.is_file():
             with entry.open("rb") as handle:
                 os.fsync(handle.fileno())
-    for entry in sorted((d for d in [root, *root.rglob("*")] if d.is_dir() and not d.is_symlink()),
-                        key=lambda d: len(d.parts), reverse=True):  # fmt: skip
-        _fsync_dir(entry)
+    for directory in sorted(folders, key=lambda entry: len(entry.parts), reverse=True):
+        _fsync_dir(directory)
 
 
 def write_folder(path: str | Path, fill: Callable[[Path], None]) -> None:

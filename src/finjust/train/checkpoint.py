@@ -134,8 +134,9 @@ def recover_interrupted_saves(root: Path) -> None:
 def has_checkpoint(root: Path) -> bool:
     """Whether ``root`` holds a checkpoint to resume from: a complete one, or one a killed save
     moved aside (resuming brings it back); the temps a killed first save left do not count."""
-    aside = (atomic.moved_aside(entry) for entry in root.glob(f".{_PREFIX}*"))
-    return root.is_dir() and (latest_checkpoint(root) is not None or any(name is not None for name in aside))
+    if latest_checkpoint(root) is not None:
+        return True
+    return any(atomic.moved_aside(entry) is not None for entry in root.glob(f".{_PREFIX}*"))
 
 
 def latest_checkpoint(root: Path) -> Path | None:
