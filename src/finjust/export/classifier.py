@@ -9,6 +9,7 @@ names the labels (``id2label``).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -67,8 +68,9 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     refuse_artifact_folder(target, folder.trained_artifact(method))
     labels = _saved_labels(folder.root / LABELS_FILE)
     reference = _trained(recipe, method, folder, labels)
-    # every method that merges gives back the transformers model (peft's merge_and_unload unwraps it)
-    merged = cast("PreTrainedModel", method.merge(_trained(recipe, method, folder, labels).model)).float().eval()
+    # merging folds the adapters into the weights in place: a copy, the reference stays as trained.
+    # Every method that merges gives back the transformers model (peft's merge_and_unload unwraps it)
+    merged = cast("PreTrainedModel", method.merge(copy.deepcopy(reference.model))).float().eval()
     texts = _test_ids(recipe, reference.tokenizer, labels, prompts)
     atomic.recover(target.parent, target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
