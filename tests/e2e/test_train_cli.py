@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -339,14 +340,17 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tiny_recipe, 
     recipe = str(tiny_recipe())
     command = [sys.executable, "-m", "finjust", "train", recipe, "train.max_steps=100000", "train.save_every=5",
                "train.eval_every=100000", *QUICK]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # faulthandler: should the child abort instead (seen twice in full-suite runs, -6 for 143), its
+    # threads' Python tracebacks reach the assertion's message
+    environment = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
     checkpoints = tmp_path / "run" / "checkpoints"
     deadline = time.monotonic() + 120
     while not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))) and time.monotonic() < deadline:
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]  # what the child said, should it fail
     assert err.splitlines()[-1] == f"terminated (SIGTERM); continue with `finjust train --resume {tmp_path / 'run'}`"
     last = max(int(folder.name.removeprefix("step-")) for folder in checkpoints.glob("step-*"))
     saved = tmp_path / "run" / "recipe.yaml"  # to finish soon: train fewer steps than asked, as a user may edit
