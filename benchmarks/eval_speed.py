@@ -14,14 +14,13 @@ at a time. Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
-from common import DEMO_DATA
+from common import DEMO_DATA, at_least, output_path
 
+from finjust import atomic
 from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval.generate import generate_answers
@@ -30,10 +29,10 @@ from finjust.models import load_model
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--questions", type=at_least(1), default=16)
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=64)
+    parser.add_argument("--batch-size", type=at_least(1), default=16)
+    parser.add_argument("--json", metavar="PATH", type=output_path)
     args = parser.parse_args(argv)
     loaded = load_model("smollm2-135m-instruct")
     autocast = torch.bfloat16 if loaded.dtype == torch.bfloat16 else None
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
           f"answer tokens/s); ratio {result['batched_over_single']:.2f}x; identical answers "
           f"{result['identical_answers']} of {len(prompts)}")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic.write_json(args.json, result)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import finjust  # noqa: F401  (first: it drops other packages' known log noise, see finjust.third_party_logs)
 
@@ -20,11 +19,13 @@ import finjust  # noqa: F401  (first: it drops other packages' known log noise, 
 # and of the Trainer fail when they first happen under the profiler
 import peft  # noqa: F401
 import train_speed
+from common import at_least, output_path
 from torch.profiler import ProfilerActivity, profile
 from transformers import Trainer  # noqa: F401
 
 import finjust.methods  # noqa: F401
 import finjust.train.loop  # noqa: F401
+from finjust import atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("variant", choices=("a", "b", "finjust"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model", default=train_speed.SHIPPED)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rows", type=int, default=30, help="rows of the table")
-    parser.add_argument("--out", metavar="PATH")
+    parser.add_argument("--steps", type=at_least(1), default=4)
+    parser.add_argument("--warmup", type=at_least(0), default=2)
+    parser.add_argument("--rows", type=at_least(1), default=30, help="rows of the table")
+    parser.add_argument("--out", metavar="PATH", type=output_path)
     args = parser.parse_args(argv)
     bench = train_speed.Bench(args.steps, args.warmup, args.device, args.model)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"{args.variant}: {args.warmup + args.steps} steps, the last {args.steps} at "
             f"{result['seconds_per_step']:.4f} s a step (profiled)\n{table}\n")  # fmt: skip
     if args.out:
-        Path(args.out).write_text(text)
+        atomic.write_text(args.out, text)
     else:
         print(text)
     return 0

@@ -15,22 +15,21 @@ otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import uvicorn
-from common import DEMO_DATA
+from common import DEMO_DATA, at_least, output_path
 
 try:
     import openai
 except ImportError:  # the client is in the test extra, not finjust's own dependencies
     sys.exit("serve_speed.py needs the openai client: pip install 'finjust[test]' (make test's venv has it)")
 
+from finjust import atomic
 from finjust.data.load import load_examples
 from finjust.models.load import resolve_model_folder
 from finjust.serve import ServedModel, ServeOptions, create_app, load_served_model
@@ -74,11 +73,11 @@ def throughput(served: ServedModel, max_batch: int, questions: list[str], max_to
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", help="a run or exported model folder (default: the shipped SmolLM2-135M)")
-    parser.add_argument("--concurrent", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--concurrent", type=at_least(1), default=16)
+    parser.add_argument("--max-tokens", type=at_least(1), default=32)
+    parser.add_argument("--max-batch", type=at_least(1), default=16)
+    parser.add_argument("--rounds", type=at_least(1), default=2)
+    parser.add_argument("--json", metavar="PATH", type=output_path)
     args = parser.parse_args(argv)
     source = args.source or resolve_model_folder("smollm2-135m-instruct")
     served = load_served_model(source)
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({single_tokens:.0f} tokens/s); ratio {batched / single:.2f}x requests, "
           f"{batched_tokens / single_tokens:.2f}x tokens")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic.write_json(args.json, result)
     return 0
 
 

@@ -55,7 +55,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import DEMO_DATA, child_environment
+from common import DEMO_DATA, at_least, child_environment, output_path
+
+from finjust import atomic
 
 VARIANTS = ("a", "b", "b-malloc", "finjust", "finjust-compiled", "finjust-recompute")
 #: measured only when ``--variants`` names them
@@ -263,7 +265,7 @@ def _summary(seconds: list[float], lengths: list[list[int]], losses: list[float]
         "real_tokens_per_second": sum(map(sum, measured)) / timed,
         "losses": losses,
         "final_loss": sum(losses[-3:]) / len(losses[-3:]),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,  # Linux: KiB
         **({"peak_gpu_gb": _gpu_peak_gb()} if bench.device == "cuda" else {}),
     }
 
@@ -355,10 +357,11 @@ def step_flops(lengths: list[int]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each variant's median is reported")
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--steps", type=at_least(1), default=12)
+    parser.add_argument("--warmup", type=at_least(0), default=2)
+    parser.add_argument("--rounds", type=at_least(1), default=1,
+                        help="alternating rounds; each variant's median is reported")
+    parser.add_argument("--json", metavar="PATH", type=output_path)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model", default=SHIPPED, help="a model of SmolLM2-135M's shapes (default: the shipped one)")
     parser.add_argument("--variants", type=_variant_list, help="comma-separated (default: all but finjust-sdpa)")
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {**_report(results, peak), "failed": failures, "machine": describe_machine(bench.device)}
     print(_table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        atomic.write_json(args.json, report)
     return 0
 
 
@@ -404,8 +407,10 @@ def _measure(rounds: int, bench: Bench, variants: list[str]) -> tuple[dict[str, 
                     raise
                 failures[variant] = str(exc)  # the other variants' figures still stand
                 continue
-            if result is not None:
-                runs[variant].append(result)
+            if result is None:
+                failures[variant] = "no tcmalloc or jemalloc found to preload (see finjust.allocator)"
+                continue
+            runs[variant].append(result)
         peaks.append(matmul_peak(device=bench.device))
     medians = {variant: _median_run(found) for variant, found in runs.items() if found}
     return medians, statistics.median(peaks), failures
