@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,27 @@ needs_minilm = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finjust cache folder of the test session's own."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _matmul_plans_of_the_session(tmp_path_factory: pytest.TempPathFactory):
+def _matmul_plans_of_the_session(session_cache: Path):
     """The tiny models' matmul plans go to a file of the test session's, not the user's cache."""
     from finjust.models import machine_plans
 
     with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("cache") / "matmul-plans.json"
-        patch.setattr(machine_plans, "plans_file", lambda: path)
+        patch.setattr(machine_plans, "plans_file", lambda: session_cache / "matmul-plans.json")
         yield
+
+
+@pytest.fixture()
+def child_environment(session_cache: Path) -> dict[str, str]:
+    """The environment of a ``finjust`` process a test starts on a tiny model: its matmul plans
+    (timed under the test suite's load) go to the session's cache, not the user's."""
+    return {**os.environ, "FINJUST_CACHE": str(session_cache)}
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

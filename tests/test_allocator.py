@@ -126,8 +126,10 @@ def test_a_relaunch_the_system_refuses_is_one_note_and_the_command_runs_here(mon
 
     monkeypatch.setattr(launch.allocator, "relaunch_environment", lambda: {"LD_PRELOAD": "/lib/tc.so other.so"})
     monkeypatch.setattr(launch.os, "execve", refused)
-    monkeypatch.delenv(allocator.RELAUNCH_REFUSED, raising=False)  # restored after the test
+    monkeypatch.setenv(allocator.RELAUNCH_REFUSED, "")  # set first: a delenv of an absent name restores nothing,
+    monkeypatch.delenv(allocator.RELAUNCH_REFUSED)  # and the relaunch's failure sets it for the whole session
     monkeypatch.setattr("finjust.cli.main.main", lambda: 7)
+    monkeypatch.setattr(allocator, "active", lambda: None)  # the process the relaunch failed in: glibc's malloc
     assert launch.entry() == 7
     assert capsys.readouterr().err == ("note: starting again with /lib/tc.so preloaded failed (Argument list too "
                                        "long); going on in this process's memory allocator (FINJUST_ALLOCATOR=glibc "
@@ -144,6 +146,8 @@ def test_without_a_relaunch_the_command_runs_its_main(monkeypatch):
 
 def test_a_bad_setting_is_one_line_and_status_2(monkeypatch, capsys):
     monkeypatch.setenv("FINJUST_ALLOCATOR", "/nonexistent/lib.so")
+    monkeypatch.setattr(allocator, "active", lambda: None)  # as in glibc's malloc, should pytest run in tcmalloc
+    monkeypatch.delenv(allocator.RELAUNCHED, raising=False)
     assert launch.entry() == 2
     assert capsys.readouterr().err.startswith("error: FINJUST_ALLOCATOR=/nonexistent/lib.so: no such file")
 

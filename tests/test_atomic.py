@@ -104,10 +104,16 @@ def test_a_write_that_fails_on_a_full_disk_says_so_and_names_its_target(tmp_path
 
 def test_a_failed_write_with_space_left_is_left_as_it_was(tmp_path):
     def broken(tmp):
+        (tmp / "half.bin").write_bytes(b"written before the failure")
         raise RuntimeError("a bug")
 
-    with pytest.raises(RuntimeError, match="a bug"):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("the folder's content before")
+    with pytest.raises(RuntimeError, match="a bug"):  # the error as it was, not a disk-full one
         atomic.write_folder(tmp_path / "out", broken)
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]  # no temp folder left
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["old.txt"]
+    assert (tmp_path / "out" / "old.txt").read_text() == "the folder's content before"
 
 
 def test_a_full_disk_s_nameless_error_names_the_file(tmp_path):

@@ -100,18 +100,19 @@ def test_progress_into_a_closed_pipe_stops_printing_and_lets_the_run_go_on():
     assert ClosedPipe.writes == 1
 
 
-def test_sigterm_stops_a_command_as_ctrl_c_does_and_the_handler_is_given_back(monkeypatch, capsys):
-    before = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])  # docker stop, timeout, a closed terminal
+def test_sigterm_or_sighup_stops_a_command_as_ctrl_c_does_and_the_handler_is_given_back(monkeypatch, capsys, number):
+    before = signal.getsignal(number)
 
     def terminated(args):
-        os.kill(os.getpid(), signal.SIGTERM)  # docker stop, timeout, a batch scheduler
+        os.kill(os.getpid(), number)
         time.sleep(5)  # the signal lands here
         return 0
 
     monkeypatch.setattr(subcommand("report"), "run", terminated)
-    assert main(["report", "somewhere"]) == 128 + signal.SIGTERM
-    assert capsys.readouterr().err == "terminated (SIGTERM)\n"
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert main(["report", "somewhere"]) == 128 + number
+    assert capsys.readouterr().err == f"terminated ({signal.Signals(number).name})\n"
+    assert signal.getsignal(number) is before
 
 
 def test_ctrl_c_with_stderr_piped_to_a_reader_that_died_too_still_exits_130(monkeypatch):

@@ -39,9 +39,11 @@ def test_every_problem_of_the_data_section_is_listed(tmp_path):
             "stratify_by": "label", "group_by": "doc", "quality": {"fail_on": ["leakge"], "bogus": 1},
         }))  # fmt: skip
     text = str(caught.value)
-    for needle in ("data.train[0].weight: expected a number > 0", "unknown field 'outptu'; did you mean 'output'?",
-                   "data.too_long: expected one of truncate, drop, error",
-                   "unknown key 'data.quality.bogus'"):  # fmt: skip
+    needles = ("data.train[0].weight: expected a number > 0", "unknown field 'outptu'; did you mean 'output'?",
+               "data.too_long: expected one of truncate, drop, error", "unknown key 'data.quality.bogus'",
+               "stratified or grouped, not both", "unknown finding 'leakge'; did you mean 'leakage'?")  # fmt: skip
+    assert text.splitlines()[0].endswith(f": {len(needles)} problems:"), text
+    for needle in needles:
         assert needle in text, text
     with pytest.raises(RecipeError, match="did you mean 'leakage'"):
         load_recipe(_recipe(tmp_path, {"train": "a.jsonl", "quality": {"fail_on": ["leakge"]}}))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import time
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from finjust.errors import ModelLoadError
 from finjust.models import load
@@ -15,11 +18,29 @@ from finjust.models.load import choose_dtype, load_model, resolve_model_folder
 from finjust.models.shipped import ShippedModel
 
 
-def test_a_folder_loads_with_its_tokenizer_and_stop_token(tiny_model_dir):
-    loaded = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+def test_a_folder_loads_with_its_tokenizer_and_stop_token(tiny_model_dir, tmp_path):
+    """As SmolLM2's files have it: the config's EOS is <|endoftext|>, the chat template ends turns
+    with <|im_end|>, and the tokenizer has no pad token."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    assert _edit_json(folder / "tokenizer_config.json", pad_token=None)["pad_token"] == "<|endoftext|>"
+    text_end_id = AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("<|endoftext|>")
+    _edit_json(folder / "config.json", eos_token_id=text_end_id, pad_token_id=None)
+    _edit_json(folder / "generation_config.json", eos_token_id=text_end_id, pad_token_id=None)
+    loaded = load_model(str(folder), dtype="float32", device="cpu")
     assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
-    assert loaded.model.generation_config.eos_token_id == loaded.tokenizer.eos_token_id
-    assert loaded.tokenizer.pad_token is not None
+    turn_end = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert loaded.tokenizer.eos_token_id == turn_end != text_end_id
+    assert loaded.model.generation_config.eos_token_id == turn_end == loaded.model.config.eos_token_id
+    assert loaded.tokenizer.pad_token == "<|im_end|>" and loaded.model.generation_config.pad_token_id == turn_end
+
+
+def _edit_json(path, **changes) -> dict:
+    """Set ``changes`` in a JSON file (None removes a key); the file's content before."""
+    before = json.loads(path.read_text())
+    after = {**before, **changes}
+    path.write_text(json.dumps({k: v for k, v in after.items() if v is not None}))
+    return before
 
 
 def test_loading_prints_nothing_and_leaves_transformers_bars_as_they_were(tiny_model_dir, capfd):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -26,13 +25,13 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "trainable.safetensors"))
 
 
-def _start_and_kill(recipe: Path, run: Path, at_step: int) -> int:
+def _start_and_kill(recipe: Path, run: Path, at_step: int, environment: dict[str, str]) -> int:
     """Start a training process, SIGKILL it once a checkpoint at ``at_step`` or later exists."""
     process = subprocess.Popen(
         [sys.executable, "-m", "finjust", "train", str(recipe), *SETTINGS],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env={**environment, "PYTHONHASHSEED": "0"},
     )
     deadline = time.monotonic() + 120
     try:
@@ -49,13 +48,13 @@ def _start_and_kill(recipe: Path, run: Path, at_step: int) -> int:
     return int(folder.name.split("-")[1])
 
 
-def test_sigkilled_run_resumes_to_the_same_end(tiny_recipe, tmp_path):
+def test_sigkilled_run_resumes_to_the_same_end(tiny_recipe, tmp_path, child_environment):
     recipe = tiny_recipe(method={"name": "full"}, train={"lr": 1e-3})
     reference = tmp_path / "reference"
     assert main(["train", str(recipe), *SETTINGS, f"output.dir={reference}"]) == 0
 
     run = tmp_path / "run"
-    killed_at = _start_and_kill(recipe, run, at_step=30)
+    killed_at = _start_and_kill(recipe, run, at_step=30, environment=child_environment)
     assert killed_at < STEPS, "the run finished before it could be killed"
     assert not (run / "scorecard.json").exists()
 
