@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -42,6 +43,17 @@ def test_clean_up_takes_only_its_own_temps_and_moved_aside_folders(tmp_path):
     (tmp_path / ".run.mynotes1").write_text("a user's")  # eight letters and digits, but not ours
     atomic.recover(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.mynotes1", "run"]
+
+
+@pytest.mark.parametrize("name", ["model", "m[1]"])
+def test_clean_up_of_one_target_leaves_a_sibling_s_work_in_progress(tmp_path, name):
+    (tmp_path / f".{name}.ab12cd34.finjust-tmp").mkdir()  # this target's killed export
+    (tmp_path / f".{name}.old").mkdir()  # moved aside; nothing replaced it
+    others = [f".{name}.int8.ef56gh78.finjust-tmp", ".m1.old", ".model1.zz99yy88.finjust-tmp"]
+    for other in others:  # a live export to model.int8 beside it; names a glob pattern would match
+        (tmp_path / other).mkdir()
+    atomic.recover(tmp_path, name=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, *others])
 
 
 def test_the_temps_a_write_makes_are_what_clean_up_recognises(tmp_path, monkeypatch):
@@ -151,3 +163,29 @@ def test_a_published_folder_has_its_folders_synced_deepest_first(tmp_path, monke
     monkeypatch.setattr(atomic, "_fsync_dir", synced.append)
     atomic.readable_and_synced(tmp_path / "tree")
     assert synced == [tmp_path / "tree" / "sub", tmp_path / "tree"]
+
+
+def test_a_file_replaced_keeps_its_mode_and_a_symlink_its_link(tmp_path):
+    real, link = tmp_path / "real.json", tmp_path / "latest.json"
+    real.write_text("{}")
+    real.chmod(0o600)  # the user's choice: private
+    link.symlink_to(real)
+    atomic.write_json(link, {"step": 2})
+    assert link.is_symlink() and json.loads(real.read_text()) == {"step": 2}
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_json_that_reads_back_the_same(tmp_path):
+    name = os.fsdecode(b"caf\xe9.jsonl")  # Latin-1 bytes: Python holds the \xe9 as the lone surrogate \udce9
+    atomic.write_json(tmp_path / "report.json", {"file": name})
+    assert json.loads((tmp_path / "report.json").read_text()) == {"file": name}
+
+
+def test_the_umask_is_read_without_being_changed(monkeypatch):
+    current = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("set to read it back: a moment at 0"))
+        assert atomic._umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(current)

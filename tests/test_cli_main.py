@@ -17,10 +17,7 @@ from finjust.cli.progress import ProgressPrinter
 LOADED_AFTER = """
 import sys
 from finjust.cli.main import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
+main(sys.argv[1:])  # a status for --help and usage errors too, no SystemExit
 print(sorted(name for name in ("torch", "transformers", "peft") if name in sys.modules))
 """
 
@@ -62,10 +59,13 @@ def test_options_before_the_subcommand_still_pick_it(monkeypatch):
     assert main(["--debug", "report", "somewhere"]) == 0 and ran == ["report"]
 
 
+def test_help_is_status_0(capsys):
+    assert main(["--help"]) == 0 and "usage: finjust" in capsys.readouterr().out
+
+
 def test_an_unknown_subcommand_lists_the_known_ones(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["trian"])
-    assert exit_.value.code == 2 and "choose from 'demo', 'data', 'train'" in capsys.readouterr().err
+    assert main(["trian"]) == 2  # main(argv) returns a status, argparse's refusals too
+    assert "choose from 'demo', 'data', 'train'" in capsys.readouterr().err
 
 
 def test_ctrl_c_while_the_subcommand_imports_is_one_line_and_status_130(monkeypatch, capsys):
@@ -98,6 +98,25 @@ def test_progress_into_a_closed_pipe_stops_printing_and_lets_the_run_go_on():
     printer("phase", {"text": "training"})
     printer("phase", {"text": "scoring"})  # no exception, and no second write
     assert ClosedPipe.writes == 1
+
+
+def test_a_result_shown_to_a_reader_that_has_gone_is_no_error():
+    script = "import sys; from finjust.cli.process import show; show('row\\n' * 100_000); sys.exit(3)"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone, as `| head` leaves it
+    err = process.stderr.read()
+    process.wait()
+    assert (process.returncode, err) == (3, b"")  # the command's own status, no traceback, no exit 120
+
+
+def test_a_signal_the_process_ignores_stays_ignored(monkeypatch):
+    from finjust.cli.process import termination_as_interrupt
+
+    monkeypatch.setattr(signal, "getsignal", lambda number: signal.SIG_IGN if number == signal.SIGHUP else None)
+    installed = {}
+    monkeypatch.setattr(signal, "signal", lambda number, handler: installed.setdefault(number, handler))
+    with termination_as_interrupt():  # under nohup: SIGHUP ignored, as the command inherited it
+        assert list(installed) == [signal.SIGTERM]
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])  # docker stop, timeout, a closed terminal

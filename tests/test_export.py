@@ -418,9 +418,9 @@ def test_a_qlora_run_merges_dequantised(tiny_model_dir, tmp_path):
     ("--json", ".", "is a folder; give a file path"),
 ])  # fmt: skip
 def test_bad_export_options_are_refused_before_any_work(tmp_path, capsys, option, value, message):
-    with pytest.raises(SystemExit) as refused:  # argparse's usage error
-        main(["export", str(tmp_path / "no-such-run"), "--format", "adapter", option, value])
-    assert refused.value.code == 2 and message in capsys.readouterr().err
+    # argparse's usage error
+    assert main(["export", str(tmp_path / "no-such-run"), "--format", "adapter", option, value]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_export_json_holds_absolute_paths_whatever_was_typed(lora_run, tmp_path, monkeypatch):

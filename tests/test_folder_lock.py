@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,14 @@ def test_the_lock_file_is_open_for_writing_where_it_can_be(tmp_path):
         with folder_lock(tmp_path / "out"):
             pass
     assert seen == [os.O_RDWR]
+
+
+@pytest.mark.parametrize("spelling", ["alias", "runs/sub/..", "./runs"])
+def test_one_folder_is_one_lock_however_its_path_is_spelt(tmp_path, monkeypatch, spelling):
+    from finjust.errors import FolderBusyError
+
+    (tmp_path / "runs" / "sub").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    with folder_lock(tmp_path / "runs"), pytest.raises(FolderBusyError), folder_lock(Path(spelling)):
+        pass

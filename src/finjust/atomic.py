@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,16 +19,22 @@ from typing import Any
 TEMP_SUFFIX = ".finjust-tmp"
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+def write_text(path: str | Path, text: str, errors: str = "strict") -> None:
+    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    A file replaced keeps its permissions, and a symlink its link: the file it points to is
+    what is replaced. ``errors``: as ``str.encode`` takes it, for text that UTF-8 cannot encode."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     if path.is_dir():  # else the rename's error would name the temp file, not this path
         raise IsADirectoryError(errno.EISDIR, "is a folder; give a file path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
     fd, tmp = _beside(path, tempfile.mkstemp)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
-        with naming_file(path), os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.chmod(tmp, mode)  # mkstemp makes 0600; the file should read like any other
+        with naming_file(path), os.fdopen(fd, "w", encoding="utf-8", errors=errors) as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -83,13 +90,33 @@ def _beside(path: Path, make: Callable[..., Any]) -> Any:
 
 
 def _umask() -> int:
+    """The process's umask, read where Linux shows it: setting it to read it back leaves a moment
+    in which another thread's files, or a signal handler's, would be made world-writable."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     current = os.umask(0)
     os.umask(current)
     return current
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """``data`` as indented JSON. A file name that is not UTF-8 (Python holds its bytes as lone
+    surrogates) is written as the JSON escape ``\\udce9``, which reads back as the same string."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", errors="backslashreplace")
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (then they land): between two
+    renames one would leave neither the old folder nor the new one in place."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextmanager
@@ -109,8 +136,9 @@ def folder(path: str | Path) -> Iterator[Path]:
             # rename cannot replace a non-empty folder: move the old one aside first
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
+            with _signals_held():
+                os.replace(path, old)
+                os.replace(tmp, path)
             _fsync_dir(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -144,7 +172,7 @@ def _out_of_space(error: Exception, path: Path, tmp: Path) -> OSError | None:
 def is_leftover(entry: Path) -> bool:
     """True for what a killed :func:`write_text`, :func:`folder` or :func:`remove_folder` leaves:
     ``.NAME.old`` (a folder moved aside) or ``.NAME.<random>.finjust-tmp`` (a temp)."""
-    return entry.name.startswith(".") and (entry.name.endswith(TEMP_SUFFIX) or moved_aside(entry) is not None)
+    return leftover_of(entry) is not None
 
 
 def moved_aside(entry: Path) -> str | None:
@@ -153,17 +181,27 @@ def moved_aside(entry: Path) -> str | None:
     return name[1 : -len(".old")] if name.startswith(".") and name.endswith(".old") and len(name) > 5 else None
 
 
-def recover(parent: Path, pattern: str = "*") -> None:
-    """Tidy what a process killed while writing left among ``parent``'s entries named ``pattern``:
-    a folder moved aside as ``.NAME.old`` while its replacement was being renamed in is the last
-    complete ``NAME``, and comes back where nothing replaced it; temp files and folders go.
+def leftover_of(entry: Path) -> str | None:
+    """``NAME`` for what a killed write of ``NAME`` left (``.NAME.old``, ``.NAME.<random>.finjust-tmp``), else None."""
+    if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+        owner, dot, _ = entry.name[1 : -len(TEMP_SUFFIX)].rpartition(".")  # tempfile's random part has no dot
+        return owner if dot else None
+    return moved_aside(entry)
+
+
+def recover(parent: Path, name: str | None = None, prefix: str = "") -> None:
+    """Tidy what a process killed while writing left in ``parent`` for the entry ``name`` (None:
+    every entry whose name starts with ``prefix``): a folder moved aside as ``.NAME.old`` while its
+    replacement was being renamed in is the last complete ``NAME``, and comes back where nothing
+    replaced it; temp files and folders go. Names are compared whole, not as glob patterns: the
+    leftovers of ``model`` are not those of ``model.int8``, another export's work in progress.
     Other dot-names (a user's ``.gitignore``) are left alone."""
-    for entry in parent.glob(f".{pattern}.*"):
-        if not is_leftover(entry):
+    for entry in list(parent.iterdir()) if parent.is_dir() else []:
+        owner = leftover_of(entry)
+        if owner is None or not owner.startswith(prefix) or name is not None and owner != name:
             continue
-        name = moved_aside(entry)
-        if name is not None and not (parent / name).exists():
-            os.replace(entry, parent / name)
+        if entry.name == f".{owner}.old" and not (parent / owner).exists():
+            os.replace(entry, parent / owner)
         elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:

@@ -26,7 +26,8 @@ from finjust.errors import FolderBusyError
 
 def lock_file(root: Path) -> Path:
     """The file whose lock holds the folder ``root``."""
-    root = root.absolute()  # ``.`` has no name of its own
+    # one folder, one lock however its path is spelt (``.``, ``runs/x/..``, a symlink to it)
+    root = root.resolve()
     return root.with_name(f".{root.name}.lock")
 
 

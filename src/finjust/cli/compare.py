@@ -7,6 +7,7 @@ from pathlib import Path
 
 from finjust import atomic
 from finjust.cli.arguments import output_file
+from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
 from finjust.eval.augment import FEW_SHOT_INSTRUCTION
 from finjust.eval.compare_rows import DEFAULT_ROWS, STRATEGIES
@@ -57,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
         headline=args.headline,
     )
     result = compare_run(args.run_dir, options, on_event=ProgressPrinter())
-    print(format_comparison(result))
-    if args.json:
+    if args.json:  # the files first: the table's reader may be gone (`| head`)
         atomic.write_json(args.json, result)
     if args.html:
         from finjust.eval.report import comparison_page  # matplotlib loads only when a page is asked for
 
         atomic.write_text(args.html, comparison_page(result))
+    show(format_comparison(result))
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from finjust import atomic
 from finjust.cli.arguments import output_file
+from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import RecipeError
 from finjust.recipe import apply_overrides, data_section_from_dict, load_recipe
@@ -59,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(resolve_model_folder(model), chat=_needs_chat_template(data))
     printer = ProgressPrinter()
     report = check_data(data, seed, tokenizer, lambda n: printer("phase", {"text": f"read {n:,} records"}), model)
-    print(format_report(report))
-    if args.json:
+    if args.json:  # the files first: the table's reader may be gone (`| head`)
         atomic.write_json(args.json, report.to_dict())
     if args.html:
         atomic.write_text(args.html, render_html(report))
+    show(format_report(report))
     return 0 if report.passed else 1
 
 

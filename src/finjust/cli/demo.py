@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
+from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
 from finjust.cli.train import resume_hint
 from finjust.errors import RecipeError
@@ -51,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
     recipe = demo_recipe(args.output, args.overrides)
     result = run_recipe(recipe, on_event=ProgressPrinter())
     show_scorecard(result.scorecard, args.json)
-    print(f"\nrun folder: {result.run_dir}")
+    show(f"\nrun folder: {result.run_dir}")
     return 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from finjust import atomic
 from finjust.cli.arguments import fraction, output_file, positive_int
+from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import ExportError
 from finjust.export import FORMATS, get_format
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json and error.result is not None:  # the parity report of a failed check: why it failed
             atomic.write_json(args.json, error.result)
         raise
-    print(format_result(result))
+    show(format_result(result))
     if args.json:
         atomic.write_json(args.json, result)
     return 0

@@ -86,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     tolerate_any_encoding()
     with termination_as_interrupt():
-        return _dispatch(argv)
+        try:
+            return _dispatch(argv)
+        except SystemExit as done:  # argparse's --help (0) and usage errors (2): a status, as every other end
+            return done.code if isinstance(done.code, int) else 0 if done.code is None else 2
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 from finjust import atomic
 from finjust.cli.arguments import output_file
+from finjust.cli.process import show
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +17,6 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 def show_scorecard(scorecard: dict[str, Any], json_path: str | None) -> None:
     from finjust.eval.scorecard import format_scorecard  # here: --help needs no torch model code (finjust.cli.main)
 
-    print(format_scorecard(scorecard))
-    if json_path:
+    if json_path:  # first: the table's reader may be gone (`| head`)
         atomic.write_json(json_path, scorecard)
+    show(format_scorecard(scorecard))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,18 @@ def tell(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def show(text: str) -> None:
+    """A command's result on stdout, which may be a pipe whose reader has gone (``| head``): the
+    files were written before and the exit status still says how the work went."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # what is left in stdout's buffer would fail the interpreter's flush at exit (status 120)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP (``docker stop``, ``timeout``, a batch scheduler, a closed terminal),
     raised where the signal lands so that a run stops as at Ctrl-C: an overwrite stopped before
@@ -47,7 +60,8 @@ def termination_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield
         return
-    signals = (signal.SIGTERM, signal.SIGHUP)
+    # a signal the process ignores stays ignored: ``nohup finjust train`` must outlive its terminal
+    signals = [number for number in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(number) != signal.SIG_IGN]
     saved = [signal.signal(number, stop) for number in signals]
     try:
         yield

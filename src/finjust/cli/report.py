@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from finjust.cli.arguments import non_negative_int, output_file
+from finjust.cli.process import show
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
@@ -27,5 +28,5 @@ def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) ->
 def run(args: argparse.Namespace) -> int:
     from finjust.eval.report import write_report  # matplotlib (~0.7 s) loads only for this command
 
-    print(f"report written to {write_report(args.run_dir, args.output, args.samples)}")
+    show(f"report written to {write_report(args.run_dir, args.output, args.samples)}")
     return 0

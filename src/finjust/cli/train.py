@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from finjust.cli.output import add_json_option, show_scorecard
+from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import FinjustError, RecipeError
 from finjust.recipe import load_recipe, section_help
@@ -64,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_recipe(recipe, resume=bool(args.resume), on_event=ProgressPrinter())
     show_scorecard(result.scorecard, args.json)
-    print(f"\nrun folder: {result.run_dir}")
+    show(f"\nrun folder: {result.run_dir}")
     return 0

@@ -72,7 +72,7 @@ def export_classifier_run(run_dir: str | Path, format_name: str, target: Path, p
     # Every method that merges gives back the transformers model (peft's merge_and_unload unwraps it)
     merged = cast("PreTrainedModel", method.merge(copy.deepcopy(reference.model))).float().eval()
     texts = _test_ids(recipe, reference.tokenizer, labels, prompts)
-    atomic.recover(target.parent, target.name)  # what a killed export of the same target left
+    atomic.recover(target.parent, name=target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
         _write_graph(merged, tmp / GRAPH, _trace_sample(texts))
         merged.config.save_pretrained(tmp)

@@ -88,7 +88,7 @@ def _write_checked(fmt: ExportFormat, quant: str | None, source: ExportSource, t
                    thresholds: ParityThresholds, on_event: EventHandler) -> dict[str, Any]:  # fmt: skip
     """Write the artifact into a temp folder, check its parity, and move it to ``target`` if it passes."""
     label = _label(fmt, quant)
-    atomic.recover(target.parent, target.name)  # what a killed export of the same target left
+    atomic.recover(target.parent, name=target.name)  # what a killed export of the same target left
     with atomic.folder(target) as tmp:
         on_event("phase", {"text": f"writing {label}"})
         fmt.write(source, tmp, quant)

@@ -128,7 +128,7 @@ def recover_interrupted_saves(root: Path) -> None:
     """Tidy what a run killed while saving left in ``root``: a checkpoint moved aside as
     ``.step-N.old`` comes back where no ``step-N`` replaced it, and half-written temp folders
     (a full model and optimizer each, for full fine-tuning) go (:func:`finjust.atomic.recover`)."""
-    atomic.recover(root, f"{_PREFIX}*")
+    atomic.recover(root, prefix=_PREFIX)
 
 
 def has_checkpoint(root: Path) -> bool:

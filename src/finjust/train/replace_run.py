@@ -10,7 +10,6 @@ until it finishes.
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def recover(root: Path) -> None:
     and remove temps a killed deletion left beside ``root``."""
     if not root.parent.is_dir():
         return
-    atomic.recover(root.parent, glob.escape(root.name))
+    atomic.recover(root.parent, name=root.name)
     if aside(root).exists() and not root.exists():
         os.replace(aside(root), root)
 
