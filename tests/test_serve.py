@@ -204,6 +204,7 @@ UNSUPPORTED = {
          400, "messages.0.content"),  # a control token would open a turn of the client's making
         (json.dumps({"messages": HELLO * 300}), 413, None),
         *[(json.dumps({"messages": HELLO, name: value}), 400, name) for name, value in UNSUPPORTED.items()],
+        (json.dumps({"messages": HELLO, "stop": ["x" * 257]}), 400, "stop"),
     ],
 )
 def test_bad_requests_are_refused_clearly_and_the_server_goes_on(server, body, status, param):
@@ -248,6 +249,41 @@ def test_more_messages_than_the_limit_are_refused_before_tokenizing(served):
         response = running.post("/v1/chat/completions", json.dumps({"messages": HELLO * 3}), key=None)
         assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_messages"
         assert running.client(None).chat.completions.create(model="tiny", messages=HELLO * 2, max_tokens=2).choices
+
+
+def test_a_prompt_of_more_token_ids_than_the_context_is_refused_before_validating(served, server):
+    response = server.post("/v1/completions", json.dumps({"prompt": [5] * (served.context + 1), "max_tokens": 2}))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_body_not_sent_as_json_is_refused(server):
+    # a web page may POST text/plain or a form across sites without asking the server first
+    response = httpx2.post(f"{server.url}/v1/chat/completions", content=json.dumps({"messages": HELLO}),
+                           headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"})  # fmt: skip
+    assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_server_without_a_key_on_loopback_answers_only_requests_addressed_to_this_machine(served):
+    with Server(create_app(served, ServeOptions(local_only=True))) as running:
+        port = running.url.rpartition(":")[2]
+        rebound = httpx2.post(f"{running.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 1},
+                              headers={"Host": f"attacker.example:{port}"})  # DNS rebinding: the page's own name
+        assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "host_not_allowed"
+        for host in (f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
+            local = httpx2.get(f"{running.url}/v1/models", headers={"Host": host})
+            assert local.status_code == 200, (host, local.text)
+        assert running.client(None).completions.create(model="tiny", prompt="Hi", max_tokens=1).choices
+
+
+def test_a_client_silent_mid_body_is_answered_408_and_holds_no_place_in_the_queue(served):
+    with Server(create_app(served, ServeOptions(max_queue=1, body_seconds=1))) as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as silent:
+            silent.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 1000\r\n\r\n{")  # then nothing more  # fmt: skip
+            assert running.client(None).completions.create(model="tiny", prompt="Hi", max_tokens=1).choices
+            silent.settimeout(10)
+            assert silent.recv(200).startswith(b"HTTP/1.1 408")
 
 
 def test_n_above_one_is_a_bad_request_for_the_client(server):
@@ -442,13 +478,15 @@ def test_generation_failure_answers_500_and_the_server_goes_on(served, monkeypat
     def flaky(model, rows):
         calls.append(1)
         if len(calls) == 1:
-            raise torch.cuda.OutOfMemoryError("simulated")
+            raise torch.cuda.OutOfMemoryError("simulated: 2 GiB at /srv/private/weights")
         return real(model, rows)
 
     monkeypatch.setattr(engine_module, "generate_rows", flaky)
     with Server(create_app(served)) as running:
         failed = running.post("/v1/completions", json.dumps({"prompt": "Hi", "max_tokens": 2}), key=None)
-        assert failed.status_code == 500 and failed.json()["error"]["type"] == "server_error"
+        error = failed.json()["error"]
+        assert failed.status_code == 500 and error["type"] == "server_error" and error["code"] == "generation_failed"
+        assert "/srv/private" not in failed.text  # the exception's text stays in the server's log
         assert running.client(None).completions.create(model="tiny", prompt="Hi", max_tokens=2).choices
 
 

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,
                            max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
-                           max_prompt_tokens=args.max_prompt_tokens)  # fmt: skip
+                           max_prompt_tokens=args.max_prompt_tokens,
+                           local_only=not args.api_key and _is_loopback(args.host))  # fmt: skip
     port = _free_port(args.host, args.port)  # before the model loads, not after
     if not options.api_key and not _is_loopback(args.host):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it; "

@@ -29,7 +29,14 @@ from finjust.errors import ServeError
 from finjust.serve.decode import Row
 from finjust.serve.engine import DONE, FAILED, TEXT, Engine, Job
 from finjust.serve.options import ServeOptions
-from finjust.serve.requests import ChatRequest, CompletionRequest, Prepared, prepare_chat, prepare_completion
+from finjust.serve.requests import (
+    ChatRequest,
+    CompletionRequest,
+    Prepared,
+    prepare_chat,
+    prepare_completion,
+    refuse_long_lists,
+)
 from finjust.serve.responses import CHAT, DONE_EVENT, TEXT_COMPLETION, Envelope, Shape, error_body, sse, usage
 from finjust.serve.source import ServedModel, load_served_model
 
@@ -92,12 +99,12 @@ def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
-        _check_key(request, options)
+        _check_access(request, options)
         return {"object": "list", "data": [card]}
 
     @app.get("/v1/models/{name:path}")
     async def model(name: str, request: Request) -> dict[str, Any]:
-        _check_key(request, options)
+        _check_access(request, options)
         if name != served.name:
             raise ServeError(f"model {name!r} is not served here; this server serves {served.name!r}",
                              status=404, param="model", code="model_not_found")  # fmt: skip
@@ -118,16 +125,14 @@ DISCONNECT_POLL_SECONDS = 0.25
 
 async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine,
                     preparing: ThreadPoolExecutor) -> Any:  # fmt: skip
-    _check_key(request, options)
+    _check_access(request, options)
+    _require_json(request)
+    # read before a place in the queue is taken: a client that goes silent mid-body holds none
+    body = await _read_body(request, options.max_body_bytes, options.body_seconds)
     handled = _ENDPOINTS[endpoint]
-    with engine.admitted():  # a full server refuses before reading and tokenizing, not after
-        body = await _read_body(request, options.max_body_bytes)
-        try:
-            parsed = handled.schema.model_validate(_json(body))
-        except ValidationError as error:
-            raise _validation_error(error) from None
-        loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(preparing, handled.prepare, parsed, served, options)
+    loop = asyncio.get_running_loop()
+    with engine.admitted():  # a full server refuses before parsing and tokenizing, not after
+        prepared = await loop.run_in_executor(preparing, _prepare, handled, body, served, options)
         job = Job(prepared.prompt, prepared.sampling, prepared.stream, loop)
         engine.submit(job)
     envelope = Envelope.new(handled.shape, served.name)
@@ -136,6 +141,18 @@ async def _generate(request: Request, endpoint: str, served: ServedModel, option
                                  headers={"Cache-Control": "no-cache"})  # fmt: skip
     row = await _wait(job, request)
     return envelope.response(row, len(prepared.prompt))
+
+
+def _prepare(handled: _Endpoint, body: bytes, served: ServedModel, options: ServeOptions) -> Prepared:
+    """Parse, validate and tokenize ``body``, in the preparing thread: off the event loop, where a
+    large invalid body's validation would hold up every other client's stream."""
+    value = _json(body)
+    refuse_long_lists(value, served, options)
+    try:
+        parsed = handled.schema.model_validate(value)
+    except ValidationError as error:
+        raise _validation_error(error) from None
+    return handled.prepare(parsed, served, options)
 
 
 async def _wait(job: Job, request: Request) -> Row:
@@ -175,11 +192,38 @@ async def _stream(job: Job, envelope: Envelope, prepared: Prepared) -> AsyncIter
                     yield envelope.chunk([], {"usage": usage(len(prepared.prompt), payload.completion_tokens)})
                 break
             else:  # the status line is already sent: the error travels as an event, as OpenAI's does
-                yield sse(error_body(f"generation failed: {payload}", "server_error"))
+                yield sse(error_body(str(payload), payload.kind, code=payload.code))
                 break
         yield DONE_EVENT
     finally:  # also when the client disconnects mid-stream: stop generating for it
         job.cancelled.set()
+
+
+#: the names a request addressed to this machine's loopback interface carries in its Host header
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def _check_access(request: Request, options: ServeOptions) -> None:
+    """The Host header where the server answers local requests only, then the API key."""
+    if options.local_only:
+        host = request.headers.get("host", "")
+        name = host if host.startswith("[") and host.endswith("]") else host.rpartition(":")[0] or host
+        if name.lower() not in LOCAL_HOSTS:
+            raise ServeError(f"Host {host!r} is not this machine: a server without an API key on a loopback address "
+                             "answers requests to localhost, 127.0.0.1 or [::1] only (a web page cannot reach it "
+                             "by another name); start it with --api-key to serve others", status=403,
+                             code="host_not_allowed", kind="permission_error")  # fmt: skip
+    _check_key(request, options)
+
+
+def _require_json(request: Request) -> None:
+    """POST bodies must say they are JSON, as OpenAI's clients send them: a browser sends a
+    cross-site form or text/plain POST without asking the server first, JSON only after a CORS
+    check this server never passes."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise ServeError(f"the request body must be sent as Content-Type: application/json (got {media or 'none'})",
+                         status=415, code="unsupported_media_type")  # fmt: skip
 
 
 def _check_key(request: Request, options: ServeOptions) -> None:
@@ -193,19 +237,25 @@ def _check_key(request: Request, options: ServeOptions) -> None:
                          "started with", status=401, code="invalid_api_key", kind="authentication_error")  # fmt: skip
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` bytes (whatever Content-Length claims)."""
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (whatever Content-Length
+    claims), and with 408 where it has not all come within ``seconds``."""
     too_big = ServeError(f"the request body is larger than this server's limit of {limit} bytes", status=413,
                          code="request_too_large")  # fmt: skip
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ServeError(f"the request body did not arrive within {seconds:g} s", status=408,
+                         code="request_timeout") from None  # fmt: skip
     return b"".join(chunks)
 
 
@@ -273,7 +323,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def crashed(request: Request, error: Exception) -> JSONResponse:
         # not logged here: after this answer Starlette raises the error again, and uvicorn logs its traceback
-        return answer(500, error_body(f"internal error: {error}", "server_error"))
+        # the message stays in the log: an exception's text may name the server's files or memory
+        return answer(500, error_body("internal error; the server's log has the details", "server_error"))
 
     handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
         ServeError: refused, HTTPException: http, Exception: crashed,

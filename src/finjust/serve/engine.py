@@ -208,10 +208,12 @@ class Engine:
         self._running = batch
         try:
             generate_rows(self.served, rows)
-        except Exception as error:  # a failure answers these requests; the worker keeps serving the rest
+        except Exception:  # a failure answers these requests; the worker keeps serving the rest
             log.exception("generation failed for %d request(s)", len(batch))
+            failed = ServeError("generation failed; the server's log has the details", status=500,
+                                code="generation_failed", kind="server_error")  # fmt: skip
             for job in batch:
-                job.post(FAILED, error)
+                job.post(FAILED, failed)
             return
         finally:
             self._running = []

@@ -27,10 +27,18 @@ class ServeOptions:
     max_prompt_tokens: int | None = None
     #: most tokens one request may generate; also what a request that gives no max_tokens gets
     max_tokens_limit: int = 512
+    #: seconds a client has to send its body: a client that goes silent mid-body is answered 408
+    body_seconds: float = 30.0
+    #: answer only requests addressed to this machine as localhost, 127.0.0.1 or [::1] (the
+    #: ``Host`` header): a web page the operator visits cannot then reach a server without a key
+    #: through DNS rebinding; ``finjust serve`` sets it for a loopback address without a key
+    local_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue", "max_body_bytes", "max_messages", "max_tokens_limit"):
             if getattr(self, name) < 1:
                 raise ServeError(f"{name} must be at least 1, got {getattr(self, name)}", status=500)
+        if not self.body_seconds > 0:
+            raise ServeError(f"body_seconds must be above 0, got {self.body_seconds}", status=500)
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ServeError(f"max_prompt_tokens must be at least 1, got {self.max_prompt_tokens}", status=500)

@@ -25,6 +25,7 @@ from finjust.serve.source import ServedModel
 #: OpenAI's newer "developer" role is what older templates call "system"
 _ROLE_NAMES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _MAX_STOPS = 4  # as OpenAI
+_MAX_STOP_CHARS = 256
 
 
 class _Strict(BaseModel):
@@ -114,12 +115,23 @@ class Prepared:
     include_usage: bool
 
 
+def refuse_long_lists(body: dict[str, Any], served: ServedModel, options: ServeOptions) -> None:
+    """Refuse more messages than the limit, or a prompt of more token ids than the context, before
+    validating them: validating (and describing the problems of) a body of 200,000 messages takes
+    seconds."""
+    messages, prompt = body.get("messages"), body.get("prompt")
+    if isinstance(messages, list) and len(messages) > options.max_messages:
+        raise ServeError(f"{len(messages)} messages, more than this server's limit of {options.max_messages}",
+                         param="messages", code="too_many_messages")  # fmt: skip
+    longest = options.max_prompt_tokens or served.context
+    if isinstance(prompt, list) and len(prompt) > longest:
+        raise ServeError(f"prompt holds {len(prompt)} items; a prompt is one string or at most {longest} token ids",
+                         param="prompt", code="context_length_exceeded")  # fmt: skip
+
+
 def prepare_chat(request: ChatRequest, served: ServedModel, options: ServeOptions) -> Prepared:
     """Render the messages with the model's chat template, ending with the assistant header."""
     _refuse_unsupported(request, served)  # before any tokenizing: a request for another model is cheap to refuse
-    if len(request.messages) > options.max_messages:
-        raise ServeError(f"{len(request.messages)} messages, more than this server's limit of "
-                         f"{options.max_messages}", param="messages", code="too_many_messages")  # fmt: skip
     messages = [Message(_ROLE_NAMES[m.role], m.text()) for m in request.messages]
     for number, message in enumerate(messages):
         _require_unicode(message.content, f"messages.{number}.content")
@@ -249,4 +261,6 @@ def _stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
         raise ServeError(f"{len(stops)} stop strings; at most {_MAX_STOPS}", param="stop")
     if any(not s for s in stops):
         raise ServeError("stop strings must not be empty", param="stop")
+    if any(len(s) > _MAX_STOP_CHARS for s in stops):  # each is searched for in the answer at every token
+        raise ServeError(f"stop strings must be at most {_MAX_STOP_CHARS} characters", param="stop")
     return tuple(stops)
