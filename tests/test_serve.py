@@ -269,7 +269,7 @@ def test_a_server_without_a_key_on_loopback_answers_only_requests_addressed_to_t
         rebound = httpx2.post(f"{running.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 1},
                               headers={"Host": f"attacker.example:{port}"})  # DNS rebinding: the page's own name
         assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "host_not_allowed"
-        for host in (f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
+        for host in (f"localhost:{port}", f"[::1]:{port}", "127.0.0.1", "127.0.0.2:80"):
             local = httpx2.get(f"{running.url}/v1/models", headers={"Host": host})
             assert local.status_code == 200, (host, local.text)
         assert running.client(None).completions.create(model="tiny", prompt="Hi", max_tokens=1).choices

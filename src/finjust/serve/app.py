@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import math
 import time
@@ -199,21 +200,28 @@ async def _stream(job: Job, envelope: Envelope, prepared: Prepared) -> AsyncIter
         job.cancelled.set()
 
 
-#: the names a request addressed to this machine's loopback interface carries in its Host header
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
-
-
 def _check_access(request: Request, options: ServeOptions) -> None:
     """The Host header where the server answers local requests only, then the API key."""
     if options.local_only:
         host = request.headers.get("host", "")
-        name = host if host.startswith("[") and host.endswith("]") else host.rpartition(":")[0] or host
-        if name.lower() not in LOCAL_HOSTS:
+        if not _names_this_machine(host):
             raise ServeError(f"Host {host!r} is not this machine: a server without an API key on a loopback address "
                              "answers requests to localhost, 127.0.0.1 or [::1] only (a web page cannot reach it "
                              "by another name); start it with --api-key to serve others", status=403,
                              code="host_not_allowed", kind="permission_error")  # fmt: skip
     _check_key(request, options)
+
+
+def _names_this_machine(host: str) -> bool:
+    """Whether a Host header (``localhost:8000``, ``[::1]:8000``, ``127.0.0.2``) names the loopback interface."""
+    name = host if host.endswith("]") else host.rpartition(":")[0] if ":" in host else host
+    name = name.removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _require_json(request: Request) -> None:
