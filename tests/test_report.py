@@ -110,6 +110,7 @@ def test_report_names_a_damaged_file_instead_of_a_traceback(run, capsys, name, c
 
 @pytest.mark.parametrize("text", ["model: [\n", "just a string\n", "- a\n- list\n"])
 def test_report_refuses_a_broken_recipe_clearly(tmp_path, capsys, text):
+    (tmp_path / ".finjust-run").write_text("")  # a run folder whose recipe.yaml broke
     (tmp_path / "recipe.yaml").write_text(text)
     assert main(["report", str(tmp_path)]) == 2
     assert f"{tmp_path / 'recipe.yaml'}: 1 problem" in capsys.readouterr().err

@@ -158,7 +158,7 @@ def test_resume_tidies_what_writes_killed_midway_left(tiny_recipe, tmp_path):
     (run / ".gitignore").write_text("*\n")  # not ours: stays
     assert main(["train", "--resume", str(run)]) == 0
     assert (run / "adapter" / "adapter_config.json").is_file()
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".gitignore"]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".finjust-run", ".gitignore"]  # the mark is the run's
 
 
 def test_a_run_killed_writing_its_first_file_can_start_again(tiny_recipe, tmp_path):
@@ -182,6 +182,35 @@ def test_overwrite_replaces_a_finished_run_whole(tiny_recipe, tmp_path):
 
 
 QUICK = ["eval.generate=false", "eval.retention=false"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_project_folder_holding_its_own_recipe_is_never_taken_for_a_run(tiny_recipe, tmp_path, capsys, overwrite):
+    project = tmp_path / "project"  # the user's: their recipe (output.dir: .) and notes
+    project.mkdir()
+    recipe = tiny_recipe(output={"dir": str(project), "overwrite": overwrite})
+    (project / "recipe.yaml").write_text(recipe.read_text())
+    (project / "notes.md").write_text("the user's")
+    assert main(["train", str(project / "recipe.yaml"), "train.max_steps=1", *QUICK]) == 2
+    assert "not a finjust run folder (a project's own recipe.yaml does not make one)" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == ["notes.md", "recipe.yaml"]
+    assert main(["train", "--resume", str(project)]) == 2
+    assert "not a finjust run folder" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_would_hold_the_run_s_data_is_refused(tiny_recipe, tmp_path, write_jsonl, capsys):
+    (tmp_path / "run").mkdir()
+    data = write_jsonl("run/train.jsonl", [{"instruction": "Hi", "output": "Hello"}] * 8)
+    assert main(["train", str(tiny_recipe(data={"train": str(data)})), *QUICK]) == 2
+    assert f"output.dir {tmp_path / 'run'} holds the run's data ({data})" in capsys.readouterr().err
+    assert data.is_file()
+
+
+def test_a_run_from_before_the_mark_is_still_a_run(tiny_recipe, tmp_path):
+    run = _finished_run(tiny_recipe, tmp_path)
+    (run / ".finjust-run").unlink()  # as runs started before 2026-11-27 are
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2", "output.overwrite=true", *QUICK]) == 0
+    assert not (run / "notes.txt").exists() and (run / ".finjust-run").is_file()
 
 
 def _finished_run(tiny_recipe, tmp_path) -> Path:

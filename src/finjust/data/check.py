@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -91,6 +92,11 @@ def _roles(data: Any) -> list[_Role]:
     roles = [_Role(s, POOL, "train") for s in parse_sources(data.train)]
     return roles + [_Role(held_out_source(p, name), origin, name) for p, origin, name in
                     ((data.validation, VALIDATION_FILE, "validation"), (data.test, TEST_FILE, "test")) if p]  # fmt: skip
+
+
+def source_paths(data: Any) -> list[Path]:
+    """The path of each source of the data section (train, validation, test)."""
+    return [Path(role.source.path) for role in _roles(data)]
 
 
 def require_readable(data: Any) -> None:

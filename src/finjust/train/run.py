@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from finjust import allocator, atomic
-from finjust.data.check import check_data, require_readable, unreadable_sources
+from finjust.data.check import check_data, require_readable, source_paths, unreadable_sources
 from finjust.data.example import Example
 from finjust.data.gate import enforce_gate
 from finjust.data.prepare import PreparedData, prepare_data
@@ -94,6 +94,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
     recipe = with_absolute_paths(recipe)
     folder = RunFolder(recipe.output.dir)
     _require_inputs(recipe)
+    _require_own_folder(folder, recipe)
     if (blocker := atomic.file_in_the_way(folder.root)) is not None:
         raise CheckpointError(f"output.dir {folder.root}: {blocker} is a file, not a folder; choose another output.dir")
     with folder_lock(folder.root):
@@ -128,6 +129,21 @@ def _require_inputs(recipe: Recipe) -> None:
             raise RecipeError([str(error), *map(str, missing)]) from error
         raise
     require_readable(recipe.data)
+
+
+def _require_own_folder(folder: RunFolder, recipe: Recipe) -> None:
+    """The run folder holds none of the run's data: output.overwrite replaces it whole, and a
+    finished run deletes the folder it replaced.
+
+    Raises:
+        RecipeError: a data source lies inside output.dir (or is it).
+    """
+    root = folder.root.resolve()
+    inside = [path for path in source_paths(recipe.data) if path.resolve() == root or root in path.resolve().parents]
+    if inside:
+        raise RecipeError([f"output.dir {folder.root} holds the run's data ({', '.join(map(str, inside))}); a run "
+                           "folder is the run's own, replaced whole by output.overwrite: choose another output.dir, "
+                           "e.g. runs/NAME"])  # fmt: skip
 
 
 def _train_and_score(recipe: Recipe, folder: RunFolder, resume: bool, on_event: EventHandler) -> dict[str, Any]:
@@ -166,17 +182,18 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
     """Make the run folder ready; True when an old run was set aside for this one to replace."""
     _recover_writes(folder)
     replacing = False
-    if folder.root.exists() and any(folder.root.iterdir()) and not resume:
+    if folder.root.exists() and any(entry != folder.mark for entry in folder.root.iterdir()) and not resume:
         if not recipe.output.overwrite:
             raise CheckpointError(_exists_message(folder))
-        if not folder.recipe.is_file():  # overwrite replaces runs, never a folder of other files
-            raise CheckpointError(f"{folder.root} is not empty and not a finjust run folder (no recipe.yaml); "
-                                  "output.overwrite replaces run folders only: choose another output.dir")
+        if not folder.holds_run():  # overwrite replaces runs, never a folder of other files
+            raise CheckpointError(f"{folder.root} is not empty and not a finjust run folder (a project's own "
+                                  "recipe.yaml does not make one); output.overwrite replaces run folders only: "
+                                  "choose another output.dir, e.g. runs/NAME")  # fmt: skip
         replace_run.set_aside(folder.root, finished=folder.scorecard.is_file())
         replacing = True
     if resume:
         folder.require()
-    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.make()
     if not resume:
         save_recipe(recipe, folder.recipe)
     return replacing
@@ -185,6 +202,9 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
 def _exists_message(folder: RunFolder) -> str:
     exists = f"run folder {folder.root} already exists"
     finished_or_resumable = folder.scorecard.is_file() or has_checkpoint(folder.checkpoints)
+    if not folder.holds_run():
+        return (f"{exists} and is not a finjust run folder (a project's own recipe.yaml does not make one): choose "
+                "another output.dir, e.g. runs/NAME")  # fmt: skip
     if folder.recipe.is_file() and not finished_or_resumable:
         # e.g. a method option refused after the base was scored: --resume would repeat its recipe
         return (f"{exists} and holds a run that stopped before its first checkpoint, so nothing trained is lost "
@@ -201,7 +221,7 @@ def _recover_writes(folder: RunFolder) -> None:
     if not folder.root.is_dir():
         return
     entries = list(folder.root.iterdir())
-    if folder.recipe.is_file() or all(atomic.is_leftover(entry) for entry in entries):
+    if folder.holds_run() or all(atomic.is_leftover(entry) for entry in entries):
         atomic.recover(folder.root)
 
 

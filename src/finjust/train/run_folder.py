@@ -23,6 +23,24 @@ class RunFolder:
         self.scorecard = self.root / "scorecard.json"
         self.compare = self.root / "compare.json"  # finjust compare
         self.report = self.root / "report.html"  # finjust report
+        # what tells a run folder from a user's folder that holds a recipe.yaml of its own (a
+        # project with output.dir: .), which output.overwrite would replace whole: not in the
+        # recipe, which users copy to start a project from
+        self.mark = self.root / ".finjust-run"
+
+    def holds_run(self) -> bool:
+        """Whether ``finjust train`` made this folder: its mark, or (a run started before
+        2026-11-27) a recipe.yaml beside the files a run writes first."""
+        if self.mark.is_file():
+            return True
+        legacy = (self.manifest, self.root / "data_report.json", self.metrics, self.checkpoints, self.scorecard)
+        return self.recipe.is_file() and any(path.exists() for path in legacy)
+
+    def make(self) -> None:
+        """Create the folder with its mark."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.mark.is_file():
+            atomic.write_text(self.mark, "a run folder of finjust train: output.overwrite replaces it whole\n")
 
     def require(self) -> RunFolder:
         """This folder, where it holds a run (a ``recipe.yaml``).
@@ -33,8 +51,8 @@ class RunFolder:
         if not self.root.exists():
             raise CheckpointError(f"{self.root} does not exist: give the folder `finjust train` wrote "
                                   "(output.dir, runs/NAME by default)")  # fmt: skip
-        if not self.recipe.is_file():
-            raise CheckpointError(f"{self.root} is not a finjust run folder (no recipe.yaml)")
+        if not self.holds_run() or not self.recipe.is_file():
+            raise CheckpointError(f"{self.root} is not a finjust run folder (no recipe.yaml written by finjust train)")
         return self
 
     def artifact(self, method: Method) -> Path:
