@@ -31,6 +31,19 @@ def test_the_files_are_written_before_the_table_whose_reader_may_be_gone(tiny_re
     assert written_when_shown == [True]
 
 
+def test_a_report_may_not_replace_the_recipe_or_data_it_reads(tiny_recipe, tmp_path, capsys):
+    recipe = tiny_recipe()
+    before = recipe.read_text()
+    assert main(["data", "check", str(recipe), "--no-tokens", "--html", str(recipe)]) == 2
+    assert f"--html {recipe}: the command reads it" in capsys.readouterr().err and recipe.read_text() == before
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"instruction": "Hi", "output": "Hello"}\n')
+    # a report inside a data folder would be read as data by the next run
+    assert main(["data", "check", str(data), "--no-tokens", "--json", str(data / "r.json")]) == 2
+    assert not (data / "r.json").exists()
+
+
 def test_check_the_demo_recipe_without_a_tokenizer(capsys):
     assert main(["data", "check", str(DEMO_RECIPE), "--no-tokens"]) == 0
     assert "372 chat records" in capsys.readouterr().out

@@ -400,3 +400,10 @@ def test_a_validation_split_left_empty_by_the_length_limit_is_a_warning(tiny_rec
     err = capsys.readouterr().err
     assert "0 validation examples truncated to data.max_length=" in err and "1 dropped as too long" in err
     assert "none of the 1 validation examples is left to validate on: no early stopping" in err
+
+
+def test_the_scorecard_json_may_not_replace_the_recipe(tiny_recipe, capsys):
+    recipe = tiny_recipe()
+    before = recipe.read_text()
+    assert main(["train", str(recipe), "--json", str(recipe)]) == 2  # refused before any training
+    assert f"--json {recipe}: the command reads it" in capsys.readouterr().err and recipe.read_text() == before

@@ -7,6 +7,23 @@ import os
 from pathlib import Path
 
 
+def refuse_writing_over_inputs(outputs: dict[str, str | None], inputs: list[str | Path], command: str) -> None:
+    """``--json`` and ``--html`` may not name the recipe or a data file the command reads (nor a
+    file in a data folder, which the next run would read as data).
+
+    Raises:
+        RecipeError: naming each option and the input it would replace.
+    """
+    from finjust.errors import RecipeError
+
+    read = [Path(path).resolve() for path in inputs]
+    problems = [f"{option} {path}: the command reads it; write the {option.removeprefix('--')} elsewhere"
+                for option, path in outputs.items() if path is not None
+                for target in [Path(path).resolve()] if any(target == p or p in target.parents for p in read)]  # fmt: skip
+    if problems:
+        raise RecipeError(problems, command)
+
+
 def positive_int(text: str) -> int:
     """An integer of at least 1 (a count of prompts, a batch size)."""
     return _int_within(text, 1, None, "at least 1")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from finjust import atomic
-from finjust.cli.arguments import output_file
+from finjust.cli.arguments import output_file, refuse_writing_over_inputs
 from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
 from finjust.errors import RecipeError
@@ -48,11 +48,14 @@ def add_parser(commands: argparse._SubParsersAction, name: str, summary: str) ->
 
 def run(args: argparse.Namespace) -> int:
     # here: --help needs no transformers or datasketch (finjust.cli.main)
-    from finjust.data.check import check_data
+    from finjust.data.check import check_data, source_paths
     from finjust.data.report_html import render_html
     from finjust.data.report_text import format_report
 
     data, seed, model = _data_section(args)
+    recipe = [t for t in args.targets if t.endswith((".yaml", ".yml"))][:1]
+    refuse_writing_over_inputs({"--json": args.json, "--html": args.html}, [*recipe, *source_paths(data)],
+                               "data check")  # fmt: skip
     tokenizer = None
     if model and not args.no_tokens:
         from finjust.models.load import load_tokenizer, resolve_model_folder

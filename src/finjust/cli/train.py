@@ -6,6 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from finjust.cli.arguments import refuse_writing_over_inputs
 from finjust.cli.output import add_json_option, show_scorecard
 from finjust.cli.process import show
 from finjust.cli.progress import ProgressPrinter
@@ -61,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
     else:
         raise RecipeError(["give a recipe file, or --resume RUN_DIR"], "train")
+    from finjust.data.check import source_paths
     from finjust.train.run import run_recipe  # here: --help needs no torch model code (finjust.cli.main)
+
+    recipe_file = args.recipe or RunFolder(Path(args.resume)).recipe
+    refuse_writing_over_inputs({"--json": args.json}, [recipe_file, *source_paths(recipe.data)], "train")
 
     result = run_recipe(recipe, resume=bool(args.resume), on_event=ProgressPrinter())
     show_scorecard(result.scorecard, args.json)
