@@ -76,6 +76,17 @@ def test_a_record_nested_past_the_parsers_limit_is_malformed_at_its_line(tmp_pat
     assert "nested too deeply" in problem.message
 
 
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("long_number.jsonl", '{"instruction": "q1", "output": "a1"}\n{"instruction": "q", "output": ' + "9" * 5000 + "}\n", 2),
+    ("long_number.json", '[{"instruction": "q", "output": ' + "9" * 5000 + "}]", None),
+])  # fmt: skip
+def test_a_number_past_pythons_digit_limit_is_malformed_not_a_crash(tmp_path, name, text, line):
+    path = tmp_path / name
+    path.write_text(text)  # Python refuses integers of more than 4,300 digits with a ValueError
+    (problem,) = [item for item in iter_examples(path) if isinstance(item, Problem)]
+    assert (problem.kind, problem.line) == ("malformed", line) and "thousands of digits" in problem.message
+
+
 def test_a_csv_cell_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
     path = tmp_path / "long.csv"
     path.write_text('text,label\n"' + "a long document " * 10_000 + '",long\nshort,short\n')  # 160,000 characters

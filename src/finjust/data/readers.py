@@ -145,6 +145,8 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
 
 #: the stdlib parser recurses once per nesting level; no record format nests more than a few
 _TOO_DEEP = "malformed JSON: nested too deeply to be a record (lists or objects thousands of levels deep)"
+#: Python refuses to read integers of more than 4,300 digits (CVE-2020-10735): no record holds one
+_TOO_LONG_NUMBER = "malformed JSON: a number thousands of digits long; write it as a string if it is text"
 
 
 @_register("jsonl", ".jsonl", ".ndjson")
@@ -163,6 +165,8 @@ def read_jsonl(path: Path, split: str | None = None) -> Iterator[Item]:
                               "each line must be one complete JSON object", str(path), number)  # fmt: skip
             except RecursionError:
                 yield Problem("malformed", _TOO_DEEP, str(path), number)
+            except ValueError:  # after JSONDecodeError, a ValueError too
+                yield Problem("malformed", _TOO_LONG_NUMBER, str(path), number)
 
 
 @_register("json", ".json")
@@ -183,6 +187,9 @@ def read_json_array(path: Path, split: str | None = None) -> Iterator[Item]:
         return
     except RecursionError:
         yield Problem("malformed", _TOO_DEEP, str(path))
+        return
+    except ValueError:
+        yield Problem("malformed", _TOO_LONG_NUMBER, str(path))
         return
     if not isinstance(data, list):
         yield Problem("malformed", f"expected a JSON array of records, got {json_type_name(data)}; "
