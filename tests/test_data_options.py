@@ -70,3 +70,8 @@ def test_raw_text_is_cut_into_windows_not_truncated():
     # every token after the first is predicted exactly once: windows overlap by one token
     assert sum((piece.labels[1:] for piece in kept), []) == whole.labels[1:]
     assert all(len(piece.input_ids) <= 32 for piece in kept)
+
+
+def test_one_weighted_source_outside_a_list_is_told_to_go_in_one(tmp_path):
+    with pytest.raises(RecipeError, match=r"a source with a weight or split is an item of a list: \[\{path"):
+        load_recipe(_recipe(tmp_path, {"train": {"path": "a.jsonl", "weight": 2}}))

@@ -97,6 +97,16 @@ def test_token_checks_are_skipped_without_a_tokenizer(write_jsonl):
     assert "token statistics skipped" in format_report(report)
 
 
+def test_text_records_with_a_field_no_format_reads_are_a_warning_naming_it(write_jsonl):
+    train = [{"text": f"{q} It is sold out.", "lable": "stock", "doc": i % 3} for i, q in enumerate(QUESTIONS)]
+    report, _ = _check(write_jsonl, train, group_by="doc")  # a misspelt label: raw text, unless warned
+    finding = report.findings["unread_fields"]
+    assert report.passed and finding.status == "warn" and finding.count == len(QUESTIONS)
+    assert finding.items == [f"'lable' in {len(QUESTIONS)} text records (first {write_jsonl('train.jsonl', train)}:1): "
+                             "if it holds labels, map it with data.columns: {label: lable}; if answers, name the "
+                             "records' fields instruction and output (or prompt and completion)"]  # fmt: skip
+
+
 def test_label_balance_and_stratified_split(write_jsonl):
     train = [{"text": f"review number {i} of the red kayak", "label": "good" if i < 24 else "bad"} for i in range(26)]
     train.append({"text": "the blue tent review", "label": "odd"})

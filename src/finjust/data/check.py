@@ -51,7 +51,8 @@ def check_data(
     """
     started = time.perf_counter()
     settings = ScanSettings(data.max_length, data.too_long, data.quality.near_duplicate_threshold,
-                            data.quality.max_listed, data.quality.redact_pii)  # fmt: skip
+                            data.quality.max_listed, data.quality.redact_pii,
+                            data.stratify_by or data.group_by)  # fmt: skip
     scan = QualityScan(settings, tokenizer)
     by = data.stratify_by or data.group_by
     roles = _roles(data)

@@ -19,6 +19,8 @@ FINDINGS: dict[str, str] = {
     "pii": "e-mail addresses, phone numbers, card numbers, IBANs, Swedish personal identity numbers",
     "control_tokens": "records whose text holds a special token of the tokenizer (such as <|im_end|>), which "
     "becomes a real turn boundary when tokenized",
+    "unread_fields": "text records with other fields, which train on their text alone: a label or an answer "
+    "under a name no format reads (lable) makes labelled data raw text",
     "label_imbalance": "classification labels whose counts differ more than tenfold",
     "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
     "single_label": "classification data whose training records all have one label (always stops a run)",

@@ -36,6 +36,8 @@ class ScanSettings:
     threshold: float = 0.8
     max_listed: int = 20
     redact: bool = False
+    #: the column that data.stratify_by or data.group_by reads: a field read, though no format's
+    split_field: str | None = None
 
 
 class _Interner:
@@ -96,6 +98,8 @@ class QualityScan:
         self.control = control_tokens(tokenizer) if tokenizer is not None else ()
         self.control_items: list[str] = []
         self.control_records = 0
+        self.unread: Counter[str] = Counter()  # text records' other fields, by name: records holding each
+        self.unread_first: dict[str, str] = {}
 
     @property
     def count(self) -> int:
@@ -137,11 +141,21 @@ class QualityScan:
             self.label.append(self.labels(example.label) if example.label is not None else -1)
             self.split_value.append(self.split_values(split_values[index]) if split_values is not None else -1)
             self.tasks[example.task] += 1
+            if example.task == TASK_TEXT and example.meta:
+                self._note_unread(example)
             if example.task not in self.first_of_task:  # no string built per record
                 self.first_of_task[example.task] = f"{example.source}:{example.line}"
         if examples:
             self.prompts.add(np.stack(prompt_sigs))
             self.contents.add(np.stack(content_sigs))
+
+    def _note_unread(self, example: Example) -> None:
+        """A text record trains on its text alone: another field may be a label or an answer under
+        a name no format reads (``lable``), which would make labelled data raw text."""
+        for name in example.meta:
+            if name != self.settings.split_field:
+                self.unread[name] += 1
+                self.unread_first.setdefault(name, f"{example.source}:{example.line}")
 
     def _scan_pii(self, example: Example) -> Example:
         """Count PII in the example, and return it redacted when the recipe redacts."""

@@ -153,6 +153,16 @@ def _token_finding(scan: QualityScan, codes: np.ndarray, name: str, flags: np.nd
     return finding
 
 
+@CHECKS.register("unread_fields")
+def check_unread_fields(scan: QualityScan, codes: np.ndarray) -> Finding:
+    finding = Finding("unread_fields", max(scan.unread.values(), default=0))
+    for name, count in scan.unread.most_common():
+        _listed(scan, finding, f"{name!r} in {count} text records (first {scan.unread_first[name]}): if it holds "
+                f"labels, map it with data.columns: {{label: {name}}}; if answers, name the records' fields "
+                "instruction and output (or prompt and completion)")  # fmt: skip
+    return finding
+
+
 @CHECKS.register("too_long")
 def check_too_long(scan: QualityScan, codes: np.ndarray) -> Finding:
     lengths = np.frombuffer(scan.length, dtype=np.int32)

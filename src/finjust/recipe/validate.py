@@ -251,6 +251,8 @@ def _quote_hint(value: Any, hint: Any) -> str:
     mapping, ``yes`` as true, ``2024-01-01`` as a date): how to keep it text."""
     if value is None or isinstance(value, (str, list)) or not _coerce("text", hint)[0]:
         return ""
+    if isinstance(value, Mapping) and "path" in value and _coerce([], hint)[0]:  # data.train: {path: a.jsonl, ...}
+        return "; a source with a weight or split is an item of a list: [{path: ..., weight: 2}]"
     return "; YAML read it as that: quote it to keep it as text"
 
 
