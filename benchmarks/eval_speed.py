@@ -8,13 +8,15 @@ rounding differs and a greedy answer can take another token at a near-tie (in fp
 agree). A batch decodes until its longest answer ends, so it does at least the work of one
 at a time. Run it on an otherwise idle machine.
 
-``--lora`` generates through an unmerged LoRA adapter (r=16 on every linear layer, as the demo
-trains), as the scorecard answers with a tuned run: its B matrices start at zero, so the answers
-are the base model's while every layer does the adapter's extra work. ``--rounds N`` times both
+``--lora`` generates through a LoRA adapter (r=16 on every linear layer, as the demo trains), as
+the scorecard answers with a tuned run: merged into a copy of the weights for the generation, as
+the scorecard does (``finjust.eval.generate.merged_for_generation``); ``--unmerged`` keeps peft's
+unmerged layers, whose extra matmuls run at every token (what the scorecard did before). Its B
+matrices start at zero, so the answers are the base model's either way. ``--rounds N`` times both
 ways N times in turn and reports the median of each (a shared machine's speed wanders).
 
     python benchmarks/eval_speed.py [--questions 16] [--max-new-tokens 96] [--batch-size 16] [--lora]
-                                    [--rounds 1] [--json out.json]
+                                    [--unmerged] [--rounds 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from common import DEMO_DATA, at_least, output_path
 from finjust import atomic
 from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
+from finjust.eval import generate
 from finjust.eval.generate import generate_answers
 from finjust.models import load_model
 from finjust.recipe.sections import EvalSection
@@ -43,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="as the scorecard's eval.max_new_tokens (default: its default)")  # fmt: skip
     parser.add_argument("--batch-size", type=at_least(1), default=EvalSection().batch_size)
     parser.add_argument("--lora", action="store_true", help="through an unmerged LoRA adapter, as a tuned run")
+    parser.add_argument("--unmerged", action="store_true", help="with --lora: peft's unmerged layers")
     parser.add_argument("--rounds", type=at_least(1), default=1)
     parser.add_argument("--json", metavar="PATH", type=output_path)
     args = parser.parse_args(argv)
+    if args.unmerged:
+        generate._mergeable = lambda model: False  # type: ignore[assignment]  # as generation ran before merging
     loaded = load_model("smollm2-135m-instruct")
     model = _with_lora(loaded.model) if args.lora else loaded.model
     autocast = torch.bfloat16 if loaded.dtype == torch.bfloat16 else None
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return sum(len(loaded.tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
 
     result = {"questions": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-              "lora": args.lora, "rounds": args.rounds,
+              "lora": args.lora, "merged": args.lora and not args.unmerged, "rounds": args.rounds,
               "batched_answers_per_second": len(prompts) / batched_s,
               "single_answers_per_second": len(prompts) / single_s,
               "batched_over_single": single_s / batched_s,
@@ -90,7 +96,8 @@ def _with_lora(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _summary(result: dict[str, Any]) -> str:
-    way = " through a LoRA adapter" if result["lora"] else ""
+    way = (" through a LoRA adapter, " + ("merged for generation" if result["merged"] else "unmerged")
+           if result["lora"] else "")
     return (f"{result['questions']} questions, {result['max_new_tokens']} new tokens at most{way}: batched "
             f"({result['batch_size']} at a time) {result['batched_answers_per_second']:.2f} answers/s "
             f"({result['batched_answer_tokens_per_second']:.0f} answer tokens/s); one at a time "

@@ -144,3 +144,14 @@ def test_missing_files_are_data_problems_not_bad_records(tmp_path):
     data = data_section_from_dict({"train": [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]})
     with pytest.raises(DataError, match=r"^2 data problems:\n  .*a.jsonl: cannot open: no such file"):
         prepare_data(data, seed=0)
+
+
+@pytest.mark.parametrize(("name", "content", "said"), [
+    ("header_only.csv", "instruction,output\n", "a header and no rows below it"),
+    ("empty.jsonl", "", "the file is empty"),
+])  # fmt: skip
+def test_a_file_without_records_says_why_in_its_own_terms(tmp_path, name, content, said):
+    path = tmp_path / name
+    path.write_text(content)
+    (problem,) = list(iter_examples(path))
+    assert problem.kind == "empty_file" and said in problem.message

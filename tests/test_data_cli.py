@@ -44,6 +44,12 @@ def test_a_report_may_not_replace_the_recipe_or_data_it_reads(tiny_recipe, tmp_p
     assert not (data / "r.json").exists()
 
 
+def test_an_override_split_by_the_shell_is_named_not_taken_for_a_data_file(tiny_recipe, capsys):
+    assert main(["data", "check", str(tiny_recipe()), "train.lr", "1e-4"]) == 2
+    err = capsys.readouterr().err
+    assert "'train.lr': no such file, nor an override (section.key=value, one argument" in err and "'1e-4'" in err
+
+
 def test_check_the_demo_recipe_without_a_tokenizer(capsys):
     assert main(["data", "check", str(DEMO_RECIPE), "--no-tokens"]) == 0
     assert "372 chat records" in capsys.readouterr().out
@@ -85,8 +91,8 @@ def test_training_refuses_data_that_no_objective_trains(tiny_recipe, write_jsonl
     assert "the data are preference records, which no objective trains yet" in err
     run = tmp_path / "run"
     assert f"warning: the run stopped before its first checkpoint; {run} keeps what it wrote: once the cause is " \
-           "fixed, start again with output.overwrite=true" in err
-    assert main(["train", str(recipe), "output.overwrite=true"]) == 2  # as the warning said: the same refusal again
+           "fixed, the same command starts it again" in err
+    assert main(["train", str(recipe)]) == 2  # as the warning said: the same refusal again, not "exists"
     assert "the data are preference records" in capsys.readouterr().err
 
 

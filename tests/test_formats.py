@@ -45,6 +45,10 @@ def test_chat_records_keep_turns_and_weights(write_jsonl):
         ({"instruction": 3, "output": "y"}, 2, "expected a string"),
         ({"messages": [{"role": "robot", "content": "x"}]}, 2, "unknown role 'robot'"),
         ({"messages": [{"role": "user", "content": "x"}]}, 2, "must end with an assistant"),
+        ({"messages": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]}, 2,
+         "'from' and 'value', ShareGPT's names: rename them 'role' and 'content'"),
+        ({"messages": [{"role": "user", "text": "x"}, {"role": "assistant", "content": "y"}]}, 2,
+         "field 'messages[0].content': missing; the message has 'text': name the text 'content'"),
         ({"text": "plain"}, 2, "cannot tell the format"),
     ],
 )

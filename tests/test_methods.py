@@ -228,3 +228,25 @@ def test_greedy_generation_is_argmax_whatever_the_models_generation_config_says(
         for _ in range(6):
             expected = torch.cat([expected, model(input_ids=expected).logits[:, -1:].argmax(-1)], dim=1)
     assert out.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "ia3"])
+def test_generation_merges_lora_into_a_copy_and_answers_as_the_adapter_does(name, tiny_model_dir, tiny_tokens,
+                                                                            monkeypatch):  # fmt: skip
+    from conftest import build_tokenizer
+
+    from finjust.eval import generate
+
+    method, model, _ = _trained(name, tiny_model_dir, tiny_tokens)
+    tokenizer, prompts = build_tokenizer(), [example.input_ids[:6] for example in tiny_tokens[:4]]
+    generated_by = []
+    real = generate._answer_batch
+    monkeypatch.setattr(generate, "_answer_batch", lambda m, *args: generated_by.append(type(m).__name__) or real(m, *args))
+    merged = generate.generate_answers(model, tokenizer, prompts, 8, 4, torch.device("cpu"))
+    # LoRA and DoRA generate from a merged plain model; other methods as they are
+    assert generated_by == ["PeftModelForCausalLM" if name == "ia3" else "LlamaForCausalLM"]
+    monkeypatch.setattr(generate, "_mergeable", lambda m: False)
+    assert merged == generate.generate_answers(model, tokenizer, prompts, 8, 4, torch.device("cpu"))
+    assert not any(getattr(module, "merged", False) for module in model.modules())  # the model itself unmerged
+    with model.disable_adapter():  # the base model's answers: nothing to merge
+        assert not generate._mergeable(model)

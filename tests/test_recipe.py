@@ -112,6 +112,18 @@ def test_minimal_recipe_loads_with_defaults(tmp_path: Path) -> None:
     assert recipe.learning_rate == 2e-4
 
 
+@pytest.mark.parametrize("name", ["train.jsonl", "qa.csv", "rows.parquet"])
+def test_a_data_file_given_as_the_recipe_is_named_as_one(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text('{"instruction": "Hi", "output": "Hello"}\n')  # YAML would read it as a section
+    with pytest.raises(RecipeError, match=rf"{name} is a data file \(\w+\), not a recipe: name it as data.train"):
+        load_recipe(tmp_path / name)
+
+
+def test_a_folder_given_as_the_recipe_is_named_as_one(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=rf"{tmp_path} is a folder; give the recipe's YAML file"):
+        load_recipe(tmp_path)
+
+
 def test_two_mistakes_are_reported_together(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "train: {lrr: 0.001, batch_size: -1}\n")
     with pytest.raises(RecipeError) as info:

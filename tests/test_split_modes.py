@@ -121,6 +121,16 @@ def test_a_group_by_field_no_record_has_is_named_with_the_fields_they_have(tmp_p
         prepare_data(data, 0)
 
 
+def test_data_check_names_a_misspelt_split_field_once_not_per_record(tmp_path):
+    from finjust.data.check import check_data
+    from finjust.errors import RecipeError
+
+    data = data_section_from_dict({"train": _write(tmp_path, "t.jsonl", 8), "group_by": "dco"})
+    with pytest.raises(RecipeError, match=r"data.group_by: the first record \(.*t.jsonl:1\) has no field 'dco' to "
+                                          r"split by \(its other fields: 'doc'\); did you mean 'doc'\?"):  # fmt: skip
+        check_data(data, 0)
+
+
 @pytest.mark.parametrize("records", [1, 2])
 def test_a_pool_too_small_to_hold_out_a_test_record_is_refused_and_a_test_file_is_not_needed(write_jsonl, records):
     path = write_jsonl("one.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(records)])

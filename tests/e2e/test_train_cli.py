@@ -311,13 +311,21 @@ def test_ctrl_c_before_a_recipe_loaded_says_to_start_again(monkeypatch, capsys, 
     assert capsys.readouterr().err == "interrupted; start again with the same command\n"
 
 
-def test_a_run_that_failed_before_its_first_checkpoint_says_to_start_again(tiny_recipe, tmp_path, capsys):
+def test_a_run_that_failed_before_computing_anything_starts_again_with_the_same_command(tiny_recipe, tmp_path,
+                                                                                      capsys):  # fmt: skip
     refused = ["method.name=freeze", "method.layers=99"]  # past the tiny model's depth: refused once it loads
     assert main(["train", str(tiny_recipe()), *refused, *QUICK]) == 2
-    capsys.readouterr()
+    assert "once the cause is fixed, the same command starts it again" in capsys.readouterr().err
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 0
+
+
+def test_a_run_that_failed_after_scoring_the_base_needs_overwrite_to_start_again(tiny_recipe, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_recipe()), "method.name=freeze", "method.layers=99", *QUICK]) == 2
+    (run / "base_scores.json").write_text("{}")  # as a run that failed after scoring the base left it
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", *QUICK]) == 2
     err = capsys.readouterr().err
-    assert "stopped before its first checkpoint" in err and "output.overwrite=true" in err
+    assert "stopped before its first checkpoint, so nothing trained is lost" in err and "output.overwrite=true" in err
     assert main(["train", str(tiny_recipe()), "train.max_steps=1", "output.overwrite=true", *QUICK]) == 0
 
 

@@ -103,6 +103,9 @@ def _data_section(args: argparse.Namespace) -> tuple[Any, int, str | None]:
     if not paths:
         raise RecipeError(["give a recipe or at least one data file"], "data check")
     if paths[0].endswith((".yaml", ".yml")):
+        if strays := [path for path in paths[1:] if not Path(path).exists()]:  # `train.lr 1e-4`, `{a: b, c: d}` split
+            raise RecipeError([f"{path!r}: no such file, nor an override (section.key=value, one argument: quote "
+                               "it where it holds spaces)" for path in strays], "data check")  # fmt: skip
         given = [*paths[1:], *(f"--{key} {getattr(args, key)}" for key in ("validation", "test") if getattr(args, key))]
         if given:
             raise RecipeError([f"a recipe names its own data files; drop {', '.join(given)} (or override "

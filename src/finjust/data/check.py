@@ -7,6 +7,7 @@ splits it for training, so the report's split sizes and hashes are the run's.
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -27,7 +28,7 @@ from finjust.data.report import SPLITS, QualityReport
 from finjust.data.scan_findings import CHECKS, label_counts, token_stats
 from finjust.data.sources import DataSource, parse_sources
 from finjust.data.split import hash_of_hashes
-from finjust.errors import DataError
+from finjust.errors import DataError, RecipeError
 
 BATCH = 256
 Progress = Callable[[int], None]
@@ -150,6 +151,8 @@ def _read_file(
             try:
                 keys.append(split_key(item, by, setting))
             except DataError as error:
+                if scan.count + len(batch) == 0:  # the very first record: a misspelt field, not bad records
+                    raise _no_split_field(item, by, setting) from None
                 bad += 1
                 scan.add_problem(Problem("missing", error.detail, item.source, item.line, by))
                 continue
@@ -161,6 +164,17 @@ def _read_file(
             on_progress(scan.count + len(batch))
     flush()
     return {"path": source.path, "role": role, "weight": source.weight, "records": records, "bad": bad}
+
+
+def _no_split_field(first: Example, by: str, setting: str) -> RecipeError:
+    """``data.stratify_by``/``group_by`` names a field the first record lacks: the recipe's
+    mistake, said once, not once per record."""
+    fields = [*first.meta, *(["label"] if first.label is not None else [])]
+    close = difflib.get_close_matches(by, fields, n=1)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(map(repr, fields[:8])) or "none besides those its format reads"
+    return RecipeError([f"data.{setting}: the first record ({first.source}:{first.line}) has no field {by!r} to "
+                        f"split by (its other fields: {listed}){guess}"])  # fmt: skip
 
 
 def _check_tasks(scan: QualityScan, files: list[dict[str, Any]]) -> None:

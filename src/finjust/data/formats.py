@@ -151,9 +151,15 @@ def _chat_message(item: Any, where: str) -> Message:
     role, content, weight = item.get("role"), item.get("content"), item.get("weight")
     if weight is None:  # absent, or null where Arrow (Parquet, datasets) fills a field only some messages have
         weight = 1
+    if "role" not in item and "from" in item:  # ShareGPT's {from: human|gpt, value}
+        raise RecordProblem(f"{where}.role", "missing; the message has 'from' and 'value', ShareGPT's names: "
+                             "rename them 'role' and 'content' (human -> user, gpt -> assistant)", "missing")  # fmt: skip
     if role not in ROLES:
         raise RecordProblem(f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}",
                              "unknown_role")  # fmt: skip
+    if "content" not in item and (others := [key for key in item if key not in ("role", "weight", "name")]):
+        raise RecordProblem(f"{where}.content", f"missing; the message has {', '.join(map(repr, others[:3]))}: name "
+                             "the text 'content'", "missing")  # fmt: skip
     if not isinstance(content, str) or not content.strip():
         kind = "empty_answer" if role == "assistant" and isinstance(content, str) else "empty"
         detail = ""

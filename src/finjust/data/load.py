@@ -14,7 +14,7 @@ from typing import Any
 from finjust.data.example import Example
 from finjust.data.formats import RECORD_FORMATS, RecordFormat, RecordProblem, detect_format
 from finjust.data.problems import MAX_REPORTED_PROBLEMS, Problem, combine
-from finjust.data.readers import RawRecord, json_type_name, read_records
+from finjust.data.readers import RawRecord, file_type_of, json_type_name, read_records
 from finjust.errors import DataError
 
 __all__ = ["iter_examples", "load_examples"]
@@ -55,7 +55,19 @@ def iter_examples(
             first = first or (name, result.line)
         yield result
     if not seen:
-        yield Problem("empty_file", "no records; the file is empty (expected one record per line)", str(path))
+        yield Problem("empty_file", _no_records(Path(path)), str(path))
+
+
+def _no_records(path: Path) -> str:
+    """Why a file gave no records, in its type's terms (a CSV of a header alone is not empty)."""
+    kind = file_type_of(path)
+    if kind in ("csv", "tsv") and path.is_file() and path.stat().st_size:
+        return "no records; the file holds a header and no rows below it"
+    if kind in ("parquet", "datasets"):
+        return "no records; the table has no rows"
+    if path.is_dir():
+        return "no records; the folder holds no data files"
+    return "no records; the file is empty (expected one record per line)"
 
 
 def _read_raw(

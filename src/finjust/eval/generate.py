@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import cast
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finjust.methods.peft_adapter import model_generate
+from finjust.methods.peft_adapter import model_generate, peft_false_alarms_off
 from finjust.models.load import autocast
 
 
@@ -35,22 +37,76 @@ def generate_answers(
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, str] = {}
     model.eval()
-    for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
-        ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
-        with autocast(device, autocast_dtype):
-            output = model_generate(
-                model,
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new_tokens = output[:, ids.shape[1] :]
-        for index, row in zip(chunk, new_tokens, strict=True):
-            answers[index] = cast(str, tokenizer.decode(row, skip_special_tokens=True)).strip()  # one row: one str
+    with merged_for_generation(model) as generating:
+        for chunk in _batches(order, [len(p) for p in prompts], batch_size, equal_lengths):
+            answers.update(_answer_batch(generating, tokenizer, [prompts[i] for i in chunk], chunk, max_new_tokens,
+                                         device, autocast_dtype))  # fmt: skip
     return [answers[i] for i in range(len(prompts))]
+
+
+def _answer_batch(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], chunk: list[int],
+                  max_new_tokens: int, device: torch.device, autocast_dtype: torch.dtype | None) -> dict[int, str]:  # fmt: skip
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    with autocast(device, autocast_dtype):
+        output = model_generate(
+            model,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new_tokens = output[:, ids.shape[1] :]
+    # one row decodes to one str
+    return {index: cast(str, tokenizer.decode(row, skip_special_tokens=True)).strip()
+            for index, row in zip(chunk, new_tokens, strict=True)}  # fmt: skip
+
+
+@contextmanager
+def merged_for_generation(model: nn.Module) -> Iterator[nn.Module]:
+    """``model``, or, where it is a peft LoRA or DoRA model whose adapters are on, a copy with them
+    merged into its weights, for as long as the block runs.
+
+    Unmerged, every adapted linear layer runs the adapter's two extra matmuls beside the frozen
+    one at every generated token: on the demo's LoRA (r=16, every linear layer) that made the
+    scorecard's generation 1.7x slower than the base model's (``benchmarks/eval_speed.py --lora
+    --unmerged``). The copy's weights are W + BA rounded to the weights' dtype once, as a merged
+    export's are. Left unmerged: quantized bases (QLoRA: merging re-quantizes), adapters turned
+    off (the base model's answers), other peft methods, and a copy that would not fit in memory.
+    """
+    if not _mergeable(model) or not _room_for_a_copy(model):
+        yield model
+        return
+    with peft_false_alarms_off():
+        merged = copy.deepcopy(model).merge_and_unload()  # type: ignore[operator]
+    try:
+        yield merged
+    finally:
+        del merged
+
+
+def _mergeable(model: nn.Module) -> bool:
+    from peft import PeftModel, PeftType
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel) or model.peft_config[model.active_adapter].peft_type != PeftType.LORA:
+        return False
+    if getattr(model.get_base_model(), "is_quantized", False):
+        return False
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    return bool(layers) and not any(layer.disable_adapters or layer.merged for layer in layers)
+
+
+def _room_for_a_copy(model: nn.Module, margin: float = 1.5) -> bool:
+    """Whether a second copy of ``model``'s weights fits in what its device has free."""
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] > margin * size
+    import psutil
+
+    return psutil.virtual_memory().available > margin * size + (1 << 30)
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, equal_lengths: bool) -> list[list[int]]:

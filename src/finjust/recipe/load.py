@@ -103,8 +103,21 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return result
 
 
+#: data file types no recipe is written as (a .json file may hold one: YAML reads JSON)
+_DATA_ONLY = frozenset({"jsonl", "csv", "tsv", "parquet"})
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    from finjust.data.readers import file_type_of  # light: the readers' registry, no data libraries
+
     source = str(path)
+    if path.is_dir():
+        raise RecipeError([f"{path} is a folder; give the recipe's YAML file (to continue a run in it: "
+                           f"finjust train --resume {path})"], source=source)  # fmt: skip
+    if (kind := file_type_of(path)) in _DATA_ONLY:
+        raise RecipeError([f"{path.name} is a data file ({kind}), not a recipe: name it as data.train in a YAML "
+                           "recipe (`finjust train --help` lists every field; `finjust demo` writes one to its run "
+                           f"folder), or check the data alone with `finjust data check {path}`"], source=source)  # fmt: skip
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

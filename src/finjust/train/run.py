@@ -107,9 +107,10 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
                 on_event("warning", {"text": f"the new run stopped before its first checkpoint: {folder.root} "
                                      "holds the previous run again"})  # fmt: skip
             elif isinstance(error, FinjustError) and not has_checkpoint(folder.checkpoints):
+                again = ("the same command starts it again" if folder.computed_nothing()
+                         else "start again with output.overwrite=true")  # fmt: skip
                 on_event("warning", {"text": f"the run stopped before its first checkpoint; {folder.root} keeps "
-                                     "what it wrote: once the cause is fixed, start again with "
-                                     "output.overwrite=true"})  # fmt: skip
+                                     f"what it wrote: once the cause is fixed, {again}"})  # fmt: skip
             raise
         replace_run.discard_old(folder.root)
     return RunResult(folder.root, scorecard)
@@ -182,6 +183,8 @@ def _prepare_folder(folder: RunFolder, recipe: Recipe, resume: bool) -> bool:
     """Make the run folder ready; True when an old run was set aside for this one to replace."""
     _recover_writes(folder)
     replacing = False
+    if not resume and folder.root.is_dir() and folder.computed_nothing():
+        atomic.remove_folder(folder.root)  # a run that stopped before computing anything: nothing is lost
     if folder.root.exists() and any(entry != folder.mark for entry in folder.root.iterdir()) and not resume:
         if not recipe.output.overwrite:
             raise CheckpointError(_exists_message(folder))

@@ -36,6 +36,13 @@ class RunFolder:
         legacy = (self.manifest, self.root / "data_report.json", self.metrics, self.checkpoints, self.scorecard)
         return self.recipe.is_file() and any(path.exists() for path in legacy)
 
+    def computed_nothing(self) -> bool:
+        """Whether this run stopped before it scored or trained anything (its data refused, a
+        model that would not load): it holds its mark, recipe, manifest and data report only,
+        which starting it again writes anew."""
+        first = {self.mark.name, self.recipe.name, self.manifest.name, "data_report.json"}
+        return self.holds_run() and all(e.name in first or atomic.is_leftover(e) for e in self.root.iterdir())
+
     def make(self) -> None:
         """Create the folder with its mark."""
         self.root.mkdir(parents=True, exist_ok=True)
