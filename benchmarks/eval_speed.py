@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", type=output_path)
     args = parser.parse_args(argv)
     if args.unmerged:
-        generate._mergeable = lambda model: False  # type: ignore[assignment]  # as generation ran before merging
+        generate.lora_mergeable = lambda model: False  # type: ignore[assignment]  # as generation ran before merging
     loaded = load_model("smollm2-135m-instruct")
     model = _with_lora(loaded.model) if args.lora else loaded.model
     autocast = torch.bfloat16 if loaded.dtype == torch.bfloat16 else None

@@ -245,8 +245,8 @@ def test_generation_merges_lora_into_a_copy_and_answers_as_the_adapter_does(name
     merged = generate.generate_answers(model, tokenizer, prompts, 8, 4, torch.device("cpu"))
     # LoRA and DoRA generate from a merged plain model; other methods as they are
     assert generated_by == ["PeftModelForCausalLM" if name == "ia3" else "LlamaForCausalLM"]
-    monkeypatch.setattr(generate, "_mergeable", lambda m: False)
+    monkeypatch.setattr(generate, "lora_mergeable", lambda m: False)
     assert merged == generate.generate_answers(model, tokenizer, prompts, 8, 4, torch.device("cpu"))
     assert not any(getattr(module, "merged", False) for module in model.modules())  # the model itself unmerged
     with model.disable_adapter():  # the base model's answers: nothing to merge
-        assert not generate._mergeable(model)
+        assert not generate.lora_mergeable(model)

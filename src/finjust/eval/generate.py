@@ -75,7 +75,7 @@ def merged_for_generation(model: nn.Module) -> Iterator[nn.Module]:
     export's are. Left unmerged: quantized bases (QLoRA: merging re-quantizes), adapters turned
     off (the base model's answers), other peft methods, and a copy that would not fit in memory.
     """
-    if not _mergeable(model) or not _room_for_a_copy(model):
+    if not lora_mergeable(model) or not _room_for_a_copy(model):
         yield model
         return
     with peft_false_alarms_off():
@@ -86,7 +86,8 @@ def merged_for_generation(model: nn.Module) -> Iterator[nn.Module]:
         del merged
 
 
-def _mergeable(model: nn.Module) -> bool:
+def lora_mergeable(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft LoRA or DoRA model, its adapters on, whose weights can take them."""
     from peft import PeftModel, PeftType
     from peft.tuners.lora import LoraLayer
 
