@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import os
 import socket
 import sys
@@ -49,14 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from uvicorn.config import LOGGING_CONFIG
 
     from finjust.serve import ServeOptions, create_app  # the web stack loads only for this command
+    from finjust.serve.options import is_loopback
     from finjust.serve.server import run_server
 
     options = ServeOptions(api_key=args.api_key or None, model_name=args.model_name, max_batch=args.max_batch,
                            max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
                            max_prompt_tokens=args.max_prompt_tokens,
-                           local_only=not args.api_key and _is_loopback(args.host))  # fmt: skip
+                           local_only=not args.api_key and is_loopback(args.host))  # fmt: skip
     port = _free_port(args.host, args.port)  # before the model loads, not after
-    if not options.api_key and not _is_loopback(args.host):
+    if not options.api_key and not is_loopback(args.host):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it; "
               f"set --api-key or ${API_KEY_ENV}", file=sys.stderr)  # fmt: skip
     print(f"loading {args.source} ...", file=sys.stderr)
@@ -90,12 +90,3 @@ def _free_port(host: str, port: int) -> int:
 def _url(host: str, port: int) -> str:
     """The API's base URL; an IPv6 address in brackets, as URLs write it."""
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

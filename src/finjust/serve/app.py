@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import math
 import time
@@ -29,7 +28,7 @@ from starlette.exceptions import HTTPException
 from finjust.errors import ServeError
 from finjust.serve.decode import Row
 from finjust.serve.engine import DONE, FAILED, TEXT, Engine, Job
-from finjust.serve.options import ServeOptions
+from finjust.serve.options import ServeOptions, is_loopback
 from finjust.serve.requests import (
     ChatRequest,
     CompletionRequest,
@@ -214,14 +213,7 @@ def _check_access(request: Request, options: ServeOptions) -> None:
 
 def _names_this_machine(host: str) -> bool:
     """Whether a Host header (``localhost:8000``, ``[::1]:8000``, ``127.0.0.2``) names the loopback interface."""
-    name = host if host.endswith("]") else host.rpartition(":")[0] if ":" in host else host
-    name = name.removeprefix("[").removesuffix("]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host if host.endswith("]") else host.rpartition(":")[0] if ":" in host else host)
 
 
 def _require_json(request: Request) -> None:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from finjust.errors import ServeError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (``localhost``, ``127.0.0.2``, ``::1``, ``[::1]``) is this machine's loopback."""
+    name = host.removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
