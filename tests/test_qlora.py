@@ -37,6 +37,9 @@ def test_the_base_is_four_bit_and_counted_in_weights(tiny_model_dir):
     trainable, total = count_parameters(model)
     lora = get_method("lora").apply(plain, get_method("lora").options_class())
     assert (trainable, total) == count_parameters(lora)  # same adapters, same logical base size
+    from finjust.eval.generate import lora_mergeable
+
+    assert lora_mergeable(lora) and not lora_mergeable(model)  # generation merges LoRA, not into 4-bit weights
 
 
 @pytest.fixture(scope="module")

@@ -93,8 +93,9 @@ def lora_mergeable(model: nn.Module) -> bool:
 
     if not isinstance(model, PeftModel) or model.peft_config[model.active_adapter].peft_type != PeftType.LORA:
         return False
-    if getattr(model.get_base_model(), "is_quantized", False):
-        return False
+    base = model.get_base_model()
+    if getattr(base, "hf_quantizer", None) is not None or getattr(base.config, "quantization_config", None):
+        return False  # as transformers tells a quantized model (bitsandbytes' 4-bit QLoRA base)
     layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
     return bool(layers) and not any(layer.disable_adapters or layer.merged for layer in layers)
 

@@ -57,7 +57,7 @@ class RunFolder:
         """
         if not self.root.exists():
             raise CheckpointError(f"{self.root} does not exist: give the folder `finjust train` wrote "
-                                  "(output.dir, runs/NAME by default)")  # fmt: skip
+                                  "(its recipe's output.dir)")  # fmt: skip
         if not self.holds_run() or not self.recipe.is_file():
             raise CheckpointError(f"{self.root} is not a finjust run folder (no recipe.yaml written by finjust train)")
         return self
