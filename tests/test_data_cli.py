@@ -114,6 +114,8 @@ def test_a_recipe_with_test_or_validation_files_beside_it_is_refused(tiny_recipe
 
 def test_an_output_path_that_cannot_be_written_is_refused_before_the_check(tiny_recipe, tmp_path, capsys):
     # argparse's usage error, before any data is read
+    assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path / "new") + "/"]) == 2
+    assert "is a folder; give a file path" in capsys.readouterr().err and not (tmp_path / "new").exists()
     assert main(["data", "check", str(tiny_recipe()), "--no-tokens", "--json", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"--json: {tmp_path} is a folder; give a file path" in err

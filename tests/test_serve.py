@@ -587,6 +587,34 @@ def test_closing_the_engine_stops_the_running_generation_and_refuses_the_waiting
         loop.close()
 
 
+def test_a_stream_cut_off_by_shutdown_ends_with_an_error_event_and_done(served, monkeypatch):
+    started = threading.Event()
+
+    def endless(model, rows):  # streams a first piece, then runs until its row is cancelled
+        rows[0].on_text("Hello")
+        started.set()
+        while not rows[0].is_cancelled():
+            time.sleep(0.01)
+        rows[0].finish_reason = "stop"
+
+    monkeypatch.setattr(engine_module, "generate_rows", endless)
+    app = create_app(served)
+    with Server(app) as running, ThreadPoolExecutor(1) as pool:
+        body = {"prompt": "Hi", "max_tokens": 8, "stream": True}
+
+        def read_stream() -> list[str]:
+            with httpx2.stream("POST", f"{running.url}/v1/completions", json=body, timeout=30) as response:
+                return [line for line in response.iter_lines() if line]
+
+        lines = pool.submit(read_stream)
+        assert started.wait(10)
+        app.state.engine.close(timeout=10)  # the grace is over: the running stream is cut off
+        events = lines.result(timeout=30)
+    assert events[-1] == "data: [DONE]"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert error["code"] == "server_shutting_down" and '"Hello"' in "".join(events[:-2])
+
+
 def test_tokenizing_a_long_prompt_holds_up_no_other_request(served, monkeypatch):
     from finjust.serve import app as app_module
 

@@ -62,7 +62,7 @@ def output_file(text: str) -> str:
     except OSError as exc:  # a name longer than the filesystem allows
         shortened = text if len(text) <= 80 else f"{text[:80]}..."
         raise argparse.ArgumentTypeError(f"{shortened}: {exc.strerror}") from None
-    if is_dir:
+    if is_dir or text.endswith(("/", os.sep)):  # `--json out/`: a folder meant, not a file named out
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path")
     parent = next(p for p in path.absolute().parents if p.exists())
     if not parent.is_dir():
