@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         print(json.dumps(_run_variant(args.variant, bench)))
         return 0
+    if problem := _shape_problem(args.model):
+        parser.error(problem)
     variants = args.variants or [v for v in VARIANTS if not (bench.device == "cuda" and v == "b-malloc")]
     results, peak, failures = _measure(args.rounds, bench, variants)
     report = {**_report(results, peak), "failed": failures, "machine": describe_machine(bench.device)}
@@ -378,6 +380,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic.write_json(args.json, report)
     return 0
+
+
+def _shape_problem(model: str) -> str | None:
+    """Why ``model``'s FLOPs would be miscounted: the counts are SmolLM2-135M's shapes."""
+    from finjust.models.load import resolve_model_folder
+
+    config = json.loads((resolve_model_folder(model) / "config.json").read_text())
+    heads = config["num_attention_heads"]
+    kv_dim = config["num_key_value_heads"] * config.get("head_dim", config["hidden_size"] // heads)
+    found = (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"], kv_dim,
+             config["vocab_size"])  # fmt: skip
+    expected = (HIDDEN, LAYERS, INTERMEDIATE, KV_DIM, VOCAB)
+    if found == expected:
+        return None
+    return (f"--model {model}: (hidden, layers, intermediate, kv dim, vocab) {found}, not SmolLM2-135M's {expected}, "
+            "which the model FLOPs and MFU count")  # fmt: skip
 
 
 def _variant_list(text: str) -> list[str]:

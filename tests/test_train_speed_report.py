@@ -152,3 +152,8 @@ def test_variants_are_checked_and_a_child_gets_the_same_bench(train_speed):
     arguments = bench.arguments()
     assert [arguments[arguments.index(f"--{key}") + 1] for key in ("steps", "warmup", "device", "model")] == [
         "3", "1", "cuda", "/models/shape"]  # fmt: skip
+
+
+def test_a_model_of_other_shapes_is_refused_as_its_flops_would_be_miscounted(train_speed, tiny_model_dir):
+    problem = train_speed._shape_problem(str(tiny_model_dir))
+    assert problem is not None and "(16, 2, 32, 8, " in problem and "not SmolLM2-135M's (576, 30, 1536, 192, 49152)" in problem
