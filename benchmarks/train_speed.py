@@ -384,13 +384,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _shape_problem(model: str) -> str | None:
     """Why ``model``'s FLOPs would be miscounted: the counts are SmolLM2-135M's shapes."""
+    from finjust.errors import FinjustError
     from finjust.models.load import resolve_model_folder
 
-    config = json.loads((resolve_model_folder(model) / "config.json").read_text())
-    heads = config["num_attention_heads"]
-    kv_dim = config["num_key_value_heads"] * config.get("head_dim", config["hidden_size"] // heads)
-    found = (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"], kv_dim,
-             config["vocab_size"])  # fmt: skip
+    try:
+        config = json.loads((resolve_model_folder(model) / "config.json").read_text())
+        heads = config["num_attention_heads"]
+        kv_dim = config.get("num_key_value_heads", heads) * config.get("head_dim", config["hidden_size"] // heads)
+        found = (config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"], kv_dim,
+                 config["vocab_size"])  # fmt: skip
+    except (FinjustError, OSError, ValueError, KeyError) as error:
+        return f"--model {model}: cannot read its shapes ({error})"
     expected = (HIDDEN, LAYERS, INTERMEDIATE, KV_DIM, VOCAB)
     if found == expected:
         return None

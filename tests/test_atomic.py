@@ -189,3 +189,19 @@ def test_the_umask_is_read_without_being_changed(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(current)
+
+
+def test_a_signal_between_a_folder_s_two_renames_lands_after_them():
+    import signal
+    import time
+
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handled"))
+    try:
+        with atomic._signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler would run here, were it not held
+            seen.append("renamed")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == ["renamed", "handled"]

@@ -126,9 +126,13 @@ def test_data_check_names_a_misspelt_split_field_once_not_per_record(tmp_path):
     from finjust.errors import RecipeError
 
     data = data_section_from_dict({"train": _write(tmp_path, "t.jsonl", 8), "group_by": "dco"})
-    with pytest.raises(RecipeError, match=r"data.group_by: the first record \(.*t.jsonl:1\) has no field 'dco' to "
-                                          r"split by \(its other fields: 'doc'\); did you mean 'doc'\?"):  # fmt: skip
+    with pytest.raises(RecipeError, match=r"data.group_by: no record has a field 'dco' to split by \(the first, "
+                                          r".*t.jsonl:1, has 'doc'\); did you mean 'doc'\?"):  # fmt: skip
         check_data(data, 0)
+    some = data_section_from_dict({"train": _write(tmp_path, "t.jsonl", 8), "group_by": "doc"})
+    (tmp_path / "t.jsonl").write_text('{"instruction": "q", "output": "a"}\n' + (tmp_path / "t.jsonl").read_text())
+    report = check_data(some, 0)  # only the first record lacks it: that record is bad, the check goes on
+    assert "t.jsonl:1 field 'doc'" in report.findings["invalid"].items[0]  # a report, with that record in it
 
 
 @pytest.mark.parametrize("records", [1, 2])

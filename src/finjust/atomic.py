@@ -9,6 +9,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -109,14 +110,25 @@ def write_json(path: str | Path, data: Any) -> None:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (then they land): between two
-    renames one would leave neither the old folder nor the new one in place."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done, then land as they would have:
+    between two renames one would leave neither the old folder nor the new one in place.
+    (Python runs signal handlers in the main thread only; masking the signal there would not
+    do: the kernel hands it to another thread, torch's OpenMP workers among them.)"""
+    numbers = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {n: handler for n in numbers if (handler := signal.getsignal(n)) is not None}  # None: set outside Python
+    for number in saved:
+        signal.signal(number, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 @contextmanager

@@ -191,9 +191,10 @@ def test_a_project_folder_holding_its_own_recipe_is_never_taken_for_a_run(tiny_r
     recipe = tiny_recipe(output={"dir": str(project), "overwrite": overwrite})
     (project / "recipe.yaml").write_text(recipe.read_text())
     (project / "notes.md").write_text("the user's")
+    (project / "data_report.json").write_text("{}")  # `finjust data check recipe.yaml --json data_report.json`
     assert main(["train", str(project / "recipe.yaml"), "train.max_steps=1", *QUICK]) == 2
     assert "not a finjust run folder (a project's own recipe.yaml does not make one)" in capsys.readouterr().err
-    assert sorted(p.name for p in project.iterdir()) == ["notes.md", "recipe.yaml"]
+    assert sorted(p.name for p in project.iterdir()) == ["data_report.json", "notes.md", "recipe.yaml"]
     assert main(["train", "--resume", str(project)]) == 2
     assert "not a finjust run folder" in capsys.readouterr().err
 
@@ -415,3 +416,13 @@ def test_the_scorecard_json_may_not_replace_the_recipe(tiny_recipe, capsys):
     before = recipe.read_text()
     assert main(["train", str(recipe), "--json", str(recipe)]) == 2  # refused before any training
     assert f"--json {recipe}: the command reads it" in capsys.readouterr().err and recipe.read_text() == before
+
+
+def test_the_scorecard_generates_a_tuned_lora_from_merged_weights(tiny_recipe, monkeypatch):
+    from finjust.eval import generate
+
+    merged = []
+    real = generate._room_for_a_copy
+    monkeypatch.setattr(generate, "_room_for_a_copy", lambda model: merged.append(True) or real(model))
+    assert main(["train", str(tiny_recipe()), "train.max_steps=2", "eval.retention=false"]) == 0
+    assert merged == [True]  # the tuned model's answers; the base model has no adapter to merge

@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _dispatch(argv)
         except SystemExit as done:  # argparse's --help (0) and usage errors (2): a status, as every other end
-            return done.code if isinstance(done.code, int) else 0 if done.code is None else 2
+            if isinstance(done.code, str):  # sys.exit("message"), as Python itself would end it
+                tell(done.code)
+                return 1
+            return done.code if isinstance(done.code, int) else 0
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -58,7 +58,10 @@ def check_data(
     by = data.stratify_by or data.group_by
     roles = _roles(data)
     _require_readable(roles)
-    files = [_read_file(scan, data, source, origin, role, by, on_progress) for source, origin, role in roles]
+    split_field = _SplitField()
+    files = [_read_file(scan, data, source, origin, role, by, on_progress, split_field) for source, origin, role in roles]
+    if by and split_field.first_without is not None and not split_field.seen:
+        raise _no_split_field(split_field.first_without, by, "stratify_by" if data.stratify_by else "group_by")
     _check_tasks(scan, files)
     codes, order = _assign_splits(scan, data, seed, bool(data.validation), bool(data.test))
     report = QualityReport(
@@ -128,9 +131,17 @@ def _require_readable(roles: list[_Role]) -> None:
         raise DataError(f"{len(problems)} data sources cannot be read:\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class _SplitField:
+    """Whether any record had the field ``data.stratify_by``/``group_by`` names, and the first without it."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.first_without: Example | None = None
+
+
 def _read_file(
     scan: QualityScan, data: Any, source: DataSource, origin: int, role: str, by: str | None,
-    on_progress: Progress | None,
+    on_progress: Progress | None, split_field: _SplitField,
 ) -> dict[str, Any]:  # fmt: skip
     setting = "stratify_by" if data.stratify_by else "group_by"
     records = bad = 0
@@ -150,9 +161,9 @@ def _read_file(
         if by and origin == POOL:
             try:
                 keys.append(split_key(item, by, setting))
+                split_field.seen = True
             except DataError as error:
-                if scan.count + len(batch) == 0:  # the very first record: a misspelt field, not bad records
-                    raise _no_split_field(item, by, setting) from None
+                split_field.first_without = split_field.first_without or item
                 bad += 1
                 scan.add_problem(Problem("missing", error.detail, item.source, item.line, by))
                 continue
@@ -167,14 +178,14 @@ def _read_file(
 
 
 def _no_split_field(first: Example, by: str, setting: str) -> RecipeError:
-    """``data.stratify_by``/``group_by`` names a field the first record lacks: the recipe's
-    mistake, said once, not once per record."""
+    """``data.stratify_by``/``group_by`` names a field no record has: the recipe's mistake, said
+    once, not once per record."""
     fields = [*first.meta, *(["label"] if first.label is not None else [])]
     close = difflib.get_close_matches(by, fields, n=1)
     guess = f"; did you mean {close[0]!r}?" if close else ""
     listed = ", ".join(map(repr, fields[:8])) or "none besides those its format reads"
-    return RecipeError([f"data.{setting}: the first record ({first.source}:{first.line}) has no field {by!r} to "
-                        f"split by (its other fields: {listed}){guess}"])  # fmt: skip
+    return RecipeError([f"data.{setting}: no record has a field {by!r} to split by (the first, {first.source}:"
+                        f"{first.line}, has {listed}){guess}"])  # fmt: skip
 
 
 def _check_tasks(scan: QualityScan, files: list[dict[str, Any]]) -> None:

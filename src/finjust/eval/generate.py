@@ -97,7 +97,11 @@ def lora_mergeable(model: nn.Module) -> bool:
     if getattr(base, "hf_quantizer", None) is not None or getattr(base.config, "quantization_config", None):
         return False  # as transformers tells a quantized model (bitsandbytes' 4-bit QLoRA base)
     layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
-    return bool(layers) and not any(layer.disable_adapters or layer.merged for layer in layers)
+    if not layers or any(layer.disable_adapters or layer.merged for layer in layers):
+        return False
+    # inside training's forward swaps (a forgetting-guard probe): a copy would keep closures over
+    # the original modules, half merged
+    return not any("forward" in vars(module) for module in model.modules())
 
 
 def _room_for_a_copy(model: nn.Module, margin: float = 1.5) -> bool:

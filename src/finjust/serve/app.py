@@ -12,9 +12,9 @@ import hmac
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -110,13 +110,35 @@ def _add_routes(app: FastAPI, served: ServedModel, options: ServeOptions, engine
                              status=404, param="model", code="model_not_found")  # fmt: skip
         return card
 
+    reads = _BodyReads(2 * options.max_queue)
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
-        return await _generate(request, "chat", served, options, engine, preparing)
+        return await _generate(request, "chat", served, options, engine, preparing, reads)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        return await _generate(request, "completion", served, options, engine, preparing)
+        return await _generate(request, "completion", served, options, engine, preparing, reads)
+
+
+class _BodyReads:
+    """Request bodies being read at once, at most ``limit`` (each may hold up to max_body_bytes
+    for body_seconds): bodies are read before a place in the queue is taken, so the queue's
+    bound does not bound them. Counted on the event loop's one thread: no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count = limit, 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.count >= self.limit:
+            raise ServeError(f"the server is busy: {self.limit} request bodies are being read; retry shortly",
+                             status=503, code="server_busy", kind="server_error")  # fmt: skip
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
 
 
 #: how often a waiting non-streaming request checks that its client is still connected
@@ -124,11 +146,12 @@ DISCONNECT_POLL_SECONDS = 0.25
 
 
 async def _generate(request: Request, endpoint: str, served: ServedModel, options: ServeOptions, engine: Engine,
-                    preparing: ThreadPoolExecutor) -> Any:  # fmt: skip
+                    preparing: ThreadPoolExecutor, reads: _BodyReads) -> Any:  # fmt: skip
     _check_access(request, options)
     _require_json(request)
     # read before a place in the queue is taken: a client that goes silent mid-body holds none
-    body = await _read_body(request, options.max_body_bytes, options.body_seconds)
+    with reads.slot():
+        body = await _read_body(request, options.max_body_bytes, options.body_seconds)
     handled = _ENDPOINTS[endpoint]
     loop = asyncio.get_running_loop()
     with engine.admitted():  # a full server refuses before parsing and tokenizing, not after

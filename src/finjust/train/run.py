@@ -92,7 +92,10 @@ def run_recipe(recipe: Recipe, resume: bool = False, on_event: EventHandler = ig
     # a recipe built in Python may hold paths relative to the current folder, which its saved
     # recipe.yaml, read from the run folder by eval, export and --resume, would miss
     recipe = with_absolute_paths(recipe)
-    folder = RunFolder(recipe.output.dir)
+    root = Path(recipe.output.dir)
+    # a symlinked output.dir: the run, its lock and an overwrite's move aside are the folder it
+    # points to (moving the link aside would change which lock a second process takes)
+    folder = RunFolder(root.resolve() if root.is_symlink() else root)
     _require_inputs(recipe)
     _require_own_folder(folder, recipe)
     if (blocker := atomic.file_in_the_way(folder.root)) is not None:

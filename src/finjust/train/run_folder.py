@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from finjust import atomic
@@ -33,15 +34,26 @@ class RunFolder:
         2026-11-27) a recipe.yaml beside the files a run writes first."""
         if self.mark.is_file():
             return True
-        legacy = (self.manifest, self.root / "data_report.json", self.metrics, self.checkpoints, self.scorecard)
-        return self.recipe.is_file() and any(path.exists() for path in legacy)
+        # not data_report.json: `finjust data check --json` writes one into a user's project too
+        written = self.metrics.exists() or self.checkpoints.exists() or self.scorecard.exists() or self._manifest()
+        return self.recipe.is_file() and written
+
+    def _manifest(self) -> bool:
+        """Whether a finjust manifest lies here (its split hashes and sizes), not a file of the name."""
+        try:
+            manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(manifest, dict) and {"sizes", "sha256", "recipe"} <= manifest.keys()
 
     def computed_nothing(self) -> bool:
         """Whether this run stopped before it scored or trained anything (its data refused, a
         model that would not load): it holds its mark, recipe, manifest and data report only,
         which starting it again writes anew."""
         first = {self.mark.name, self.recipe.name, self.manifest.name, "data_report.json"}
-        return self.holds_run() and all(e.name in first or atomic.is_leftover(e) for e in self.root.iterdir())
+        # the mark itself, not the older runs' rule: a project's recipe.yaml beside its own
+        # data_report.json (`finjust data check --json`) matches that one
+        return self.mark.is_file() and all(e.name in first or atomic.is_leftover(e) for e in self.root.iterdir())
 
     def make(self) -> None:
         """Create the folder with its mark."""
