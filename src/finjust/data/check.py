@@ -7,6 +7,7 @@ splits it for training, so the report's split sizes and hashes are the run's.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import time
 from collections.abc import Callable, Hashable
@@ -115,7 +116,16 @@ def unreadable_sources(data: Any) -> list[Problem]:
 
 
 def _unreadable(roles: list[_Role]) -> list[Problem]:
-    return [problem for role in roles if (problem := source_problem(role.source.path)) is not None]
+    return [_naming_the_key(problem, role) for role in roles if (problem := source_problem(role.source.path))]
+
+
+def _naming_the_key(problem: Problem, role: _Role) -> Problem:
+    """A missing source's problem with the recipe key that names it: the path shown is resolved,
+    and ``r/r/good.jsonl`` says more once one knows where relative paths start."""
+    if Path(role.source.path).exists():
+        return problem
+    where = f" (data.{role.split}; a recipe's relative paths start at the recipe's own folder)"
+    return dataclasses.replace(problem, message=problem.message + where)
 
 
 def _require_readable(roles: list[_Role]) -> None:
