@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import at_least, memory_bytes, reset_peak_memory
+from common import memory_bytes, reset_peak_memory
+
+from finjust.cli.arguments import positive_int
 
 WORDS = ("kayak tent stove lamp canoe paddle jacket boots rope map tarp mug frame wheel battery motor "
          "saddle brake chain pedal rack light bell lock pump helmet glove basket fender tyre spoke "
@@ -77,7 +79,7 @@ def write_data(folder: Path, records: int, seed: int = 0) -> tuple[Path, Path, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=at_least(1), default=1_000_000)
+    parser.add_argument("--records", type=positive_int, default=1_000_000)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--no-tokens", action="store_true")
     args = parser.parse_args()

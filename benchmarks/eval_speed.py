@@ -28,9 +28,10 @@ import time
 from typing import Any
 
 import torch
-from common import DEMO_DATA, at_least, output_path
+from common import DEMO_DATA
 
 from finjust import atomic
+from finjust.cli.arguments import output_file, positive_int
 from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval import generate
@@ -41,14 +42,14 @@ from finjust.recipe.sections import EvalSection
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=at_least(1), default=16)
-    parser.add_argument("--max-new-tokens", type=at_least(1), default=EvalSection().max_new_tokens,
+    parser.add_argument("--questions", type=positive_int, default=16)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=EvalSection().max_new_tokens,
                         help="as the scorecard's eval.max_new_tokens (default: its default)")  # fmt: skip
-    parser.add_argument("--batch-size", type=at_least(1), default=EvalSection().batch_size)
+    parser.add_argument("--batch-size", type=positive_int, default=EvalSection().batch_size)
     parser.add_argument("--lora", action="store_true", help="through an unmerged LoRA adapter, as a tuned run")
     parser.add_argument("--unmerged", action="store_true", help="with --lora: peft's unmerged layers")
-    parser.add_argument("--rounds", type=at_least(1), default=1)
-    parser.add_argument("--json", metavar="PATH", type=output_path)
+    parser.add_argument("--rounds", type=positive_int, default=1)
+    parser.add_argument("--json", metavar="PATH", type=output_file)
     args = parser.parse_args(argv)
     if args.unmerged:
         generate.lora_mergeable = lambda model: False  # type: ignore[assignment]  # as generation ran before merging

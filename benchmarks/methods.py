@@ -24,9 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import DEMO_DATA, at_least, child_environment, memory_bytes, output_path, reset_peak_memory
+from common import DEMO_DATA, child_environment, memory_bytes, reset_peak_memory
 
 from finjust import atomic
+from finjust.cli.arguments import output_file, positive_int
 
 #: the first steps carry one-off costs (allocations, lazy initialisation): not timed
 WARMUP_STEPS = 2
@@ -36,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     from finjust.methods import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=at_least(WARMUP_STEPS + 1), default=30, help=f"optimizer steps per method (batch 8), > {WARMUP_STEPS}")
-    parser.add_argument("--test-questions", type=at_least(1), default=24, help="test questions scored per method")
+    parser.add_argument("--steps", type=positive_int, default=30, help=f"optimizer steps per method (batch 8), > {WARMUP_STEPS}")
+    parser.add_argument("--test-questions", type=positive_int, default=24, help="test questions scored per method")
     parser.add_argument("--methods", default=",".join(METHODS.names()), help="comma-separated method names")
-    parser.add_argument("--json", metavar="PATH", type=output_path, help="write the figures as JSON")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="write the figures as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps <= WARMUP_STEPS:

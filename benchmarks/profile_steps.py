@@ -19,13 +19,13 @@ import finjust  # noqa: F401  (first: it drops other packages' known log noise, 
 # and of the Trainer fail when they first happen under the profiler
 import peft  # noqa: F401
 import train_speed
-from common import at_least, output_path
 from torch.profiler import ProfilerActivity, profile
 from transformers import Trainer  # noqa: F401
 
 import finjust.methods  # noqa: F401
 import finjust.train.loop  # noqa: F401
 from finjust import atomic
+from finjust.cli.arguments import non_negative_int, output_file, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("variant", choices=("a", "b", "finjust"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model", default=train_speed.SHIPPED)
-    parser.add_argument("--steps", type=at_least(1), default=4)
-    parser.add_argument("--warmup", type=at_least(0), default=2)
-    parser.add_argument("--rows", type=at_least(1), default=30, help="rows of the table")
-    parser.add_argument("--out", metavar="PATH", type=output_path)
+    parser.add_argument("--steps", type=positive_int, default=4)
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
+    parser.add_argument("--rows", type=positive_int, default=30, help="rows of the table")
+    parser.add_argument("--out", metavar="PATH", type=output_file)
     args = parser.parse_args(argv)
     bench = train_speed.Bench(args.steps, args.warmup, args.device, args.model)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])

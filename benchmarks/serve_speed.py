@@ -22,7 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
-from common import DEMO_DATA, at_least, output_path
+from common import DEMO_DATA
+
+from finjust.cli.arguments import output_file, positive_int
 
 try:
     import openai
@@ -73,11 +75,11 @@ def throughput(served: ServedModel, max_batch: int, questions: list[str], max_to
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", help="a run or exported model folder (default: the shipped SmolLM2-135M)")
-    parser.add_argument("--concurrent", type=at_least(1), default=16)
-    parser.add_argument("--max-tokens", type=at_least(1), default=32)
-    parser.add_argument("--max-batch", type=at_least(1), default=16)
-    parser.add_argument("--rounds", type=at_least(1), default=2)
-    parser.add_argument("--json", metavar="PATH", type=output_path)
+    parser.add_argument("--concurrent", type=positive_int, default=16)
+    parser.add_argument("--max-tokens", type=positive_int, default=32)
+    parser.add_argument("--max-batch", type=positive_int, default=16)
+    parser.add_argument("--rounds", type=positive_int, default=2)
+    parser.add_argument("--json", metavar="PATH", type=output_file)
     args = parser.parse_args(argv)
     source = args.source or resolve_model_folder("smollm2-135m-instruct")
     served = load_served_model(source)

@@ -55,9 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import DEMO_DATA, at_least, child_environment, output_path
+from common import DEMO_DATA, child_environment
 
 from finjust import atomic
+from finjust.cli.arguments import non_negative_int, output_file, positive_int
 
 VARIANTS = ("a", "b", "b-malloc", "finjust", "finjust-compiled", "finjust-recompute")
 #: measured only when ``--variants`` names them
@@ -357,11 +358,11 @@ def step_flops(lengths: list[int]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=at_least(1), default=12)
-    parser.add_argument("--warmup", type=at_least(0), default=2)
-    parser.add_argument("--rounds", type=at_least(1), default=1,
+    parser.add_argument("--steps", type=positive_int, default=12)
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
+    parser.add_argument("--rounds", type=positive_int, default=1,
                         help="alternating rounds; each variant's median is reported")
-    parser.add_argument("--json", metavar="PATH", type=output_path)
+    parser.add_argument("--json", metavar="PATH", type=output_file)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model", default=SHIPPED, help="a model of SmolLM2-135M's shapes (default: the shipped one)")
     parser.add_argument("--variants", type=_variant_list, help="comma-separated (default: all but finjust-sdpa)")
