@@ -19,7 +19,7 @@ def refuse_writing_over_inputs(outputs: dict[str, str | None], inputs: list[str 
     read = [Path(path).resolve() for path in inputs]
     problems = [f"{option} {path}: the command reads it; write the {option.removeprefix('--')} elsewhere"
                 for option, path in outputs.items() if path is not None
-                for target in [Path(path).resolve()] if any(target == p or p in target.parents for p in read)]  # fmt: skip
+                if any(Path(path).resolve().is_relative_to(source) for source in read)]  # fmt: skip
     if problems:
         raise RecipeError(problems, command)
 

@@ -8,7 +8,6 @@ splits it for training, so the report's split sizes and hashes are the run's.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -30,6 +29,7 @@ from finjust.data.scan_findings import CHECKS, label_counts, token_stats
 from finjust.data.sources import DataSource, parse_sources
 from finjust.data.split import hash_of_hashes
 from finjust.errors import DataError, RecipeError
+from finjust.recipe.validate import suggest
 
 BATCH = 256
 Progress = Callable[[int], None]
@@ -191,11 +191,9 @@ def _no_split_field(first: Example, by: str, setting: str) -> RecipeError:
     """``data.stratify_by``/``group_by`` names a field no record has: the recipe's mistake, said
     once, not once per record."""
     fields = [*first.meta, *(["label"] if first.label is not None else [])]
-    close = difflib.get_close_matches(by, fields, n=1)
-    guess = f"; did you mean {close[0]!r}?" if close else ""
     listed = ", ".join(map(repr, fields[:8])) or "none besides those its format reads"
     return RecipeError([f"data.{setting}: no record has a field {by!r} to split by (the first, {first.source}:"
-                        f"{first.line}, has {listed}){guess}"])  # fmt: skip
+                        f"{first.line}, has {listed}){suggest(by, fields)}"])  # fmt: skip
 
 
 def _check_tasks(scan: QualityScan, files: list[dict[str, Any]]) -> None:

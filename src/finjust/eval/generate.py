@@ -80,10 +80,7 @@ def merged_for_generation(model: nn.Module) -> Iterator[nn.Module]:
         return
     with peft_false_alarms_off():
         merged = copy.deepcopy(model).merge_and_unload()  # type: ignore[operator]
-    try:
-        yield merged
-    finally:
-        del merged
+    yield merged
 
 
 def lora_mergeable(model: nn.Module) -> bool:

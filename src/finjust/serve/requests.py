@@ -123,7 +123,7 @@ def refuse_long_lists(body: dict[str, Any], served: ServedModel, options: ServeO
     if isinstance(messages, list) and len(messages) > options.max_messages:
         raise ServeError(f"{len(messages)} messages, more than this server's limit of {options.max_messages}",
                          param="messages", code="too_many_messages")  # fmt: skip
-    longest = options.max_prompt_tokens or served.context
+    longest = _prompt_limit(served, options)
     if isinstance(prompt, list) and len(prompt) > longest:
         raise ServeError(f"prompt holds {len(prompt)} items; a prompt is one string or at most {longest} token ids",
                          param="prompt", code="context_length_exceeded")  # fmt: skip
@@ -199,6 +199,11 @@ def _refuse_control_tokens(text: str, param: str, tokens: tuple[str, ...]) -> No
 MIN_SAMPLING_TEMPERATURE = 1e-4
 
 
+def _prompt_limit(served: ServedModel, options: ServeOptions) -> int:
+    """The longest prompt in tokens: --max-prompt-tokens, and one token short of the context."""
+    return min(options.max_prompt_tokens or served.context, served.context - 1)
+
+
 def _effective_temperature(temperature: float | None) -> float:
     return 0.0 if temperature is None or temperature < MIN_SAMPLING_TEMPERATURE else temperature
 
@@ -207,7 +212,7 @@ def _prepare(
     request: _Generation, prompt: list[int], max_tokens: int | None, served: ServedModel, options: ServeOptions,
     prompt_param: str, max_tokens_param: str = "max_tokens",
 ) -> Prepared:  # fmt: skip
-    limit = min(options.max_prompt_tokens or served.context, served.context - 1)
+    limit = _prompt_limit(served, options)
     if len(prompt) > limit:
         raise ServeError(f"the prompt is {len(prompt)} tokens, more than this server's limit of {limit}; "
                          "shorten it", param=prompt_param, code="context_length_exceeded")  # fmt: skip

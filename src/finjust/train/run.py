@@ -143,7 +143,7 @@ def _require_own_folder(folder: RunFolder, recipe: Recipe) -> None:
         RecipeError: a data source lies inside output.dir (or is it).
     """
     root = folder.root.resolve()
-    inside = [path for path in source_paths(recipe.data) if path.resolve() == root or root in path.resolve().parents]
+    inside = [path for path in source_paths(recipe.data) if path.resolve().is_relative_to(root)]
     if inside:
         raise RecipeError([f"output.dir {folder.root} holds the run's data ({', '.join(map(str, inside))}); a run "
                            "folder is the run's own, replaced whole by output.overwrite: choose another output.dir, "
