@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,6 +86,19 @@ def test_summary_counts_only_the_timed_steps(train_speed):
     assert summary["model_flops_per_second"] == pytest.approx(expected)
     attention = train_speed.attention_flops(2) + train_speed.attention_flops(3)
     assert train_speed.step_flops([2, 3]) == 5 * train_speed.flops_per_token() + attention
+
+
+def test_a_variant_s_peak_memory_is_its_own_not_the_parent_s(train_speed):
+    """A child started by vfork and exec inherits its parent's peak in getrusage's ru_maxrss:
+    every finjust variant once read the benchmark parent's 1.67 GB peak as its own."""
+    parent_peak = bytearray(800 * 2**20)  # touched: resident in this process, the child's parent
+    parent_peak[:: 4096] = b"x" * len(parent_peak[:: 4096])
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import train_speed; "
+            "print(train_speed._summary([1.0], [[4]], [1.0], train_speed.Bench(steps=1, warmup=0))['peak_rss_gb'])")
+    done = subprocess.run([sys.executable, "-c", code, str(BENCHMARK.parent)], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    del parent_peak
+    assert 0.0 < float(done.stdout) < 0.5
 
 
 def test_rounds_report_each_variant_s_median_run(train_speed, monkeypatch):
