@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 def _with_lora(model: torch.nn.Module) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    from finjust.methods.peft_adapter import peft_false_alarms_off
+
+    with peft_false_alarms_off():  # peft's FutureWarning about transformers' is_gradient_checkpointing
+        config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+        return get_peft_model(model, config)
 
 
 def _summary(result: dict[str, Any]) -> str:

@@ -37,10 +37,10 @@ from finjust.errors import CompileError
 from finjust.models.forward_swap import repeated_blocks
 
 #: with "auto", compile runs of at least this many optimizer steps, by device type. CPU: the
-#: training benchmark's steps (demo data, in tcmalloc) took 0.84 s eager and 0.71 s compiled on
-#: an AMX machine, 1.41 s and 1.25 s on a Zen 4 one, where compiling costs 5-6.4 s with inductor's
-#: caches warm and 37-39 s cold: a cold cache pays off after a few hundred steps (timings:
-#: benchmarks/RESULTS.md); the 105-step demo stays eager.
+#: training benchmark's steps (demo data, in tcmalloc) took 0.82 s eager and 0.73-0.76 s compiled
+#: on an AMX machine, 1.41 s and 1.25 s on a Zen 4 one, where compiling costs 4.5-6.4 s with
+#: inductor's caches warm and 36-39 s cold: a cold cache pays off after a few hundred steps
+#: (timings: benchmarks/RESULTS.md); the 105-step demo stays eager.
 #: CUDA: on an H100 the same benchmark's steps (a model of SmolLM2-135M's shapes) took 0.27 s
 #: eager and 0.17-0.19 s compiled after a 128-135 s first step with cold caches (two rounds):
 #: from ~1,300-1,700 steps.
