@@ -12,6 +12,7 @@ from finjust.data.load import load_examples
 from finjust.data.templates import prompt_ids
 from finjust.eval.generate import _batches, generate_answers
 from finjust.methods import get_method
+from finjust.methods.peft_adapter import model_generate
 from finjust.objectives.sft import batch_loss_sum, pad
 
 VIRTUAL = ["prompt_tuning", "prefix_tuning"]
@@ -49,6 +50,32 @@ def test_batched_answers_equal_one_prompt_at_a_time(name, tiny_model_dir):
     batched = generate_answers(model, tokenizer, prompts, 6, 8, cpu, equal_lengths=True)
     single = [generate_answers(model, tokenizer, [p], 6, 1, cpu)[0] for p in prompts]
     assert batched == single
+
+
+@pytest.mark.parametrize("name", VIRTUAL)
+def test_generation_continues_from_the_trained_virtual_tokens(name, tiny_model_dir):
+    """Greedy generation equals greedy decoding through the training forward, virtual tokens and
+    all. peft's generate with transformers 5 dropped prefix tuning's prefix (the base model's
+    answers); the strengthened virtual tokens here move every first token away from the base's."""
+    model = _tuned(name, tiny_model_dir)
+    with torch.no_grad():
+        for weight in model.prompt_encoder["default"].parameters():
+            weight.mul_(20)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for example in load_examples(ASSETS / "tiny_train.jsonl")[:4]:
+        ids = torch.tensor([prompt_ids(tokenizer, example)])
+        with torch.no_grad():
+            output = model_generate(model, input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5,
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            generated = output[0, ids.shape[1] :].tolist()
+            expected = ids
+            for _ in generated:
+                logits = model(input_ids=expected, attention_mask=torch.ones_like(expected)).logits
+                expected = torch.cat([expected, logits[:, -1:].argmax(-1)], dim=1)
+            base_first = int(base(input_ids=ids).logits[0, -1].argmax())
+        assert generated == expected[0, ids.shape[1] :].tolist()
+        assert generated[0] != base_first
 
 
 def test_equal_length_batches_hold_one_length_each():

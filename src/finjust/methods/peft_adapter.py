@@ -39,6 +39,8 @@ PEFT_FALSE_ALARMS = (
     # transformers' generate passes position ids at every step; prompt tuning drops them, rightly
     # (the virtual tokens come first, as in training), once per answer
     ("Position ids are not supported for parameter efficient tuning", UserWarning),
+    # peft's prompt learning passes the KV cache by transformers 4's name (see _cache_under_peft_s_name)
+    (".*`past_key_values` is deprecated.*", FutureWarning),
 )
 
 
@@ -61,9 +63,41 @@ _ARGMAX_ONLY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 def model_generate(model: nn.Module, **kwargs: Any) -> Any:
     """``model.generate(**kwargs)`` (transformers' or peft's), without peft's false alarms and
     without the model's own repetition processors (``kwargs`` may still set them)."""
-    with peft_false_alarms_off():
+    with peft_false_alarms_off(), _cache_under_peft_s_name(model):
         # torch types a module's attributes as Tensor | Module; generate is a method here
         return cast("Callable[..., Any]", model.generate)(**{**_ARGMAX_ONLY, **kwargs})
+
+
+@contextmanager
+def _cache_under_peft_s_name(model: nn.Module) -> Iterator[None]:
+    """Inside, a peft prompt-learning model's generation finds the KV cache where peft looks for it.
+
+    transformers 5 hands the model its KV cache as ``cache``; peft 0.21's ``generate`` still looks
+    for ``past_key_values``, finds none at every step and so starts over: prefix tuning's prefix went
+    in as a second, ignored cache (every answer was the base model's) and prompt tuning's virtual
+    tokens were prepended again before every new token (only the first one came out right; both
+    tested). Renaming the cache in what the base model prepares for each step gives peft's own
+    logic back (the prefix injected once, positions offset past it); the model's forward still
+    takes the old name. Other models generate as they are.
+    """
+    base_prepare = getattr(model, "base_model_prepare_inputs_for_generation", None)
+    if not getattr(model, "_is_prompt_learning", False) or base_prepare is None:
+        yield
+        return
+
+    def prepare(*args: Any, **kwargs: Any) -> Any:
+        inputs = base_prepare(*args, **kwargs)
+        if "cache" in inputs:
+            inputs["past_key_values"] = inputs.pop("cache")
+        return inputs
+
+    model.base_model_prepare_inputs_for_generation = prepare
+    try:
+        yield
+    finally:
+        model.base_model_prepare_inputs_for_generation = base_prepare
+        # peft's generate ends by setting the base model's prepare to the one kept above: the wrapper
+        cast(Any, model).base_model.prepare_inputs_for_generation = base_prepare
 
 
 class PeftMethod(Method):
