@@ -91,13 +91,14 @@ def _cache_under_peft_s_name(model: nn.Module) -> Iterator[None]:
             inputs["past_key_values"] = inputs.pop("cache")
         return inputs
 
-    model.base_model_prepare_inputs_for_generation = prepare
+    peft_model = cast(Any, model)  # torch types a module's attributes as Tensor | Module
+    peft_model.base_model_prepare_inputs_for_generation = prepare
     try:
         yield
     finally:
-        model.base_model_prepare_inputs_for_generation = base_prepare
+        peft_model.base_model_prepare_inputs_for_generation = base_prepare
         # peft's generate ends by setting the base model's prepare to the one kept above: the wrapper
-        cast(Any, model).base_model.prepare_inputs_for_generation = base_prepare
+        peft_model.base_model.prepare_inputs_for_generation = base_prepare
 
 
 class PeftMethod(Method):
