@@ -250,3 +250,30 @@ def test_generation_merges_lora_into_a_copy_and_answers_as_the_adapter_does(name
     assert not any(getattr(module, "merged", False) for module in model.modules())  # the model itself unmerged
     with model.disable_adapter():  # the base model's answers: nothing to merge
         assert not generate.lora_mergeable(model)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_scorecard_s_answers_are_greedy_decoding_through_the_tuned_forward(name, tiny_model_dir, tiny_tokens):
+    """Whatever a method changes (weights, adapters, virtual tokens), generation must continue
+    as the model it trained does: prompt and prefix tuning once generated otherwise."""
+    from conftest import build_tokenizer
+
+    from finjust.eval.generate import generate_answers
+
+    method, model, _ = _trained(name, tiny_model_dir, tiny_tokens)
+    model.eval()
+    tokenizer = build_tokenizer()
+    prompts = [example.input_ids[:8] for example in tiny_tokens[:3]]
+    answers = generate_answers(model, tokenizer, prompts, 6, 3, torch.device("cpu"),
+                               equal_lengths=not method.supports_packing)  # fmt: skip
+    expected = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = torch.tensor([prompt])
+            for _ in range(6):
+                token = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1:].argmax(-1)
+                ids = torch.cat([ids, token], dim=1)
+                if int(token) == tokenizer.eos_token_id:
+                    break
+            expected.append(tokenizer.decode(ids[0, len(prompt) :], skip_special_tokens=True).strip())
+    assert answers == expected
