@@ -117,22 +117,35 @@ def test_rows_with_filler_give_the_padded_gradients(model, tiny_tokens):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def _tiny_alibi_model(family: str):
-    """A tiny Bloom or MPT: attention code of their own (ALiBi) that ignores position ids."""
+#: tiny models whose attention ignores position ids: Bloom and MPT (ALiBi, attention code of their
+#: own), OPT, gpt-oss and AFMoE (causal masks built without the position ids)
+TINY_SIZES_IGNORING_POSITION_IDS = {
+    "bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
+    "mpt": {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 512},
+    "opt": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "ffn_dim": 32,
+            "word_embed_proj_dim": 16, "max_position_embeddings": 64},
+    "gpt_oss": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "head_dim": 8, "intermediate_size": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
+                "sliding_window": 64},
+    "afmoe": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "head_dim": 8, "intermediate_size": 32, "moe_intermediate_size": 16},
+}  # fmt: skip
+
+
+def _tiny_model_ignoring_position_ids(family: str):
     from transformers import AutoConfig
 
-    sizes = {"bloom": {"hidden_size": 32, "n_layer": 2, "n_head": 4},
-             "mpt": {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 512}}[family]  # fmt: skip
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, vocab_size=300, **sizes)).eval()
+    config = AutoConfig.for_model(family, vocab_size=300, **TINY_SIZES_IGNORING_POSITION_IDS[family])
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
-@pytest.mark.parametrize("family", ["bloom", "mpt"])
+@pytest.mark.parametrize("family", sorted(TINY_SIZES_IGNORING_POSITION_IDS))
 def test_models_that_ignore_position_ids_get_their_packed_examples_apart(family):
     from finjust.models.segment_attention import separates_packed_examples
     from finjust.objectives.sft import example_losses
 
-    model = _tiny_alibi_model(family)
+    model = _tiny_model_ignoring_position_ids(family)
     assert not separates_packed_examples(model)
     first, changed, second = ([(7 * i + k) % 290 + 3 for i in range(20)] for k in range(3))
     batches = [[pack([TokenizedExample(head, head), TokenizedExample(second, second)])]
