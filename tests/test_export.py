@@ -447,6 +447,15 @@ def test_load_hints_paste_into_a_shell_or_python_with_a_space_in_the_path(tmp_pa
     assert f".load(BASE, Path({str(folder)!r}))" in get_format("adapter").notes(folder, None)["load"]
 
 
+def test_a_virtual_token_adapter_s_notes_say_to_generate_through_finjust(tmp_path):
+    adapter = get_format("adapter")
+    assert "generate" not in adapter.notes(tmp_path, None)  # bitfit, freeze, full: no adapter_config.json
+    for peft_type, warned in (("PREFIX_TUNING", True), ("PROMPT_TUNING", True), ("LORA", False)):
+        (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": peft_type}))
+        notes = adapter.notes(tmp_path, None)
+        assert ("model_generate" in str(notes.get("generate"))) == warned
+
+
 @pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")
 def test_an_exported_gguf_loads_back_as_a_model_without_progress_bars(lora_run, tmp_path, monkeypatch, capfd):
     export_run(lora_run, "gguf", out=tmp_path / "gguf", quant="f16")

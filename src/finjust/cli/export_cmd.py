@@ -94,6 +94,8 @@ def format_result(result: dict[str, Any]) -> str:
         ("speed", f"export {speed_exp:.1f} tok/s, trained {speed_ref:.1f} tok/s"),
         ("parity", "passed" if parity["passed"] else "FAILED: " + "; ".join(parity["failures"])),
     ]  # fmt: skip
+    if "generate" in result:  # prompt and prefix tuning: plain peft generates them wrongly
+        rows.append(("generate", str(result["generate"])))
     return _table(rows)
 
 

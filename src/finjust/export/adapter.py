@@ -10,6 +10,7 @@ The only format for methods that cannot merge (prompt and prefix tuning).
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,10 +46,27 @@ class Adapter(ExportFormat):
         return ParityThresholds(min_agreement=1.0, min_exact=1.0, max_logit_diff=1e-4)
 
     def notes(self, folder: Path, quant: str | None) -> dict[str, object]:
-        return {"load": f"PeftModel.from_pretrained(BASE, {str(folder)!r}) for peft methods; for bitfit/freeze/"
-                        f"full: finjust.methods.get_method(METHOD).load(BASE, Path({str(folder)!r})); BASE: "
-                        "finjust.models.load_model(BASE_MODEL).model, BASE_MODEL and METHOD as base_model and "
-                        "method say here"}
+        notes: dict[str, object] = {
+            "load": f"PeftModel.from_pretrained(BASE, {str(folder)!r}) for peft methods; for bitfit/freeze/full: "
+                    f"finjust.methods.get_method(METHOD).load(BASE, Path({str(folder)!r})); BASE: "
+                    "finjust.models.load_model(BASE_MODEL).model, BASE_MODEL and METHOD as base_model and method say here"}  # fmt: skip
+        if _peft_type(folder) in VIRTUAL_TOKEN_TYPES:
+            notes["generate"] = ("finjust.methods.peft_adapter.model_generate(model, **generate_arguments), not "
+                                 "model.generate: with transformers 5, peft 0.21's own generate ignores a prefix and "
+                                 "repeats prompt tuning's virtual tokens before every new token")  # fmt: skip
+        return notes
+
+
+#: peft types whose generation needs finjust's ``model_generate`` (see methods/peft_adapter.py)
+VIRTUAL_TOKEN_TYPES = ("PREFIX_TUNING", "PROMPT_TUNING")
+
+
+def _peft_type(folder: Path) -> str | None:
+    try:
+        found = json.loads((folder / "adapter_config.json").read_text()).get("peft_type")
+    except (OSError, ValueError, AttributeError):  # not a peft folder (bitfit, freeze, full), or damaged
+        return None
+    return found if isinstance(found, str) else None
 
 
 FORMATS.add(Adapter.name, Adapter())
