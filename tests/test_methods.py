@@ -220,6 +220,9 @@ def test_greedy_generation_is_argmax_whatever_the_models_generation_config_says(
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     model.generation_config.repetition_penalty = 10.0  # as an instruct model may ship one
     model.generation_config.no_repeat_ngram_size = 1
+    model.generation_config.num_beams = 3  # beam search is not argmax either
+    model.generation_config.suppress_tokens = list(range(300))  # nor are tokens it may never choose
+    model.generation_config.bad_words_ids = [[token] for token in range(3, 300, 7)]
     ids = torch.tensor([tiny_tokens[0].input_ids[:12]])
     out = model_generate(model, input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
                          do_sample=False, eos_token_id=None, pad_token_id=0)  # fmt: skip

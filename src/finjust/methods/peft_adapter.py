@@ -54,10 +54,15 @@ def peft_false_alarms_off() -> Iterator[None]:
         yield
 
 
-#: logit processors a model's ``generation_config`` may switch on (Qwen2.5-Instruct ships a
-#: repetition penalty) that would make greedy decoding other than argmax: the scorecard, serve's
-#: temperature 0 and the export check (against runtimes that take the argmax) all mean argmax
-_ARGMAX_ONLY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+#: what a model's ``generation_config`` may switch on (Qwen2.5-Instruct ships a repetition
+#: penalty) that would make greedy decoding other than argmax: penalties, beam search, tokens
+#: suppressed, forced or held back. The scorecard, serve's temperature 0 and the export check
+#: (against runtimes that take the argmax) all mean argmax; ``kwargs`` may still set them.
+_ARGMAX_ONLY: dict[str, object] = {
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "num_beams": 1, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "bad_words_ids": None, "sequence_bias": None, "min_length": 0,
+    "min_new_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+}  # fmt: skip
 
 
 def model_generate(model: nn.Module, **kwargs: Any) -> Any:
