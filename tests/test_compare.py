@@ -187,6 +187,20 @@ def test_retrieval_finds_an_exact_duplicate_first():
     assert hits[0][0].document.text == f"Q: {train[0].prompt_text()}\nA: {train[0].reference_answer()}"
 
 
+def test_an_encoder_stored_in_half_precision_encodes_in_fp32(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from finjust.eval.retrieval import TransformerEncoder
+
+    tokenizer = build_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).half().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder = TransformerEncoder(tmp_path)
+    assert encoder.model.dtype == torch.float32 and encoder.encode(["a bike"]).dtype == torch.float32
+
+
 @needs_minilm
 def test_the_shipped_minilm_encoder_retrieves_the_duplicate(capfd):
     train = load_examples(ASSETS / "tiny_train.jsonl")[:12]

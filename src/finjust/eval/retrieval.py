@@ -52,7 +52,9 @@ class TransformerEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             with without_progress_bars():  # the command reports its own phases
-                self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+                # fp32 whatever the folder holds: transformers 5 loads a half-precision checkpoint as it
+                # is stored (dtype "auto"), which the CPU runs slowly and rounds coarsely
+                self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
         except Exception as exc:  # transformers raises many types for an unreadable folder
             raise ModelLoadError(f"cannot load the sentence encoder in {folder}: {exc}") from exc
         self.device = device or torch.device("cpu")
