@@ -66,8 +66,9 @@ _ARGMAX_ONLY: dict[str, object] = {
 
 
 def model_generate(model: nn.Module, **kwargs: Any) -> Any:
-    """``model.generate(**kwargs)`` (transformers' or peft's), without peft's false alarms and
-    without the model's own repetition processors (``kwargs`` may still set them)."""
+    """``model.generate(**kwargs)`` (transformers' or peft's), without peft's false alarms, without
+    what the model's ``generation_config`` sets against argmax (:data:`_ARGMAX_ONLY`; ``kwargs``
+    may still set it), and with peft's prompt learning given its KV cache (:func:`_cache_under_peft_s_name`)."""
     with peft_false_alarms_off(), _cache_under_peft_s_name(model):
         # torch types a module's attributes as Tensor | Module; generate is a method here
         return cast("Callable[..., Any]", model.generate)(**{**_ARGMAX_ONLY, **kwargs})
