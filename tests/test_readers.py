@@ -71,6 +71,28 @@ def test_datasets_dict_folder_reads_the_train_split(tmp_path):
     assert [e.reference_answer() for e in load_examples(folder, split="test")] == ["It costs 27 euros."]
 
 
+def test_a_datasets_folder_reads_every_column_whatever_format_it_was_saved_in(tmp_path):
+    import datasets
+
+    records = [{"text": "good movie", "label": "pos"}, {"text": "dull film", "label": "neg"}]
+    folder = tmp_path / "formatted"
+    datasets.Dataset.from_list(records).with_format(columns=["text"]).save_to_disk(str(folder))
+    examples = load_examples(folder)
+    assert [e.task for e in examples] == [TASK_CLASSIFICATION] * 2  # the label column was dropped before
+    assert [e.label for e in examples] == ["pos", "neg"]
+
+
+def test_a_class_label_column_gives_its_class_names(tmp_path):
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})  # fmt: skip
+    folder = tmp_path / "labelled"
+    datasets.Dataset.from_dict({"text": ["good movie", "dull film"], "label": [1, 0]},
+                               features=features).save_to_disk(str(folder))  # fmt: skip
+    assert [e.label for e in load_examples(folder)] == ["pos", "neg"]  # not "1" and "0"
+
+
 def _priced(n: int, start: int) -> list[dict]:
     return [{"instruction": f"How much is item {i}?", "input": "", "output": f"It costs {i} euros."}
             for i in range(start, start + n)]  # fmt: skip

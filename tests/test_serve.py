@@ -296,6 +296,7 @@ def test_unknown_paths_answer_in_openais_error_shape(server):
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     response = httpx2.get(f"{server.url}/v1/chat/completions")
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"  # HTTP requires a 405 to name what the path allows
 
 
 def test_a_prompt_longer_than_the_context_is_refused(served):

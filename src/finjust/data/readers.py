@@ -348,8 +348,15 @@ def read_datasets_folder(path: Path, split: str | None = None) -> Iterator[Item]
                           "the split named like them", str(path))  # fmt: skip
             return
         loaded = loaded[chosen]
+    # plain Python rows whatever format was set before saving (save_to_disk keeps it: a format
+    # limited to some columns dropped the others, a label among them, with no error)
+    loaded = loaded.with_format(None)
+    class_names = {name: feature.int2str for name, feature in loaded.features.items()
+                   if isinstance(feature, datasets.ClassLabel)}  # fmt: skip
     for number, row in enumerate(loaded, start=1):
-        yield RawRecord(number, row)
+        # a ClassLabel column holds its class's index: the class's name is the label
+        named = {name: to_name(row[name]) for name, to_name in class_names.items() if row.get(name) is not None}
+        yield RawRecord(number, {**row, **named})
 
 
 def held_out_split(path: str | Path, role: str) -> str | None:

@@ -342,7 +342,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, HTTPException)
         message = f"{request.method} {request.url.path}: {error.detail}"
         code = HTTPStatus(error.status_code).phrase.lower().replace(" ", "_")  # "not_found", as OpenAI's codes read
-        return answer(error.status_code, error_body(message, "invalid_request_error", code=code))
+        # the error's own headers too: a 405 must say which methods the path allows
+        return answer(error.status_code, error_body(message, "invalid_request_error", code=code), error.headers)
 
     async def crashed(request: Request, error: Exception) -> JSONResponse:
         # not logged here: after this answer Starlette raises the error again, and uvicorn logs its traceback
