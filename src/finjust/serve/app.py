@@ -12,7 +12,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -330,7 +330,7 @@ def _client_loc(loc: tuple[Any, ...]) -> list[Any]:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    def answer(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> JSONResponse:
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def refused(request: Request, error: Exception) -> JSONResponse:
