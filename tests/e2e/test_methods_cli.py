@@ -70,3 +70,12 @@ def test_prompt_tuning_answers_in_the_scorecard(tiny_recipe, tmp_path):
     scorecard = json.loads((tmp_path / "run" / "scorecard.json").read_text())
     assert scorecard["answers"] and all(isinstance(item["tuned"], str) for item in scorecard["answers"])
     assert any(item["tuned"].strip() for item in scorecard["answers"])  # the virtual tokens reach generation
+
+
+def test_a_prompt_tuning_export_says_how_to_generate_from_it(tiny_recipe, tmp_path, capsys):
+    recipe = tiny_recipe(method={"name": "prompt_tuning", "virtual_tokens": 4})
+    assert main(["train", str(recipe), "train.max_steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--format", "adapter", "--prompts", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "passed" in table and "model_generate(model" in table  # plain peft would generate it wrongly
