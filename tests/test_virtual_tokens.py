@@ -78,6 +78,17 @@ def test_generation_continues_from_the_trained_virtual_tokens(name, tiny_model_d
         assert generated[0] != base_first
 
 
+@pytest.mark.parametrize("name", VIRTUAL)
+def test_training_forwards_say_nothing_about_peft_s_cache_name(name, tiny_model_dir, tiny_tokens):
+    import warnings
+
+    model = _tuned(name, tiny_model_dir).train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch_loss_sum(model, pad(tiny_tokens[:2]))
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
 def test_equal_length_batches_hold_one_length_each():
     lengths = [3, 5, 3, 3, 5, 4]
     order = sorted(range(6), key=lambda i: lengths[i])

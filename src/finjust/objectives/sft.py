@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
+from finjust.methods.peft_adapter import peft_false_alarms_off
 from finjust.models.load import autocast
 from finjust.models.segment_attention import (
     segment_attention,
@@ -263,7 +265,10 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
 
 
 def _padded_token_losses(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    # prefix tuning: peft hands its prefix over by transformers 4's name, which transformers 5
+    # still takes, with a FutureWarning the user can do nothing about (see methods/peft_adapter.py)
+    with peft_false_alarms_off() if getattr(model, "_is_prompt_learning", False) else nullcontext():
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     # methods such as prompt tuning put virtual tokens before the sequence: skip their logits
     logits = out.logits[:, out.logits.shape[1] - batch.input_ids.shape[1] :]
     targets = batch.labels[:, 1:]
