@@ -78,9 +78,13 @@ def merged_for_generation(model: nn.Module) -> Iterator[nn.Module]:
     if not lora_mergeable(model) or not _room_for_a_copy(model):
         yield model
         return
+    yield merged_lora(copy.deepcopy(model))
+
+
+def merged_lora(model: nn.Module) -> nn.Module:
+    """``model`` (one :func:`lora_mergeable` accepts) with its adapters merged into its weights: a plain model."""
     with peft_false_alarms_off():
-        merged = copy.deepcopy(model).merge_and_unload()  # type: ignore[operator]
-    yield merged
+        return model.merge_and_unload()  # type: ignore[operator]  # a PeftModel, as lora_mergeable found
 
 
 def lora_mergeable(model: nn.Module) -> bool:

@@ -74,6 +74,11 @@ def model_generate(model: nn.Module, **kwargs: Any) -> Any:
         return cast("Callable[..., Any]", model.generate)(**{**_ARGMAX_ONLY, **kwargs})
 
 
+def is_prompt_learning(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft prompt or prefix tuning model (virtual tokens, no adapted weights)."""
+    return bool(getattr(model, "_is_prompt_learning", False))
+
+
 @contextmanager
 def _cache_under_peft_s_name(model: nn.Module) -> Iterator[None]:
     """Inside, a peft prompt-learning model's generation finds the KV cache where peft looks for it.
@@ -87,7 +92,7 @@ def _cache_under_peft_s_name(model: nn.Module) -> Iterator[None]:
     takes the old name. Other models generate as they are.
     """
     base_prepare = getattr(model, "base_model_prepare_inputs_for_generation", None)
-    if not getattr(model, "_is_prompt_learning", False) or base_prepare is None:
+    if not is_prompt_learning(model) or base_prepare is None:
         yield
         return
 

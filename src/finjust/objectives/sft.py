@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from finjust.data.templates import IGNORE_INDEX, TokenizedExample
-from finjust.methods.peft_adapter import peft_false_alarms_off
+from finjust.methods.peft_adapter import is_prompt_learning, peft_false_alarms_off
 from finjust.models.load import autocast
 from finjust.models.segment_attention import (
     segment_attention,
@@ -267,7 +267,7 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
 def _padded_token_losses(model: nn.Module, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     # prefix tuning: peft hands its prefix over by transformers 4's name, which transformers 5
     # still takes, with a FutureWarning the user can do nothing about (see methods/peft_adapter.py)
-    with peft_false_alarms_off() if getattr(model, "_is_prompt_learning", False) else nullcontext():
+    with peft_false_alarms_off() if is_prompt_learning(model) else nullcontext():
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     # methods such as prompt tuning put virtual tokens before the sequence: skip their logits
     logits = out.logits[:, out.logits.shape[1] - batch.input_ids.shape[1] :]

@@ -12,9 +12,8 @@ from transformers import PreTrainedTokenizerBase
 
 from finjust.errors import ModelLoadError
 from finjust.eval.evaluate import load_tuned, open_trained
-from finjust.eval.generate import lora_mergeable
+from finjust.eval.generate import lora_mergeable, merged_lora
 from finjust.export.registry import recorded_result
-from finjust.methods.peft_adapter import peft_false_alarms_off
 from finjust.models.load import load_model
 from finjust.train.max_length import model_positions, virtual_tokens
 from finjust.train.run import compute_dtype, training_dtype
@@ -125,8 +124,7 @@ def _from_run(folder: Path) -> ServedModel:
     autocast = compute_dtype(run.recipe, loaded)
     model, loaded = load_tuned(run, loaded)
     if lora_mergeable(model):  # peft's unmerged layers run two more matmuls a layer at every token (1.7x slower)
-        with peft_false_alarms_off():
-            model = model.merge_and_unload()  # type: ignore[operator]  # a PeftModel, as lora_mergeable found
+        model = merged_lora(model)
     return ServedModel(model, loaded.tokenizer, loaded.device, autocast, "",
                        _context(model, loaded.tokenizer, virtual_tokens(run.recipe)),
                        equal_lengths=not run.method.supports_packing, system_prompt=run.recipe.data.system_prompt)
