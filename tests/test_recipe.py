@@ -78,6 +78,14 @@ def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     return path
 
 
+def with_minimal_data(folder: Path) -> Path:
+    """``folder`` holding the data files MINIMAL names, so a recipe's problems are its own alone."""
+    (folder / "my").mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (folder / "my" / name).write_text('{"text": "hello"}\n', encoding="utf-8")
+    return folder
+
+
 def minimal_dict(**sections: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "model": {"name": "smollm2-135m-instruct"},
@@ -125,7 +133,7 @@ def test_a_folder_given_as_the_recipe_is_named_as_one(tmp_path: Path) -> None:
 
 
 def test_two_mistakes_are_reported_together(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL + "train: {lrr: 0.001, batch_size: -1}\n")
+    path = write(with_minimal_data(tmp_path), MINIMAL + "train: {lrr: 0.001, batch_size: -1}\n")
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     error = info.value
@@ -135,6 +143,22 @@ def test_two_mistakes_are_reported_together(tmp_path: Path) -> None:
     assert str(path) in message and "2 problems" in message
     assert "unknown key 'train.lrr'; did you mean 'lr'?" in message
     assert any("train.batch_size" in p and "-1" in p and "> 0" in p for p in error.problems)
+
+
+def test_a_recipe_with_mistakes_lists_its_missing_data_files_too(tmp_path: Path) -> None:
+    (tmp_path / "my").mkdir()
+    (tmp_path / "my" / "test.jsonl").write_text('{"text": "hello"}\n', encoding="utf-8")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, MINIMAL + "train: {lrr: 0.001}\n"))
+    problems = info.value.problems
+    assert len(problems) == 2, problems  # the mistake and the one missing file, in one run
+    assert problems[1] == f"{tmp_path / 'my' / 'train.jsonl'}: cannot open: no such file or folder; check the " \
+        "path (data.train; a recipe's relative paths start at the recipe's own folder)"
+
+
+def test_a_valid_recipe_loads_without_its_data_files(tmp_path: Path) -> None:
+    # export, eval and report read a run's recipe; its data may have moved since (the data check names them)
+    assert load_recipe(write(tmp_path, MINIMAL)).data.train == str(tmp_path / "my" / "train.jsonl")
 
 
 def test_checks_across_keys_run_beside_a_sections_other_mistakes() -> None:
@@ -172,7 +196,7 @@ def test_overrides_apply_and_coerce_types(tmp_path: Path) -> None:
 
 def test_bad_overrides_are_reported_with_other_problems(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as info:
-        load_recipe(write(tmp_path, MINIMAL), ["train.lr", "trian.lr=1", "train.batch_size=0"])
+        load_recipe(write(with_minimal_data(tmp_path), MINIMAL), ["train.lr", "trian.lr=1", "train.batch_size=0"])
     problems = info.value.problems
     assert len(problems) == 3
     assert "'train.lr'" in problems[0] and "section.key=value" in problems[0]

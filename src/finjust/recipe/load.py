@@ -72,7 +72,32 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     raw, problems = _apply_overrides(raw, overrides)
     touched = {text.partition("=")[0].strip() for text in overrides}
     raw = _resolve_paths(raw, Path.cwd(), only=touched)
-    return build_recipe(raw, str(path), problems)
+    try:
+        return build_recipe(raw, str(path), problems)
+    except RecipeError as error:
+        # a recipe with mistakes lists its missing data files beside them, so that one run names
+        # every fix; a valid recipe's missing files are the data check's to name, and a run that
+        # only reads its recipe (export, eval) never needs them
+        raise RecipeError([*error.problems, *_unreadable_data(raw)], source=error.source) from None
+
+
+def _unreadable_data(raw: Mapping[str, Any]) -> list[str]:
+    """Each data file the recipe names that is missing or of no known type, where the data
+    section's paths are well formed enough to tell."""
+    from types import SimpleNamespace
+
+    from finjust.data.check import unreadable_sources  # here: recipes load without the data package
+    from finjust.data.sources import source_problems
+
+    data = raw.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("train"), (str, list)) or not data["train"]:
+        return []
+    held_out = {key: data.get(key) if isinstance(data.get(key), str) and data.get(key) else None
+                for key in ("validation", "test")}  # fmt: skip
+    if source_problems(data["train"]):
+        return []
+    sources = SimpleNamespace(train=data["train"], **held_out)
+    return [f"{problem.path}: {problem.message}" for problem in unreadable_sources(sources)]
 
 
 def recipe_from_dict(raw: Mapping[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
