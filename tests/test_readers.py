@@ -160,6 +160,19 @@ def test_column_mapping_renames_and_errors_name_the_users_column(tmp_path):
     assert bad.line == 3 and bad.field == "answer" and bad.kind == "empty_answer"
 
 
+def test_a_record_lacking_a_mapped_column_is_refused_not_read_from_the_column_mapped_away(write_jsonl):
+    from finjust.data.load import iter_examples
+
+    records = [{"question": "Price?", "answer": "13 euros."},
+               {"questio": "Price of the tent?", "instruction": "old prompt", "answer": "20 euros."}]  # fmt: skip
+    good, bad = list(iter_examples(write_jsonl("qa.jsonl", records), columns={"instruction": "question",
+                                                                             "output": "answer"}))  # fmt: skip
+    assert good.prompt_text() == "Price?"
+    assert bad.line == 2 and bad.field == "question" and bad.kind == "missing"
+    assert bad.message.endswith("(data.columns reads it from the column 'question', which this record lacks; it "
+                                "has 'questio')")  # not 'map it with data.columns', which it is already
+
+
 ROUND_TRIPS = [
     ({"prompt": "Say hi", "completion": "Hi!"}, "completion", "Hi!<|im_end|>"),
     ({"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi!"}]}, "chat",

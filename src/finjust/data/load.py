@@ -97,8 +97,8 @@ def _read_raw(
         example = fmt.read(record, system_prompt)
     except RecordProblem as problem:
         field_name = _source_field(problem.field_name, columns)
-        return Problem(problem.kind, str(problem) + _unread_fields(problem, record, fmt), path, item.number,
-                       field_name)  # fmt: skip
+        return Problem(problem.kind, str(problem) + _unread_fields(problem, record, fmt, columns), path,
+                       item.number, field_name)  # fmt: skip
     meta = {k: v for k, v in record.items() if k not in fmt.fields}
     return dataclasses.replace(example, source=path, line=item.number, meta=meta), name
 
@@ -114,11 +114,18 @@ def _mixed_message(fmt: RecordFormat, first: RecordFormat, first_line: int) -> s
     return message
 
 
-def _unread_fields(problem: RecordProblem, record: Mapping[str, Any], fmt: RecordFormat) -> str:
+def _unread_fields(problem: RecordProblem, record: Mapping[str, Any], fmt: RecordFormat,
+                   columns: Mapping[str, str]) -> str:  # fmt: skip
     """For a missing field: the record's fields the format does not read, which may be it under
-    another name (a CSV column 'answer' for 'output')."""
+    another name (a CSV column 'answer' for 'output'); for a field data.columns maps, that the
+    record lacks that column (mapping the field again would not help)."""
     unread = [str(key) for key in record if key not in fmt.fields]
-    if problem.kind != "missing" or problem.field_name not in fmt.fields or not unread:
+    if problem.kind != "missing" or problem.field_name not in fmt.fields:
+        return ""
+    if (column := columns.get(problem.field_name)) is not None:
+        has = f"; it has {', '.join(map(repr, unread[:5]))}" if unread else ""
+        return f" (data.columns reads it from the column {column!r}, which this record lacks{has})"
+    if not unread:
         return ""
     if problem.field_name == "messages":  # a list of turns; no text column can stand in for it
         return (f" (the record has {', '.join(map(repr, unread[:5]))}: if the file is of another format, set "
@@ -145,7 +152,9 @@ def _renamed(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
     if not columns:
         return record
     sources = set(columns.values())
-    renamed = {k: v for k, v in record.items() if k not in sources}
+    # a mapped field's own column is not read either: a record lacking the mapped column must be
+    # reported, not read from the column the mapping replaced
+    renamed = {k: v for k, v in record.items() if k not in sources and k not in columns}
     for target, source in columns.items():
         if source in record:
             renamed[target] = record[source]
