@@ -52,7 +52,7 @@ def test_an_override_split_by_the_shell_is_named_not_taken_for_a_data_file(tiny_
 
 def test_check_the_demo_recipe_without_a_tokenizer(capsys):
     assert main(["data", "check", str(DEMO_RECIPE), "--no-tokens"]) == 0
-    assert "372 chat records" in capsys.readouterr().out
+    assert "372 conversation records" in capsys.readouterr().out
 
 
 def test_check_bare_files_with_columns_and_a_model(tmp_path, tiny_model_dir, capsys):
@@ -64,7 +64,7 @@ def test_check_bare_files_with_columns_and_a_model(tmp_path, tiny_model_dir, cap
                    "--model", str(tiny_model_dir), "--seed", "3"])  # fmt: skip
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "12 chat records" in out and "tokens: mean" in out
+    assert "12 conversation records" in out and "tokens: mean" in out
 
 
 def test_leakage_fails_the_check_and_stops_training_before_the_model_loads(tiny_recipe, write_jsonl, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from finjust.data.example import TASK_CHAT
 from finjust.data.report import SPLITS, QualityReport
 
 #: lines of each finding shown in the terminal; JSON and HTML carry all that were kept
@@ -27,11 +28,16 @@ def shorten_paths(text: str, paths: list[str]) -> str:
     return text
 
 
+#: how the summary's first line calls a task's records: instruction, chat and completion records
+#: all read as conversations (the "chat" task), which "chat records" miscounted as one format
+_TASK_NOUNS = {TASK_CHAT: "conversation"}
+
+
 def format_report(report: QualityReport) -> str:
     """A readable summary: files, splits with token statistics, histogram, findings and the gate."""
     paths = sorted({f["path"] for f in report.files}, key=len, reverse=True)
     total = sum(f["records"] for f in report.files)
-    kind = f"{report.task} " if report.task not in (None, "none") else ""  # none: no record was readable
+    kind = f"{_TASK_NOUNS.get(report.task, report.task)} " if report.task not in (None, "none") else ""  # none: unreadable
     lines = [f"Data check: {total} {kind}records in {len(report.files)} file(s), {report.seconds:g} s", ""]
     for file in report.files:
         weight = f"  weight {file['weight']:g}" if file.get("weight", 1) != 1 else ""
