@@ -418,17 +418,23 @@ def _measure(rounds: int, bench: Bench, variants: list[str]) -> tuple[dict[str, 
     """Each variant's median run over ``rounds`` rounds of all variants in turn, the median bf16
     peak (measured after each round), and why the variants that failed did: on a shared machine a
     burst of load elsewhere slows one round of one variant, which a median leaves out and a
-    single run would not."""
+    single run would not. A required variant failing in the first round stops the benchmark;
+    in a later one it ends the rounds, and the rounds already run are reported."""
     runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
     peaks = []
     failures: dict[str, str] = {}
-    for _ in range(rounds):
+    for number in range(1, rounds + 1):
+        finished = {variant: len(found) for variant, found in runs.items()}  # the runs of the rounds before
         for variant in variants:
             try:
                 result = _child(variant, bench)
             except VariantFailed as exc:
-                if variant in REQUIRED_VARIANTS:
+                if variant in REQUIRED_VARIANTS and number == 1:
                     raise
+                if variant in REQUIRED_VARIANTS:  # keep the finished rounds (each ~3 minutes) in the report
+                    failures[f"{variant} in round {number}"] = f"{exc}; reporting rounds 1-{number - 1}"
+                    kept = {name: found[: finished[name]] for name, found in runs.items()}
+                    return _medians(kept), statistics.median(peaks), failures
                 failures[variant] = str(exc)  # the other variants' figures still stand
                 continue
             if result is None:
@@ -436,8 +442,11 @@ def _measure(rounds: int, bench: Bench, variants: list[str]) -> tuple[dict[str, 
                 continue
             runs[variant].append(result)
         peaks.append(matmul_peak(device=bench.device))
-    medians = {variant: _median_run(found) for variant, found in runs.items() if found}
-    return medians, statistics.median(peaks), failures
+    return _medians(runs), statistics.median(peaks), failures
+
+
+def _medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {variant: _median_run(found) for variant, found in runs.items() if found}
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -145,6 +145,24 @@ def test_a_failed_optional_variant_is_reported_and_a_required_one_stops_the_run(
         train_speed._measure(1, bench, ["a", "b", "finjust"])
 
 
+def test_a_required_variant_failing_in_a_later_round_keeps_the_rounds_before(train_speed, monkeypatch):
+    calls = iter(range(100))
+
+    def child(variant, bench):
+        call = next(calls)
+        if call == 7:  # round 3's b, after its a
+            raise train_speed.VariantFailed("exit 137: killed")
+        return {**_result(100.0 + call, 1.0, [3.0]), "variant": variant}
+
+    monkeypatch.setattr(train_speed, "_child", child)
+    monkeypatch.setattr(train_speed, "matmul_peak", lambda device: 1000.0)
+    results, peak, failed = train_speed._measure(3, train_speed.Bench(steps=1, warmup=0), ["a", "b", "finjust"])
+    assert failed == {"b in round 3": "exit 137: killed; reporting rounds 1-2"} and peak == 1000.0
+    # round 3's a (call 6) is left out: every variant's median comes from rounds 1 and 2
+    assert {name: r["round_tokens_per_second"] for name, r in results.items()} == {
+        "a": [100.0, 103.0], "b": [101.0, 104.0], "finjust": [102.0, 105.0]}
+
+
 def test_on_a_gpu_the_memory_compared_is_the_gpu_s(train_speed):
     results = {name: _result(100.0, 5.0, [3.0]) for name in ("a", "b", "finjust")}
     for name, gpu in (("a", 4.0), ("b", 2.0), ("finjust", 1.0)):
