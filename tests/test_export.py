@@ -144,9 +144,25 @@ def test_gguf_answers_the_same_greedy_tokens_in_llama_cpp(lora_run, tmp_path, qu
     fields = gguf.GGUFReader(tmp_path / "gguf" / f"model-{quant}.gguf").fields
     head_dim = fields["llama.embedding_length"].contents() // fields["llama.attention.head_count"].contents()
     assert [fields[f"llama.attention.{kind}_length"].contents() for kind in ("key", "value")] == [head_dim] * 2
+    # said, not left to each runtime's default (Ollama's adds a BOS where the flag is absent)
+    assert [fields[f"tokenizer.ggml.add_{kind}_token"].contents() for kind in ("bos", "eos")] == [False, False]
     assert "<|im_start|>{{ .Role }}" in modelfile
     # a request's system message reaches the template twice (.System and .Messages): rendered once
     assert '{{- if ne .Role "system" }}' in modelfile
+
+
+def test_a_gguf_of_an_unknown_split_pre_tokenizer_points_to_llama_cpp_s_converter(tiny_model_dir, tmp_path):
+    from finjust.export.gguf_writer import _pre_tokenizer
+
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}"}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}  # fmt: skip
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)  # transformers 5 names no class "...Fast"
+    with pytest.raises(ExportError, match="cannot name this tokenizer's pre-tokenizer.*convert_hf_to_gguf.py"):
+        _pre_tokenizer(tokenizer, tmp_path)
 
 
 @pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama_cpp (llama-cpp-python) is not importable; see the Makefile")

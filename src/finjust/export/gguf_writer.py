@@ -134,8 +134,13 @@ def _write_vocab(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, to
     writer.add_tokenizer_pre(_pre_tokenizer(tokenizer, tokenizer_dir))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    # merges, bos/eos/pad ids, add_bos_token and the chat template, read from the saved tokenizer files
-    gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer)
+    # merges, bos/eos/pad ids and the chat template, read from the saved tokenizer files
+    special = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=vocab_size)
+    # transformers 5 no longer saves add_bos_token in tokenizer_config.json, so SpecialVocab finds no
+    # flag; unset, some runtimes (Ollama's) default to adding a BOS the model never trained with
+    for kind in ("bos", "eos"):
+        special.add_special_token.setdefault(kind, bool(getattr(tokenizer, f"add_{kind}_token", False)))
+    special.add_to_gguf(writer)
 
 
 def _pre_tokenizer(tokenizer: PreTrainedTokenizerBase, tokenizer_dir: Path) -> str:
@@ -146,7 +151,7 @@ def _pre_tokenizer(tokenizer: PreTrainedTokenizerBase, tokenizer_dir: Path) -> s
     pre = json.loads((tokenizer_dir / "tokenizer.json").read_text()).get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"  # GPT-2's own regex, which llama.cpp implements as "gpt-2"
-    if tokenizer.__class__.__name__.endswith("Fast") and pre.get("type") == "Sequence":
+    if getattr(tokenizer, "is_fast", False) and pre.get("type") == "Sequence":  # v5's class names lack "Fast"
         raise ExportError("the gguf export cannot name this tokenizer's pre-tokenizer for llama.cpp (hash "
                           f"{digest[:12]}...); convert the merged export with llama.cpp's convert_hf_to_gguf.py")  # fmt: skip
     raise ExportError("the gguf export supports byte-level BPE tokenizers (GPT-2 style) only")
