@@ -31,7 +31,9 @@ def test_a_folder_loads_with_its_tokenizer_and_stop_token(tiny_model_dir, tmp_pa
     assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
     turn_end = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert loaded.tokenizer.eos_token_id == turn_end != text_end_id
-    assert loaded.model.generation_config.eos_token_id == turn_end == loaded.model.config.eos_token_id
+    assert loaded.model.config.eos_token_id == turn_end
+    # the end of turn first; the model's own stop kept (Gemma's end of turn is not its tokenizer's EOS)
+    assert loaded.model.generation_config.eos_token_id == [turn_end, text_end_id]
     assert loaded.tokenizer.pad_token == "<|im_end|>" and loaded.model.generation_config.pad_token_id == turn_end
 
 

@@ -752,3 +752,21 @@ def test_a_request_for_another_model_is_refused_before_its_prompt_is_tokenized(s
     with pytest.raises(ServeError) as caught:
         prepare_chat(request, served, ServeOptions())
     assert caught.value.status == 404 and caught.value.code == "model_not_found"
+
+
+def test_generation_stops_at_every_stop_token_the_model_s_generation_config_lists(served, tiny_model_dir, tmp_path):
+    # Gemma's instruction models end a turn with <end_of_turn>; their tokenizer's EOS is <eos>
+    prompt = chat_ids(served.tokenizer, [Message("user", HELLO[0]["content"])], generation_prompt=True)
+    with torch.no_grad():
+        first_id = int(served.model(torch.tensor([prompt])).logits[0, -1].argmax())
+    first = served.tokenizer.decode([first_id], skip_special_tokens=True).strip()
+    folder = Path(shutil.copytree(tiny_model_dir, tmp_path / "two-stops"))
+    config = json.loads((folder / "generation_config.json").read_text())
+    eos = served.tokenizer.eos_token_id
+    (folder / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": [eos, first_id]}))
+    two_stops = load_served_model(folder, name="tiny")
+    assert two_stops.model.generation_config.eos_token_id == [eos, first_id]  # kept beside the tokenizer's
+    assert generate_answers(two_stops.model, two_stops.tokenizer, [prompt], 12, 1, two_stops.device) == [first]
+    with Server(create_app(two_stops, ServeOptions(api_key=KEY))) as running:
+        reply = running.client().chat.completions.create(model="tiny", messages=HELLO, max_tokens=12)
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens == 1

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from finjust.methods.peft_adapter import model_generate, peft_false_alarms_off
-from finjust.models.load import autocast
+from finjust.models.load import autocast, stop_token_ids
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def _answer_batch(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts:
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stop_token_ids(model, tokenizer),
             pad_token_id=tokenizer.pad_token_id,
         )
     new_tokens = output[:, ids.shape[1] :]

@@ -255,10 +255,23 @@ def _remove_abandoned_conversions(models: Path) -> None:
                 shutil.rmtree(tmp)
 
 
+def stop_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token ids generation stops at: the tokenizer's EOS (the chat template's end of turn
+    for most chat models) first, then every other the model's generation config lists. Gemma's
+    instruction models end a turn with ``<end_of_turn>`` while their tokenizer's EOS is ``<eos>``:
+    stopping at the tokenizer's alone ran answers past the turn's end."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = configured if isinstance(configured, list) else [configured]
+    ids = [tokenizer.eos_token_id, *listed]
+    return list(dict.fromkeys(int(i) for i in ids if isinstance(i, int)))
+
+
 def _set_stop_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Generation stops at the tokenizer's end-of-turn token (the chat template's EOS)."""
+    """Generation stops at the tokenizer's end-of-turn token (the chat template's EOS) and at
+    the others the model's generation config names."""
     if tokenizer.eos_token_id is not None:
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        stops = stop_token_ids(model, tokenizer)
+        model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
         model.config.eos_token_id = tokenizer.eos_token_id
     if model.generation_config.pad_token_id is None:
         pad = tokenizer.pad_token_id  # 0 is a token id like any other

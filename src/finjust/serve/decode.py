@@ -18,7 +18,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from finjust.eval.generate import left_pad
 from finjust.methods.peft_adapter import model_generate
-from finjust.models.load import autocast
+from finjust.models.load import autocast, stop_token_ids
 from finjust.serve.source import ServedModel
 
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
@@ -82,7 +82,7 @@ def generate_rows(served: ServedModel, rows: Sequence[Row]) -> None:
             input_ids=ids.to(served.device),
             attention_mask=mask.to(served.device),
             max_new_tokens=max(r.sampling.max_tokens for r in rows),
-            eos_token_id=served.tokenizer.eos_token_id,
+            eos_token_id=watcher.stops,
             pad_token_id=served.tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([watcher]),
             **sampling_args,
@@ -108,7 +108,7 @@ class _Watcher(StoppingCriteria):
 
     def __init__(self, served: ServedModel, rows: Sequence[Row], width: int) -> None:
         self.tokenizer = served.tokenizer
-        self.eos = served.tokenizer.eos_token_id
+        self.stops = stop_token_ids(served.model, served.tokenizer)
         self.rows = rows
         self.width = width
 
@@ -124,7 +124,7 @@ class _Watcher(StoppingCriteria):
 
     def _step(self, row: Row, token: int) -> None:
         row.tokens.append(token)
-        if token == self.eos:
+        if token in self.stops:
             row.finish_reason = FINISH_STOP
         elif row.is_cancelled():
             row.finish_reason = FINISH_STOP
@@ -152,7 +152,7 @@ class _Watcher(StoppingCriteria):
         self._send(row, len(row.text))
 
     def _decode(self, row: Row) -> str:
-        tokens = row.tokens[:-1] if row.tokens and row.tokens[-1] == self.eos else row.tokens
+        tokens = row.tokens[:-1] if row.tokens and row.tokens[-1] in self.stops else row.tokens
         return cast(str, self.tokenizer.decode(tokens, skip_special_tokens=True))  # one sequence: one str
 
     def _send(self, row: Row, upto: int) -> None:
