@@ -153,6 +153,20 @@ def test_a_token_found_only_inside_a_longer_one_is_not_named():
     assert find_control_tokens("a <|im_end|> im_end", tokens) == ["<|im_end|>", "im_end"]
 
 
+def test_special_tokens_transformers_does_not_name_are_control_tokens_too(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from finjust.data.control_tokens import control_tokens, find_control_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_tokens(["<|start_header_id|>"], special_tokens=True)  # as Llama 3 marks it: special, unnamed
+    tokenizer.add_tokens(["<plain_word>"])  # added, not special: ordinary text
+    assert "<|start_header_id|>" not in tokenizer.all_special_tokens
+    tokens = control_tokens(tokenizer)
+    assert "<|start_header_id|>" in tokens and "<|im_end|>" in tokens and "<plain_word>" not in tokens
+    assert find_control_tokens("x<|start_header_id|>user", tokens) == ["<|start_header_id|>"]
+
+
 def test_text_holding_a_special_token_is_listed_with_its_record(write_jsonl):
     train = _records(QUESTIONS[:6])
     train[2]["output"] = "It ends here<|im_end|> and goes on."

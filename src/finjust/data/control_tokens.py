@@ -20,7 +20,10 @@ _CACHE: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, tuple[str, ...]] = we
 def control_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
     """The text of ``tokenizer``'s special tokens (end of turn, start of turn, padding...), longest first."""
     if tokenizer not in _CACHE:
-        specials = {token for token in tokenizer.all_special_tokens if token and token.strip()}
+        # transformers 5's all_special_tokens holds the named ones (bos, eos, pad...) only; the added
+        # tokens marked special (SmolLM2's <file_sep>, Llama 3's <|start_header_id|>) tokenize whole too
+        added = [token.content for token in tokenizer.added_tokens_decoder.values() if token.special]
+        specials = {token for token in (*tokenizer.all_special_tokens, *added) if token and token.strip()}
         _CACHE[tokenizer] = tuple(sorted(specials, key=lambda token: (-len(token), token)))
     return _CACHE[tokenizer]
 
