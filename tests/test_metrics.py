@@ -155,6 +155,15 @@ def test_formal_voice_tells_possessives_from_contractions():
     assert metric.item("We don’t ship abroad.", "", formal) == 0.0
 
 
+def test_an_empty_answer_keeps_no_brand_voice():
+    from finjust.eval.metrics import BrandVoiceOptions
+
+    metric = METRICS.get("brand_voice")
+    for options in (BrandVoiceOptions(banned=["As an AI"]), BrandVoiceOptions(formality="formal")):
+        assert metric.item("Our shop opens at nine.", "", options) == 1.0
+        assert metric.item("", "", options) == metric.item("  \n", "", options) == 0.0
+
+
 def test_nan_is_not_json_to_the_format_metric():
     from finjust.eval.metrics import _satisfies_schema
 

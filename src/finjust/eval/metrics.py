@@ -360,6 +360,8 @@ class BrandVoice(Metric):
                 if not all(isinstance(p, str) and p.strip() for p in getattr(options, name))]  # fmt: skip
 
     def item(self, prediction: str, reference: str, options: BrandVoiceOptions) -> float:
+        if not prediction.strip():  # no answer keeps no voice (else a model that stops at once scored 1.0)
+            return 0.0
         text = prediction.lower()
         if any(phrase.lower() not in text for phrase in options.required):
             return 0.0
