@@ -69,3 +69,40 @@ def test_a_template_that_marks_only_the_last_answer_trains_no_user_text():
     tokens = tokenize_example(example, tokenizer)
     trained = tokenizer.decode([t for t, label in zip(tokens.input_ids, tokens.labels) if label != IGNORE_INDEX])
     assert trained == "alpha<|im_end|>\nthink: none. beta<|im_end|>\n"
+
+
+def _merging_tokenizer():
+    """The fixture tokenizer trained on text where newlines run together, as SmolLM2's merges them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    core.train_from_iterator(["assistant\n\n\nHello there", "a\n\n\nb\n\nc   d"] * 50, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>")  # fmt: skip
+    tokenizer.chat_template = TOKENIZER.chat_template
+    return tokenizer
+
+
+def test_an_answer_whose_leading_whitespace_merges_with_the_header_trains_as_generation_continues():
+    from finjust.data.lengths import profile_examples
+
+    tokenizer = _merging_tokenizer()
+    example = Example((Message("user", "Greet me"), Message("assistant", "\n\nHello there"),
+                       Message("user", "Again"), Message("assistant", "  Hello")))  # fmt: skip
+    whole = tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in example.messages])
+    prompt = prompt_ids(tokenizer, Example(example.messages[:2]))
+    assert list(whole["input_ids"])[: len(prompt)] != prompt  # "\n" + "\n\n" became one token: no boundary
+    tokens = tokenize_example(example, tokenizer)  # refused before
+    assert tokens.input_ids[: len(prompt)] == prompt  # the prompt as generation sees it, then the answer
+    trained = [t if label != IGNORE_INDEX else None for t, label in zip(tokens.input_ids, tokens.labels)]
+    spans = "".join(tokenizer.decode([t]) if t is not None else "\0" for t in trained).split("\0")
+    assert [span for span in spans if span] == ["\n\nHello there<|im_end|>", "  Hello<|im_end|>"]
+    assert tokenizer.decode(tokens.input_ids) == tokenizer.decode(whole["input_ids"])  # the same text
+    [profile] = profile_examples([example], tokenizer)  # the data check counts what training trains
+    first = next(i for i, label in enumerate(tokens.labels) if label != IGNORE_INDEX)
+    assert (profile.length, profile.first_trained) == (len(tokens.input_ids), first)

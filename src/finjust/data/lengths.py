@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from finjust.data.example import TASK_CHAT, TASK_PREFERENCE, TASK_TEXT, Example, Message
-from finjust.data.templates import IGNORE_INDEX, tokenize_example
+from finjust.data.example import TASK_CHAT, TASK_PREFERENCE, TASK_TEXT, Example
+from finjust.data.templates import IGNORE_INDEX, render_chat, tokenize_example
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,17 @@ class TokenProfile:
     first_trained: int
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> str:
-    chat = [{"role": m.role, "content": m.content} for m in messages]
-    return str(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt))
-
-
 def _pieces(example: Example, tokenizer: PreTrainedTokenizerBase) -> list[tuple[str, int]] | None:
     """(rendered text, characters before the first trained token) for each sequence of the example."""
     if example.task == TASK_CHAT:
         first = next(i for i, m in enumerate(example.messages) if m.role == "assistant" and m.weight)
-        full = _render(tokenizer, example.messages, False)
-        prefix = _render(tokenizer, example.messages[:first], True)
+        full = render_chat(tokenizer, example.messages, False)
+        prefix = render_chat(tokenizer, example.messages[:first], True)
         return [(full, len(prefix))] if full.startswith(prefix) else None
     if example.task == TASK_PREFERENCE:
         prompt = example.prompt_messages()
-        prefix = _render(tokenizer, prompt, True)
-        pieces = [(_render(tokenizer, (*prompt, *answer), False), len(prefix))
+        prefix = render_chat(tokenizer, prompt, True)
+        pieces = [(render_chat(tokenizer, (*prompt, *answer), False), len(prefix))
                   for answer in (example.chosen, example.rejected)]  # fmt: skip
         return pieces if all(text.startswith(prefix) for text, _ in pieces) else None
     return [(example.messages[0].content, 0)]
@@ -64,8 +59,12 @@ def profile_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizer
         for _, prefix_chars in entry:
             spans = next(offsets)
             first = sum(1 for start, _ in spans if start < prefix_chars)
-            measured.append((len(spans), first))
-        length, first = max(measured)
+            straddles = any(start < prefix_chars < end for start, end in spans)
+            measured.append((len(spans), first, straddles))
+        if example.task == TASK_CHAT and any(straddles for *_, straddles in measured):  # see tokenize_example
+            profiles.append(_exact(example, tokenizer))
+            continue
+        length, first, _ = max(measured)
         if example.task == TASK_TEXT:  # trained whole, with the tokenizer's specials and EOS (if it has one)
             profiles.append(TokenProfile(length + extra + int(tokenizer.eos_token_id is not None), 0))
         elif example.task in (TASK_CHAT, TASK_PREFERENCE):

@@ -72,22 +72,64 @@ def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> To
                         f"a {example.task} objective", example.source, example.line)  # fmt: skip
     full = chat_ids(tokenizer, example.messages, generation_prompt=False)
     labels = [IGNORE_INDEX] * len(full)
-    for index, message in enumerate(example.messages):
-        if message.role != "assistant" or not message.weight:
-            continue
+    for index in _trained_turns(example.messages):
         prefix = chat_ids(tokenizer, example.messages[:index], generation_prompt=True)
         start = len(prefix)
         end = _answer_end(full, chat_ids(tokenizer, example.messages[: index + 1], generation_prompt=False), start)
         if full[:start] != prefix or end is None:
-            raise DataError(
-                "the chat template does not render a conversation prefix as a token prefix; "
-                "cannot find the answer tokens",
-                example.source,
-                example.line,
-            )
+            return _tokenize_in_pieces(example, tokenizer)
         labels[start:end] = full[start:end]
         _unlabel_after_end_of_turn(labels, start, end, tokenizer.eos_token_id)
     return TokenizedExample(full, labels)
+
+
+def _trained_turns(messages: Sequence[Message]) -> list[int]:
+    return [index for index, message in enumerate(messages) if message.role == "assistant" and message.weight]
+
+
+def _tokenize_in_pieces(example: Example, tokenizer: PreTrainedTokenizerBase) -> TokenizedExample:
+    """The conversation tokenized piece by piece, each answer apart from the context before it.
+
+    For an answer whose first characters the tokenizer merges with the end of the assistant
+    header (byte-level BPE joins the header's newline with an answer's leading newlines or
+    spaces into one token), the whole conversation's tokens have no boundary where the answer
+    starts. Generation sees the prompt tokenized alone and continues it, so training does the
+    same here: the context's tokens, then the answer's. Needs a template that renders each
+    prefix as a text prefix.
+
+    Raises:
+        DataError: the template does not render prefixes as text prefixes either.
+    """
+    messages = example.messages
+    full = render_chat(tokenizer, messages, generation_prompt=False)
+    ids: list[int] = []
+    labels: list[int] = []
+    done = ""
+    for index in _trained_turns(messages):
+        prefix = render_chat(tokenizer, messages[:index], generation_prompt=True)
+        through = render_chat(tokenizer, messages[: index + 1], generation_prompt=False)
+        if not (prefix.startswith(done) and through.startswith(prefix) and full.startswith(through)):
+            raise DataError("the chat template does not render a conversation prefix as a prefix, in tokens or in "
+                            "text; cannot find the answer tokens", example.source, example.line)  # fmt: skip
+        context, answer = _text_ids(tokenizer, prefix[len(done) :]), _text_ids(tokenizer, through[len(prefix) :])
+        start = len(ids) + len(context)
+        ids += context + answer
+        labels += [IGNORE_INDEX] * len(context) + answer
+        _unlabel_after_end_of_turn(labels, start, len(ids), tokenizer.eos_token_id)
+        done = through
+    rest = _text_ids(tokenizer, full[len(done) :])
+    return TokenizedExample(ids + rest, labels + [IGNORE_INDEX] * len(rest))
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], generation_prompt: bool) -> str:
+    """``messages`` rendered with the tokenizer's chat template, as text."""
+    chat = [{"role": m.role, "content": m.content} for m in messages]
+    return str(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt))
+
+
+def _text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Rendered template text's tokens, as ``apply_chat_template`` tokenizes it (no specials added)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
 def _answer_end(full: list[int], through: list[int], start: int) -> int | None:
