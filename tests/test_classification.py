@@ -232,6 +232,49 @@ def test_every_supported_method_trains_the_new_head(name, model_fixture, request
     assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in head)
 
 
+@pytest.fixture(scope="module", params=["distilbert", "deberta-v2"])
+def backbone_with_a_larger_head(request, tmp_path_factory) -> Path:
+    """A saved backbone whose classification head has more than a classifier: DistilBERT's adds
+    a pre_classifier, DeBERTa's a pooler; no checkpoint of the backbone holds either."""
+    import transformers
+
+    tokenizer = build_tokenizer()
+    shapes = {"distilbert": ("DistilBertConfig", "DistilBertModel", {"dim": 16, "n_layers": 2, "n_heads": 2,
+                                                                     "hidden_dim": 32}),
+              "deberta-v2": ("DebertaV2Config", "DebertaV2Model", {"hidden_size": 16, "num_hidden_layers": 2,
+                                                                  "num_attention_heads": 2, "intermediate_size": 32})}
+    config_class, model_class, sizes = shapes[request.param]  # fmt: skip
+    folder = tmp_path_factory.mktemp(request.param)
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=len(tokenizer), max_position_embeddings=70,
+                                                 pad_token_id=tokenizer.pad_token_id, **sizes)  # fmt: skip
+    getattr(transformers, model_class)(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "bitfit", "freeze"])
+def test_a_head_of_several_new_modules_trains_whole_and_reloads_as_trained(name, backbone_with_a_larger_head,
+                                                                          tmp_path):  # fmt: skip
+    from finjust.methods.registry import load_trained
+
+    loaded = load_classifier(str(backbone_with_a_larger_head), ID2LABEL, "float32", "cpu")
+    backbone = loaded.model.base_model_prefix
+    method = get_method(name)
+    model = method.apply(loaded.model, method.options_class())  # LoRA adapted pre_classifier, then failed
+    head = unfreeze_head(model)
+    left_frozen = [n for n, p in model.named_parameters() if not p.requires_grad and f".{backbone}." not in
+                   f".{n}" and ".original_module." not in n]  # fmt: skip
+    assert head and not left_frozen  # no new weight stays at its random start
+    method.save(model, tmp_path / "artifact")
+    torch.manual_seed(123)  # another random head underneath: the artifact must replace all of it
+    again = load_classifier(str(backbone_with_a_larger_head), ID2LABEL, "float32", "cpu")
+    reloaded = load_trained(method, again.model, tmp_path / "artifact").eval()
+    ids = torch.randint(3, len(loaded.tokenizer), (4, 9))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+
+
 def test_methods_that_cannot_classify_are_refused_by_name(classification_recipe, capsys):
     assert main(["train", str(classification_recipe(method={"name": "prefix_tuning"}))]) == 2
     error = capsys.readouterr().err

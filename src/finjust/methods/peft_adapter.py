@@ -112,6 +112,19 @@ def _cache_under_peft_s_name(model: nn.Module) -> Iterator[None]:
         peft_model.base_model.prepare_inputs_for_generation = base_prepare
 
 
+def _train_whole_head(config: PeftConfig, model: nn.Module) -> None:
+    """A classifier's whole new head trains and saves as itself, adapted by no adapter: peft's
+    defaults name only ``classifier`` and ``score``, which left DistilBERT's ``pre_classifier``
+    and DeBERTa's ``pooler`` frozen at random weights (and LoRA's all-linear adapted
+    ``pre_classifier``, which peft then refused to save whole)."""
+    from finjust.models.classifier import head_module_paths, head_modules
+
+    settings = cast(Any, config)  # both live on the method's own config class (LoraConfig, IA3Config)
+    settings.modules_to_save = head_modules(model)
+    if hasattr(settings, "exclude_modules"):
+        settings.exclude_modules = head_module_paths(model)
+
+
 class PeftMethod(Method):
     """A method whose trainable part is a peft adapter beside the frozen pretrained weights."""
 
@@ -131,6 +144,8 @@ class PeftMethod(Method):
         try:  # peft checks options both in its config classes (IA3's subset rule) and when applying
             config = self.peft_config(model, options)
             config.task_type = task_type_of(model)
+            if config.task_type == "SEQ_CLS":
+                _train_whole_head(config, model)
             with peft_false_alarms_off():
                 return get_peft_model(model, config)
         except (ValueError, TypeError) as exc:

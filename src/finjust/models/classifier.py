@@ -61,8 +61,26 @@ def load_classifier_folder(
     return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)  # type: ignore[arg-type]
 
 
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """The top-level modules of a transformers sequence classifier outside its pretrained
+    backbone (``base_model_prefix``): the head ``from_pretrained`` creates with random weights,
+    whatever it is called. Beside ``classifier`` or ``score``, DistilBERT's has a
+    ``pre_classifier`` and DeBERTa's a ``pooler``, which no checkpoint of the backbone holds."""
+    inner = _unwrapped(model)
+    backbone = getattr(inner, "base_model_prefix", "")
+    return [name for name, child in inner.named_children()
+            if name != backbone and next(child.parameters(), None) is not None]  # fmt: skip
+
+
+def head_module_paths(model: torch.nn.Module) -> list[str]:
+    """Every module inside the head (:func:`head_modules`), by its path: what adapters must leave
+    to the head's own training (peft's ``exclude_modules`` matches whole paths)."""
+    heads = set(head_modules(model))
+    return [name for name, _ in _unwrapped(model).named_modules() if name.split(".", 1)[0] in heads]
+
+
 def unfreeze_head(model: torch.nn.Module) -> list[str]:
-    """Make the classification head (``classifier`` or ``score``) train, whatever the method froze.
+    """Make the classification head (:func:`head_modules`) train, whatever the method froze.
 
     The head starts random, so it must train under every method. peft methods already train a
     copy of it (``modules_to_save``); its frozen original (``original_module``) stays frozen.
@@ -70,10 +88,19 @@ def unfreeze_head(model: torch.nn.Module) -> list[str]:
     Returns:
         The names of the head's trainable parameters.
     """
+    inner = _unwrapped(model)
+    prefix = next(name for name, module in model.named_modules() if module is inner)  # "" or peft's path to it
+    heads = set(head_modules(model))
     names = []
     for name, parameter in model.named_parameters():
-        dotted = f".{name}"
-        if (".classifier." in dotted or ".score." in dotted) and ".original_module." not in dotted:
+        path = name.removeprefix(f"{prefix}.") if prefix else name
+        if path.split(".", 1)[0] in heads and ".original_module." not in f".{path}":
             parameter.requires_grad_(True)
             names.append(name)
     return names
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft model, or ``model`` itself."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
