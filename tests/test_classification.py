@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -140,9 +141,13 @@ def test_labels_that_differ_only_in_case_are_refused_naming_where():
     # they trained as separate classes while accuracy counted them as one (0.45 against 0.275)
     examples = [Example((Message("user", f"text {i}"),), source="train.jsonl", line=i + 1, task="classification",
                         label=label) for i, label in enumerate(["pos", "neg", "Pos", "POS", "neg"])]  # fmt: skip
-    with pytest.raises(DataError, match=r"labels differ only in case: 'POS' \(train.jsonl:4\), 'Pos' "
+    with pytest.raises(DataError, match=r"labels differ only in case or spacing: 'POS' \(train.jsonl:4\), 'Pos' "
                                         r"\(train.jsonl:3\), 'pos' \(train.jsonl:1\)"):  # fmt: skip
         LabelMap.from_examples(examples)
+    spaced = [dataclasses.replace(example, label=label) for example, label in
+              zip(examples, ["very good", "bad", "very  good", "bad", "bad"], strict=False)]  # fmt: skip
+    with pytest.raises(DataError, match=r"'very  good' \(train.jsonl:3\), 'very good' \(train.jsonl:1\)"):
+        LabelMap.from_examples(spaced)  # accuracy reads them as one label
 
 
 def test_the_data_task_picks_the_objective():

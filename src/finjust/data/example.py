@@ -110,9 +110,10 @@ class Example:
 
 
 def case_variants(labels: Iterable[str]) -> list[list[str]]:
-    """Groups of labels that differ only in case (``pos``, ``Pos``), each sorted, in first-seen
-    order: a classifier would learn each spelling as its own class, so training refuses them."""
+    """Groups of labels that differ only in case or spacing (``pos``, ``Pos``; ``very good``,
+    ``very  good``), each sorted, in first-seen order: a classifier would learn each spelling as
+    its own class while the accuracy metric reads them as one, so training refuses them."""
     spellings: dict[str, list[str]] = {}
     for label in dict.fromkeys(labels):
-        spellings.setdefault(label.casefold(), []).append(label)
+        spellings.setdefault(" ".join(label.casefold().split()), []).append(label)
     return [sorted(group) for group in spellings.values() if len(group) > 1]

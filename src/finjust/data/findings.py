@@ -24,8 +24,8 @@ FINDINGS: dict[str, str] = {
     "label_imbalance": "classification labels whose counts differ more than tenfold",
     "unseen_labels": "held-out classification records whose label never occurs in training (always stops a run)",
     "single_label": "classification data whose training records all have one label (always stops a run)",
-    "case_variant_labels": "classification labels written in more than one case, such as pos and Pos (always "
-    "stops a run: each spelling would train as its own class)",
+    "case_variant_labels": "classification labels written in more than one case or spacing, such as pos and Pos "
+    "(always stops a run: each spelling would train as its own class)",
 }
 
 #: findings that fail whatever the recipe says (a label never trained on: the classifier has

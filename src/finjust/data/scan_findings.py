@@ -219,7 +219,7 @@ def check_unseen_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
 
 @CHECKS.register("case_variant_labels")
 def check_case_variant_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
-    """Labels written in more than one case (``pos``, ``Pos``): a classifier would learn each
+    """Labels written in more than one case or spacing (``pos``, ``Pos``): a classifier would learn each
     spelling as its own class, so training refuses them."""
     finding = Finding("case_variant_labels")
     if not scan.labels.values:
@@ -231,7 +231,7 @@ def check_case_variant_labels(scan: QualityScan, codes: np.ndarray) -> Finding:
         first_uses = [(value, np.flatnonzero(labels == code_of[value])) for value in variants]
         where = ", ".join(f"{value!r} ({_where(scan, codes, int(uses[0]))})" for value, uses in first_uses if len(uses))
         finding.count += 1
-        _listed(scan, finding, f"labels differ only in case: {where}; write each label one way")
+        _listed(scan, finding, f"labels differ only in case or spacing: {where}; write each label one way")
     return finding
 
 

@@ -99,8 +99,9 @@ class LabelledTokens:
 
 
 def _refuse_case_variants(examples: Sequence[Example]) -> None:
-    """Labels that differ only in case (``pos``, ``Pos``) would train as separate classes, while
-    accuracy, which compares labels case-blind, counted them as one: write each label one way.
+    """Labels that differ only in case or spacing (``pos``, ``Pos``) would train as separate
+    classes, while accuracy, which compares labels case- and spacing-blind, counted them as one:
+    write each label one way.
 
     Raises:
         DataError: naming the variants and where each is first used.
@@ -112,7 +113,7 @@ def _refuse_case_variants(examples: Sequence[Example]) -> None:
     if clashes := case_variants(first):
         where = "; ".join(", ".join(f"{label!r} ({first[label].source}:{first[label].line})" for label in labels)
                           for labels in clashes)  # fmt: skip
-        raise DataError(f"labels differ only in case: {where}; a classifier learns each spelling as its own class: "
+        raise DataError(f"labels differ only in case or spacing: {where}; a classifier learns each spelling as its own class: "
                         "write each label one way in the data")  # fmt: skip
 
 
