@@ -81,6 +81,13 @@ def test_compare_produces_all_five_rows(trained_run, tmp_path, capsys):
     assert "<table" in page.read_text() and "data:image/png;base64," in page.read_text()
 
 
+def test_max_examples_counts_from_the_whole_test_split_not_the_recipe_s_cap(tiny_recipe, tmp_path):
+    assert main(["train", str(tiny_recipe()), "train.max_steps=1", "eval.retention=false",
+                 "eval.max_examples=2"]) == 0  # fmt: skip
+    result = compare_run(tmp_path / "run", CompareOptions(rows=["base"], max_examples=3))
+    assert result["n_test"] == 3  # was the recipe's 2, silently
+
+
 def test_a_row_whose_prompts_all_outgrow_the_context_reports_no_loss(trained_run):
     events = []
     options = CompareOptions(rows=["base", "prompt"], shots=29, max_examples=2)  # 29 shots: ~1,500 of 512 positions

@@ -52,6 +52,12 @@ def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return _train(tiny_model_dir, tmp_path_factory.mktemp("export-lora"), "lora")
 
 
+def test_the_parity_check_asks_prompts_past_the_recipe_s_max_examples(tiny_model_dir, tmp_path):
+    run = _train(tiny_model_dir, tmp_path, "lora", steps=1, test_examples=2)
+    result = export_run(run, "merged", out=tmp_path / "merged", prompts=5)
+    assert result["parity"]["prompts"] == 5  # the first 5 of the test split's 8, not the scorecard's 2
+
+
 def test_the_issue_formats_are_registered():
     assert {"merged", "gguf", "onnx", "int8", "adapter"} <= set(FORMATS.names())
 

@@ -36,7 +36,14 @@ from finjust.eval.retrieval import (
     encoder_folder,
     load_encoder,
 )  # fmt: skip
-from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, loss_examples, score_model
+from finjust.eval.scorecard import (
+    LOSS_METRICS,
+    ModelScores,
+    check_metric_inputs,
+    compare_scores,
+    loss_examples,
+    score_model,
+)
 from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
@@ -89,7 +96,9 @@ def compare_run(
     _headline(run, options)  # a wrong --headline fails before any model is loaded
     atomic.require_writable(run.folder.compare, "the comparison is kept in the run: copy the run folder "
                             "somewhere you can write")  # fmt: skip
-    test = run.test[: options.max_examples] if options.max_examples else run.test
+    # --max-examples counts from the whole test split: the recipe's eval.max_examples capped run.test
+    test = run.data.splits.test[: options.max_examples] if options.max_examples else run.test
+    check_metric_inputs(run.recipe.eval, test)
     if any(example.task == TASK_TEXT for example in test):
         raise EvaluationError(f"{run_dir}: compare puts questions to each strategy; this run's test split holds "
                               "raw text (continued pretraining), which its scorecard scores by perplexity")

@@ -109,7 +109,8 @@ def open_source(run_dir: str | Path, prompts: int = 8, max_new_tokens: int | Non
     """
     run = open_run(run_dir)
     base = load_model(run.recipe.model.name, EXPORT_DTYPE, EXPORT_DEVICE)
-    questions = [example for example in run.test if example.task == TASK_CHAT][:prompts]
+    # from the whole test split: run.test stops at the recipe's eval.max_examples, which --prompts may exceed
+    questions = [example for example in run.data.splits.test if example.task == TASK_CHAT][:prompts]
     if not questions:
         raise ExportError(f"{run.folder.root}: the test split has no conversation to ask for the parity check")
     ids = [prompt_ids(base.tokenizer, example) for example in questions]
