@@ -109,8 +109,9 @@ def test_a_missing_file_is_an_error_exit_2_not_a_failed_gate(tmp_path, capsys):
 
 def test_a_missing_source_of_a_recipe_names_its_key(tiny_recipe, tmp_path, capsys):
     assert main(["data", "check", str(tiny_recipe(data={"test": str(tmp_path / "r" / "t.jsonl")})), "--no-tokens"]) == 2
-    assert "no such file or folder; check the path (data.test; a recipe's relative paths start at the recipe's " \
-           "own folder)" in capsys.readouterr().err
+    assert "no such file or folder; check the path (data.test; a relative path starts at the recipe's own folder " \
+           "when the recipe file gives it, at the current folder when an override or the command line does)" \
+           in capsys.readouterr().err
 
 
 def test_a_recipe_with_test_or_validation_files_beside_it_is_refused(tiny_recipe, capsys):

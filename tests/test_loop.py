@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -253,7 +254,9 @@ def test_a_damaged_checkpoint_is_named_with_how_to_go_on(tiny_model_dir, tiny_to
     from finjust.errors import CheckpointError
 
     train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2, save_every=1))
-    damaged = latest_checkpoint(tmp_path / "ck") / name
+    latest = latest_checkpoint(tmp_path / "ck")
+    shutil.copytree(latest, tmp_path / "ck" / "step-000001")  # an earlier checkpoint to go back to
+    damaged = latest / name
     if content is None:
         damaged.unlink()
     else:
@@ -262,6 +265,21 @@ def test_a_damaged_checkpoint_is_named_with_how_to_go_on(tiny_model_dir, tiny_to
         train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=3), resume=True)
     message = str(caught.value)
     assert f"{damaged} is missing or damaged" in message and "resume from the checkpoint before it" in message
+
+
+def test_a_damaged_only_checkpoint_says_the_run_starts_over_and_it_does(tiny_model_dir, tiny_tokens, tmp_path):
+    from finjust.errors import CheckpointError
+
+    train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=2, save_every=2))
+    first = latest_checkpoint(tmp_path / "ck")
+    (first / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"delete its folder .* to start the run over from step 0 \(no earlier"):
+        train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, [], max_steps=3), resume=True)
+    shutil.rmtree(first)
+    events = []
+    train_model(_tiny_lora(tiny_model_dir), _setup(tiny_tokens, tmp_path, events, max_steps=1), resume=True)
+    assert ("warning", {"text": f"no checkpoint in {tmp_path / 'ck'} to resume from: training starts over from "
+                                "step 0"}) in events  # fmt: skip
 
 
 class _RunsCodeWhenUnpickled:
@@ -308,7 +326,7 @@ def test_a_run_stopped_by_patience_trains_on_when_resumed_with_more(tiny_model_d
     assert (stopped.step, stopped.stopped_early, stopped.stop_reason) == (2, True, "patience")
     events = []
     assert run(1, events).step == 2  # the same patience: still stopped, and it says why
-    assert any(kind == "warning" and "raise it (or set 0) to train on" in p["text"] for kind, p in events)
+    assert any(kind == "warning" and "raise it (or set null: no early stopping) to train on" in p["text"] for kind, p in events)
     resumed = run(3, [])
     assert (resumed.step, resumed.stopped_early, resumed.best_step) == (4, False, 4)
 

@@ -153,7 +153,18 @@ def test_a_recipe_with_mistakes_lists_its_missing_data_files_too(tmp_path: Path)
     problems = info.value.problems
     assert len(problems) == 2, problems  # the mistake and the one missing file, in one run
     assert problems[1] == f"{tmp_path / 'my' / 'train.jsonl'}: cannot open: no such file or folder; check the " \
-        "path (data.train; a recipe's relative paths start at the recipe's own folder)"
+        "path (data.train; a relative path starts at the recipe's own folder when the recipe file gives it, at the " \
+        "current folder when an override or the command line does)"
+
+
+def test_missing_files_are_listed_beside_a_malformed_data_entry(tmp_path: Path) -> None:
+    text = MINIMAL.replace("train: my/train.jsonl", "train: [{path: gone.jsonl, weight: 101}, lost.jsonl]")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text))
+    problems = "\n".join(info.value.problems)
+    assert "data.train[0].weight" in problems  # the malformed entry, once
+    assert f"{tmp_path / 'lost.jsonl'}: cannot open" in problems and f"{tmp_path / 'my' / 'test.jsonl'}: cannot" \
+        in problems and "gone.jsonl: cannot" not in problems  # fmt: skip
 
 
 def test_a_valid_recipe_loads_without_its_data_files(tmp_path: Path) -> None:

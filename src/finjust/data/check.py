@@ -124,7 +124,8 @@ def _naming_the_key(problem: Problem, role: _Role) -> Problem:
     and ``r/r/good.jsonl`` says more once one knows where relative paths start."""
     if Path(role.source.path).exists():
         return problem
-    where = f" (data.{role.split}; a recipe's relative paths start at the recipe's own folder)"
+    where = (f" (data.{role.split}; a relative path starts at the recipe's own folder when the recipe file gives "
+             "it, at the current folder when an override or the command line does)")  # fmt: skip
     return dataclasses.replace(problem, message=problem.message + where)
 
 

@@ -82,21 +82,22 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 
 def _unreadable_data(raw: Mapping[str, Any]) -> list[str]:
-    """Each data file the recipe names that is missing or of no known type, where the data
-    section's paths are well formed enough to tell."""
+    """Each data file the recipe names that is missing or of no known type, of the entries well
+    formed enough to tell (a malformed entry is already among the recipe's problems)."""
     from types import SimpleNamespace
 
     from finjust.data.check import unreadable_sources  # here: recipes load without the data package
     from finjust.data.sources import source_problems
 
     data = raw.get("data")
-    if not isinstance(data, Mapping) or not isinstance(data.get("train"), (str, list)) or not data["train"]:
+    if not isinstance(data, Mapping):
         return []
+    train = data.get("train")
+    entries = train if isinstance(train, list) else [train]
+    well_formed = [entry for entry in entries if isinstance(entry, (str, dict)) and entry and not source_problems(entry)]
     held_out = {key: data.get(key) if isinstance(data.get(key), str) and data.get(key) else None
                 for key in ("validation", "test")}  # fmt: skip
-    if source_problems(data["train"]):
-        return []
-    sources = SimpleNamespace(train=data["train"], **held_out)
+    sources = SimpleNamespace(train=well_formed, **held_out)
     return [f"{problem.path}: {problem.message}" for problem in unreadable_sources(sources)]
 
 

@@ -222,8 +222,13 @@ def _read_checked(path: Path, read: Callable[[Path], T], advice: str | None = No
 
 def _damaged(path: Path, error: Exception, advice: str | None = None) -> CheckpointError:
     """The error for a missing or damaged checkpoint file, with ``advice``, by default how to
-    resume from the checkpoint before it."""
-    advice = advice or f"delete its folder {path.parent} to resume from the checkpoint before it"
+    resume from the checkpoint before it (or from the start, where it is the first)."""
+    step = _step_of(path.parent)
+    earlier = step is not None and any(
+        (other := _step_of(folder)) is not None and other < step for folder in path.parent.parent.glob(f"{_PREFIX}*"))
+    to = ("resume from the checkpoint before it" if earlier or step is None
+          else "start the run over from step 0 (no earlier checkpoint is kept)")  # fmt: skip
+    advice = advice or f"delete its folder {path.parent} to {to}"
     return CheckpointError(f"{path} is missing or damaged ({type(error).__name__}: {error}); {advice}")
 
 

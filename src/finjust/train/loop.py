@@ -152,20 +152,22 @@ def _starting_state(
             _continue_past_patience(setup, state)
             return state
         setup.log.truncate_after(0)  # killed before its first checkpoint: it starts over, so does its log
+        setup.on_event("warning", {"text": f"no checkpoint in {setup.checkpoints} to resume from: training starts "
+                                   "over from step 0"})  # fmt: skip
     torch.manual_seed(setup.cfg.seed)
     return LoopState()
 
 
 def _continue_past_patience(setup: LoopSetup, state: LoopState) -> None:
     """A run that patience stopped trains on where the resumed recipe's ``train.patience`` allows
-    more evaluations without improvement (raised, or 0: off); else it stays stopped, and says so."""
+    more evaluations without improvement (raised, or null: off); else it stays stopped, and says so."""
     if not (state.stopped_early and state.stop_reason == "patience"):
         return
     patience = setup.cfg.patience
     if patience and state.evals_since_best >= patience:
         setup.on_event("warning", {"text": f"the run stopped early at step {state.step}: {state.evals_since_best} "
                                    f"evaluations without improvement, and train.patience is {patience}; raise it "
-                                   "(or set 0) to train on"})  # fmt: skip
+                                   "(or set null: no early stopping) to train on"})  # fmt: skip
         return
     state.stopped_early, state.stop_reason = False, None
     setup.on_event("phase", {"text": f"training on past the early stop at step {state.step} (train.patience "
