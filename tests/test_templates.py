@@ -106,3 +106,13 @@ def test_an_answer_whose_leading_whitespace_merges_with_the_header_trains_as_gen
     [profile] = profile_examples([example], tokenizer)  # the data check counts what training trains
     first = next(i for i, label in enumerate(tokens.labels) if label != IGNORE_INDEX)
     assert (profile.length, profile.first_trained) == (len(tokens.input_ids), first)
+
+
+def test_a_trailing_context_only_turn_is_not_what_evaluation_asks_for():
+    # "weight: 0" turns are context: the scorecard asks for the last trained answer, not one never learned
+    example = Example((Message("user", "How much is the red tent?"), Message("assistant", "27 euros."),
+                       Message("user", "And the kayak?"), Message("assistant", "I do not know.", weight=0)))  # fmt: skip
+    assert example.answer_index == 1 and example.reference_answer() == "27 euros."
+    assert example.prompt_text() == "How much is the red tent?"
+    assert prompt_ids(TOKENIZER, example) == prompt_ids(TOKENIZER, Example(example.messages[:2]))
+    assert _trained_text(example) == "27 euros.<|im_end|>"  # what the scorecard grades is what trained

@@ -79,23 +79,35 @@ class Example:
     def content_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
+    @property
+    def answer_index(self) -> int:
+        """Where the answer an evaluation asks for sits: a conversation's last trained assistant
+        message (a weight-0 turn after it is context, an answer the model never learned to
+        give), else the last message."""
+        if self.task == TASK_CHAT:
+            trained = [i for i, m in enumerate(self.messages) if m.role == "assistant" and m.weight]
+            if trained:
+                return trained[-1]
+        return len(self.messages) - 1
+
     def prompt_messages(self) -> tuple[Message, ...]:
         """Everything before the answer: the messages a model is given."""
         if self.task == TASK_PREFERENCE:
             return self.messages[: len(self.messages) - len(self.chosen)]
         if self.task in (TASK_CLASSIFICATION, TASK_TEXT):
             return self.messages
-        return self.messages[:-1]
+        return self.messages[: self.answer_index]
 
     def prompt_text(self) -> str:
         """The last user message (the question an evaluation asks); raw text has none: ''."""
-        return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+        asked = self.prompt_messages() if self.task == TASK_CHAT else self.messages
+        return next((m.content for m in reversed(asked) if m.role == "user"), "")
 
     def reference_answer(self) -> str:
-        """The answer an evaluation expects: the final assistant message, or the label."""
+        """The answer an evaluation expects: the answer at :attr:`answer_index`, or the label."""
         if self.task == TASK_CLASSIFICATION:
             return self.label or ""
-        return self.messages[-1].content
+        return self.messages[self.answer_index].content
 
     def with_texts(self, change: Any) -> Example:
         """A copy with ``change(text)`` applied to every message (e.g. to redact PII)."""

@@ -55,8 +55,8 @@ def chat_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], ge
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, example: Example) -> list[int]:
-    """Tokens of everything before the final answer, ending with the assistant header."""
-    return chat_ids(tokenizer, example.messages[:-1], generation_prompt=True)
+    """Tokens of everything before the answer an evaluation asks for, ending with the assistant header."""
+    return chat_ids(tokenizer, example.prompt_messages(), generation_prompt=True)
 
 
 def tokenize_example(example: Example, tokenizer: PreTrainedTokenizerBase) -> TokenizedExample:

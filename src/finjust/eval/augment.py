@@ -132,7 +132,7 @@ def augment_example(
             own[asked[-1]] = Message("user", question)
         else:
             own.append(Message("user", question))
-    messages = (Message("system", "\n\n".join([*system, instruction])), *turns, *own, example.messages[-1])
+    messages = (Message("system", "\n\n".join([*system, instruction])), *turns, *own, example.messages[example.answer_index])
     return dataclasses.replace(example, messages=messages)
 
 

@@ -115,4 +115,4 @@ def open_source(run_dir: str | Path, prompts: int = 8, max_new_tokens: int | Non
         raise ExportError(f"{run.folder.root}: the test split has no conversation to ask for the parity check")
     ids = [prompt_ids(base.tokenizer, example) for example in questions]
     length = max_new_tokens or min(run.recipe.eval.max_new_tokens, 64)
-    return ExportSource(run, base, ids, [example.messages[:-1] for example in questions], length)
+    return ExportSource(run, base, ids, [example.prompt_messages() for example in questions], length)
