@@ -342,3 +342,21 @@ def test_a_refused_resume_leaves_the_recorded_recipe_as_it_was(run, capsys):
     assert "resuming with train.max_steps: 2 -> 3" in capsys.readouterr().err
     assert main(["train", "--resume", str(run)]) == 0
     assert "resuming with" not in capsys.readouterr().err  # recorded once that resume trained
+
+
+def test_base_scores_of_test_records_changed_outside_the_split_hashes_are_scored_again(tmp_path):
+    from finjust.data.example import Example, Message
+    from finjust.eval.scorecard import ModelScores
+    from finjust.train.run import save_base_scores, saved_base_scores
+    from finjust.train.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    test = [Example((Message("user", "Founded?"), Message("assistant", "In 2016.")), meta={"facts": ["2016"]})]
+    scores = ModelScores({"fact_recall": 0.0}, ["no idea"], {"fact_recall": [0.0]})
+    save_base_scores(folder, scores, test)
+    assert saved_base_scores(folder, test) == scores
+    # the same messages (so the same split hashes), other facts: the base's old scores no longer apply
+    assert saved_base_scores(folder, [Example(test[0].messages, meta={"facts": ["Gothenburg"]})]) is None
+    saved = json.loads(folder.base_scores.read_text())
+    folder.base_scores.write_text(json.dumps({k: v for k, v in saved.items() if k != "inputs_sha256"}))
+    assert saved_base_scores(folder, test) == scores  # an earlier run's file: read as before

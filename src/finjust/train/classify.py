@@ -36,7 +36,14 @@ from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.max_length import fitted_to_model
-from finjust.train.run import RunContext, compute_dtype, saved_base_scores, test_examples, training_dtype
+from finjust.train.run import (
+    RunContext,
+    compute_dtype,
+    save_base_scores,
+    saved_base_scores,
+    test_examples,
+    training_dtype,
+)
 
 #: examples per forward pass when scoring and validating
 EVAL_BATCH = 32
@@ -73,7 +80,7 @@ def train_classifier(run: RunContext) -> dict[str, Any]:
     batcher = LabelBatcher(int(loaded.tokenizer.pad_token_id))
     test = test_examples(recipe, run.data)
     test_items = _tokenized(run, loaded, labels, test, "test")
-    base = _base_scores(run, loaded, test_items, batcher, labels, autocast)
+    base = _base_scores(run, loaded, test, test_items, batcher, labels, autocast)
     torch.manual_seed(recipe.train.seed)
     model = method.apply(loaded.model, recipe.method.options)
     head = unfreeze_head(model)
@@ -110,16 +117,16 @@ def _tokenized(
 
 
 def _base_scores(
-    run: RunContext, loaded: LoadedModel, items: list[LabelledTokens], batcher: LabelBatcher, labels: LabelMap,
-    autocast: torch.dtype | None,
+    run: RunContext, loaded: LoadedModel, test: list[Example], items: list[LabelledTokens], batcher: LabelBatcher,
+    labels: LabelMap, autocast: torch.dtype | None,
 ) -> ModelScores:  # fmt: skip
     """The untrained head's scores (chance level), once; a resumed run reads the saved ones."""
-    if (saved := saved_base_scores(run.folder, len(items))) is not None:
+    if (saved := saved_base_scores(run.folder, test)) is not None:
         return saved
     run.on_event("phase", {"text": f"scoring the base model (untrained head) on {len(items)} test examples"})
     loaded.model.eval()
     scores = score_classifier(loaded.model, items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
-    atomic.write_json(run.folder.base_scores, scores.to_json())
+    save_base_scores(run.folder, scores, test)
     return scores
 
 

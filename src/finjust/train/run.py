@@ -8,7 +8,9 @@ what is here: the dtypes, the test split and the base scores an interrupted run 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,8 +275,15 @@ def test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
     return test
 
 
-def saved_base_scores(folder: RunFolder, examples: int) -> ModelScores | None:
-    """The base scores an interrupted run saved (None before it saved them), for ``examples`` test examples.
+def save_base_scores(folder: RunFolder, scores: ModelScores, test: Sequence[Example]) -> None:
+    """Keep the base model's scores for a resumed run, with what they were scored on."""
+    atomic.write_json(folder.base_scores, {**scores.to_json(), _INPUTS_KEY: _scored_inputs_sha256(test)})
+
+
+def saved_base_scores(folder: RunFolder, test: Sequence[Example]) -> ModelScores | None:
+    """The base scores an interrupted run saved for these ``test`` examples; None before it saved
+    them, or where the examples changed since in a field the split hashes leave out (a resumed
+    run would compare the tuned model's scores on the new ``facts`` with the base's on the old).
 
     Raises:
         CheckpointError: the file is damaged or holds scores of another test split.
@@ -282,12 +291,27 @@ def saved_base_scores(folder: RunFolder, examples: int) -> ModelScores | None:
     advice = "delete it and resume: the base model is scored again"
     if (saved := read_saved_object(folder.base_scores, advice)) is None:
         return None
+    if saved.get(_INPUTS_KEY, _scored_inputs_sha256(test)) != _scored_inputs_sha256(test):  # absent: an older run
+        return None
     try:
         scores = ModelScores.from_json(saved)
-        _require_scores_of(scores, examples)
+        _require_scores_of(scores, len(test))
         return scores
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{folder.base_scores} is damaged ({type(exc).__name__}: {exc}); {advice}") from exc
+
+
+_INPUTS_KEY = "inputs_sha256"
+
+
+def _scored_inputs_sha256(test: Sequence[Example]) -> str:
+    """A hash of the test examples with every field a metric may read: the split hashes cover
+    messages and labels only (``Example.canonical_json``), not fields such as ``facts``."""
+    digest = hashlib.sha256()
+    for example in test:
+        fields = json.dumps(example.meta, sort_keys=True, ensure_ascii=False, default=str)
+        digest.update(f"{example.canonical_json()}\t{fields}\n".encode())
+    return digest.hexdigest()
 
 
 def _require_scores_of(scores: ModelScores, examples: int) -> None:

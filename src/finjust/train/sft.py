@@ -27,7 +27,14 @@ from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.max_length import answers_past_context, fitted_to_model
-from finjust.train.run import RunContext, compute_dtype, saved_base_scores, test_examples, training_dtype
+from finjust.train.run import (
+    RunContext,
+    compute_dtype,
+    save_base_scores,
+    saved_base_scores,
+    test_examples,
+    training_dtype,
+)
 from finjust.train.run_folder import RunFolder
 
 
@@ -96,10 +103,10 @@ def _base_scores(
     autocast: torch.dtype | None, on_event: EventHandler,
 ) -> ModelScores:  # fmt: skip
     """Score the pretrained model once; a resumed run reads the saved result."""
-    if (saved := saved_base_scores(folder, len(test))) is not None:
+    if (saved := saved_base_scores(folder, test)) is not None:
         return saved
     scores = score_base(recipe, loaded, test, autocast, on_event)
-    atomic.write_json(folder.base_scores, scores.to_json())
+    save_base_scores(folder, scores, test)
     return scores
 
 
