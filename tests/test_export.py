@@ -31,9 +31,10 @@ HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
 
 
-def _train(tiny_model_dir: Path, folder: Path, method: str, steps: int = 4, test_examples: int | None = None) -> Path:
+def _train(tiny_model_dir: Path, folder: Path, method: str, steps: int = 4, test_examples: int | None = None,
+           dtype: str = "float32") -> Path:  # fmt: skip
     recipe = {
-        "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+        "model": {"name": str(tiny_model_dir), "dtype": dtype},
         "data": {"train": str(ASSETS / "tiny_train.jsonl"), "test": str(ASSETS / "tiny_test.jsonl")},
         "method": {"name": method},
         "train": {"epochs": 2, "batch_size": 4, "lr": 1e-2, "max_steps": steps},
@@ -426,8 +427,11 @@ def test_a_method_that_cannot_merge_is_named(lora_run, tmp_path, capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes is not installed")
-def test_a_qlora_run_merges_dequantised(tiny_model_dir, tmp_path):
-    run = _train(tiny_model_dir, tmp_path, "qlora", steps=1, test_examples=2)  # 4-bit steps are slow: keep it short
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: "auto" on AMX CPUs and GPUs
+def test_a_qlora_run_merges_dequantised(tiny_model_dir, tmp_path, dtype):
+    # 4-bit steps are slow: keep it short
+    run = _train(tiny_model_dir, tmp_path, "qlora", steps=1, test_examples=2, dtype=dtype)
+    # a bf16 run's reference was reloaded in bf16 and missed the merged export's 1e-3 (by 3e-2)
     result = export_run(run, "merged", out=tmp_path / "merged", prompts=2, max_new_tokens=4)
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert "quantization_config" not in config  # plain weights: no bitsandbytes needed to load
@@ -466,7 +470,9 @@ def test_load_hints_paste_into_a_shell_or_python_with_a_space_in_the_path(tmp_pa
     (folder / DESCRIPTION).write_text(json.dumps({"load": "from finjust.export.int8 import load_int8; "
                                                           "load_int8(folder)", "fp32_parameter_bytes": 1}))  # fmt: skip
     assert f"load_int8({str(folder)!r})" in get_format("int8").notes(folder, None)["load"]
-    assert f".load(BASE, Path({str(folder)!r}))" in get_format("adapter").notes(folder, None)["load"]
+    adapter = get_format("adapter").notes(folder, None)["load"]
+    assert f".load(BASE, Path({str(folder)!r}))" in adapter
+    assert "load_model(BASE_MODEL, dtype='float32')" in adapter  # a bf16 base with bitfit's fp32 biases fails
 
 
 def test_a_virtual_token_adapter_s_notes_say_to_generate_through_finjust(tmp_path):

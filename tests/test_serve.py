@@ -431,6 +431,13 @@ def test_an_export_this_server_cannot_load_says_what_to_serve_instead(tmp_path, 
     assert "serve the run folder it came from (/runs/first) or a merged export" in str(caught.value)
 
 
+def test_a_prompt_tuning_adapter_export_is_not_told_of_a_merged_export_it_cannot_have(tmp_path):
+    (tmp_path / "export.json").write_text(json.dumps({"format": "adapter", "run": "/runs/p", "method": "prompt_tuning"}))
+    with pytest.raises(ModelLoadError) as caught:
+        load_served_model(tmp_path)
+    assert str(caught.value).endswith("does not load: serve the run folder it came from (/runs/p)")
+
+
 def test_a_damaged_export_json_and_a_folder_without_a_tokenizer_are_load_errors(tmp_path):
     (tmp_path / "export.json").write_text(json.dumps({"format": ["merged"]}))
     (tmp_path / "config.json").write_text("{}")

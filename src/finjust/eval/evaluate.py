@@ -84,13 +84,14 @@ def open_run(run_dir: str | Path) -> RunInputs:
     return RunInputs(folder, recipe, method, artifact, data, test)
 
 
-def load_tuned(run: TrainedRun, loaded: LoadedModel) -> tuple[nn.Module, LoadedModel]:
-    """The run's tuned model on ``loaded``'s base (reloaded first where the method loads it its own way)."""
+def load_tuned(run: TrainedRun, loaded: LoadedModel, dtype: str | None = None) -> tuple[nn.Module, LoadedModel]:
+    """The run's tuned model on ``loaded``'s base (reloaded first where the method loads it its own
+    way, in ``dtype``, by default the one it trained in: export compares in fp32 whatever it was)."""
     recipe, method = run.recipe, run.method
     extra = method.model_load_kwargs(recipe.method.options, loaded.dtype)
     if extra:  # the adapter was trained on a base loaded the method's way (QLoRA: 4-bit)
         # on the device ``loaded`` is on: export loads its base on the CPU, whatever the recipe says
-        loaded = load_model(recipe.model.name, training_dtype(recipe, method), loaded.device.type, extra)
+        loaded = load_model(recipe.model.name, dtype or training_dtype(recipe, method), loaded.device.type, extra)
     return load_trained(method, loaded.model, run.artifact), loaded
 
 

@@ -35,8 +35,9 @@ class Adapter(ExportFormat):
     def open(self, folder: Path, source: ExportSource) -> Runtime:
         exported = dataclasses.replace(source.run, artifact=folder)
         from finjust.eval.evaluate import load_tuned
+        from finjust.export.source import EXPORT_DTYPE
 
-        model, _ = load_tuned(exported, source.fresh_base())
+        model, _ = load_tuned(exported, source.fresh_base(), EXPORT_DTYPE)
         # the stop token the folder's own tokenizer declares, so the parity check can catch a wrong one
         tokenizer = folder_tokenizer(folder)
         return TorchRuntime(model, {tokenizer.eos_token_id}, source.tokenizer.pad_token_id, name="transformers+peft",
@@ -49,7 +50,9 @@ class Adapter(ExportFormat):
         notes: dict[str, object] = {
             "load": f"PeftModel.from_pretrained(BASE, {str(folder)!r}) for peft methods; for bitfit/freeze/full: "
                     f"finjust.methods.get_method(METHOD).load(BASE, Path({str(folder)!r})); BASE: "
-                    "finjust.models.load_model(BASE_MODEL).model, BASE_MODEL and METHOD as base_model and method say here"}  # fmt: skip
+                    "finjust.models.load_model(BASE_MODEL, dtype='float32').model (bitfit's trained biases load "
+                    "in fp32, which a bf16 base would mix into its matmuls), BASE_MODEL and METHOD as "
+                    "base_model and method say here"}  # fmt: skip
         if _peft_type(folder) in VIRTUAL_TOKEN_TYPES:
             notes["generate"] = ("finjust.methods.peft_adapter.model_generate(model, **generate_arguments), not "
                                  "model.generate: with transformers 5, peft 0.21's own generate ignores a prefix and "

@@ -58,7 +58,7 @@ class ExportSource:
     def reference(self) -> nn.Module:
         """The tuned model as trained (adapter not merged): what the artifact must reproduce."""
         if self._reference is None:
-            model, _ = load_tuned(self.run, self.base)
+            model, _ = load_tuned(self.run, self.base, EXPORT_DTYPE)
             self._reference = model.eval()
         return self._reference
 
@@ -73,7 +73,7 @@ class ExportSource:
             raise ExportError(f"method {method.name!r} cannot be merged into the base weights (its virtual tokens "
                               "are not a change of weights); export it with --format adapter")  # fmt: skip
         if self._merged is None:
-            model, _ = load_tuned(self.run, self.fresh_base())
+            model, _ = load_tuned(self.run, self.fresh_base(), EXPORT_DTYPE)
             # every method that merges gives back the transformers model (peft's merge_and_unload unwraps it)
             merged = cast(PreTrainedModel, method.merge(model))
             _drop_quantization_config(merged)

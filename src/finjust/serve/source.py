@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finjust.errors import ModelLoadError
+from finjust.errors import ModelLoadError, UnknownNameError
 from finjust.eval.evaluate import load_tuned, open_trained
 from finjust.eval.generate import lora_mergeable, merged_lora
 from finjust.export.registry import recorded_result
+from finjust.methods.registry import get_method
 from finjust.models.load import load_model
 from finjust.train.max_length import model_positions, virtual_tokens
 from finjust.train.run import compute_dtype, training_dtype
@@ -101,8 +102,18 @@ def _refuse_unservable_export(path: Path, exported: dict[str, Any] | None) -> No
         return
     source = f"the run folder it came from ({run})" if run else "the run folder it came from"
     elsewhere = f"; {_SERVED_ELSEWHERE[fmt]}" if fmt in _SERVED_ELSEWHERE else ""
+    merged = "" if _unmergeable(exported) else " or a merged export (`finjust export RUN --format merged`)"
     raise ModelLoadError(f"{path} is an export in the {fmt!r} format, which finjust serve does not load: serve "
-                         f"{source} or a merged export (`finjust export RUN --format merged`){elsewhere}")  # fmt: skip
+                         f"{source}{merged}{elsewhere}")  # fmt: skip
+
+
+def _unmergeable(exported: dict[str, Any] | None) -> bool:
+    """Whether the export's method cannot merge (prompt and prefix tuning): no merged export exists for it."""
+    name = (exported or {}).get("method")
+    try:
+        return isinstance(name, str) and not get_method(name).can_merge
+    except UnknownNameError:
+        return False
 
 
 def _default_name(folder: Path) -> str:
