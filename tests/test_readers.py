@@ -291,3 +291,28 @@ def test_a_record_after_one_with_keys_given_twice_is_not_blamed_for_them(tmp_pat
     path.write_text("[{" + dropped + "},\n" + ",\n".join(clean) + "]", encoding="utf-8")
     problems = [item for item in read_records(path) if isinstance(item, Problem)]
     assert [(p.line, p.field) for p in problems] == [(1, "k0")]
+
+
+def test_a_folder_of_text_files_reads_every_case_of_the_suffix_and_skips_a_folder_named_like_one(tmp_path):
+    from finjust.data.readers import read_records
+
+    (tmp_path / "docs" / "sub" / "x.txt").mkdir(parents=True)  # a folder: it stopped the rest being read
+    for name, text in (("a.txt", b"first"), ("sub/UP.TXT", b"second\r\nline"), ("sub/Notes.Txt", b"third"),
+                       ("z.txt", b"last")):  # fmt: skip
+        (tmp_path / "docs" / name).write_bytes(text)
+    records = list(read_records(tmp_path / "docs"))
+    assert all(not isinstance(r, Problem) for r in records), records
+    texts = {Path(r.path).name: r.value["text"] for r in records}
+    assert texts == {"a.txt": "first", "UP.TXT": "second\nline", "Notes.Txt": "third", "z.txt": "last"}
+
+
+def test_a_parquet_string_column_of_invalid_utf8_is_a_problem_naming_the_row_not_a_traceback(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finjust.data.readers import read_records
+
+    texts = pa.array([b"good text", b"caf\xe9"], pa.binary()).view(pa.string())  # as a careless writer leaves it
+    pq.write_table(pa.table({"text": texts}), tmp_path / "bad.parquet")
+    [problem] = list(read_records(tmp_path / "bad.parquet"))
+    assert problem.kind == "malformed" and problem.line == 1 and "valid UTF-8" in problem.message

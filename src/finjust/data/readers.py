@@ -314,6 +314,7 @@ def _newlines(cell: str) -> str:
 @_register("parquet", ".parquet", ".pq")
 def read_parquet(path: Path, split: str | None = None) -> Iterator[Item]:
     """Apache Parquet, read in batches of rows."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -322,10 +323,14 @@ def read_parquet(path: Path, split: str | None = None) -> Iterator[Item]:
         yield Problem("malformed", f"not a readable Parquet file: {exc}", str(path))
         return
     number = 0
-    for batch in table.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            number += 1
-            yield RawRecord(number, row)
+    try:
+        for batch in table.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                number += 1
+                yield RawRecord(number, row)
+    except (ValueError, pa.ArrowException) as exc:  # invalid UTF-8 in a string column: UnicodeDecodeError
+        yield Problem("malformed", f"rows from {number + 1} on cannot be read ({type(exc).__name__}: {exc}); "
+                      "re-write the file with valid UTF-8 text", str(path), number + 1)  # fmt: skip
 
 
 @_register("datasets")
@@ -395,7 +400,10 @@ def _data_files_hint(folder: Path) -> str:
 @_register("txt", ".txt")
 def read_text_files(path: Path, split: str | None = None) -> Iterator[Item]:
     """A ``.txt`` file, or a folder of them (recursively, in sorted order): one record per file."""
-    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    # any case of the suffix (file_type_of reads NOTES.TXT as text), and files only: a folder named
+    # x.txt is no document (reading it stopped the rest of the folder)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()) if path.is_dir() \
+        else [path]  # fmt: skip
     if path.is_dir() and not files:
         yield Problem("unreadable", "the folder has no .txt files and is not a datasets folder "
                       f"(no dataset_info.json){_data_files_hint(path)}", str(path))  # fmt: skip
@@ -404,11 +412,16 @@ def read_text_files(path: Path, split: str | None = None) -> Iterator[Item]:
                       f"({_shown(others)}), which are not read: list them as data.train sources of their own, "
                       "or move them out of the folder", str(path))  # fmt: skip
     for file in files:
-        raw = file.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        try:
+            raw = file.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        except OSError as exc:  # this file alone: the folder's other documents are still read
+            yield Problem("unreadable", f"cannot read: {exc.strerror or exc}", str(file))
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             yield Problem("not_utf8", _not_utf8(raw, exc), str(file))
             continue
-        # line 1: a file is one record, which starts there (its place in the folder is no line)
-        yield RawRecord(1, {"text": text}, str(file) if path.is_dir() else None)
+        # line 1: a file is one record, which starts there (its place in the folder is no line);
+        # line breaks as "\n", as the CSV reader's cells and Python's text files read them
+        yield RawRecord(1, {"text": _newlines(text)}, str(file) if path.is_dir() else None)
