@@ -22,6 +22,8 @@ from finjust.data.pii import find_pii, redact_pii
         ("ring 031-390 61 42", "phone"),
         ("call (555) 123-4567 today", "phone"),
         ("call 555-123-4567 today", "phone"),
+        ("Call +49 152 8108 3555 today", "phone"),  # passes Luhn: it was taken for a card, its "+" left behind
+        ("pay to de89 3704 0044 0532 0130 00", "iban"),  # lower case: only its tail was caught, as a phone
     ],
 )
 def test_valid_identifiers_are_found(text, kind):
@@ -41,6 +43,9 @@ def test_valid_identifiers_are_found(text, kind):
         "git clone git@github.com:acme/repo.git",  # an SSH remote, not a person's address
         "meeting on 01-02-2023 10:30, kl. 01.02.2023 12.30",  # a date and a time: not one phone number
         "due 01.13.2023 or 12/31/2024",  # month first
+        "Revenue was 1 000 000 000 SEK, 2 500 000 units",  # thousands, not a national number
+        "Open 01.06-31.08 daily, between 01.02.2023-05.06.2023",  # spans of dates
+        "Error code Ab12 then 1234 5678 9012 34",  # a mixed-case candidate is no IBAN
     ],
 )
 def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):
@@ -52,6 +57,7 @@ def test_invalid_checksums_and_ordinary_numbers_are_not_pii(text):
     [
         ("mail anna.öberg@example.se", "mail [EMAIL]"),  # the whole user, not "anna.ö[EMAIL]"
         ("ssh to jo_e@host.example.com:8080 please", "ssh to [EMAIL]:8080 please"),  # a port may follow
+        ("mail anna.o'neil@example.com or 'bo@example.com'", "mail [EMAIL] or '[EMAIL]'"),  # not "anna.o'[EMAIL]"
     ],
 )
 def test_an_address_is_redacted_whole(text, redacted):

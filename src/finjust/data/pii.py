@@ -71,25 +71,46 @@ def _is_date(text: str) -> bool:
     return 1 <= min(first, second) <= 12 and max(first, second) <= 31
 
 
+def _iban(text: str) -> bool:
+    """An IBAN passing its country's format and mod-97 check, written in one case (lower-case
+    letters in running text would otherwise make a lower-case word after two digits a candidate)."""
+    letters = [c for c in text if c.isalpha()]
+    return (all(c.isupper() for c in letters) or all(c.islower() for c in letters)) and iban.is_valid(text)
+
+
+#: a span of dates leading a candidate: "01.06-31.08", "01.02.2023-05.06.2023" (day or month first)
+_DATE_SPAN = re.compile(r"(\d{1,2})[./](\d{1,2})(?:[./](?:\d{4}|\d{2}))? ?[-\u2013]")
+
+
 def _phone(text: str) -> bool:
     # a date leading the candidate is one followed by a time ("01-02-2023 10:30" matches the trunk shape)
-    return (8 <= len(_digits(text)) <= 15 and not _is_date(text.split()[0]) and not _TIME_SPAN.fullmatch(text))
+    return (8 <= len(_digits(text)) <= 15 and not _is_date(text.split()[0]) and not _TIME_SPAN.fullmatch(text)
+            and not _starts_a_date_span(text))  # fmt: skip
+
+
+def _starts_a_date_span(text: str) -> bool:
+    match = _DATE_SPAN.match(text)
+    if match is None:
+        return False
+    first, second = int(match.group(1)), int(match.group(2))
+    return 1 <= min(first, second) <= 12 and max(first, second) <= 31
 
 
 #: an address, its user in any script (``anna.öberg@``), whole: the match starts where the
 #: address does; but not an SSH remote (``git@github.com:acme/repo.git``), whose user is the
 #: service's (the domain must end there, not go on into ``:path``; a ``:port`` may follow)
-_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
-                    r"(?!:[A-Za-z~/])")
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w%+-][\w.%+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+                    r"(?![A-Za-z0-9-])(?!:[A-Za-z~/])")  # an apostrophe inside the user (o'neil@), not before it
 
 for _detector in (
     Detector("email", _EMAIL, None, "[EMAIL]"),
-    Detector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid, "[IBAN]",
-             checksum=True),
-    Detector("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
-    Detector("personnummer", re.compile(r"(?<![\d-])(?:\d{2})?\d{6}[-+]?\d{4}(?![\d-])"),
+    Detector("iban", re.compile(r"\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}\b"), _iban, "[IBAN]", checksum=True),
+    # not after a "+": an international phone number (+49 152 ...) passes Luhn one time in ten
+    Detector("card", re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
+    Detector("personnummer", re.compile(r"(?<![\d+-])(?:\d{2})?\d{6}[-+]?\d{4}(?![\d-])"),
              personnummer.is_valid, "[PERSONNUMMER]", checksum=True),
-    Detector("phone", re.compile(r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4}"
+    # not the later groups of a number written in thousands ("1 000 000 000")
+    Detector("phone", re.compile(r"(?<![\w+])(?<!\d[ .,])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4}"
                                  r"|(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])\d{3}[ .-]\d{4})(?![\d])"), _phone, "[PHONE]"),
 ):  # fmt: skip
     DETECTORS.add(_detector.name, _detector)
