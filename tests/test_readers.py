@@ -316,3 +316,12 @@ def test_a_parquet_string_column_of_invalid_utf8_is_a_problem_naming_the_row_not
     pq.write_table(pa.table({"text": texts}), tmp_path / "bad.parquet")
     [problem] = list(read_records(tmp_path / "bad.parquet"))
     assert problem.kind == "malformed" and problem.line == 1 and "valid UTF-8" in problem.message
+
+
+def test_csv_column_names_are_read_without_the_space_after_a_comma(tmp_path):
+    from finjust.data.load import iter_examples
+
+    path = tmp_path / "reviews.csv"
+    path.write_text("text, label\nGreat kayak,pos\nLeaky tent,neg\n")
+    examples = list(iter_examples(path))
+    assert [(e.task, e.label) for e in examples] == [(TASK_CLASSIFICATION, "pos"), (TASK_CLASSIFICATION, "neg")]

@@ -245,6 +245,9 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Item]:
     if 1 in bad_lines:
         yield Problem("not_utf8", bad_lines.pop(1), str(path), 1)
         return
+    # column names without the space a hand-written "text, label" puts after each comma (" label"
+    # is no field any format reads: labelled data trained as raw text)
+    header = [name.strip() for name in header]
     if (problem := _header_problem(header, delimiter, path, reader.line_num)) is not None:
         yield problem
         return
