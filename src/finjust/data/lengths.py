@@ -10,6 +10,7 @@ A template that does not render a prefix as a text prefix falls back to the exac
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,7 +80,13 @@ def _offsets(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # the Rust tokenizer directly: transformers' wrapper would convert every encoding to
-        # Python lists first, a third of the time at this scale
+        # Python lists first, a third of the time at this scale. A copy without the padding and
+        # truncation a tokenizer.json may fix (MiniLM's pads every text to 128 tokens), which the
+        # wrapper turns off and the backend alone would apply
+        if backend.padding is not None or backend.truncation is not None:
+            backend = copy.deepcopy(backend)
+            backend.no_padding()
+            backend.no_truncation()
         return [encoding.offsets for encoding in backend.encode_batch(texts, add_special_tokens=False)]
     return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
 
