@@ -101,3 +101,18 @@ def test_importing_finjust_drops_other_packages_known_noise_and_nothing_else():
     err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
     assert "Failed to load" not in err and "_pytree" not in err and "kernels-community" not in err, err
     assert "a real warning" in err  # only the known lines are dropped
+
+
+def test_api_runs_of_full_fine_tuning_and_a_classifier_print_nothing(tiny_recipe, tmp_path, write_jsonl, capfd):
+    from finjust import evaluate_run, load_recipe, run_recipe
+
+    quiet = {"generate": False, "retention": False}
+    full = load_recipe(tiny_recipe(method={"name": "full"}, train={"max_steps": 1}, eval=quiet))
+    evaluate_run(run_recipe(full).run_dir)  # transformers' "Writing model shards" and "Loading weights" bars
+    records = [{"text": f"review {i} of the red kayak", "label": ["good", "bad"][i % 2]} for i in range(16)]
+    labelled = {"train": str(write_jsonl("labelled.jsonl", records)), "test": None, "format": "classification"}
+    classifier = load_recipe(tiny_recipe(data=labelled, train={"max_steps": 1}, output={"dir": str(tmp_path / "c")}))
+    run_recipe(classifier)  # transformers' LOAD REPORT table of the new head's weights
+    printed = capfd.readouterr()
+    assert printed.out == "" and "LOAD REPORT" not in printed.err and "Loading weights" not in printed.err
+    assert "Writing model shards" not in printed.err

@@ -33,10 +33,15 @@ class Full(Method):
 
         if not isinstance(model, PreTrainedModel):
             raise MethodError("full fine-tuning save expects a transformers model")
-        model.save_pretrained(folder)
+        from finjust.models.load import without_progress_bars
+
+        with without_progress_bars():  # transformers' "Writing model shards" bar: the library does not print
+            model.save_pretrained(folder)
 
     def load(self, base: nn.Module, folder: Path) -> nn.Module:
         from transformers import AutoModelForCausalLM, PreTrainedModel
+
+        from finjust.models.load import without_progress_bars
 
         if not (folder / "config.json").is_file():
             raise MethodError(f"{folder} holds no saved model (config.json missing)")
@@ -44,7 +49,8 @@ class Full(Method):
         model_class = type(base) if isinstance(base, PreTrainedModel) else AutoModelForCausalLM
         weight = next(base.parameters())
         # typed as the torch module: mypy reads PreTrainedModel.to (wrapped with functools.wraps) as unbound
-        model: nn.Module = model_class.from_pretrained(folder, dtype=weight.dtype)
+        with without_progress_bars():
+            model: nn.Module = model_class.from_pretrained(folder, dtype=weight.dtype)
         return model.to(weight.device)  # where the base is
 
     def merge(self, model: nn.Module) -> nn.Module:

@@ -8,6 +8,8 @@ must carry the tokenizer's pad id.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,7 +52,7 @@ def load_classifier_folder(
         raise ModelLoadError(f"the tokenizer in {folder} has neither a pad nor an end-of-sequence token; "
                              "a classifier needs one to pad batches")  # fmt: skip
     try:
-        with without_progress_bars():
+        with without_progress_bars(), _head_not_reported():
             model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
                 folder, dtype=torch_dtype, num_labels=len(id2label), id2label=id2label,
                 label2id={label: i for i, label in id2label.items()}, pad_token_id=tokenizer.pad_token_id,
@@ -59,6 +61,20 @@ def load_classifier_folder(
         raise ModelLoadError(f"cannot load the model in {folder} with a classification head: {exc}") from exc
     # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy reads as unbound
     return LoadedModel(model.to(target), tokenizer, folder, target, torch_dtype)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _head_not_reported() -> Iterator[None]:
+    """transformers logs a LOAD REPORT table (on stderr, with terminal colours) whose rows are the
+    new head's weights, missing from the checkpoint by design: not shown while inside."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def head_modules(model: torch.nn.Module) -> list[str]:
