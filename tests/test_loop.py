@@ -367,3 +367,13 @@ def test_a_resume_that_trains_on_retires_the_finished_outputs_first(tiny_model_d
     run(2, resume=True)  # every step had run: what it finished with still holds
     assert calls == []
     assert run(3, resume=True).step == 3 and calls == [3]
+
+
+def test_a_plan_of_more_steps_than_a_run_can_hold_is_refused_at_once():
+    from finjust.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"train.max_steps: 1,000,000,000,000,000,000,000,000,000,000 steps"):
+        plan_steps(100, 8, 1, 3.0, 10**30, 0)
+    with pytest.raises(RecipeError, match=r"train.epochs: "):
+        plan_steps(1000, 8, 1, 1e9, None, 0)
+    assert plan_steps(100, 8, 1, 3.0, 10_000, 0).total_steps == 10_000  # a long run still plans

@@ -89,6 +89,18 @@ def test_report_of_a_run_still_training(tiny_recipe, tmp_path):
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a finjust run folder" in capsys.readouterr().err
+    (tmp_path / "recipe.yaml").write_text("model: {}\n")
+    assert main(["report", str(tmp_path / "recipe.yaml")]) == 2  # a file: not "cannot write report.html into it"
+    assert "not a finjust run folder" in capsys.readouterr().err
+
+
+def test_a_resume_that_trains_on_retires_the_old_weights_comparison(run):
+    from finjust.methods import get_method
+    from finjust.train.run_folder import RunFolder
+
+    (run / "compare.json").write_text(json.dumps(_compare_result()))
+    RunFolder(run).retire_finished(get_method("lora"))  # what a resume past the end does first
+    assert not (run / "compare.json").exists()  # the report showed it as the new weights' comparison
 
 
 @pytest.mark.parametrize(("name", "content", "named"), [

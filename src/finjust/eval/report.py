@@ -75,7 +75,8 @@ def _built(build: Builder, run: RunRecord, samples: int, source: Path) -> Markup
 
 def write_report(run_dir: str | Path, output: str | Path | None = None, samples: int = 8) -> Path:
     """Write the report (default ``RUN_DIR/report.html``) and return its path."""
-    path = Path(output) if output else RunFolder(run_dir).report
+    folder = RunFolder(run_dir).require()  # a file given for the folder: said so, not "cannot write into it"
+    path = Path(output) if output else folder.report
     atomic.require_writable(path, "give another place for it (finjust report --output PATH)")
     atomic.write_text(path, build_report(run_dir, samples))
     return path

@@ -10,7 +10,11 @@ import math
 import random
 from dataclasses import dataclass
 
-from finjust.errors import DataError
+from finjust.errors import DataError, RecipeError
+
+#: example visits a run may plan: the whole plan is held in memory (a list of indices), and
+#: max_steps: 1e30 spun before any event while 1e8 ran out of memory
+MAX_PLANNED_EXAMPLES = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ def plan_steps(
 
     Raises:
         DataError: no examples to train on (all dropped as too long, say).
+        RecipeError: more steps than a run plans up front (:data:`MAX_PLANNED_EXAMPLES`).
     """
     if n_examples <= 0:
         raise DataError("no training examples are left to train on (check data.too_long and data.max_length: "
@@ -45,6 +50,12 @@ def plan_steps(
     micro_per_epoch = math.ceil(n_examples / batch_size)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / grad_accum))
     total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
+    if total * batch_size * grad_accum > MAX_PLANNED_EXAMPLES:
+        setting = "train.max_steps" if max_steps is not None else "train.epochs"
+        raise RecipeError([f"{setting}: {total:,} steps of {batch_size * grad_accum} examples would plan "
+                           f"{total * batch_size * grad_accum:,} example visits, more than the "
+                           f"{MAX_PLANNED_EXAMPLES:,} a run plans up front (over a day of training even on a GPU); "
+                           "train fewer steps"], "train")  # fmt: skip
     steps: list[list[list[int]]] = []
     epoch = 0
     while len(steps) < total:

@@ -78,13 +78,14 @@ class RunFolder:
         return self.root / method.artifact_dir
 
     def retire_finished(self, method: Method) -> None:
-        """Remove what the run finished with (``method``'s artifact, then the scorecard) before a
-        resume trains on: an interrupted extension must look unfinished, not pass the old
-        weights off as its own. The artifact goes first: a kill between the two leaves a
+        """Remove what the run finished with (``method``'s artifact, then the scorecard and any
+        comparison) before a resume trains on: an interrupted extension must look unfinished,
+        not pass the old weights off as its own. The artifact goes first: a kill between the two leaves a
         scorecard that names its artifact missing, never weights that no scorecard describes."""
         if self.artifact(method).is_dir():
             atomic.remove_folder(self.artifact(method))
         self.scorecard.unlink(missing_ok=True)
+        self.compare.unlink(missing_ok=True)  # the old weights' comparison: the report showed it as the new's
 
     def trained_artifact(self, method: Method) -> Path:
         """``method``'s trained artifact in this run.
