@@ -167,6 +167,12 @@ def test_missing_files_are_listed_beside_a_malformed_data_entry(tmp_path: Path) 
         in problems and "gone.jsonl: cannot" not in problems  # fmt: skip
 
 
+def test_more_steps_than_a_run_plans_are_refused_with_the_recipe() -> None:
+    with pytest.raises(RecipeError, match=r"train.max_steps: 20,000,000 steps of 8 examples plan more than"):
+        recipe_from_dict(minimal_dict(train={"max_steps": 20_000_000}))
+    assert recipe_from_dict(minimal_dict(train={"max_steps": 1_000_000})).train.max_steps == 1_000_000
+
+
 def test_a_valid_recipe_loads_without_its_data_files(tmp_path: Path) -> None:
     # export, eval and report read a run's recipe; its data may have moved since (the data check names them)
     assert load_recipe(write(tmp_path, MINIMAL)).data.train == str(tmp_path / "my" / "train.jsonl")

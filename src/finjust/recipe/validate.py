@@ -46,6 +46,7 @@ def build_recipe(raw: Any, source: str, problems: list[str]) -> Recipe:
     problems.extend(_check_data(data))
     _check_metrics(evaluation, problems)
     problems.extend(_check_test_split(data))
+    problems.extend(_check_plan_size(train))
     if built.get("method") is not None:
         problems.extend(_check_recompute(train, built["method"]))
     if problems:
@@ -78,6 +79,17 @@ def _check_test_split(data: DataSection | types.SimpleNamespace) -> list[str]:
         return ["data.test_fraction / data.test_count: the run's scorecard needs test examples; hold some out "
                 "or give a data.test file"]
     return []
+
+
+def _check_plan_size(train: Any) -> list[str]:
+    """``train.max_steps`` within what a run plans up front (``epochs`` waits for the data's size)."""
+    from finjust.train.plan import MAX_PLANNED_EXAMPLES  # light: no torch
+
+    steps, per_step = train.max_steps, train.batch_size * train.grad_accum
+    if not isinstance(steps, int) or not isinstance(per_step, int) or steps * per_step <= MAX_PLANNED_EXAMPLES:
+        return []
+    return [f"train.max_steps: {steps:,} steps of {per_step} examples plan more than the {MAX_PLANNED_EXAMPLES:,} "
+            "example visits a run plans up front (over a day of training even on a GPU); train fewer steps"]
 
 
 def _check_recompute(train: Any, method: MethodSection) -> list[str]:
