@@ -300,9 +300,16 @@ def test_a_run_writes_a_scorecard_with_accuracy_and_macro_f1(classification_reci
     assert (run / "adapter" / "adapter_config.json").is_file()
     assert [r["type"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())].count("eval") == 2
     assert "Majority-class baseline" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0  # the page says it too: its base is an untrained head
+    assert "Majority-class baseline (always" in (run / "report.html").read_text()
+    capsys.readouterr()
     # the generative-run commands say plainly that they do not take a classifier yet
     assert main(["eval", str(run)]) == 2
-    assert "is a classification run" in capsys.readouterr().err
+    assert f"is a classification run: its scorecard is {run / 'scorecard.json'}" in capsys.readouterr().err
+    (run / "scorecard.json").unlink()  # as an unfinished run: no scorecard to point to
+    assert main(["compare", str(run)]) == 2
+    assert "is a classification run: it has not finished (continue it with `finjust train --resume" \
+        in capsys.readouterr().err
 
 
 def test_full_fine_tuning_saves_a_classifier_with_its_labels(classification_recipe):

@@ -57,9 +57,10 @@ def open_trained(run_dir: str | Path) -> TrainedRun:
 
 def _refuse_classification(folder: RunFolder) -> None:
     if folder.task() == TASK_CLASSIFICATION:
-        raise CheckpointError(f"{folder.root} is a classification run: its scorecard is {folder.scorecard}; "
-                              "scoring again, comparing and serving work on generative runs so far "
-                              "(a classifier exports with --format onnx)")  # fmt: skip
+        scorecard = (f"its scorecard is {folder.scorecard}" if folder.scorecard.is_file() else
+                     f"it has not finished (continue it with `finjust train --resume {folder.root}`)")  # fmt: skip
+        raise CheckpointError(f"{folder.root} is a classification run: {scorecard}; scoring again, comparing and "
+                              "serving work on generative runs so far (a classifier exports with --format onnx)")
 
 
 def open_run(run_dir: str | Path) -> RunInputs:

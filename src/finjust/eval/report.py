@@ -18,6 +18,7 @@ from finjust.errors import CheckpointError
 from finjust.eval import plots
 from finjust.eval.compare import describe_one_off
 from finjust.eval.costs import cost_of_steps
+from finjust.eval.scorecard import format_baselines
 from finjust.html import Cell, Markup, image, number, numeric, page, paragraph, section, table
 from finjust.recipe import Recipe, load_recipe
 from finjust.train.log import MetricsLog
@@ -128,6 +129,8 @@ def _scorecard_section(run: RunRecord, samples: int) -> Markup | None:
                        "change excludes zero and a sign test over the questions whose score changed agrees "
                        f"(p below {100 - percent}%). Lower is better for test_loss and perplexity.",
                        "note"), body]  # fmt: skip
+    # a classifier's base is its untrained head (chance level): the majority-class baseline says more
+    parts += [paragraph(line, "note") for line in format_baselines(card) if line]
     png = plots.metric_intervals(comparison, confidence) if comparison else None
     if png is not None:
         parts.append(image(png, "base vs tuned per metric with confidence intervals"))

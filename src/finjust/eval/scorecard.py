@@ -206,7 +206,7 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
     if covered < scorecard["n_test"]:
         lines.append(f"(test_loss and perplexity over {covered} of {scorecard['n_test']} examples: the others' "
                      "answers begin beyond data.max_length)")  # fmt: skip
-    lines += _format_baselines(scorecard)
+    lines += format_baselines(scorecard)
     if "retention" in scorecard:
         lines += ["", _format_retention(scorecard["retention"])]
     for item in scorecard["answers"][:samples]:
@@ -217,7 +217,7 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _format_baselines(scorecard: dict[str, Any]) -> list[str]:
+def format_baselines(scorecard: dict[str, Any]) -> list[str]:
     """A classification scorecard's note on its base and its majority-class baseline."""
     if "baselines" not in scorecard:
         return []
