@@ -146,7 +146,11 @@ def test_an_unwritable_target_is_refused_before_the_work_naming_the_fix(tmp_path
 
 def test_a_report_into_a_read_only_run_is_refused_before_it_is_built(tmp_path, monkeypatch):
     from finjust.eval import report
+    from finjust.train.run_folder import RunFolder
 
+    run = RunFolder(tmp_path)
+    run.recipe.write_text("model: {}\n")
+    run.metrics.write_text("")  # a run folder as finjust train leaves it
     monkeypatch.setattr(atomic.os, "access", lambda path, mode: False)
     monkeypatch.setattr(report, "build_report", lambda *args: pytest.fail("built before the check"))
     with pytest.raises(PermissionError, match=r"finjust report --output PATH"):
