@@ -24,6 +24,10 @@ from finjust.data.pii import find_pii, redact_pii
         ("call 555-123-4567 today", "phone"),
         ("Call +49 152 8108 3555 today", "phone"),  # passes Luhn: it was taken for a card, its "+" left behind
         ("pay to de89 3704 0044 0532 0130 00", "iban"),  # lower case: only its tail was caught, as a phone
+        ("Order 4421 070-123 45 67", "phone"),  # after another number (the thousands rule must not hide it)
+        ("Phone: 3 070 123 45 67", "phone"),
+        ("Apt 4 (555) 123-4567", "phone"),
+        ("x ...anna@example.com", "email"),
     ],
 )
 def test_valid_identifiers_are_found(text, kind):

@@ -99,7 +99,7 @@ def _starts_a_date_span(text: str) -> bool:
 #: an address, its user in any script (``anna.öberg@``), whole: the match starts where the
 #: address does; but not an SSH remote (``git@github.com:acme/repo.git``), whose user is the
 #: service's (the domain must end there, not go on into ``:path``; a ``:port`` may follow)
-_EMAIL = re.compile(r"(?<![\w.%+-])[\w%+-][\w.%+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+_EMAIL = re.compile(r"(?<![\w%+-])(?<!\w\.)[\w%+-][\w.%+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
                     r"(?![A-Za-z0-9-])(?!:[A-Za-z~/])")  # an apostrophe inside the user (o'neil@), not before it
 
 for _detector in (
@@ -109,8 +109,9 @@ for _detector in (
     Detector("card", re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card, "[CARD]", checksum=True),
     Detector("personnummer", re.compile(r"(?<![\d+-])(?:\d{2})?\d{6}[-+]?\d{4}(?![\d-])"),
              personnummer.is_valid, "[PERSONNUMMER]", checksum=True),
-    # not the later groups of a number written in thousands ("1 000 000 000")
-    Detector("phone", re.compile(r"(?<![\w+])(?<!\d[ .,])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4}"
+    # not the later groups of a number written in thousands ("1 000 000 000"), though a phone
+    # number may follow any other number ("order 4421 070-123 45 67")
+    Detector("phone", re.compile(r"(?<![\w+])(?!(?<=\d[ .,])\d{3}(?:[ .,]\d{3})+(?![ .,]?\d))(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}|\(?0\d{1,3}\)?(?:[ .-]\d{2,4}){2,4}"
                                  r"|(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])\d{3}[ .-]\d{4})(?![\d])"), _phone, "[PHONE]"),
 ):  # fmt: skip
     DETECTORS.add(_detector.name, _detector)
