@@ -360,3 +360,13 @@ def test_base_scores_of_test_records_changed_outside_the_split_hashes_are_scored
     saved = json.loads(folder.base_scores.read_text())
     folder.base_scores.write_text(json.dumps({k: v for k, v in saved.items() if k != "inputs_sha256"}))
     assert saved_base_scores(folder, test) == scores  # an earlier run's file: read as before
+
+
+def test_splits_that_differ_from_unchanged_files_are_put_down_to_how_finjust_reads_them():
+    from finjust.train.resume_checks import changed_files
+
+    sources = {"/data/docs": "682673dd50c6", "/data/d.csv": "0caf3e3b9faa"}
+    assert changed_files({"sources": sources}, {"sources": {**sources, "/data/d.csv": "ffff"}}) == \
+        "; changed: /data/d.csv"  # fmt: skip
+    said = changed_files({"sources": sources}, {"sources": dict(sources)})
+    assert "every data file is as it was: this finjust version reads them differently" in said

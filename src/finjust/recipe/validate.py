@@ -83,13 +83,13 @@ def _check_test_split(data: DataSection | types.SimpleNamespace) -> list[str]:
 
 def _check_plan_size(train: Any) -> list[str]:
     """``train.max_steps`` within what a run plans up front (``epochs`` waits for the data's size)."""
-    from finjust.train.plan import MAX_PLANNED_EXAMPLES  # light: no torch
+    from finjust.train.plan import plan_size_problem  # light: no torch
 
-    steps, per_step = train.max_steps, train.batch_size * train.grad_accum
-    if not isinstance(steps, int) or not isinstance(per_step, int) or steps * per_step <= MAX_PLANNED_EXAMPLES:
-        return []
-    return [f"train.max_steps: {steps:,} steps of {per_step} examples plan more than the {MAX_PLANNED_EXAMPLES:,} "
-            "example visits a run plans up front (over a day of training even on a GPU); train fewer steps"]
+    steps, batch, accum = train.max_steps, train.batch_size, train.grad_accum
+    if not all(isinstance(value, int) for value in (steps, batch, accum)):
+        return []  # each invalid value is a problem of its own
+    problem = plan_size_problem("train.max_steps", steps, batch * accum)
+    return [problem] if problem else []
 
 
 def _check_recompute(train: Any, method: MethodSection) -> list[str]:

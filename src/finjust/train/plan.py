@@ -35,6 +35,14 @@ class StepPlan:
         return step % self.steps_per_epoch == 0 or step == self.total_steps
 
 
+def plan_size_problem(setting: str, steps: int, per_step: int) -> str | None:
+    """Why ``steps`` of ``per_step`` examples are more than a run plans up front, or None."""
+    if steps * per_step <= MAX_PLANNED_EXAMPLES:
+        return None
+    return (f"{setting}: {steps:,} steps of {per_step} examples plan more than the {MAX_PLANNED_EXAMPLES:,} example "
+            "visits a run plans up front (over a day of training even on a GPU); train fewer steps")
+
+
 def plan_steps(
     n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None, seed: int
 ) -> StepPlan:
@@ -50,12 +58,9 @@ def plan_steps(
     micro_per_epoch = math.ceil(n_examples / batch_size)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / grad_accum))
     total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
-    if total * batch_size * grad_accum > MAX_PLANNED_EXAMPLES:
-        setting = "train.max_steps" if max_steps is not None else "train.epochs"
-        raise RecipeError([f"{setting}: {total:,} steps of {batch_size * grad_accum} examples would plan "
-                           f"{total * batch_size * grad_accum:,} example visits, more than the "
-                           f"{MAX_PLANNED_EXAMPLES:,} a run plans up front (over a day of training even on a GPU); "
-                           "train fewer steps"], "train")  # fmt: skip
+    if problem := plan_size_problem("train.max_steps" if max_steps is not None else "train.epochs", total,
+                                    batch_size * grad_accum):  # fmt: skip
+        raise RecipeError([problem], "train")
     steps: list[list[list[int]]] = []
     epoch = 0
     while len(steps) < total:

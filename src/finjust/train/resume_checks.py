@@ -103,13 +103,18 @@ def _same_model(saved: Mapping[str, Any], recipe: Recipe) -> bool:
 
 def changed_files(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """For a refusal: '; changed: FILE, ...', the data files whose content differs from the
-    manifest's hashes ('' where none does: a split setting changed, or the files are others)."""
+    manifest's hashes; where none does, that finjust reads the same files differently now ('' where
+    the files are others)."""
     recorded, current = saved.get("sources"), now.get("sources")
     if not isinstance(recorded, dict) or not isinstance(current, dict) or len(recorded) != len(current):
         return ""
     # matched by position, as the recipe lists them: a project moved elsewhere gives other paths
     differing = [path for (path, digest), old in zip(current.items(), recorded.values()) if digest != old]
-    return f"; changed: {', '.join(differing)}" if differing else ""
+    if differing:
+        return f"; changed: {', '.join(differing)}"
+    return ("; yet every data file is as it was: this finjust version reads them differently from the one the run "
+            "started with (since 2026-11-28: .txt line breaks and suffixes in any case, CSV column names "
+            "without surrounding spaces), so the splits differ; use that version for this run")  # fmt: skip
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, str]:
