@@ -494,3 +494,15 @@ def test_an_exported_gguf_loads_back_as_a_model_without_progress_bars(lora_run, 
     assert loaded.model.config.num_hidden_layers == 2
     printed = capfd.readouterr()
     assert "quantizing" not in printed.err + printed.out and "shards" not in printed.err + printed.out
+
+
+def test_a_gguf_of_another_architecture_is_refused_before_the_merge(tmp_path):
+    from types import SimpleNamespace
+
+    def merged():
+        raise AssertionError("merged first: a 7B merge only to be told no")
+
+    source = SimpleNamespace(base=SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(model_type="qwen2"))),
+                             merged=merged)  # fmt: skip
+    with pytest.raises(ExportError, match=r"supports Llama-architecture models; this one is 'qwen2': export --format"):
+        get_format("gguf").write(source, tmp_path, None)

@@ -29,7 +29,7 @@ import numpy as np
 
 from finjust.data.example import Message
 from finjust.errors import ExportError
-from finjust.export.gguf_writer import OUTTYPES, write_gguf
+from finjust.export.gguf_writer import OUTTYPES, require_llama, write_gguf
 from finjust.export.registry import FORMATS, ExportFormat, ParityThresholds
 from finjust.export.runtimes import Generation, Runtime
 
@@ -210,6 +210,7 @@ class Gguf(ExportFormat):
 
     def write(self, source: ExportSource, folder: Path, quant: str | None) -> None:
         quant = quant or self.default_quant
+        require_llama(source.base.model.config)  # before merging: a 7B merge only to be told no
         merged, tokenizer = source.merged(), source.tokenizer
         target = folder / gguf_name(quant)
         with tempfile.TemporaryDirectory(prefix=".tokenizer-", dir=folder) as scratch:

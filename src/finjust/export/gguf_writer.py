@@ -57,6 +57,18 @@ _KNOWN_PRE = {
 }
 
 
+def require_llama(config: object) -> None:
+    """The port writes Llama-architecture models only.
+
+    Raises:
+        ExportError: ``config`` is another architecture's, naming what to do instead.
+    """
+    model_type = getattr(config, "model_type", None)
+    if model_type != "llama":
+        raise ExportError(f"the gguf export supports Llama-architecture models; this one is {model_type!r}: "
+                          "export --format merged and convert it with llama.cpp's convert_hf_to_gguf.py")  # fmt: skip
+
+
 def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tokenizer_dir: Path, path: Path,
                outtype: str) -> None:  # fmt: skip
     """Write ``model`` with ``tokenizer`` (saved in ``tokenizer_dir``) to ``path`` as GGUF ``outtype``.
@@ -65,9 +77,7 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token
         ExportError: not a Llama-architecture model, or a tokenizer the port cannot name.
     """
     config = model.config
-    if config.model_type != "llama":
-        raise ExportError(f"the gguf export supports Llama-architecture models; this one is {config.model_type!r}: "
-                          "export --format merged and convert it with llama.cpp's convert_hf_to_gguf.py")  # fmt: skip
+    require_llama(config)
     qtype, file_type = OUTTYPES[outtype]
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     try:
