@@ -65,10 +65,13 @@ _TIME_SPAN = re.compile(r"([01]?\d|2[0-3])[.:][0-5]\d ?[-\u2013] ?([01]?\d|2[0-3
 
 def _is_date(text: str) -> bool:
     match = _DATE.fullmatch(text)
-    if match is None:
-        return False
-    first, second = int(match.group(1)), int(match.group(3))
-    return 1 <= min(first, second) <= 12 and max(first, second) <= 31
+    return match is not None and _day_and_month(match.group(1), match.group(3))
+
+
+def _day_and_month(first: str, second: str) -> bool:
+    """Whether two numbers read as a day and a month, in either order."""
+    low, high = sorted((int(first), int(second)))
+    return 1 <= low <= 12 and high <= 31
 
 
 def _iban(text: str) -> bool:
@@ -90,10 +93,7 @@ def _phone(text: str) -> bool:
 
 def _starts_a_date_span(text: str) -> bool:
     match = _DATE_SPAN.match(text)
-    if match is None:
-        return False
-    first, second = int(match.group(1)), int(match.group(2))
-    return 1 <= min(first, second) <= 12 and max(first, second) <= 31
+    return match is not None and _day_and_month(match.group(1), match.group(2))
 
 
 #: an address, its user in any script (``anna.öberg@``), whole: the match starts where the
