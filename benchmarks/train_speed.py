@@ -49,6 +49,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,13 +185,14 @@ def run_trainer(variant: str, bench: Bench) -> dict[str, Any]:
             # demo's 310 make 38 full steps) stays the same step in every variant
             return self.accelerator.prepare(DataLoader(rows, batch_sampler=plan, collate_fn=counting_collate))
 
-    args = TrainingArguments(
-        output_dir="/tmp/finjust-bench-trainer", per_device_train_batch_size=BATCH,
-        max_steps=bench.warmup + bench.steps, learning_rate=2e-4, lr_scheduler_type="constant", logging_steps=1,
-        save_strategy="no", report_to=[], use_cpu=bench.device == "cpu", bf16=variant == "b",
-        dataloader_num_workers=0, remove_unused_columns=False, seed=0,
-    )  # fmt: skip
-    InPlanOrder(model=model, args=args, train_dataset=rows, callbacks=[Clock()]).train()  # batches: its dataloader
+    with tempfile.TemporaryDirectory(prefix="finjust-bench-trainer-") as output_dir:  # saves nothing; left none
+        args = TrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=BATCH,
+            max_steps=bench.warmup + bench.steps, learning_rate=2e-4, lr_scheduler_type="constant", logging_steps=1,
+            save_strategy="no", report_to=[], use_cpu=bench.device == "cpu", bf16=variant == "b",
+            dataloader_num_workers=0, remove_unused_columns=False, seed=0,
+        )  # fmt: skip
+        InPlanOrder(model=model, args=args, train_dataset=rows, callbacks=[Clock()]).train()  # batches: its loader
     _require_plan(counted[: len(times)], [[len(rows[i]["input_ids"]) for i in step] for step in plan], "the Trainer")
     return _summary(ends.seconds if bench.device == "cuda" else times, counted, losses, bench)
 
