@@ -36,3 +36,10 @@ def test_the_scorecard_tables_columns_stay_apart_when_a_number_fills_its_width()
     card = {"n_test": 12, "comparison": {"token_f1": row}, "answers": []}
     line = next(line for line in format_scorecard(card).splitlines() if line.startswith("token_f1"))
     assert line.split()[:4] == ["token_f1", "0.1237", "0.1244", "+0.000779"]
+
+
+def test_a_scorecard_too_small_for_any_verdict_says_so():
+    row = {"base": 6.43, "tuned": 5.56, "delta": -0.87, "delta_ci": [-1.22, -0.665], "verdict": "no significant change"}
+    small, large = ({"n_test": n, "comparison": {"test_loss": row}, "answers": []} for n in (3, 12))
+    assert "takes at least 6 examples that changed" in format_scorecard(small)  # the interval alone is not enough
+    assert "takes at least" not in format_scorecard(large)

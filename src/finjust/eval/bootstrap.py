@@ -92,6 +92,15 @@ def _changed(base_items: Sequence[Any], tuned_items: Sequence[Any], aggregate: A
     return ups, downs
 
 
+def fewest_for_a_verdict(confidence: float) -> int:
+    """The fewest changed examples whose sign test can agree at ``confidence``: all moving one
+    way (6 at 95%). Fewer test examples than that can give no verdict but "no significant change"."""
+    n = 1
+    while sign_test(n, 0) >= 1 - confidence:
+        n += 1
+    return n
+
+
 def sign_test(ups: int, downs: int) -> float:
     """Exact two-sided sign test: the chance of a split at least this uneven if each changed
     example were as likely to go either way."""

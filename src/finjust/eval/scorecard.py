@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from finjust.data.example import TASK_TEXT, Example
 from finjust.data.templates import prompt_ids, tokenize_examples
 from finjust.errors import EvaluationError
-from finjust.eval.bootstrap import Comparison, paired_bootstrap
+from finjust.eval.bootstrap import Comparison, fewest_for_a_verdict, paired_bootstrap
 from finjust.eval.generate import generate_answers
 from finjust.eval.metrics import METRICS, Answers, metric_items
 from finjust.objectives.sft import eval_batches, example_losses, perplexity
@@ -195,6 +195,9 @@ def format_scorecard(scorecard: dict[str, Any], samples: int = 3) -> str:
     """A readable table of base vs tuned with intervals and verdicts, and a few sample answers."""
     percent = round(100 * scorecard.get("confidence", 0.95))
     lines = [f"Scorecard on {scorecard['n_test']} held-out test examples ({percent}% bootstrap intervals)", ""]
+    if isinstance(scorecard["n_test"], int) and scorecard["n_test"] < (fewest := fewest_for_a_verdict(percent / 100)):
+        lines[-1:-1] = [f"(a verdict needs the sign test to agree too, which takes at least {fewest} examples that "
+                        "changed: with fewer, every verdict is 'no significant change')"]  # fmt: skip
     # a space between columns: a number as wide as its column (+0.000779) must not run into the next
     lines.append(f"{'metric':<14} {'base':>9} {'tuned':>9} {'change':>9}  {'interval of change':<20} verdict")
     for name, row in scorecard.get("comparison", {}).items():
