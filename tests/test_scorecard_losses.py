@@ -43,3 +43,9 @@ def test_a_scorecard_too_small_for_any_verdict_says_so():
     small, large = ({"n_test": n, "comparison": {"test_loss": row}, "answers": []} for n in (3, 12))
     assert "takes at least 6 examples that changed" in format_scorecard(small)  # the interval alone is not enough
     assert "takes at least" not in format_scorecard(large)
+
+
+def test_an_empty_answer_is_shown_as_one_not_as_a_blank_line():
+    card = {"n_test": 12, "comparison": {}, "answers": [{"question": "Q?", "reference": "A.", "base": "B.",
+                                                         "tuned": "\n\n"}]}  # fmt: skip
+    assert "  tuned:    (no answer: empty or whitespace only)" in format_scorecard(card)

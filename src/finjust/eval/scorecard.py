@@ -245,4 +245,6 @@ def _format_retention(kept: dict[str, Any]) -> str:
 
 def _short(text: str, width: int = 200) -> str:
     text = " ".join(text.split())
+    if not text:  # a blank line read as a broken pipeline; the model answered nothing (or whitespace)
+        return "(no answer: empty or whitespace only)"
     return text if len(text) <= width else text[: width - 1] + "…"
