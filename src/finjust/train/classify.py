@@ -36,14 +36,7 @@ from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.max_length import fitted_to_model
-from finjust.train.run import (
-    RunContext,
-    compute_dtype,
-    save_base_scores,
-    saved_base_scores,
-    test_examples,
-    training_dtype,
-)
+from finjust.train.run import RunContext, base_scores_once, compute_dtype, test_examples, training_dtype
 
 #: examples per forward pass when scoring and validating
 EVAL_BATCH = 32
@@ -121,13 +114,13 @@ def _base_scores(
     labels: LabelMap, autocast: torch.dtype | None,
 ) -> ModelScores:  # fmt: skip
     """The untrained head's scores (chance level), once; a resumed run reads the saved ones."""
-    if (saved := saved_base_scores(run.folder, test)) is not None:
-        return saved
-    run.on_event("phase", {"text": f"scoring the base model (untrained head) on {len(items)} test examples"})
-    loaded.model.eval()
-    scores = score_classifier(loaded.model, items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
-    save_base_scores(run.folder, scores, test)
-    return scores
+
+    def score() -> ModelScores:
+        run.on_event("phase", {"text": f"scoring the base model (untrained head) on {len(items)} test examples"})
+        loaded.model.eval()
+        return score_classifier(loaded.model, items, batcher, labels, loaded.device, autocast, EVAL_BATCH)
+
+    return base_scores_once(run.folder, test, score)
 
 
 def _save(run: RunContext, model: torch.nn.Module, loaded: LoadedModel, labels: LabelMap, tmp: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +273,16 @@ def test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
     test = test[: recipe.eval.max_examples] if recipe.eval.max_examples else test
     check_metric_inputs(recipe.eval, test)
     return test
+
+
+def base_scores_once(folder: RunFolder, test: Sequence[Example], score: Callable[[], ModelScores]) -> ModelScores:
+    """The base model's scores on ``test``: those an interrupted run saved (:func:`saved_base_scores`),
+    else ``score()``'s, kept for a resume."""
+    if (saved := saved_base_scores(folder, test)) is not None:
+        return saved
+    scores = score()
+    save_base_scores(folder, scores, test)
+    return scores
 
 
 def save_base_scores(folder: RunFolder, scores: ModelScores, test: Sequence[Example]) -> None:

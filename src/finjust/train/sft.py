@@ -27,14 +27,7 @@ from finjust.train.checkpoint import best_weights, restore_trainable
 from finjust.train.log import MetricsLog
 from finjust.train.loop import LoopSetup, train_model
 from finjust.train.max_length import answers_past_context, fitted_to_model
-from finjust.train.run import (
-    RunContext,
-    compute_dtype,
-    save_base_scores,
-    saved_base_scores,
-    test_examples,
-    training_dtype,
-)
+from finjust.train.run import RunContext, base_scores_once, compute_dtype, test_examples, training_dtype
 from finjust.train.run_folder import RunFolder
 
 
@@ -103,11 +96,7 @@ def _base_scores(
     autocast: torch.dtype | None, on_event: EventHandler,
 ) -> ModelScores:  # fmt: skip
     """Score the pretrained model once; a resumed run reads the saved result."""
-    if (saved := saved_base_scores(folder, test)) is not None:
-        return saved
-    scores = score_base(recipe, loaded, test, autocast, on_event)
-    save_base_scores(folder, scores, test)
-    return scores
+    return base_scores_once(folder, test, lambda: score_base(recipe, loaded, test, autocast, on_event))
 
 
 def score_base(
