@@ -36,19 +36,12 @@ from finjust.eval.retrieval import (
     encoder_folder,
     load_encoder,
 )  # fmt: skip
-from finjust.eval.scorecard import (
-    LOSS_METRICS,
-    ModelScores,
-    check_metric_inputs,
-    compare_scores,
-    loss_examples,
-    score_model,
-)
+from finjust.eval.scorecard import LOSS_METRICS, ModelScores, compare_scores, loss_examples, score_model
 from finjust.events import EventHandler, ignore_events
 from finjust.models.load import LoadedModel, load_model
 from finjust.recipe import Recipe
 from finjust.train.max_length import fitted_to_model, model_positions, virtual_tokens
-from finjust.train.run import compute_dtype, training_dtype
+from finjust.train.run import compute_dtype, test_examples, training_dtype
 
 
 @dataclass
@@ -97,8 +90,7 @@ def compare_run(
     atomic.require_writable(run.folder.compare, "the comparison is kept in the run: copy the run folder "
                             "somewhere you can write")  # fmt: skip
     # --max-examples counts from the whole test split: the recipe's eval.max_examples capped run.test
-    test = run.data.splits.test[: options.max_examples] if options.max_examples else run.test
-    check_metric_inputs(run.recipe.eval, test)
+    test = test_examples(run.recipe, run.data, options.max_examples) if options.max_examples else run.test
     if any(example.task == TASK_TEXT for example in test):
         raise EvaluationError(f"{run_dir}: compare puts questions to each strategy; this run's test split holds "
                               "raw text (continued pretraining), which its scorecard scores by perplexity")

@@ -263,14 +263,16 @@ def _prepare_checked_data(
     return data, None
 
 
-def test_examples(recipe: Recipe, data: PreparedData) -> list[Example]:
-    """The test examples the scorecard scores, checked for what its metrics read of them.
+def test_examples(recipe: Recipe, data: PreparedData, max_examples: int | None = None) -> list[Example]:
+    """The test examples the scorecard scores (the first ``max_examples``, default the recipe's
+    ``eval.max_examples``), checked for what its metrics read of them.
 
     Raises:
         EvaluationError: a metric needs a record field that some of them lack.
     """
     test = data.splits.test
-    test = test[: recipe.eval.max_examples] if recipe.eval.max_examples else test
+    limit = max_examples or recipe.eval.max_examples
+    test = test[:limit] if limit else test
     check_metric_inputs(recipe.eval, test)
     return test
 
@@ -301,7 +303,8 @@ def saved_base_scores(folder: RunFolder, test: Sequence[Example]) -> ModelScores
     advice = "delete it and resume: the base model is scored again"
     if (saved := read_saved_object(folder.base_scores, advice)) is None:
         return None
-    if saved.get(_INPUTS_KEY, _scored_inputs_sha256(test)) != _scored_inputs_sha256(test):  # absent: an older run
+    scored_on = saved.get(_INPUTS_KEY)
+    if scored_on is not None and scored_on != _scored_inputs_sha256(test):  # None: a run from before the hash
         return None
     try:
         scores = ModelScores.from_json(saved)
