@@ -141,8 +141,13 @@ def has_checkpoint(root: Path) -> bool:
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The complete checkpoint with the highest step, or None."""
-    found = [(s, f) for f in root.glob(f"{_PREFIX}*") if (s := _step_of(f)) is not None and f.is_dir()]
+    found = _complete_checkpoints(root)
     return max(found)[1] if found else None
+
+
+def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of each complete checkpoint in ``root``."""
+    return [(s, f) for f in root.glob(f"{_PREFIX}*") if (s := _step_of(f)) is not None and f.is_dir()]
 
 
 def _rates_from_schedule(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
@@ -224,8 +229,7 @@ def _damaged(path: Path, error: Exception, advice: str | None = None) -> Checkpo
     """The error for a missing or damaged checkpoint file, with ``advice``, by default how to
     resume from the checkpoint before it (or from the start, where it is the first)."""
     step = _step_of(path.parent)
-    earlier = step is not None and any(
-        (other := _step_of(folder)) is not None and other < step for folder in path.parent.parent.glob(f"{_PREFIX}*"))
+    earlier = step is not None and any(other < step for other, _ in _complete_checkpoints(path.parent.parent))
     to = ("resume from the checkpoint before it" if earlier or step is None
           else "start the run over from step 0 (no earlier checkpoint is kept)")  # fmt: skip
     advice = advice or f"delete its folder {path.parent} to {to}"
